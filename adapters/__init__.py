@@ -1,0 +1,10 @@
+"""Device adapters: one plugin per device family, found through the `flexadr.adapters` entry points."""
+from adapters.base import (  # noqa: F401
+    Adapter,
+    AdapterError,
+    Capability,
+    ChargeDelay,
+    Command,
+    Discharge,
+    Reading,
+)

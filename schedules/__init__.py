@@ -1,0 +1,1 @@
+"""The programs' rules as data: program files, their model, calendars, storms, the planner."""
