@@ -5,6 +5,9 @@ from adapters.base import (  # noqa: F401
     Capability,
     ChargeDelay,
     Command,
+    CommandRefused,
+    DeviceDisconnected,
+    DeviceTimeout,
     Discharge,
     Reading,
 )

@@ -1,0 +1,94 @@
+"""The sim adapter through the conformance kit, and the kit catching a disobedient device."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from adapters.base import Capability, ChargeDelay, Command, Discharge
+from adapters.sim import SimAdapter
+from adapters.testing import (
+    DelayScenario,
+    DischargeScenario,
+    SimPeer,
+    SimulatedTime,
+    run_charge_delay,
+    run_discharge,
+)
+from flexadr.clock import ManualClock
+
+T0 = datetime(2026, 7, 1, 18, 0, tzinfo=timezone.utc)
+
+
+def _sim(**spec) -> tuple[SimAdapter, SimPeer, SimulatedTime]:
+    clock = ManualClock(T0)
+    adapter = SimAdapter(spec, clock)
+    return adapter, SimPeer(adapter.device, clock), SimulatedTime(clock)
+
+
+async def test_sim_ev_obeys_a_charge_delay():
+    adapter, peer, timebase = _sim(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2)
+    report = await run_charge_delay(adapter, peer, timebase, DelayScenario(window_s=600))
+    report.assert_passed()
+
+
+async def test_sim_battery_discharges_to_its_floor_and_stops():
+    # 10 kWh at 5 kW from 30 % to 20 %: the floor arrives ~12 min into a 30 min window.
+    adapter, peer, timebase = _sim(kind="battery", capacity_kwh=10, soc_pct=30, max_charge_kw=5,
+                                   max_discharge_kw=5, charge_target_pct=None)
+    assert Capability.DISCHARGE in adapter.capabilities
+    report = await run_discharge(adapter, peer, timebase,
+                                 DischargeScenario(max_kw=5, min_soc_pct=20, window_s=1800, step_s=1))
+    report.assert_passed()
+    assert peer.soc_pct() == pytest.approx(20, abs=0.01)
+
+
+class _IgnoresCommands(SimAdapter):
+    """A device that accepts commands and does nothing: the kit must fail it."""
+
+    async def apply(self, command: Command) -> None:
+        self.device.advance(self.clock.now())
+
+
+class _DrainsPastTheFloor(SimAdapter):
+    """Passes a floor of 0 to the device whatever the command said."""
+
+    async def apply(self, command: Command) -> None:
+        if isinstance(command, Discharge):
+            command = Discharge(command.start, command.end, command.max_kw, 0.0)
+        await super().apply(command)
+
+
+async def test_kit_fails_a_device_that_keeps_charging():
+    clock = ManualClock(T0)
+    adapter = _IgnoresCommands(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2), clock)
+    report = await run_charge_delay(adapter, SimPeer(adapter.device, clock), SimulatedTime(clock),
+                                    DelayScenario(window_s=60, timeout_s=30))
+    assert not report.passed
+    failed = {c.name for c in report.failures()}
+    assert "device stopped charging in the window" in failed
+    with pytest.raises(AssertionError, match="stopped charging"):
+        report.assert_passed()
+
+
+async def test_kit_fails_a_device_that_breaks_the_floor():
+    clock = ManualClock(T0)
+    spec = dict(kind="battery", capacity_kwh=10, soc_pct=30, max_charge_kw=5, max_discharge_kw=5,
+                charge_target_pct=None)
+    adapter = _DrainsPastTheFloor(spec, clock)
+    report = await run_discharge(adapter, SimPeer(adapter.device, clock), SimulatedTime(clock),
+                                 DischargeScenario(max_kw=5, min_soc_pct=20, window_s=1800, step_s=1))
+    failed = {c.name for c in report.failures()}
+    assert {"floor held", "device stopped exporting at the floor"} <= failed
+
+
+async def test_sim_readings_stream_follows_the_device():
+    adapter, _, timebase = _sim(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2)
+    stream = adapter.readings(interval_s=0)
+    first = await anext(stream)
+    timebase.clock.advance(__import__("datetime").timedelta(hours=1))
+    second = await anext(stream)
+    await stream.aclose()
+    assert second.at > first.at
+    assert second.kwh_imported == pytest.approx(7.2, rel=1e-6)
+    assert second.soc_pct > first.soc_pct
