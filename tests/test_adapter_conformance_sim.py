@@ -92,3 +92,42 @@ async def test_sim_readings_stream_follows_the_device():
     assert second.at > first.at
     assert second.kwh_imported == pytest.approx(7.2, rel=1e-6)
     assert second.soc_pct > first.soc_pct
+
+
+async def test_sim_plug_schedule_moves_the_car_in_and_out():
+    from datetime import timedelta
+    arrive, leave = T0 + timedelta(hours=1), T0 + timedelta(hours=3)
+    clock = ManualClock(T0)
+    adapter = SimAdapter(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=6,
+                              plug_windows=[(arrive.isoformat(), leave.isoformat())]), clock)
+    away = await adapter.read()
+    assert not away.plugged_in and away.kw == 0
+    clock.set(arrive + timedelta(minutes=30))
+    home = await adapter.read()
+    assert home.plugged_in and home.kw == 6
+    assert home.kwh_imported == pytest.approx(3.0)  # charging began on arrival, not before
+    clock.set(leave + timedelta(hours=5))
+    gone = await adapter.read()
+    assert not gone.plugged_in and gone.kw == 0
+    assert gone.kwh_imported == pytest.approx(12.0)  # two hours at 6 kW, nothing after leaving
+
+
+async def test_sim_manual_unplug_holds_until_the_next_scheduled_edge():
+    from datetime import timedelta
+    clock = ManualClock(T0)
+    adapter = SimAdapter(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=6,
+                              plug_windows=[(T0, T0 + timedelta(hours=2)), (T0 + timedelta(hours=3),
+                                                                           T0 + timedelta(hours=4))]), clock)
+    adapter.device.set_plugged_in(False, T0 + timedelta(minutes=30))
+    clock.set(T0 + timedelta(hours=1))
+    assert not (await adapter.read()).plugged_in
+    clock.set(T0 + timedelta(hours=3, minutes=30))
+    back = await adapter.read()
+    assert back.plugged_in
+    assert back.kwh_imported == pytest.approx(3.0 + 3.0)  # 30 min before the unplug, 30 min after return
+
+
+def test_sim_plug_windows_need_timezones():
+    with pytest.raises(ValueError, match="timezone"):
+        SimAdapter(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=6,
+                        plug_windows=[("2026-07-01T18:00", "2026-07-01T20:00")]), ManualClock(T0))

@@ -123,3 +123,28 @@ async def test_unreachable_device_is_disconnected():
     adapter = SunSpecAdapter({"port": 1, "timeout_s": 0.5}, SystemClock())
     with pytest.raises(DeviceDisconnected):
         await adapter.start()
+
+
+async def test_standalone_simulator_serves_a_sunspec_adapter():
+    import socket
+    from adapters.testing import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    task = asyncio.ensure_future(serve.main(["sunspec", "--port", str(port), "--soc-pct", "64", "--every-s", "60"]))
+    adapter = SunSpecAdapter({"port": port, "timeout_s": 1}, SystemClock())
+    try:
+        async def connect():
+            while True:
+                try:
+                    return await adapter.read()
+                except DeviceDisconnected:
+                    await asyncio.sleep(0.05)
+        reading = await asyncio.wait_for(connect(), 5)
+        assert reading.soc_pct == pytest.approx(64, abs=0.1)
+    finally:
+        await adapter.stop()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -76,7 +76,7 @@ def _bytes(registers: list[int]) -> bytes:
 
 class SunSpecBatterySim:
     def __init__(self, battery: BatteryPhysics, clock: Clock | None = None, *,
-                 max_w: float | None = None, slave_id: int = 1, tick_s: float = 0.05):
+                 max_w: float | None = None, slave_id: int = 1, port: int = 0, tick_s: float = 0.05):
         self.battery = battery
         self.clock = clock or SystemClock()
         self.slave_id = slave_id
@@ -97,7 +97,7 @@ class SunSpecBatterySim:
             SimDevice(id=slave_id, simdata=SimData(BASE_ADDR, values=_registers(image),
                                                    datatype=DataType.REGISTERS),
                       action=self._on_request),
-            address=("127.0.0.1", 0),
+            address=("127.0.0.1", port),
         )
         self._tasks: list[asyncio.Task] = []
         self.port = 0
