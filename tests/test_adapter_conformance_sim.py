@@ -131,3 +131,18 @@ def test_sim_plug_windows_need_timezones():
     with pytest.raises(ValueError, match="timezone"):
         SimAdapter(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=6,
                         plug_windows=[("2026-07-01T18:00", "2026-07-01T20:00")]), ManualClock(T0))
+
+
+class _NaiveClockReadings(SimAdapter):
+    async def read(self):
+        reading = await super().read()
+        from dataclasses import replace
+        return replace(reading, at=reading.at.replace(tzinfo=None))
+
+
+async def test_kit_fails_naive_telemetry_timestamps():
+    clock = ManualClock(T0)
+    adapter = _NaiveClockReadings(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2), clock)
+    report = await run_charge_delay(adapter, SimPeer(adapter.device, clock), SimulatedTime(clock),
+                                    DelayScenario(window_s=60))
+    assert [c.name for c in report.failures()] == ["telemetry timestamps are timezone-aware"]

@@ -106,3 +106,23 @@ async def test_unknown_charge_point_is_turned_away():
     finally:
         await stranger.stop()
         await adapter.stop()
+
+
+async def test_charger_that_comes_back_is_commanded_again(rig):
+    adapter, charger = rig
+    await charger.drop()
+
+    async def gone():
+        while adapter.server.charge_point is not None:
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(gone(), 5)
+    again = Ocpp16ChargerSim(f"ws://127.0.0.1:{adapter.port}/CP-16",
+                             BatteryPhysics(capacity_kwh=60, soc_pct=40, max_charge_kw=7.2))
+    await again.start()
+    try:
+        await adapter.wait_connected(5)
+        now = adapter.clock.now()
+        await adapter.apply(ChargeDelay(now + timedelta(seconds=5), now + timedelta(seconds=9)))
+        assert adapter.profile_id in again.profiles
+    finally:
+        await again.stop()

@@ -159,14 +159,19 @@ class _Telemetry:
         self.report = report
         self.last: Reading | None = None
         self.error: AdapterError | None = None
+        self.naive_seen = False
 
     async def read(self) -> Reading | None:
         try:
-            self.last = await self.adapter.read()
+            reading = await self.adapter.read()
         except AdapterError as exc:  # a failed read is a failed check, not a crash
             self.error = exc
             return None
-        return self.last
+        if reading.at.tzinfo is None and not self.naive_seen:
+            self.naive_seen = True
+            self.report.check("telemetry timestamps are timezone-aware", False, f"at={reading.at!r}")
+        self.last = reading
+        return reading
 
 
 async def _apply(adapter: Adapter, command, report: Report) -> bool:
