@@ -8,8 +8,9 @@ Discharge (2.1 only, V2X): a schedule period with operationMode
 CentralSetpoint and a negative `setpoint` (with the same `dischargeLimit`),
 bounded by what the EV offered in `NotifyEVChargingNeeds`:
 - the power is min(command max_kw, v2xChargingParameters.maxDischargePower);
-- no V2X parameters, or evMinV2XEnergyRequest >= 0 (the EV is already at
-  the bottom of its V2X range), means the command is refused;
+- no V2X parameters, evMinV2XEnergyRequest >= 0 (the EV is already at the
+  bottom of its V2X range) or no SoC in the meter values means the command
+  is refused;
 - the EV keeps its own V2X minimum; the command's floor (min_soc_pct) is the
   adapter's job: when TransactionEvent reports SoC at the floor, it replaces
   the profile with operationMode Idle for the rest of the window.
@@ -190,6 +191,9 @@ class Ocpp2Adapter(Adapter):
             raise CommandRefused("the EV has not offered V2X discharge (no NotifyEVChargingNeeds V2X parameters)")
         if offer.min_v2x_energy_wh is not None and offer.min_v2x_energy_wh >= 0:
             raise CommandRefused("the EV is at or below its V2X minimum state of charge")
+        if self._meter.soc_pct is None:
+            # The floor is guarded from SoC meter values; without them it cannot be held.
+            raise CommandRefused("the charger reports no SoC, so the discharge floor cannot be held")
         watts = min(command.max_kw * 1000, offer.max_discharge_w)
         return {"startPeriod": 0, "operationMode": "CentralSetpoint",
                 "setpoint": -watts, "dischargeLimit": -watts}

@@ -16,15 +16,25 @@ from flexadr.clock import SystemClock
 pytestmark = pytest.mark.timeout(30)
 
 
-async def _rig(version: str, battery: BatteryPhysics, v2x_min_soc_pct: float = 20.0, **config):
+async def _rig(version: str, battery: BatteryPhysics, v2x_min_soc_pct: float = 20.0, report_soc: bool = True,
+               **config):
     adapter = Ocpp2Adapter({"charge_point_id": "CS-2", "version": version, "response_timeout_s": 2, **config},
                            SystemClock())
     await adapter.start()
     station = Ocpp2ChargerSim(f"ws://127.0.0.1:{adapter.port}/CS-2", battery, version=version,
-                              v2x_min_soc_pct=v2x_min_soc_pct)
+                              v2x_min_soc_pct=v2x_min_soc_pct, report_soc=report_soc)
     await station.start()
     await adapter.wait_connected(5)
+    if report_soc:
+        await _until(lambda: adapter._meter.soc_pct is not None)  # first TransactionEvent meter value
     return adapter, station
+
+
+async def _until(predicate, timeout_s: float = 5) -> None:
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(poll(), timeout_s)
 
 
 def _ev(soc_pct: float = 40, time_scale: float = 1, charge_target_pct: float | None = 90) -> BatteryPhysics:
@@ -88,6 +98,19 @@ async def test_discharge_refused_when_the_ev_is_at_its_v2x_minimum():
     try:
         now = adapter.clock.now()
         with pytest.raises(CommandRefused, match="V2X minimum"):
+            await adapter.apply(Discharge(now, now + timedelta(seconds=3), 5.0, 10.0))
+        assert station.profiles == {}
+    finally:
+        await station.stop()
+        await adapter.stop()
+
+
+async def test_discharge_refused_without_soc_telemetry():
+    adapter, station = await _rig("2.1", _ev(soc_pct=50), report_soc=False)
+    try:
+        await _until(lambda: adapter._meter.at is not None)
+        now = adapter.clock.now()
+        with pytest.raises(CommandRefused, match="SoC"):
             await adapter.apply(Discharge(now, now + timedelta(seconds=3), 5.0, 10.0))
         assert station.profiles == {}
     finally:

@@ -85,7 +85,7 @@ class _Station21(_StationHandlers, v21.ChargePoint):
 class Ocpp2ChargerSim:
     def __init__(self, url: str, battery: BatteryPhysics, clock: Clock | None = None, *,
                  version: str = "2.1", evse_id: int = 1, v2x_min_soc_pct: float = 20.0,
-                 meter_interval_s: float = 0.1, tick_s: float = 0.05):
+                 meter_interval_s: float = 0.1, tick_s: float = 0.05, report_soc: bool = True):
         self.url = url
         self.cp_id = url.rstrip("/").split("/")[-1]
         self.version = version
@@ -96,6 +96,7 @@ class Ocpp2ChargerSim:
         self.v2x_min_soc_pct = v2x_min_soc_pct
         self.meter_interval_s = meter_interval_s
         self.tick_s = tick_s
+        self.report_soc = report_soc  # AC chargers without ISO 15118 often cannot
         self.profiles: dict[int, dict[str, Any]] = {}
         self.muted = False
         self.refuse_profiles = False
@@ -179,13 +180,15 @@ class Ocpp2ChargerSim:
         b = self.battery
         def sample(value: float, measurand: str, unit: str) -> dict[str, Any]:
             return {"value": round(value, 3), "measurand": measurand, "unitOfMeasure": {"unit": unit}}
-        return {"timestamp": iso(self.clock.now()), "sampledValue": [
+        samples = [
             sample(b.kwh_imported * 1000, "Energy.Active.Import.Register", "Wh"),
             sample(b.kwh_exported * 1000, "Energy.Active.Export.Register", "Wh"),
             sample(max(b.kw, 0) * 1000, "Power.Active.Import", "W"),
             sample(max(-b.kw, 0) * 1000, "Power.Active.Export", "W"),
-            sample(b.soc_pct, "SoC", "Percent"),
-        ]}
+        ]
+        if self.report_soc:
+            samples.append(sample(b.soc_pct, "SoC", "Percent"))
+        return {"timestamp": iso(self.clock.now()), "sampledValue": samples}
 
     # --- the station's own behaviour --------------------------------------------
     def setpoint_kw(self, now: datetime) -> float | None:
