@@ -10,13 +10,24 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import websockets
 from ocpp.exceptions import OCPPError
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from adapters.base import CommandRefused, DeviceDisconnected, DeviceTimeout
+from adapters._schedule import run_at
+from adapters.base import (
+    Adapter,
+    ChargeDelay,
+    Command,
+    CommandRefused,
+    DeviceDisconnected,
+    DeviceTimeout,
+    Discharge,
+    Reading,
+)
+from flexadr.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +172,150 @@ def _result_or_typed_error(call: asyncio.Future, action: str, cp_id: str) -> Any
         raise DeviceTimeout(f"{cp_id!r} did not answer {action}") from exc
     except websockets.ConnectionClosed as exc:
         raise DeviceDisconnected(f"{cp_id!r} disconnected during {action}") from exc
+
+
+@dataclass
+class ProfileSlot:
+    """One pending command and the charging profile that carries it."""
+    profile_id: int
+    stack_level: int
+    command: Command
+    tidy_up: asyncio.Task | None = None
+
+
+class OcppAdapterBase(Adapter):
+    """The parts of the OCPP adapters that do not depend on the protocol version.
+
+    Each pending command gets its own charging profile with its own id and
+    stack level: a charger replaces a profile with the same id, or the same
+    purpose and stack level, so one shared id would keep only the last event
+    of several a VEN has accepted. Slot k uses profile_id + k, stack_level + k.
+    """
+
+    subprotocol: str
+
+    def __init__(self, config: Mapping[str, Any], clock: Clock):
+        super().__init__(config, clock)
+        if "charge_point_id" not in self.config:
+            raise ValueError(f"{type(self).__name__} needs config['charge_point_id']")
+        self.purpose = self.config.get("purpose", "TxDefaultProfile")
+        if self.purpose not in ("TxDefaultProfile", "TxProfile"):
+            raise ValueError(f"purpose must be TxDefaultProfile or TxProfile, got {self.purpose!r}")
+        self.stack_level = int(self.config.get("stack_level", 5))
+        self.profile_id = int(self.config.get("profile_id", 4701))
+        self.max_commands = int(self.config.get("max_commands", 4))
+        self.response_timeout_s = float(self.config.get("response_timeout_s", 10))
+        self.heartbeat_interval_s = int(self.config.get("heartbeat_interval_s", 60))
+        self.server = OneChargerServer(
+            self.config.get("host", "127.0.0.1"), int(self.config.get("port", 0)),
+            str(self.config["charge_point_id"]), self.subprotocol, self._make_side)
+        self.meter = MeterState()
+        self.slots: dict[int, ProfileSlot] = {}
+
+    # --- what a version supplies ------------------------------------------------
+    def _make_side(self, cp_id: str, connection: ServerConnection) -> Any:
+        raise NotImplementedError
+
+    def _period(self, command: Command) -> dict[str, Any]:
+        """The schedule period that carries `command`; CommandRefused if it cannot."""
+        raise NotImplementedError
+
+    def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _clear_request(self, profile_id: int) -> Any:
+        raise NotImplementedError
+
+    # --- lifecycle ----------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self) -> None:
+        for slot in self.slots.values():
+            if slot.tidy_up is not None:
+                slot.tidy_up.cancel()
+        self.slots.clear()
+        await self.server.stop()
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.server.connected.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} did not connect") from None
+
+    # --- commands -------------------------------------------------------------------
+    async def apply(self, command: Command) -> None:
+        if not isinstance(command, (ChargeDelay, Discharge)):
+            raise CommandRefused(f"unsupported command {command!r}")
+        if command.end <= self.clock.now():
+            return  # already over: nothing for the charger to do
+        period = self._period(command)
+        free = [k for k in range(self.max_commands) if k not in self.slots]
+        if not free:
+            raise CommandRefused(f"already {self.max_commands} commands pending on this charger")
+        k = free[0]
+        slot = ProfileSlot(self.profile_id + k, self.stack_level + k, command)
+        await self.send_profile(slot, command.start, command.end, period)
+        slot.tidy_up = asyncio.ensure_future(run_at(self.clock.now, command.end, lambda: self._retire(k, slot)))
+        self.slots[k] = slot
+
+    async def send_profile(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> None:
+        result = await self.server.call(self._set_request(slot, start, end, period), self.response_timeout_s)
+        if result.status != "Accepted":
+            raise CommandRefused(f"SetChargingProfile answered {result.status}")
+
+    def profile(self, slot: ProfileSlot, start: datetime, end: datetime) -> dict[str, Any]:
+        """The fields every version's absolute one-window profile shares."""
+        return {
+            "stackLevel": slot.stack_level,
+            "chargingProfilePurpose": self.purpose,
+            "chargingProfileKind": "Absolute",
+            "validFrom": iso(start),
+            "validTo": iso(end),
+        }
+
+    def schedule_fields(self, start: datetime, end: datetime) -> dict[str, Any]:
+        return {"startSchedule": iso(start), "duration": max(1, round((end - start).total_seconds()))}
+
+    async def _retire(self, k: int, slot: ProfileSlot) -> None:
+        # The profile has expired on its own by now; clearing it just keeps the charger tidy.
+        if self.slots.get(k) is slot:
+            del self.slots[k]
+        await self.server.call(self._clear_request(slot.profile_id), self.response_timeout_s)
+
+    async def clear(self) -> None:
+        for slot in self.slots.values():
+            if slot.tidy_up is not None:
+                slot.tidy_up.cancel()
+        self.slots.clear()
+        # Every id we could have used, not just the ones in memory: a restarted VEN
+        # must still be able to take back what its previous run installed.
+        # "Unknown" answers just mean there was nothing there.
+        for k in range(self.max_commands):
+            await self.server.call(self._clear_request(self.profile_id + k), self.response_timeout_s)
+
+    # --- telemetry ----------------------------------------------------------------------
+    async def read(self) -> Reading:
+        if self.server.charge_point is None:
+            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} is not connected")
+        meter = self.meter
+        return Reading(
+            at=meter.at or self.clock.now(),
+            kw=meter.import_kw - meter.export_kw,
+            kwh_imported=meter.kwh_imported,
+            kwh_exported=meter.kwh_exported,
+            # 0 when the charger sends no SoC (most AC chargers): the cautious side for a floor.
+            soc_pct=meter.soc_pct if meter.soc_pct is not None else 0.0,
+            plugged_in=meter.plugged_in,
+            online=True,
+        )
+
+    def meter_value(self, at: datetime, samples: Iterable[dict[str, Any]]) -> None:
+        self.meter = apply_sampled_values(self.meter, at, samples)
+
+    def set_plugged_in(self, plugged_in: bool) -> None:
+        self.meter = replace(self.meter, plugged_in=plugged_in)

@@ -3,8 +3,10 @@
 Charge delay = one `SetChargingProfile` whose absolute schedule holds the
 limit at 0 for the event window, then `ClearChargingProfile` when it ends
 (or on `clear()`). The profile carries its own start and duration, so the
-charger resumes on time even if the VEN is gone by then. Telemetry is what
-the charger pushes in `MeterValues` (and the connector status for plugged-in).
+charger resumes on time even if the VEN is gone by then. Each pending command
+has its own profile (id and stack level), so several accepted events coexist.
+Telemetry is what the charger pushes in `MeterValues` (and the connector
+status for plugged-in).
 
 Config:
     charge_point_id   the id the charger puts at the end of its URL (required)
@@ -12,15 +14,14 @@ Config:
     connector_id      default 1
     purpose           "TxDefaultProfile" (default) or "TxProfile"
     rate_unit         "W" (default) or "A"
-    stack_level       default 5: above the charger's own defaults
-    profile_id        default 4701
+    stack_level       default 5: above the charger's own defaults (command k uses 5 + k)
+    profile_id        default 4701 (command k uses 4701 + k)
+    max_commands      pending commands at once, default 4
     response_timeout_s  bound on each call (default 10)
     heartbeat_interval_s  told to the charger at boot (default 60)
 """
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -30,22 +31,11 @@ from ocpp.v16.enums import (
     Action,
     AuthorizationStatus,
     ChargePointStatus,
-    ChargingProfileStatus,
     RegistrationStatus,
 )
 
-from adapters._ocpp_common import MeterState, OneChargerServer, apply_sampled_values, iso, parse_time
-from adapters._schedule import run_at
-from adapters.base import (
-    Adapter,
-    Capability,
-    ChargeDelay,
-    Command,
-    CommandRefused,
-    DeviceDisconnected,
-    Discharge,
-    Reading,
-)
+from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
+from adapters.base import Capability, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 SUBPROTOCOL = "ocpp1.6"
@@ -78,7 +68,7 @@ class _CentralSystemSide(ChargePoint):
     @on(Action.status_notification)
     def on_status(self, connector_id: int, status: str, **_: Any) -> call_result.StatusNotification:
         if connector_id == self.adapter.connector_id:
-            self.adapter._set_plugged_in(status in PLUGGED_STATUSES)
+            self.adapter.set_plugged_in(status in PLUGGED_STATUSES)
         return call_result.StatusNotification()
 
     @on(Action.authorize)
@@ -102,126 +92,50 @@ class _CentralSystemSide(ChargePoint):
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> call_result.MeterValues:
         if connector_id == self.adapter.connector_id:
             for value in meter_value:
-                self.adapter._meter_value(parse_time(value["timestamp"]), value["sampled_value"])
+                self.adapter.meter_value(parse_time(value["timestamp"]), value["sampled_value"])
         return call_result.MeterValues()
 
 
-class Ocpp16Adapter(Adapter):
+class Ocpp16Adapter(OcppAdapterBase):
     capabilities = frozenset({Capability.CHARGE_DELAY, Capability.TELEMETRY})
+    subprotocol = SUBPROTOCOL
 
     def __init__(self, config: Mapping[str, Any], clock: Clock):
         super().__init__(config, clock)
-        if "charge_point_id" not in self.config:
-            raise ValueError("ocpp16 needs config['charge_point_id']")
         self.connector_id = int(self.config.get("connector_id", 1))
-        self.purpose = self.config.get("purpose", "TxDefaultProfile")
-        if self.purpose not in ("TxDefaultProfile", "TxProfile"):
-            raise ValueError(f"purpose must be TxDefaultProfile or TxProfile, got {self.purpose!r}")
         self.rate_unit = self.config.get("rate_unit", "W")
-        self.stack_level = int(self.config.get("stack_level", 5))
-        self.profile_id = int(self.config.get("profile_id", 4701))
-        self.response_timeout_s = float(self.config.get("response_timeout_s", 10))
-        self.heartbeat_interval_s = int(self.config.get("heartbeat_interval_s", 60))
-        self.server = OneChargerServer(
-            self.config.get("host", "127.0.0.1"), int(self.config.get("port", 0)),
-            str(self.config["charge_point_id"]), SUBPROTOCOL,
-            lambda cp_id, conn: _CentralSystemSide(cp_id, conn, self),
-        )
-        self._meter = MeterState()
+        if self.rate_unit not in ("W", "A"):
+            raise ValueError(f"rate_unit must be W or A, got {self.rate_unit!r}")
         self._transaction_id: int | None = None
         self._next_transaction_id = 1
-        self._tidy_up: asyncio.Task | None = None
 
-    @property
-    def port(self) -> int:
-        return self.server.port
+    def _make_side(self, cp_id: str, connection: Any) -> _CentralSystemSide:
+        return _CentralSystemSide(cp_id, connection, self)
 
-    # --- lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        await self.server.start()
-
-    async def stop(self) -> None:
-        self._cancel_tidy_up()
-        await self.server.stop()
-
-    async def wait_connected(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self.server.connected.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} did not connect") from None
-
-    # --- commands -----------------------------------------------------------
-    async def apply(self, command: Command) -> None:
+    def _period(self, command: Command) -> dict[str, Any]:
         if isinstance(command, Discharge):
             raise CommandRefused("OCPP 1.6 has no discharge; use ocpp2 with an OCPP 2.1 charger")
-        if not isinstance(command, ChargeDelay):
-            raise CommandRefused(f"unsupported command {command!r}")
-        request = call.SetChargingProfile(
-            connector_id=self.connector_id, cs_charging_profiles=self._zero_profile(command)
-        )
-        result = await self.server.call(request, self.response_timeout_s)
-        if result.status != ChargingProfileStatus.accepted:
-            raise CommandRefused(f"SetChargingProfile answered {result.status}")
-        self._cancel_tidy_up()
-        self._tidy_up = asyncio.ensure_future(run_at(self.clock.now, command.end, self._clear_profile))
+        return {"startPeriod": 0, "limit": 0.0}
 
-    def _zero_profile(self, command: ChargeDelay) -> dict[str, Any]:
-        duration_s = max(1, round((command.end - command.start).total_seconds()))
-        profile: dict[str, Any] = {
-            "chargingProfileId": self.profile_id,
-            "stackLevel": self.stack_level,
-            "chargingProfilePurpose": self.purpose,
-            "chargingProfileKind": "Absolute",
-            "validFrom": iso(command.start),
-            "validTo": iso(command.end),
-            "chargingSchedule": {
+    def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime,
+                     period: dict[str, Any]) -> call.SetChargingProfile:
+        profile = self.profile(slot, start, end) | {
+            "chargingProfileId": slot.profile_id,
+            "chargingSchedule": self.schedule_fields(start, end) | {
                 "chargingRateUnit": self.rate_unit,
-                "startSchedule": iso(command.start),
-                "duration": duration_s,
-                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 0.0}],
+                "chargingSchedulePeriod": [period],
             },
         }
         if self.purpose == "TxProfile":
             if self._transaction_id is None:
                 raise CommandRefused("TxProfile needs a running transaction and there is none")
             profile["transactionId"] = self._transaction_id
-        return profile
+        return call.SetChargingProfile(connector_id=self.connector_id, cs_charging_profiles=profile)
 
-    async def clear(self) -> None:
-        self._cancel_tidy_up()
-        await self._clear_profile()
-
-    async def _clear_profile(self) -> None:
-        # "Unknown" just means there was nothing left to clear.
-        await self.server.call(call.ClearChargingProfile(id=self.profile_id), self.response_timeout_s)
-
-    def _cancel_tidy_up(self) -> None:
-        if self._tidy_up is not None:
-            self._tidy_up.cancel()
-            self._tidy_up = None
-
-    # --- telemetry ----------------------------------------------------------
-    async def read(self) -> Reading:
-        if self.server.charge_point is None:
-            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} is not connected")
-        meter = self._meter
-        return Reading(
-            at=meter.at or self.clock.now(),
-            kw=meter.import_kw - meter.export_kw,
-            kwh_imported=meter.kwh_imported,
-            kwh_exported=meter.kwh_exported,
-            soc_pct=meter.soc_pct if meter.soc_pct is not None else 0.0,
-            plugged_in=meter.plugged_in,
-            online=True,
-        )
+    def _clear_request(self, profile_id: int) -> call.ClearChargingProfile:
+        return call.ClearChargingProfile(id=profile_id)
 
     # --- called by the charger's side --------------------------------------------
-    def _meter_value(self, at: datetime, samples: list[dict[str, Any]]) -> None:
-        self._meter = apply_sampled_values(self._meter, at, samples)
-
-    def _set_plugged_in(self, plugged_in: bool) -> None:
-        self._meter = replace(self._meter, plugged_in=plugged_in)
-
     def _begin_transaction(self, connector_id: int) -> int:
         transaction_id = self._next_transaction_id
         self._next_transaction_id += 1

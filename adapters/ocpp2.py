@@ -14,37 +14,28 @@ bounded by what the EV offered in `NotifyEVChargingNeeds`:
 - the EV keeps its own V2X minimum; the command's floor (min_soc_pct) is the
   adapter's job: when TransactionEvent reports SoC at the floor, it replaces
   the profile with operationMode Idle for the rest of the window.
-Telemetry comes from TransactionEvent meter values (Power.Active.Import/Export,
+Each pending command has its own profile (id and stack level), so several
+accepted events coexist. Telemetry comes from TransactionEvent meter values (Power.Active.Import/Export,
 Energy.Active.Import/Export.Register, SoC) and the transaction's chargingState.
 
 Config: charge_point_id (required), version "2.1" (default) or "2.0.1", host,
 port, evse_id (1), purpose (TxDefaultProfile | TxProfile), stack_level (5),
-profile_id (4801), response_timeout_s (10), heartbeat_interval_s (60).
+profile_id (4801), max_commands (4), response_timeout_s (10),
+heartbeat_interval_s (60).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
 from ocpp import v21, v201
 from ocpp.routing import on
 
-from adapters._ocpp_common import MeterState, OneChargerServer, apply_sampled_values, iso, parse_time
-from adapters._schedule import run_at
-from adapters.base import (
-    Adapter,
-    AdapterError,
-    Capability,
-    ChargeDelay,
-    Command,
-    CommandRefused,
-    DeviceDisconnected,
-    Discharge,
-    Reading,
-)
+from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
+from adapters.base import AdapterError, Capability, ChargeDelay, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -79,7 +70,7 @@ class _CsmsHandlers:
     @on("StatusNotification")
     def on_status(self, evse_id: int, connector_status: str, **_: Any):
         if evse_id == self.adapter.evse_id:
-            self.adapter._set_plugged_in(connector_status == "Occupied")
+            self.adapter.set_plugged_in(connector_status == "Occupied")
         return self._call_result.StatusNotification()
 
     @on("Authorize")
@@ -118,70 +109,35 @@ class _Csms21(_CsmsHandlers, v21.ChargePoint):
         self.adapter = adapter
 
 
-class Ocpp2Adapter(Adapter):
+class Ocpp2Adapter(OcppAdapterBase):
     def __init__(self, config: Mapping[str, Any], clock: Clock):
+        config = {"profile_id": 4801, **config}
+        version = str(config.get("version", "2.1"))
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {version!r}")
+        self.version = version
+        self.subprotocol, self._ocpp = VERSIONS[version]
         super().__init__(config, clock)
-        if "charge_point_id" not in self.config:
-            raise ValueError("ocpp2 needs config['charge_point_id']")
-        self.version = str(self.config.get("version", "2.1"))
-        if self.version not in VERSIONS:
-            raise ValueError(f"version must be one of {sorted(VERSIONS)}, got {self.version!r}")
-        subprotocol, self._ocpp = VERSIONS[self.version]
         self.capabilities = frozenset({Capability.CHARGE_DELAY, Capability.TELEMETRY} | (
-            {Capability.DISCHARGE} if self.version == "2.1" else set()))
+            {Capability.DISCHARGE} if version == "2.1" else set()))
         self.evse_id = int(self.config.get("evse_id", 1))
-        self.purpose = self.config.get("purpose", "TxDefaultProfile")
-        if self.purpose not in ("TxDefaultProfile", "TxProfile"):
-            raise ValueError(f"purpose must be TxDefaultProfile or TxProfile, got {self.purpose!r}")
-        self.stack_level = int(self.config.get("stack_level", 5))
-        self.profile_id = int(self.config.get("profile_id", 4801))
-        self.response_timeout_s = float(self.config.get("response_timeout_s", 10))
-        self.heartbeat_interval_s = int(self.config.get("heartbeat_interval_s", 60))
-        side = _Csms21 if self.version == "2.1" else _Csms201
-        self.server = OneChargerServer(
-            self.config.get("host", "127.0.0.1"), int(self.config.get("port", 0)),
-            str(self.config["charge_point_id"]), subprotocol, lambda cp_id, conn: side(cp_id, conn, self))
-        self._meter = MeterState()
         self._transaction_id: str | None = None
         self.v2x: V2xOffer | None = None
-        self._discharge: Discharge | None = None
-        self._floor_reached = False
-        self._tasks: list[asyncio.Task] = []
+        self._floored: set[int] = set()  # profile ids whose discharge already hit the floor
+        self._guards: set[asyncio.Task] = set()
 
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    # --- lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        await self.server.start()
-
-    async def stop(self) -> None:
-        self._cancel_tasks()
-        await self.server.stop()
-
-    async def wait_connected(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self.server.connected.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} did not connect") from None
+    def _make_side(self, cp_id: str, connection: Any) -> Any:
+        side = _Csms21 if self.version == "2.1" else _Csms201
+        return side(cp_id, connection, self)
 
     # --- commands -----------------------------------------------------------
-    async def apply(self, command: Command) -> None:
-        if isinstance(command, ChargeDelay):
-            period = {"startPeriod": 0, "limit": 0.0}
-            if self.version == "2.1":
-                period["operationMode"] = "ChargingOnly"
-            discharge = None
-        elif isinstance(command, Discharge):
-            period = self._discharge_period(command)
-            discharge = command
-        else:
-            raise CommandRefused(f"unsupported command {command!r}")
-        await self._set_profile(command.start, command.end, period)
-        self._cancel_tasks()
-        self._discharge, self._floor_reached = discharge, False
-        self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, command.end, self._clear_profile)))
+    def _period(self, command: Command) -> dict[str, Any]:
+        if isinstance(command, Discharge):
+            return self._discharge_period(command)
+        period: dict[str, Any] = {"startPeriod": 0, "limit": 0.0}
+        if self.version == "2.1":
+            period["operationMode"] = "ChargingOnly"
+        return period
 
     def _discharge_period(self, command: Discharge) -> dict[str, Any]:
         if self.version != "2.1":
@@ -191,26 +147,18 @@ class Ocpp2Adapter(Adapter):
             raise CommandRefused("the EV has not offered V2X discharge (no NotifyEVChargingNeeds V2X parameters)")
         if offer.min_v2x_energy_wh is not None and offer.min_v2x_energy_wh >= 0:
             raise CommandRefused("the EV is at or below its V2X minimum state of charge")
-        if self._meter.soc_pct is None:
+        if self.meter.soc_pct is None:
             # The floor is guarded from SoC meter values; without them it cannot be held.
             raise CommandRefused("the charger reports no SoC, so the discharge floor cannot be held")
         watts = min(command.max_kw * 1000, offer.max_discharge_w)
         return {"startPeriod": 0, "operationMode": "CentralSetpoint",
                 "setpoint": -watts, "dischargeLimit": -watts}
 
-    async def _set_profile(self, start: datetime, end: datetime, period: dict[str, Any]) -> None:
-        duration_s = max(1, round((end - start).total_seconds()))
-        profile: dict[str, Any] = {
-            "id": self.profile_id,
-            "stackLevel": self.stack_level,
-            "chargingProfilePurpose": self.purpose,
-            "chargingProfileKind": "Absolute",
-            "validFrom": iso(start),
-            "validTo": iso(end),
-            "chargingSchedule": [{
-                "id": self.profile_id,
-                "startSchedule": iso(start),
-                "duration": duration_s,
+    def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> Any:
+        profile = self.profile(slot, start, end) | {
+            "id": slot.profile_id,
+            "chargingSchedule": [self.schedule_fields(start, end) | {
+                "id": slot.profile_id,
                 "chargingRateUnit": "W",
                 "chargingSchedulePeriod": [period],
             }],
@@ -219,59 +167,35 @@ class Ocpp2Adapter(Adapter):
             if self._transaction_id is None:
                 raise CommandRefused("TxProfile needs a running transaction and there is none")
             profile["transactionId"] = self._transaction_id
-        request = self._ocpp.call.SetChargingProfile(evse_id=self.evse_id, charging_profile=profile)
-        result = await self.server.call(request, self.response_timeout_s)
-        if result.status != "Accepted":
-            raise CommandRefused(f"SetChargingProfile answered {result.status} {result.status_info or ''}")
+        return self._ocpp.call.SetChargingProfile(evse_id=self.evse_id, charging_profile=profile)
 
-    async def clear(self) -> None:
-        self._cancel_tasks()
-        self._discharge = None
-        await self._clear_profile()
-
-    async def _clear_profile(self) -> None:
-        self._discharge = None
-        # "Unknown" only means nothing was left to clear.
-        await self.server.call(self._ocpp.call.ClearChargingProfile(charging_profile_id=self.profile_id),
-                               self.response_timeout_s)
-
-    def _cancel_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        self._tasks = []
+    def _clear_request(self, profile_id: int) -> Any:
+        self._floored.discard(profile_id)
+        return self._ocpp.call.ClearChargingProfile(charging_profile_id=profile_id)
 
     # --- the floor guard ------------------------------------------------------------
     def _check_floor(self) -> None:
-        command, soc = self._discharge, self._meter.soc_pct
-        if command is None or soc is None or self._floor_reached:
+        soc, now = self.meter.soc_pct, self.clock.now()
+        if soc is None:
             return
-        now = self.clock.now()
-        if command.start <= now < command.end and soc <= command.min_soc_pct:
-            self._floor_reached = True
-            # Not from inside the message handler: the reply we would wait for comes
-            # through the same receive loop.
-            self._tasks.append(asyncio.ensure_future(self._idle_until(command.end)))
+        for slot in list(self.slots.values()):
+            command = slot.command
+            if (isinstance(command, Discharge) and command.start <= now < command.end
+                    and soc <= command.min_soc_pct and slot.profile_id not in self._floored):
+                self._floored.add(slot.profile_id)
+                # Not from inside the message handler: the reply we would wait for comes
+                # through the same receive loop.
+                task = asyncio.ensure_future(self._idle_until(slot, command.end))
+                self._guards.add(task)  # keep a reference until done, or the loop may drop it
+                task.add_done_callback(self._guards.discard)
 
-    async def _idle_until(self, end: datetime) -> None:
+    async def _idle_until(self, slot: ProfileSlot, end: datetime) -> None:
+        # Same id and stack level: the charger replaces the discharge profile.
         try:
-            await self._set_profile(self.clock.now(), end, {"startPeriod": 0, "operationMode": "Idle", "limit": 0.0})
+            await self.send_profile(slot, self.clock.now(), end,
+                                    {"startPeriod": 0, "operationMode": "Idle", "limit": 0.0})
         except AdapterError as exc:
             log.warning("could not stop the discharge at the floor: %r", exc)
-
-    # --- telemetry ----------------------------------------------------------
-    async def read(self) -> Reading:
-        if self.server.charge_point is None:
-            raise DeviceDisconnected(f"charge point {self.server.charge_point_id!r} is not connected")
-        meter = self._meter
-        return Reading(
-            at=meter.at or self.clock.now(),
-            kw=meter.import_kw - meter.export_kw,
-            kwh_imported=meter.kwh_imported,
-            kwh_exported=meter.kwh_exported,
-            soc_pct=meter.soc_pct if meter.soc_pct is not None else 0.0,
-            plugged_in=meter.plugged_in,
-            online=True,
-        )
 
     # --- called by the charger's side --------------------------------------------
     def _transaction_event(self, event_type: str, info: dict[str, Any], meter_value: list[dict[str, Any]]) -> None:
@@ -280,16 +204,13 @@ class Ocpp2Adapter(Adapter):
         else:
             self._transaction_id = info["transaction_id"]
         if "charging_state" in info:
-            self._set_plugged_in(info["charging_state"] in PLUGGED_STATES)
+            self.set_plugged_in(info["charging_state"] in PLUGGED_STATES)
         self._meter_values(meter_value)
 
     def _meter_values(self, meter_value: list[dict[str, Any]]) -> None:
         for value in meter_value:
-            self._meter = apply_sampled_values(self._meter, parse_time(value["timestamp"]), value["sampled_value"])
+            self.meter_value(parse_time(value["timestamp"]), value["sampled_value"])
         self._check_floor()
-
-    def _set_plugged_in(self, plugged_in: bool) -> None:
-        self._meter = replace(self._meter, plugged_in=plugged_in)
 
     def _charging_needs(self, needs: dict[str, Any]) -> None:
         params = needs.get("v2x_charging_parameters")

@@ -4,8 +4,9 @@ Required models: 1 (common) and 124 (basic storage controls). Used when
 present: 701 (DER AC measurement: W, TotWhInj, TotWhAbs) for power and energy,
 713 (DER storage capacity: SoC) for state of charge, else 124's ChaState.
 
-Commands (Modbus has no schedules, so the adapter times them; the device's
-revert timer makes it safe if the VEN goes away mid-event):
+Commands (Modbus has no schedules, so the adapter re-syncs the controls at
+every command's start and end; the device's revert timer makes it safe if the
+VEN goes away mid-event):
 - Discharge: at the window start write MinRsvPct = floor, OutWRte = max_kw as
   % of WChaMax, InOutWRte_RvrtTms = seconds left in the window, and only then
   StorCtl_Mod = DISCHARGE; at the end StorCtl_Mod = 0.
@@ -73,6 +74,8 @@ class SunSpecAdapter(Adapter):
         self._device: ss_client.SunSpecModbusClientDeviceTCP | None = None
         self._lock = asyncio.Lock()
         self._window_tasks: list[asyncio.Task] = []
+        self._commands: list[Command] = []
+        self._max_w = 0.0
 
     # --- the blocking edge ------------------------------------------------------
     async def _exchange(self, work: Callable[[ss_client.SunSpecModbusClientDeviceTCP], T]) -> T:
@@ -126,25 +129,40 @@ class SunSpecAdapter(Adapter):
         if not isinstance(command, (ChargeDelay, Discharge)):
             raise CommandRefused(f"unsupported command {command!r}")
         # Check reach and rating now, so a bad command fails in the caller's hands.
-        max_w = await self._exchange(self._max_charge_w)
-        if isinstance(command, Discharge) and command.max_kw * 1000 > max_w * 1.0001:
-            raise CommandRefused(f"{command.max_kw} kW is above the inverter's {max_w / 1000} kW")
-        self._cancel_window()
+        self._max_w = await self._exchange(self._max_charge_w)
+        if isinstance(command, Discharge) and command.max_kw * 1000 > self._max_w * 1.0001:
+            raise CommandRefused(f"{command.max_kw} kW is above the inverter's {self._max_w / 1000} kW")
+        now = self.clock.now()
+        if command.end <= now:
+            return
+        self._commands.append(command)
+        for edge in (command.start, command.end):
+            if edge > now:
+                self._window_tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))
+        if command.start <= now:
+            await self._sync()
 
-        async def begin() -> None:
-            await self._exchange(lambda device: self._start_control(device, command, max_w))
+    def _active(self) -> Command | None:
+        """The command in force now; the latest applied wins an overlap."""
+        now = self.clock.now()
+        self._commands = [c for c in self._commands if c.end > now]
+        active = [c for c in self._commands if c.start <= now]
+        return active[-1] if active else None
 
-        if command.start <= self.clock.now():
-            await begin()
+    async def _sync(self) -> None:
+        """Make the inverter's controls match the command in force (or none) now.
+
+        Runs at every command edge, so several pending events each get their turn.
+        """
+        command = self._active()
+        if command is None:
+            await self._exchange(self._write_control_off)
         else:
-            self._window_tasks.append(asyncio.ensure_future(run_at(self.clock.now, command.start, begin)))
-        self._window_tasks.append(asyncio.ensure_future(run_at(self.clock.now, command.end, self._release)))
+            await self._exchange(lambda device: self._start_control(device, command, self._max_w))
 
     async def clear(self) -> None:
         self._cancel_window()
-        await self._release()
-
-    async def _release(self) -> None:
+        self._commands = []
         await self._exchange(self._write_control_off)
 
     def _cancel_window(self) -> None:

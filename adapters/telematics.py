@@ -7,9 +7,9 @@ Endpoints used (per the provider's published reference):
     GET  {api_url}/v2.0/vehicles/{id}/battery   {"percentRemaining", "range"}
     GET/POST {api_url}/v2.0/vehicles/{id}/charge/limit   {"limit": 0.5..1}
 
-Charge delay = STOP at the window start (only if the car is plugged in), START at
-the end (only if we were the ones who stopped it and it was not already full).
-The API has no standard charge schedule, so the adapter times the two calls.
+Charge delay = STOP at the window start (only if the car is plugged in and not
+full), START at the end (only if we were the ones who stopped it). The API has
+no standard charge schedule, so the adapter re-checks at every window edge.
 Discharge is refused: these APIs have no V2X command.
 
 Telemetry: the cloud has no meter. `kw` is `charge_kw` (config, the car's
@@ -113,6 +113,7 @@ class TelematicsAdapter(Adapter):
         self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._we_stopped = False
+        self._delays: list[ChargeDelay] = []
         self._kwh_imported = 0.0
         self._last: tuple[datetime, float] | None = None  # (time, kw) of the previous read
 
@@ -225,12 +226,25 @@ class TelematicsAdapter(Adapter):
         if not isinstance(command, ChargeDelay):
             raise CommandRefused("telematics APIs have no discharge command")
         await self.charge_status()  # reach and credentials checked in the caller's hands
-        self._cancel_tasks()
-        if command.start <= self.clock.now():
-            await self._begin_delay()
+        now = self.clock.now()
+        if command.end <= now:
+            return
+        self._delays.append(command)
+        for edge in (command.start, command.end):
+            if edge > now:
+                self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))
+        if command.start <= now:
+            await self._sync()
+
+    async def _sync(self) -> None:
+        """At every window edge: stopped while any delay is in force, started after."""
+        now = self.clock.now()
+        self._delays = [d for d in self._delays if d.end > now]
+        if any(d.start <= now for d in self._delays):
+            if not self._we_stopped:
+                await self._begin_delay()
         else:
-            self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, command.start, self._begin_delay)))
-        self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, command.end, self._end_delay)))
+            await self._end_delay()
 
     async def _begin_delay(self) -> None:
         status = await self.charge_status()
@@ -246,6 +260,7 @@ class TelematicsAdapter(Adapter):
 
     async def clear(self) -> None:
         self._cancel_tasks()
+        self._delays = []
         await self._end_delay()
 
     def _cancel_tasks(self) -> None:

@@ -28,7 +28,7 @@ def _sim(**spec) -> tuple[SimAdapter, SimPeer, SimulatedTime]:
 
 async def test_sim_ev_obeys_a_charge_delay():
     adapter, peer, timebase = _sim(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2)
-    report = await run_charge_delay(adapter, peer, timebase, DelayScenario(window_s=600))
+    report = await run_charge_delay(adapter, peer, timebase, DelayScenario(window_s=600, windows=2, gap_s=300))
     report.assert_passed()
 
 
@@ -146,3 +146,23 @@ async def test_kit_fails_naive_telemetry_timestamps():
     report = await run_charge_delay(adapter, SimPeer(adapter.device, clock), SimulatedTime(clock),
                                     DelayScenario(window_s=60))
     assert [c.name for c in report.failures()] == ["telemetry timestamps are timezone-aware"]
+
+
+class _KeepsOnlyTheLastCommand(SimAdapter):
+    """What a one-profile-id adapter amounts to: each apply replaces the previous."""
+
+    async def apply(self, command: Command) -> None:
+        self.device.advance(self.clock.now())
+        self.device.clear()
+        self.device.apply(command)
+
+
+async def test_kit_fails_an_adapter_that_forgets_earlier_commands():
+    clock = ManualClock(T0)
+    adapter = _KeepsOnlyTheLastCommand(dict(kind="ev_managed", capacity_kwh=60, soc_pct=40, max_charge_kw=7.2),
+                                       clock)
+    report = await run_charge_delay(adapter, SimPeer(adapter.device, clock), SimulatedTime(clock),
+                                    DelayScenario(window_s=60, windows=2, gap_s=60, timeout_s=30))
+    failed = {c.name for c in report.failures()}
+    assert "device stopped charging in the window (window 1)" in failed
+    assert not any("window 2" in name for name in failed)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(30)
 
 async def _rig(version: str, battery: BatteryPhysics, v2x_min_soc_pct: float = 20.0, report_soc: bool = True,
                **config):
-    adapter = Ocpp2Adapter({"charge_point_id": "CS-2", "version": version, "response_timeout_s": 2, **config},
+    adapter = Ocpp2Adapter({"charge_point_id": "CS-2", "version": version, "response_timeout_s": 0.5, **config},
                            SystemClock())
     await adapter.start()
     station = Ocpp2ChargerSim(f"ws://127.0.0.1:{adapter.port}/CS-2", battery, version=version,
@@ -26,7 +26,7 @@ async def _rig(version: str, battery: BatteryPhysics, v2x_min_soc_pct: float = 2
     await station.start()
     await adapter.wait_connected(5)
     if report_soc:
-        await _until(lambda: adapter._meter.soc_pct is not None)  # first TransactionEvent meter value
+        await _until(lambda: adapter.meter.soc_pct is not None)  # first TransactionEvent meter value
     return adapter, station
 
 
@@ -56,7 +56,7 @@ async def v21_rig():
 async def test_charge_delay_event_passes_the_conformance_kit(version):
     adapter, station = await _rig(version, _ev())
     try:
-        report = await run_charge_delay(adapter, station, WallTime(), DelayScenario(lead_s=1, window_s=2))
+        report = await run_charge_delay(adapter, station, WallTime(), DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
         report.assert_passed()
         assert station.profiles == {}
     finally:
@@ -108,7 +108,7 @@ async def test_discharge_refused_when_the_ev_is_at_its_v2x_minimum():
 async def test_discharge_refused_without_soc_telemetry():
     adapter, station = await _rig("2.1", _ev(soc_pct=50), report_soc=False)
     try:
-        await _until(lambda: adapter._meter.at is not None)
+        await _until(lambda: adapter.meter.at is not None)
         now = adapter.clock.now()
         with pytest.raises(CommandRefused, match="SoC"):
             await adapter.apply(Discharge(now, now + timedelta(seconds=3), 5.0, 10.0))

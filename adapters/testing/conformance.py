@@ -61,9 +61,12 @@ class SimulatedTime:
 
 @dataclass(frozen=True)
 class DelayScenario:
-    """The car is charging; the event says: no charging for `window_s` seconds."""
+    """The car is charging; the events say: no charging for `window_s` seconds,
+    `windows` times, `gap_s` apart (the device must charge in the gaps)."""
     lead_s: float = 1.0
     window_s: float = 3.0
+    windows: int = 1
+    gap_s: float = 2.0
     tolerance_kw: float = 0.05
     step_s: float = 0.05
     timeout_s: float = 10.0
@@ -207,7 +210,11 @@ async def _held_until(
 async def run_charge_delay(
     adapter: Adapter, peer: DevicePeer, timebase: Timebase, scenario: DelayScenario = DelayScenario()
 ) -> Report:
-    """Charging car -> delay window -> check it stopped, stayed off, came back."""
+    """Charging car -> delay window(s) -> check it stopped, stayed off, came back each time.
+
+    Every window is applied before the first starts, as a VEN does with the
+    events it has accepted, so an adapter that keeps only its last command fails.
+    """
     s = scenario
     report = Report(type(adapter).__name__)
     telemetry = _Telemetry(adapter, report)
@@ -215,56 +222,70 @@ async def run_charge_delay(
     async def charging() -> bool:
         return peer.power_kw() > s.tolerance_kw
 
-    async def idle() -> bool:
-        return abs(peer.power_kw()) <= s.tolerance_kw
-
     if not report.check("device charging before the event",
                         await _wait_until(timebase, charging, s.timeout_s, s.step_s),
                         f"power_kw={peer.power_kw():.3f}"):
         return report
-    start, end = _window(timebase, s.lead_s, s.window_s)
-    if not await _apply(adapter, ChargeDelay(start, end), report):
-        return report
+    first_start, first_end = _window(timebase, s.lead_s, s.window_s)
+    every = timedelta(seconds=s.window_s + s.gap_s)
+    windows = [(first_start + i * every, first_end + i * every) for i in range(s.windows)]
+    for start, end in windows:
+        if not await _apply(adapter, ChargeDelay(start, end), report):
+            return report
+    for i, (start, end) in enumerate(windows):
+        label = f" (window {i + 1})" if s.windows > 1 else ""
+        next_start = windows[i + 1][0] if i + 1 < len(windows) else None
+        await _check_one_delay(report, telemetry, peer, timebase, s, start, end, next_start, label)
+    await _clear(adapter, report)
+    return report
+
+
+async def _check_one_delay(report: Report, telemetry: _Telemetry, peer: DevicePeer, timebase: Timebase,
+                           s: DelayScenario, start: datetime, end: datetime, next_start: datetime | None,
+                           label: str) -> None:
+    async def charging() -> bool:
+        return peer.power_kw() > s.tolerance_kw
+
+    async def idle() -> bool:
+        return abs(peer.power_kw()) <= s.tolerance_kw
 
     kept, _ = await _held_until(timebase, start, s.step_s, lambda: peer.power_kw() > s.tolerance_kw)
-    report.check("device kept charging until the window", kept)
+    report.check("device kept charging until the window" + label, kept)
     await _sleep_until(timebase, start)
 
     stopped = await _wait_until(timebase, idle, s.timeout_s, s.step_s, deadline=end)
-    report.check("device stopped charging in the window", stopped, f"power_kw={peer.power_kw():.3f}")
+    report.check("device stopped charging in the window" + label, stopped, f"power_kw={peer.power_kw():.3f}")
 
     async def reported_idle() -> bool:
         r = await telemetry.read()
         return r is not None and r.online and abs(r.kw) <= s.tolerance_kw
 
     seen = await _wait_until(timebase, reported_idle, s.timeout_s, s.step_s, deadline=end)
-    report.check("telemetry showed ~0 kW in the window", seen,
+    report.check("telemetry showed ~0 kW in the window" + label, seen,
                  f"last={telemetry.last} error={telemetry.error!r}")
     first = telemetry.last
     held, samples = await _held_until(timebase, end, s.step_s,
                                       lambda: abs(peer.power_kw()) <= s.tolerance_kw)
-    report.check("device stayed off to the end of the window", stopped and held and samples > 0,
+    report.check("device stayed off to the end of the window" + label, stopped and held and samples > 0,
                  f"{samples} samples")
     last = await telemetry.read()
     if seen and first is not None and last is not None:
         grew_kwh = last.kwh_imported - first.kwh_imported
-        report.check("imported energy flat in the window",
+        report.check("imported energy flat in the window" + label,
                      grew_kwh <= s.tolerance_kw * s.window_s / 3600, f"grew {grew_kwh:.6f} kWh")
 
     await _sleep_until(timebase, end)
-    report.check("device resumed charging after the window",
-                 await _wait_until(timebase, charging, s.timeout_s, s.step_s),
+    report.check("device resumed charging after the window" + label,
+                 await _wait_until(timebase, charging, s.timeout_s, s.step_s, deadline=next_start),
                  f"power_kw={peer.power_kw():.3f}")
 
     async def reported_charging() -> bool:
         r = await telemetry.read()
         return r is not None and r.kw > s.tolerance_kw
 
-    report.check("telemetry showed charging after the window",
-                 await _wait_until(timebase, reported_charging, s.timeout_s, s.step_s),
+    report.check("telemetry showed charging after the window" + label,
+                 await _wait_until(timebase, reported_charging, s.timeout_s, s.step_s, deadline=next_start),
                  f"last={telemetry.last} error={telemetry.error!r}")
-    await _clear(adapter, report)
-    return report
 
 
 async def run_discharge(
