@@ -113,7 +113,8 @@ class OneChargerServer:
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
-        self._server = await serve(self._handle, self.host, self.port, subprotocols=[self.subprotocol])
+        self._server = await serve(self._handle, self.host, self.port, subprotocols=[self.subprotocol],
+                                   process_request=self._screen)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -122,11 +123,20 @@ class OneChargerServer:
             await self._server.wait_closed()
             self._server = None
 
+    def _screen(self, connection: ServerConnection, request: Any) -> Any:
+        """Turn away strangers at the HTTP handshake, before any OCPP is spoken."""
+        cp_id = request.path.strip("/").split("/")[-1]
+        if cp_id != self.charge_point_id:
+            log.warning("refusing unknown charge point %r", cp_id)
+            return connection.respond(404, "unknown charge point\n")
+        return None
+
     async def _handle(self, connection: ServerConnection) -> None:
         cp_id = connection.request.path.strip("/").split("/")[-1]
-        if connection.subprotocol != self.subprotocol or cp_id != self.charge_point_id:
-            log.warning("refusing charge point %r (subprotocol %r)", cp_id, connection.subprotocol)
-            await connection.close(code=1008, reason="unknown charge point")
+        if connection.subprotocol != self.subprotocol:
+            # OCPP-J: a charger that offers none of our subprotocols is closed at once.
+            log.warning("refusing charge point %r without subprotocol %s", cp_id, self.subprotocol)
+            await connection.close(code=1002, reason=f"{self.subprotocol} required")
             return
         charge_point = self._make(cp_id, connection)
         self.charge_point, closed = charge_point, asyncio.Event()

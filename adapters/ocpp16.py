@@ -89,7 +89,8 @@ class _CentralSystemSide(ChargePoint):
         return call_result.StopTransaction()
 
     @on(Action.meter_values)
-    def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> call_result.MeterValues:
+    def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
+                        **_: Any) -> call_result.MeterValues:
         if connector_id == self.adapter.connector_id:
             for value in meter_value:
                 self.adapter.meter_value(parse_time(value["timestamp"]), value["sampled_value"])

@@ -35,7 +35,7 @@ from ocpp import v21, v201
 from ocpp.routing import on
 
 from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
-from adapters.base import AdapterError, Capability, ChargeDelay, Command, CommandRefused, Discharge
+from adapters.base import AdapterError, Capability, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 log = logging.getLogger(__name__)

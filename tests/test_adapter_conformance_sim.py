@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from adapters.base import Capability, ChargeDelay, Command, Discharge
+from adapters.base import Capability, Command, Discharge
 from adapters.sim import SimAdapter
 from adapters.testing import (
     DelayScenario,

@@ -5,6 +5,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import websockets
 
 from adapters.base import ChargeDelay, CommandRefused, DeviceDisconnected, DeviceTimeout, Discharge
 from adapters.ocpp16 import Ocpp16Adapter
@@ -34,7 +35,8 @@ async def rig(request):
                                  {"purpose": "TxProfile", "rate_unit": "A"}], indirect=True)
 async def test_charge_delay_event_passes_the_conformance_kit(rig):
     adapter, charger = rig
-    report = await run_charge_delay(adapter, charger, WallTime(), DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
+    scenario = DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1)
+    report = await run_charge_delay(adapter, charger, WallTime(), scenario)
     report.assert_passed()
     assert charger.profiles == {}, "the profile is cleared after the event"
 
@@ -99,7 +101,7 @@ async def test_unknown_charge_point_is_turned_away():
     stranger = Ocpp16ChargerSim(f"ws://127.0.0.1:{adapter.port}/SOMEONE-ELSE",
                                 BatteryPhysics(capacity_kwh=60, soc_pct=40, max_charge_kw=7.2))
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(websockets.InvalidStatus, match="404"):
             await stranger.start(timeout_s=2)
         with pytest.raises(DeviceDisconnected):
             await adapter.wait_connected(0.2)

@@ -56,7 +56,8 @@ async def v21_rig():
 async def test_charge_delay_event_passes_the_conformance_kit(version):
     adapter, station = await _rig(version, _ev())
     try:
-        report = await run_charge_delay(adapter, station, WallTime(), DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
+        report = await run_charge_delay(adapter, station, WallTime(),
+                                        DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
         report.assert_passed()
         assert station.profiles == {}
     finally:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from adapters.base import ChargeDelay, CommandRefused, DeviceDisconnected, DeviceTimeout, Discharge
+from adapters.base import CommandRefused, DeviceDisconnected, DeviceTimeout, Discharge
 from adapters.sunspec import SunSpecAdapter
 from adapters.testing import DelayScenario, DischargeScenario, WallTime, run_charge_delay, run_discharge
 from adapters.testing.ev_physics import BatteryPhysics
@@ -50,7 +50,8 @@ async def test_discharge_event_passes_the_conformance_kit(battery_rig):
 async def test_charge_delay_event_passes_the_conformance_kit():
     adapter, sim = await _rig(BatteryPhysics(capacity_kwh=20, soc_pct=50, max_charge_kw=5, max_discharge_kw=5))
     try:
-        report = await run_charge_delay(adapter, sim, WallTime(), DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
+        report = await run_charge_delay(adapter, sim, WallTime(),
+                                        DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
         report.assert_passed()
         assert ("InWRte", 0.0) in sim.writes
     finally:
