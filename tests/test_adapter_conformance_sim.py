@@ -166,3 +166,11 @@ async def test_kit_fails_an_adapter_that_forgets_earlier_commands():
     failed = {c.name for c in report.failures()}
     assert "device stopped charging in the window (window 1)" in failed
     assert not any("window 2" in name for name in failed)
+
+
+async def test_sim_v2g_car_discharges_then_resumes_charging():
+    adapter, peer, timebase = _sim(kind="ev_v2g", capacity_kwh=60, soc_pct=50, max_charge_kw=7.2,
+                                   max_discharge_kw=10, charge_target_pct=50)
+    report = await run_discharge(adapter, peer, timebase,
+                                 DischargeScenario(max_kw=10, min_soc_pct=45, window_s=7200, step_s=5))
+    report.assert_passed()
