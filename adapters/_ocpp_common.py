@@ -10,7 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 import websockets
 from ocpp.exceptions import OCPPError
@@ -221,6 +221,7 @@ class OcppAdapterBase(Adapter):
             str(self.config["charge_point_id"]), self.subprotocol, self._make_side)
         self.meter = MeterState()
         self.slots: dict[int, ProfileSlot] = {}
+        self._reported = asyncio.Event()
 
     # --- what a version supplies ------------------------------------------------
     def _make_side(self, cp_id: str, connection: ServerConnection) -> Any:
@@ -324,8 +325,19 @@ class OcppAdapterBase(Adapter):
             online=True,
         )
 
+    async def readings(self, interval_s: float) -> AsyncIterator[Reading]:
+        """A reading as soon as the charger reports, and at least every `interval_s`."""
+        while True:
+            self._reported.clear()
+            yield await self.read()
+            try:
+                await asyncio.wait_for(self._reported.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass  # nothing new: repeat the last state so the consumer sees we are alive
+
     def meter_value(self, at: datetime, samples: Iterable[dict[str, Any]]) -> None:
         self.meter = apply_sampled_values(self.meter, at, samples)
+        self._reported.set()
 
     def set_plugged_in(self, plugged_in: bool) -> None:
         self.meter = replace(self.meter, plugged_in=plugged_in)

@@ -128,3 +128,15 @@ async def test_charger_that_comes_back_is_commanded_again(rig):
         assert adapter.profile_id in again.profiles
     finally:
         await again.stop()
+
+
+async def test_readings_stream_follows_meter_values_as_they_arrive(rig):
+    adapter, _ = rig
+    stream = adapter.readings(interval_s=30)  # far longer than the charger's 0.2 s meter interval
+    try:
+        seen = [await asyncio.wait_for(anext(stream), 5) for _ in range(4)]
+    finally:
+        await stream.aclose()
+    stamps = [r.at for r in seen[1:]]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 3  # each one a new MeterValues
+    assert seen[-1].kwh_imported > seen[1].kwh_imported
