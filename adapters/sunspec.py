@@ -136,6 +136,7 @@ class SunSpecAdapter(Adapter):
         if command.end <= now:
             return
         self._commands.append(command)
+        self._window_tasks = [t for t in self._window_tasks if not t.done()]  # a long-lived VEN applies many
         for edge in (command.start, command.end):
             if edge > now:
                 self._window_tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))

@@ -230,6 +230,7 @@ class TelematicsAdapter(Adapter):
         if command.end <= now:
             return
         self._delays.append(command)
+        self._tasks = [t for t in self._tasks if not t.done()]  # a long-lived VEN applies many
         for edge in (command.start, command.end):
             if edge > now:
                 self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))
