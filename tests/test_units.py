@@ -1,0 +1,92 @@
+"""Small pure pieces: performance, interval sampling, XSD helper, PKI, program files."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography import x509
+
+from adapters.base import Reading
+from certs.pki import ensure_dev_pki
+from flexadr import xsd
+from flexadr.clock import ceil_to
+from schedules import model
+from ven.telemetry import IntervalSampler
+from vtn.performance import Interval, mean_kw
+
+T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)
+M = timedelta(minutes=1)
+
+
+def test_mean_kw_counts_missing_data_as_zero_and_weights_straddling_intervals():
+    intervals = [Interval(T0 - 5 * M, T0 + 5 * M, 4.0),   # half inside
+                 Interval(T0 + 5 * M, T0 + 15 * M, 2.0)]
+    # 5 min at 4 kW + 10 min at 2 kW, nothing for the last 15 min of a 30 min event
+    assert mean_kw(intervals, T0, T0 + 30 * M) == pytest.approx((4 * 5 + 2 * 10) / 30)
+
+
+def test_mean_kw_refuses_an_empty_event():
+    with pytest.raises(ValueError):
+        mean_kw([], T0, T0)
+
+
+def _reading(at, imported, exported, soc=50.0):
+    return Reading(at, 0.0, imported, exported, soc, True)
+
+
+def test_sampler_skips_the_partial_first_interval_then_reports_energy_based_kw():
+    sampler = IntervalSampler(_reading(T0 - 3 * M, 0, 0))
+    assert sampler.close(_reading(T0, 1.0, 0)) is None
+    interval = sampler.close(_reading(T0 + 30 * M, 1.0, 2.0, soc=40))
+    assert (interval.start, interval.end) == (T0, T0 + 30 * M)
+    assert interval.kw == pytest.approx(-4.0)      # 2 kWh out in half an hour
+    assert interval.kwh == pytest.approx(-2.0) and interval.soc_pct == 40
+
+
+def test_sampler_gives_the_same_interval_to_every_point_of_one_tick():
+    sampler = IntervalSampler(_reading(T0, 0, 0))
+    sampler.close(_reading(T0 + M, 0, 0))
+    first = sampler.close(_reading(T0 + 2 * M, 1, 0))
+    again = sampler.close(_reading(T0 + 2 * M + timedelta(milliseconds=20), 1.01, 0))
+    assert first is again
+
+
+def test_ceil_to_aligns_on_the_epoch():
+    assert ceil_to(datetime(2026, 1, 1, 0, 0, 3, tzinfo=timezone.utc), timedelta(seconds=5)) == \
+        datetime(2026, 1, 1, 0, 0, 5, tzinfo=timezone.utc)
+
+
+def test_xsd_rejects_an_invalid_message_and_names_the_problem():
+    from openleadr.messaging import create_message
+    valid = create_message("oadrPoll", ven_id="ven1")
+    assert xsd.message_type(xsd.validate(valid)) == "oadrPoll"
+    with pytest.raises(xsd.SchemaViolation) as err:
+        xsd.validate(valid.replace("<ei:venID>ven1</ei:venID>", "<ei:venId>ven1</ei:venId>"))
+    assert "venId" in str(err.value)
+    with pytest.raises(xsd.SchemaViolation):
+        xsd.validate("<oadrPayload>")
+
+
+def test_dev_pki_is_ecdsa_by_default_chained_and_reused(tmp_path):
+    pki = ensure_dev_pki(tmp_path, ["a", "b"])
+    ca = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    ven = x509.load_pem_x509_certificate(pki.vens["a"].cert.read_bytes())
+    ven.verify_directly_issued_by(ca)
+    assert ven.public_key().curve.name == "secp256r1"
+    assert pki.vens["a"].fingerprint != pki.vens["b"].fingerprint
+    again = ensure_dev_pki(tmp_path, ["a", "b"])
+    assert again.vens["a"].fingerprint == pki.vens["a"].fingerprint
+
+
+def test_program_files_load_with_their_signal_mapping():
+    discharge = model.load("connected_solutions")
+    assert discharge.signal.name == "LOAD_DISPATCH" and discharge.signal.unit == "kW"
+    delay = model.load("managed_charging")
+    assert (delay.signal.name, delay.signal.type, delay.signal.value) == \
+        ("LOAD_CONTROL", "x-loadControlCapacity", 0.0)
+
+
+def test_a_program_file_with_a_missing_field_names_it(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('id = "x"\nname = "x"\n')
+    with pytest.raises(model.ProgramError) as err:
+        model.load(path)
+    assert "signal: missing" in str(err.value)
