@@ -1,4 +1,5 @@
 """The demo's flow, smaller: VTN + VENs over mTLS with signed 2.0b messages, one event."""
+import logging
 from collections import Counter
 
 import pytest
@@ -7,10 +8,22 @@ from flexadr import xsd
 from flexadr.demo import DemoOptions, run_demo
 
 
+class ErrorLog(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     import asyncio
+    import logging
 
+    errors = ErrorLog()
+    logging.getLogger().addHandler(errors)
     messages: list[tuple[str, str, str]] = []   # (ven, direction, xml)
 
     def capture(agent):
@@ -21,7 +34,11 @@ def demo(tmp_path_factory):
 
     options = DemoOptions(vens=6, lead_s=6, event_s=15, report_s=5, poll_s=1,
                           workdir=tmp_path_factory.mktemp("demo"))
-    result = asyncio.run(run_demo(options, instrument=capture))
+    try:
+        result = asyncio.run(run_demo(options, instrument=capture))
+    finally:
+        logging.getLogger().removeHandler(errors)
+    result.errors = errors.records
     return result, messages
 
 
@@ -77,3 +94,8 @@ def test_every_message_both_ways_is_valid_openadr_20b(demo):
                      ("received", "oadrRegisteredReport"), ("sent", "oadrUpdateReport"),
                      ("received", "oadrUpdatedReport")]:
         assert kinds[expected] > 0, f"no {expected} exchanged: {kinds}"
+
+
+def test_neither_side_logged_an_error(demo):
+    result, _ = demo
+    assert result.errors == []

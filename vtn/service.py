@@ -55,8 +55,21 @@ class Vtn:
         for name in ("on_create_party_registration", "on_cancel_party_registration",
                      "on_poll", "on_request_event", "on_created_event", "on_register_report"):
             self.server.add_handler(name, getattr(self, name))
+        self._accept_reports_without_intervals()
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
+
+    def _accept_reports_without_intervals(self) -> None:
+        """A report with no intervals is valid 2.0b, but openleadr answers it with HTTP 500."""
+        service = self.server.services["report_service"]
+        original = service.handlers["oadrUpdateReport"]
+
+        async def update_report(payload: dict):
+            for report in payload.get("reports", []):
+                report.setdefault("intervals", [])
+            return await original(payload)
+
+        service.handlers["oadrUpdateReport"] = update_report
 
     async def start(self) -> None:
         await self.server.run()
