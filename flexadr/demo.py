@@ -136,7 +136,8 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
             vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
             adapter_config=dict(spec, time_scale=scale),
             capacity_kwh=spec["capacity_kwh"], max_discharge_kw=spec.get("max_discharge_kw", 0.0),
-            prefs=OwnerPrefs(min_soc_pct=program.min_soc_pct), time_scale=scale))
+            prefs=OwnerPrefs(min_soc_pct=program.min_soc_pct), time_scale=scale,
+            state_url=f"sqlite:///{workdir / 'state' / 'vens.sqlite'}"))
     fleet = Fleet(configs, clock)
     for agent in fleet.agents:
         if instrument:
@@ -219,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the dev PKI and the SQLite store go (default var/demo)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
+    if args.event <= 0 or args.event % DemoOptions.report_s:
+        # The event must cover whole reporting intervals, or its edges would be averaged
+        # with time outside it.
+        parser.error(f"--event must be a positive multiple of {DemoOptions.report_s} seconds")
     logging.basicConfig(level=logging.INFO if args.verbose == 0 else logging.DEBUG,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # openleadr logs every message at INFO and a warning per report; keep them for -v.
