@@ -102,6 +102,7 @@ def connectivity(performances: list[EventPerformance], events: tuple[EventRecord
     `reconnect_days` of the notice.
     """
     notices: list[ConnectivityNotice] = []
+    unenrolled_utc: datetime | None = None
     streak = longest = 0
     for perf, event in zip(performances, events):
         if perf.status == EventStatus.NOT_ENROLLED:
@@ -111,13 +112,13 @@ def connectivity(performances: list[EventPerformance], events: tuple[EventRecord
             continue
         streak += 1
         longest = max(longest, streak)
-        if streak == params.offline_events_notify + 1:
+        if streak == params.offline_events_notify + 1 and unenrolled_utc is None:
             deadline = event.end_utc + timedelta(days=params.reconnect_days)
             back = series is not None and any(True for _ in series.within(event.end_utc, deadline))
             notices.append(ConnectivityNotice(event.end_utc, deadline, back))
             if not back:
-                return notices, deadline, longest
-    return notices, None, longest
+                unenrolled_utc = deadline
+    return notices, unenrolled_utc, longest
 
 
 def enrolment_payment(info: ParticipantInfo, ctx: SeasonContext,
