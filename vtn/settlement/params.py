@@ -84,6 +84,9 @@ class ProgramParams:
     # Intervals that overlap no event are an input error unless the program
     # needs non-event data (baselines, Clean Peak every day, yearly cycles).
     event_data_only: bool
+    # Discharge programs count positive kW as discharge; the store keeps power
+    # INTO the device (charging > 0), so its readings are negated for them.
+    discharge: bool = True
 
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -105,7 +108,8 @@ PARAMS: dict[str, ProgramParams] = {
         "connected_solutions", NEW_YORK, DischargeParams(rates=CONNECTED_SOLUTIONS_RATES),
         event_data_only=True),
     "managed_charging": ProgramParams(
-        "managed_charging", NEW_YORK, ManagedChargingParams(), event_data_only=False),
+        "managed_charging", NEW_YORK, ManagedChargingParams(), event_data_only=False,
+        discharge=False),
     "v2x_demo": ProgramParams(
         "v2x_demo", NEW_YORK, V2XParams(clean_peak_windows=CLEAN_PEAK_WINDOWS),
         event_data_only=False),
