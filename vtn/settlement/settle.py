@@ -144,10 +144,14 @@ def fleet_event_series(program: str, params: ProgramParams, ctx: SeasonContext,
         points = []
         t = ev.start_utc - PLOT_PAD
         while t < ev.end_utc + PLOT_PAD:
-            kw = sum(window_average(s, t, t + PLOT_STEP, kw_of).kw
-                     for p, s in series.items())
+            kw = covered_s = 0.0
+            for s in series.values():
+                avg = window_average(s, t, t + PLOT_STEP, kw_of)
+                kw, covered_s = kw + avg.kw, covered_s + avg.covered_s
             inside = ev.start_utc <= t < ev.end_utc
-            points.append(FleetPoint(t, kw, baseline if inside or not charging else float("nan")))
+            # No data from anyone around the event is a gap in the plot, not 0 kW.
+            points.append(FleetPoint(t, kw if covered_s > 0 or inside else float("nan"),
+                                     baseline if inside or not charging else float("nan")))
             t += PLOT_STEP
         out.append(FleetEventSeries(ev.event_id, ev.start_utc, ev.end_utc, tuple(points),
                                     sum(r.events[i].kw for r in results)))
