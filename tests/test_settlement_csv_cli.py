@@ -183,3 +183,34 @@ def test_settle_from_the_vtn_store(tmp_path, capsys):
     (p,) = json.loads(capsys.readouterr().out)["participants"]
     assert [(e["kw"], e["status"]) for e in p["events"]] == [(2.0, "partial_data"), (0.0, "opted_out")]
     assert (p["season_kw"], p["payment_usd"]) == (1.0, 275.0)
+
+
+def test_optional_status_columns_and_their_errors():
+    telemetry = ("participant,interval_start,interval_end,kw,plugged_in,soc_pct,battery_kw\n"
+                 "p1,2026-07-20T19:00:00Z,2026-07-20T20:00:00Z,6,yes,55,4\n"
+                 "p1,2026-07-20T20:00:00Z,2026-07-20T21:00:00Z,6,,,\n")
+    first, second = parse(telemetry=telemetry).telemetry
+    assert (first.plugged_in, first.soc_pct, first.battery_kw) == (True, 55.0, 4.0)
+    assert (second.plugged_in, second.soc_pct, second.battery_kw) == (None, None, None)
+    bad = telemetry.replace(",yes,55,", ",maybe,55,").replace(",6,,,", ",6,,140,")
+    assert problems(telemetry=bad) == ["T.csv:2: plugged_in: not a yes/no value: 'maybe'",
+                                       "T.csv:3: soc_pct: 140.0 outside 0-100"]
+
+
+def test_non_event_data_must_lie_in_the_season_year():
+    # Managed charging needs non-event days (baseline), but not another year's.
+    # 2026-01-01 03:00Z is still Dec 31 2025 in New York.
+    from zoneinfo import ZoneInfo
+    bad = TELEMETRY + "p1,2026-01-01T03:00:00Z,2026-01-01T04:00:00Z,1\np1,2026-03-01T12:00:00Z,2026-03-01T13:00:00Z,1\n"
+    assert problems(telemetry=bad, tz=ZoneInfo("America/New_York")) == [
+        "T.csv:29: interval 2026-01-01T03:00:00+00:00..2026-01-01T04:00:00+00:00 is outside the season year 2026"]
+
+
+def test_settle_a_non_discharge_program_from_files(tmp_path, capsys):
+    # Managed charging on the same files: no baseline days in the data, so no
+    # shift is credited; payment is the annual $50 for each participant.
+    assert run_settle(tmp_path, "--program", "managed_charging") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["payment_usd"] for p in doc["participants"]] == [50.0, 50.0]
+    assert doc["participants"][0]["events"][0]["baseline_kw"] is None
+    assert doc["totals"]["opt_outs"] == 0

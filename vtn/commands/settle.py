@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                 print("vtn settle: --events needs --telemetry", file=sys.stderr)
                 return EXIT_INPUT
             data = read_input(args.events, args.telemetry, participants=args.participants,
-                              opt_outs=args.opt_outs, event_data_only=params.event_data_only)
+                              opt_outs=args.opt_outs, event_data_only=params.event_data_only,
+                              tz=params.timezone)
         else:
             data = query_season(_store(args), params, args.season)
         result = settle(args.program, data, default_rate_class=RateClass(args.rate_class),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from vtn.settlement import validate
 from vtn.settlement.model import (
@@ -201,8 +202,13 @@ class CsvSource:
 
 def parse_input(events: CsvSource, telemetry: CsvSource, *,
                 participants: CsvSource | None = None, opt_outs: CsvSource | None = None,
-                event_data_only: bool = False) -> SettlementInput:
-    """Parse and cross-check the files; raise SettlementInputError listing every problem."""
+                event_data_only: bool = False, tz: ZoneInfo | None = None) -> SettlementInput:
+    """Parse and cross-check the files; raise SettlementInputError listing every problem.
+
+    `event_data_only`: every interval must overlap an event. Otherwise, given
+    the program's `tz`, every interval must lie in the events' local calendar
+    year (the season: baselines, Clean Peak days, yearly cycles).
+    """
     problems: list[Problem] = []
     evs, ev_lines = _parse_table(events.text, events.name, ("event_id", "start", "end"), _event, problems)
     ivs, iv_lines = _parse_table(telemetry.text, telemetry.name,
@@ -234,6 +240,12 @@ def parse_input(events: CsvSource, telemetry: CsvSource, *,
             problems.append(Problem(telemetry.name, iv_lines[i],
                                     f"interval {ivs[i].start_utc.isoformat()}..{ivs[i].end_utc.isoformat()} "
                                     "is outside every event"))
+    elif tz is not None and evs:
+        years = sorted({ev.start_utc.astimezone(tz).year for ev in evs})
+        for i in validate.outside_years(ivs, years, tz):
+            problems.append(Problem(telemetry.name, iv_lines[i],
+                                    f"interval {ivs[i].start_utc.isoformat()}..{ivs[i].end_utc.isoformat()} "
+                                    f"is outside the season year {'/'.join(map(str, years))}"))
     if participants is not None:
         known = {p.participant for p in infos}
         for i in validate.unknown_participants(ivs, known):
@@ -254,9 +266,9 @@ def parse_input(events: CsvSource, telemetry: CsvSource, *,
 
 def read_input(events: str | Path, telemetry: str | Path, *,
                participants: str | Path | None = None, opt_outs: str | Path | None = None,
-               event_data_only: bool = False) -> SettlementInput:
+               event_data_only: bool = False, tz: ZoneInfo | None = None) -> SettlementInput:
     return parse_input(
         CsvSource.read(events), CsvSource.read(telemetry),
         participants=CsvSource.read(participants) if participants else None,
         opt_outs=CsvSource.read(opt_outs) if opt_outs else None,
-        event_data_only=event_data_only)
+        event_data_only=event_data_only, tz=tz)

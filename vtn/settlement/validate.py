@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 from vtn.settlement.model import EventRecord, TelemetryInterval
 
@@ -58,3 +60,11 @@ def duplicate_ids(events: Sequence[EventRecord]) -> list[int]:
         seen.add(ev.event_id)
     return dups
 
+
+
+def outside_years(telemetry: Sequence[TelemetryInterval], years: Sequence[int], tz: ZoneInfo) -> list[int]:
+    """Indexes of intervals not wholly inside the local calendar years `years`
+    (consecutive years are one span)."""
+    first = datetime(min(years), 1, 1, tzinfo=tz).astimezone(timezone.utc)
+    last = datetime(max(years) + 1, 1, 1, tzinfo=tz).astimezone(timezone.utc)
+    return [i for i, iv in enumerate(telemetry) if iv.start_utc < first or iv.end_utc > last]
