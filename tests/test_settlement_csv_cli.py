@@ -214,3 +214,12 @@ def test_settle_a_non_discharge_program_from_files(tmp_path, capsys):
     assert [p["payment_usd"] for p in doc["participants"]] == [50.0, 50.0]
     assert doc["participants"][0]["events"][0]["baseline_kw"] is None
     assert doc["totals"]["opt_outs"] == 0
+
+
+def test_vtn_cli_has_the_settle_subcommand(tmp_path, capsys):
+    from vtn.cli import main
+    (tmp_path / "E.csv").write_text(EVENTS)
+    (tmp_path / "T.csv").write_text(TELEMETRY)
+    assert main(["settle", "--program", "connected_solutions", "--events", str(tmp_path / "E.csv"),
+                 "--telemetry", str(tmp_path / "T.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["payment_usd"] == 1100.0

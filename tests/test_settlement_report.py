@@ -150,3 +150,21 @@ def test_report_renders_in_headless_chromium(tmp_path, discharge_html):
     distinct = {px for row in rows[::10] for px in row[::10]}
     assert len(distinct) > 5, "screenshot is blank"
 
+
+
+def test_fleet_series_bins_are_time_weighted():
+    # Event 19:00-21:00Z; p1 18:30-19:30Z at 6 kW; p2 19:02-19:07Z at 12 kW.
+    # Bin 19:00-19:05: 6 + 12 x 3/5 = 13.2; bin 19:05-19:10: 6 + 12 x 2/5 = 10.8;
+    # bin 18:30-18:35: 6; bin 18:00-18:05: nobody has data outside the event -> gap (NaN).
+    import math
+    u = lambda s: datetime.fromisoformat(s)  # noqa: E731
+    event = EventRecord("e1", u("2026-07-20T19:00:00+00:00"), u("2026-07-20T21:00:00+00:00"))
+    data = SettlementInput((event,), (
+        TelemetryInterval("p1", u("2026-07-20T18:30:00+00:00"), u("2026-07-20T19:30:00+00:00"), 6.0),
+        TelemetryInterval("p2", u("2026-07-20T19:02:00+00:00"), u("2026-07-20T19:07:00+00:00"), 12.0)))
+    (fleet,) = settle("v2x_demo", data, fleet=True).fleet
+    kw = {p.start_utc.strftime("%H:%M"): p.kw for p in fleet.points}
+    assert (kw["19:00"], kw["19:05"], kw["18:30"]) == pytest.approx((13.2, 10.8, 6.0))
+    assert math.isnan(kw["18:00"])
+    assert kw["20:00"] == 0.0            # inside the event, no data: 0 kW, drawn
+    assert len(fleet.points) == 48       # 4 h at 5 min
