@@ -247,3 +247,38 @@ def test_events_of_two_years_are_refused():
     events = (EVENTS[0], ev("x", "2027-07-20T19:00:00Z", "2027-07-20T21:00:00Z"))
     with pytest.raises(ValueError, match="several years"):
         settle("connected_solutions", SettlementInput(events, ()))
+
+
+def test_rate_lock_and_capacity_limit_are_reported_per_participant():
+    # Installed 2024-08-15 (local): locked until 2029-08-15; 60 kW enrolled > 50 kW limit.
+    info = ParticipantInfo("p1", installed_utc=t("2024-08-15T16:00:00Z"), enrolled_kw=60.0)
+    data = SettlementInput(EVENTS, tuple(flat("p1", e, 2) for e in EVENTS), (info,))
+    d = settle("connected_solutions", data).participants[0].details
+    assert d["rate_locked_until"] == "2029-08-15"
+    assert d["capacity_over_limit"] is True
+
+
+# ---------------------------------------------------------------- properties
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(kws=st.lists(st.floats(0, 50, allow_nan=False), min_size=1, max_size=12),
+       cut_s=st.integers(1, 599), offset_s=st.integers(-3600, 3600))
+def test_splitting_an_interval_never_changes_the_average(kws, cut_s, offset_s):
+    # 10-min intervals placed anywhere around the event; cutting one in two
+    # at any second must give the same time-weighted average.
+    start = E1.start_utc.timestamp() + offset_s
+    ivs = [TelemetryInterval("p1", datetime.fromtimestamp(start + 600 * i, timezone.utc),
+                             datetime.fromtimestamp(start + 600 * (i + 1), timezone.utc), kw)
+           for i, kw in enumerate(kws)]
+    first = ivs[0]
+    mid = datetime.fromtimestamp(first.start_utc.timestamp() + cut_s, timezone.utc)
+    split = [TelemetryInterval("p1", first.start_utc, mid, first.kw),
+             TelemetryInterval("p1", mid, first.end_utc, first.kw)] + ivs[1:]
+    whole = event_performance(Series(ivs), E1)
+    parts = event_performance(Series(split), E1)
+    assert parts.kw == pytest.approx(whole.kw, abs=1e-9)
+    assert parts.covered_s == pytest.approx(whole.covered_s)
+    assert 0 <= whole.kw <= max(kws) + 1e-9

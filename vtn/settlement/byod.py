@@ -55,7 +55,7 @@ def floor_violations(series: Series | None, min_soc_pct: float) -> list[datetime
 def flex_alert_export_kwh(series: Series | None, alerts: tuple[EventRecord, ...]) -> float:
     if series is None:
         return 0.0
-    return sum(window_kwh(series, a.start_utc, a.end_utc, export_kw) for a in alerts)
+    return sum((window_kwh(series, a.start_utc, a.end_utc, export_kw) for a in alerts), 0.0)
 
 
 def upfront_payment(info: ParticipantInfo, ctx: SeasonContext, params: ByodParams) -> Payment | None:

@@ -223,7 +223,8 @@ def _season_section(result: SeasonSettlement, tz: ZoneInfo) -> str:
     mean = sum(values) / len(values) if values else 0.0
     every = max(1, math.ceil(len(values) / 20))
     plot = bar_plot(event_ids, values, width=1000, height=280, color=SEASON_COLOR,
-                    y_label="fleet kW per event", mean=mean, label_every=every,
+                    y_label="fleet kW shifted per event" if result.program == "managed_charging"
+                    else "fleet kW per event", mean=mean, label_every=every,
                     title="season: fleet performance per event")
     totals = _table(["figure", "value"], [[k, _figure(k, v)] for k, v in result.totals.items()])
     warnings = "".join(f'<div class="warn">{escape(w)}</div>' for w in result.warnings)
