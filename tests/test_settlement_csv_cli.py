@@ -223,3 +223,13 @@ def test_vtn_cli_has_the_settle_subcommand(tmp_path, capsys):
     assert main(["settle", "--program", "connected_solutions", "--events", str(tmp_path / "E.csv"),
                  "--telemetry", str(tmp_path / "T.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["payment_usd"] == 1100.0
+
+
+def test_missing_and_non_utf8_files(tmp_path):
+    from vtn.settlement.csvio import read_input
+    (tmp_path / "E.csv").write_text(EVENTS)
+    with pytest.raises(SettlementInputError, match=r"T\.csv:0: no such file"):
+        read_input(tmp_path / "E.csv", tmp_path / "T.csv")
+    (tmp_path / "T.csv").write_bytes(TELEMETRY.encode() + b"p1,\xff\xfe,x,1\n")
+    with pytest.raises(SettlementInputError, match=r"T\.csv:0: not UTF-8 text"):
+        read_input(tmp_path / "E.csv", tmp_path / "T.csv")

@@ -15,10 +15,11 @@ import csv
 import io
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
 from vtn.settlement import validate
@@ -98,9 +99,9 @@ def _required(row: dict, column: str) -> str:
 
 # ---------------------------------------------------------------- table reader
 
-def _rows(text: str, name: str, required: tuple[str, ...], problems: list[Problem]
+def _rows(stream: TextIO, name: str, required: tuple[str, ...], problems: list[Problem]
           ) -> Iterator[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(stream)
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]
     if missing:
@@ -119,15 +120,16 @@ def _rows(text: str, name: str, required: tuple[str, ...], problems: list[Proble
         yield line, row
 
 
-def _parse_table(text: str, name: str, required: tuple[str, ...],
+def _parse_table(source: CsvSource, required: tuple[str, ...],
                  parse_row: Callable[[dict], T], problems: list[Problem]) -> tuple[list[T], list[int]]:
     records, lines = [], []
-    for line, row in _rows(text, name, required, problems):
-        try:
-            records.append(parse_row(row))
-            lines.append(line)
-        except _RowError as err:
-            problems.append(Problem(name, line, str(err)))
+    with source.open() as stream:
+        for line, row in _rows(stream, source.name, required, problems):
+            try:
+                records.append(parse_row(row))
+                lines.append(line)
+            except _RowError as err:
+                problems.append(Problem(source.name, line, str(err)))
     return records, lines
 
 
@@ -185,19 +187,31 @@ def _opt_out(row: dict) -> OptOut:
 
 @dataclass(frozen=True)
 class CsvSource:
-    """A CSV input: its name for messages and its text."""
+    """A CSV input: its name for messages, and its text or the file to stream
+    (a season of 24x7 data is too big to hold twice)."""
     name: str
-    text: str
+    text: str | None = None
+    path: Path | None = None
 
     @classmethod
-    def read(cls, path: str | Path) -> CsvSource:
+    def file(cls, path: str | Path) -> CsvSource:
         path = Path(path)
+        if not path.is_file():
+            raise SettlementInputError([Problem(str(path), 0, "no such file")])
+        return cls(str(path), path=path)
+
+    @contextmanager
+    def open(self) -> Iterator[TextIO]:
+        if self.path is None:
+            yield io.StringIO(self.text or "")
+            return
         try:
-            return cls(str(path), path.read_text(encoding="utf-8-sig"))
+            with self.path.open(encoding="utf-8-sig", newline="") as stream:
+                yield stream
         except OSError as err:
-            raise SettlementInputError([Problem(str(path), 0, f"cannot read: {err.strerror or err}")]) from err
+            raise SettlementInputError([Problem(self.name, 0, f"cannot read: {err.strerror or err}")]) from err
         except UnicodeDecodeError as err:
-            raise SettlementInputError([Problem(str(path), 0, f"not UTF-8 text: {err}")]) from err
+            raise SettlementInputError([Problem(self.name, 0, f"not UTF-8 text: {err}")]) from err
 
 
 def parse_input(events: CsvSource, telemetry: CsvSource, *,
@@ -210,13 +224,12 @@ def parse_input(events: CsvSource, telemetry: CsvSource, *,
     year (the season: baselines, Clean Peak days, yearly cycles).
     """
     problems: list[Problem] = []
-    evs, ev_lines = _parse_table(events.text, events.name, ("event_id", "start", "end"), _event, problems)
-    ivs, iv_lines = _parse_table(telemetry.text, telemetry.name,
-                                 ("participant", "interval_start", "interval_end", "kw"), _interval, problems)
+    evs, ev_lines = _parse_table(events, ("event_id", "start", "end"), _event, problems)
+    ivs, iv_lines = _parse_table(telemetry, ("participant", "interval_start", "interval_end", "kw"),
+                                 _interval, problems)
     infos: list[ParticipantInfo] = []
     if participants is not None:
-        infos, info_lines = _parse_table(participants.text, participants.name, ("participant",),
-                                         _participant, problems)
+        infos, info_lines = _parse_table(participants, ("participant",), _participant, problems)
         seen: set[str] = set()
         for info, line in zip(infos, info_lines):
             if info.participant in seen:
@@ -224,8 +237,7 @@ def parse_input(events: CsvSource, telemetry: CsvSource, *,
             seen.add(info.participant)
     outs: list[OptOut] = []
     if opt_outs is not None:
-        outs, out_lines = _parse_table(opt_outs.text, opt_outs.name, ("participant", "event_id"),
-                                       _opt_out, problems)
+        outs, out_lines = _parse_table(opt_outs, ("participant", "event_id"), _opt_out, problems)
 
     for i in validate.duplicate_ids(evs):
         problems.append(Problem(events.name, ev_lines[i], f"event_id {evs[i].event_id!r} appears twice"))
@@ -268,7 +280,7 @@ def read_input(events: str | Path, telemetry: str | Path, *,
                participants: str | Path | None = None, opt_outs: str | Path | None = None,
                event_data_only: bool = False, tz: ZoneInfo | None = None) -> SettlementInput:
     return parse_input(
-        CsvSource.read(events), CsvSource.read(telemetry),
-        participants=CsvSource.read(participants) if participants else None,
-        opt_outs=CsvSource.read(opt_outs) if opt_outs else None,
+        CsvSource.file(events), CsvSource.file(telemetry),
+        participants=CsvSource.file(participants) if participants else None,
+        opt_outs=CsvSource.file(opt_outs) if opt_outs else None,
         event_data_only=event_data_only, tz=tz)
