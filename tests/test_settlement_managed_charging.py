@@ -10,7 +10,7 @@ import pytest
 from vtn.settlement import (
     EventRecord, EventStatus, OptOut, ParticipantInfo, SettlementInput, TelemetryInterval, settle)
 from vtn.settlement.dates import local_window_utc
-from vtn.settlement.discharge import SeasonContext
+from vtn.settlement.context import SeasonContext
 from vtn.settlement.intervals import Series
 from vtn.settlement.managed_charging import baseline_days, baseline_kw
 from vtn.settlement.params import ManagedChargingParams

@@ -9,7 +9,7 @@ import pytest
 from vtn.settlement import (
     EventKind, EventRecord, ParticipantInfo, SettlementInput, TelemetryInterval, settle)
 from vtn.settlement.dates import local_window_utc
-from vtn.settlement.discharge import SeasonContext
+from vtn.settlement.context import SeasonContext
 from vtn.settlement.intervals import Series
 from vtn.settlement.params import CLEAN_PEAK_WINDOWS, PARAMS
 from vtn.settlement.v2x import clean_peak, clean_peak_window, plug_stats

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from vtn.settlement.dates import local_date
-from vtn.settlement.discharge import SeasonContext, usd
+from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series, window_kwh
 from vtn.settlement.model import (
     EventRecord, EventStatus, ParticipantInfo, ParticipantSettlement, Payment,

@@ -6,21 +6,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series
-from vtn.settlement.model import (
-    EventRecord, ParticipantInfo, ParticipantSettlement, Payment, RateClass)
+from vtn.settlement.model import ParticipantInfo, ParticipantSettlement, Payment, RateClass
 from vtn.settlement.params import DischargeParams, RateEntry
 from vtn.settlement.performance import event_performance, season_kw
 
 SEASON_START = (6, 1)   # the season runs June 1 - September 30
-
-
-@dataclass(frozen=True)
-class SeasonContext:
-    season: int
-    tz: ZoneInfo
-    events: tuple[EventRecord, ...]          # sorted by start
-    default_rate_class: RateClass = RateClass.RESIDENTIAL
 
 
 @dataclass(frozen=True)
@@ -54,10 +46,6 @@ def rate_for(rates: tuple[RateEntry, ...], rate_class: RateClass, season_start: 
 def capped_payment(raw_usd: float, paid_before_usd: float, cap_usd: float) -> float:
     """What is left under the lifetime cap, never negative."""
     return max(0.0, min(raw_usd, cap_usd - paid_before_usd))
-
-
-def usd(amount: float) -> float:
-    return round(amount + 0.0, 2)
 
 
 def settle_participant(info: ParticipantInfo, series: Series | None, opted_out: set[str],

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from vtn.settlement.dates import is_holiday, last_business_day, local_date, local_window_utc
-from vtn.settlement.discharge import SeasonContext, usd
+from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series, window_average
 from vtn.settlement.model import (
     EventPerformance, EventRecord, EventStatus, ParticipantInfo, ParticipantSettlement,
     Payment, TelemetryInterval)
 from vtn.settlement.params import ManagedChargingParams
+from vtn.settlement.performance import season_kw
 
 SEASON_END = (9, 30)
 
@@ -154,7 +155,7 @@ def settle_participant(info: ParticipantInfo, series: Series | None, opted_out: 
     if still_enrolled and not removal:
         payments.append(Payment("annual", params.annual_payment_usd,
                                 f"{ctx.season}-{params.annual_payment_month:02d}"))
-    kw = sum(e.kw for e in events) / len(events) if events else 0.0
+    kw = season_kw(events, len(ctx.events))
     shifted_kwh = sum(e.kw * ev.duration_s / 3600 for e, ev in zip(events, ctx.events))
     details = {
         "opt_outs": opt_outs,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from vtn.settlement import byod, discharge, managed_charging, v2x
 from vtn.settlement.dates import local_date
-from vtn.settlement.discharge import SeasonContext, usd
+from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series, by_participant
 from vtn.settlement.model import (
     EventKind, EventRecord, FleetEventSeries, FleetPoint, ParticipantInfo,

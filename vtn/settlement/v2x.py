@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from vtn.settlement.dates import local_date, local_window_utc
-from vtn.settlement.discharge import SeasonContext, usd
+from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series, window_kwh
 from vtn.settlement.model import (
     EventPerformance, EventStatus, ParticipantInfo, ParticipantSettlement, Payment,
