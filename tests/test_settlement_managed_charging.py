@@ -161,3 +161,18 @@ def test_enrolment_and_annual_payments_with_dates():
     info = ParticipantInfo("p1", enrolled_utc=t("2026-04-10T15:00:00Z"))
     p = settle("managed_charging", SettlementInput(data.events, data.telemetry, (info,))).participants[0]
     assert [x.kind for x in p.payments] == ["annual"]
+
+
+def test_opt_outs_count_even_without_data_and_offline_ignores_opt_outs():
+    # No telemetry at all; opted out of e2 and e3. Opt-outs: 2. Offline for all
+    # 6 events (opting out by e-mail does not make the device online): notice
+    # after the 4th event (Jul 9 21:00 EDT = Jul 10 01:00 UTC), no data -> unenrolled.
+    info = ParticipantInfo("p1")
+    data = SettlementInput(tuple(event_on(d) for d in EVENT_DAYS), (), (info,),
+                           (OptOut("p1", f"e{EVENT_DAYS[1].isoformat()}"),
+                            OptOut("p1", f"e{EVENT_DAYS[2].isoformat()}")))
+    p = settle("managed_charging", data).participants[0]
+    assert p.details["opt_outs"] == 2
+    assert p.details["offline_events"] == 6
+    assert p.details["connectivity_notices"][0]["notice_utc"] == "2026-07-10T01:00:00+00:00"
+    assert p.details["unenrolled_utc"] == "2026-07-17T01:00:00+00:00"

@@ -69,7 +69,8 @@ def shifted_event(series: Series | None, event: EventRecord, ctx: SeasonContext,
     if enrolled_utc is not None and event.start_utc < enrolled_utc:
         return EventPerformance(event.event_id, 0.0, EventStatus.NOT_ENROLLED)
     if series is None:
-        return EventPerformance(event.event_id, 0.0, EventStatus.NO_DATA)
+        status = EventStatus.OPTED_OUT if opted_out else EventStatus.NO_DATA
+        return EventPerformance(event.event_id, 0.0, status)
     actual = window_average(series, event.start_utc, event.end_utc, charging_kw)
     base, _ = baseline_kw(event, ctx, series, params)
     if opted_out:
@@ -97,7 +98,9 @@ def connectivity(performances: list[EventPerformance], events: tuple[EventRecord
                  ) -> tuple[list[ConnectivityNotice], datetime | None, int]:
     """Notices sent, the unenrolment time (if any) and the longest offline streak.
 
-    Offline for an event = no telemetry at all during it. The notice goes out
+    Offline for an event = no telemetry at all during it, whether or not the
+    participant opted out (opt-outs come by e-mail/text, not from the device).
+    The notice goes out
     once the device has been offline for MORE than `offline_events_notify`
     consecutive events; it is unenrolled if no telemetry arrives within
     `reconnect_days` of the notice.
@@ -108,7 +111,7 @@ def connectivity(performances: list[EventPerformance], events: tuple[EventRecord
     for perf, event in zip(performances, events):
         if perf.status == EventStatus.NOT_ENROLLED:
             continue
-        if perf.status != EventStatus.NO_DATA:
+        if perf.covered_s > 0:
             streak = 0
             continue
         streak += 1
@@ -161,7 +164,8 @@ def settle_participant(info: ParticipantInfo, series: Series | None, opted_out: 
         "opt_outs": opt_outs,
         "opt_out_removal_threshold": params.opt_out_removal_threshold,
         "removal_eligible": removal,
-        "offline_events": sum(1 for e in events if e.status == EventStatus.NO_DATA),
+        "offline_events": sum(1 for e in events
+                              if e.status != EventStatus.NOT_ENROLLED and e.covered_s == 0),
         "longest_offline_streak": longest_offline,
         "connectivity_notices": [
             {"notice_utc": n.notice_utc.isoformat(), "reconnect_by_utc": n.reconnect_by_utc.isoformat(),
