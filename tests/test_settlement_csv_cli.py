@@ -233,3 +233,22 @@ def test_missing_and_non_utf8_files(tmp_path):
     (tmp_path / "T.csv").write_bytes(TELEMETRY.encode() + b"p1,\xff\xfe,x,1\n")
     with pytest.raises(SettlementInputError, match=r"T\.csv:0: not UTF-8 text"):
         read_input(tmp_path / "E.csv", tmp_path / "T.csv")
+
+
+def test_unwritable_output_is_reported_not_raised(tmp_path, capsys):
+    out = tmp_path / "no-such-dir" / "season.json"
+    assert run_settle(tmp_path, "--program", "connected_solutions", "--out", str(out)) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_usage_errors(tmp_path, capsys):
+    import argparse
+    parser = argparse.ArgumentParser()
+    settle_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["settle", "--program", "byod_vpp", "--season", "2026"])
+    assert args.func(args) == 2
+    assert "--season needs --database URL or --config VTN.toml" in capsys.readouterr().err
+    args = parser.parse_args(["settle", "--program", "byod_vpp", "--events", "E.csv"])
+    assert args.func(args) == 2
+    assert "--events needs --telemetry" in capsys.readouterr().err

@@ -40,32 +40,45 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+class UsageError(ValueError):
+    pass
+
+
 def run(args: argparse.Namespace) -> int:
     params = params_for(args.program)
     try:
-        if args.events:
-            if not args.telemetry:
-                print("vtn settle: --events needs --telemetry", file=sys.stderr)
-                return EXIT_INPUT
-            data = read_input(args.events, args.telemetry, participants=args.participants,
-                              opt_outs=args.opt_outs, event_data_only=params.event_data_only,
-                              tz=params.timezone)
-        else:
-            data = query_season(_store(args), params, args.season)
+        data = _load(args, params)
         result = settle(args.program, data, default_rate_class=RateClass(args.rate_class),
                         fleet=args.format == "html")
     except (SettlementInputError, StoreDataError) as err:
         print(f"vtn settle: bad input:\n{err}", file=sys.stderr)
         return EXIT_INPUT
-    except ValueError as err:     # e.g. events spanning two seasons
+    except ValueError as err:     # usage, config, events spanning two seasons, no events
         print(f"vtn settle: {err}", file=sys.stderr)
         return EXIT_INPUT
     text = render(args.format, result)
-    if args.out:
-        write_atomically(args.out, text)
-    else:
+    if not args.out:
         sys.stdout.write(text)
+        return 0
+    try:
+        write_atomically(args.out, text)
+    except OSError as err:
+        print(f"vtn settle: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _load(args: argparse.Namespace, params):
+    if args.events:
+        if not args.telemetry:
+            raise UsageError("--events needs --telemetry")
+        return read_input(args.events, args.telemetry, participants=args.participants,
+                          opt_outs=args.opt_outs, event_data_only=params.event_data_only,
+                          tz=params.timezone)
+    if args.telemetry or args.participants or args.opt_outs:
+        raise UsageError("--telemetry, --participants and --opt-outs go with --events; "
+                         "--season reads them from the database")
+    return query_season(_store(args), params, args.season)
 
 
 def _store(args: argparse.Namespace):
@@ -75,7 +88,7 @@ def _store(args: argparse.Namespace):
     if args.config:
         from vtn.config import load
         return Store(load(args.config).database_url)
-    raise ValueError("--season needs --database URL or --config VTN.toml")
+    raise UsageError("--season needs --database URL or --config VTN.toml")
 
 
 def render(fmt: str, result) -> str:
