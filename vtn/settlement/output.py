@@ -21,7 +21,7 @@ def to_csv(result: SeasonSettlement) -> str:
     then one `kw:<event_id>` column per event (spreadsheet-friendly). List
     details (times, notices) are in the JSON document only."""
     doc = to_json_dict(result)
-    scalar_keys: list[str] = []
+    scalar_keys: list[str] = ["participant", "season_kw", "payment_usd"]
     for p in doc["participants"]:
         for key, value in p.items():
             if key not in scalar_keys and not isinstance(value, (list, dict)):

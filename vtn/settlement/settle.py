@@ -100,7 +100,7 @@ def _totals(program: str, params: ProgramParams, ctx: SeasonContext,
     totals: dict = {
         "participants": n,
         "events_called": len(ctx.events),
-        "fleet_season_kw": round(sum(r.season_kw for r in results), 3),
+        "fleet_season_kw": round(sum((r.season_kw for r in results), 0.0), 3),
         "mean_season_kw": round(sum(r.season_kw for r in results) / n, 3) if n else 0.0,
         "payment_usd": usd(sum(r.payment_usd for r in results)),
     }
