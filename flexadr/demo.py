@@ -27,7 +27,8 @@ from ven.agent import AgentConfig, VenAgent
 from ven.fleet import Fleet
 from ven.policy import OwnerPrefs
 from vtn.lifecycle import publish
-from vtn.performance import Interval, mean_kw
+from vtn.settlement.intervals import Series, window_average
+from vtn.settlement.model import TelemetryInterval
 from vtn.service import Vtn, VtnConfig
 from vtn.store import Event, Store, Ven
 
@@ -181,9 +182,9 @@ def performance_rows(store: Store, events: list[Event], agents: list[VenAgent],
         for target in store.targets(event.event_id):
             ven = store.ven(target.ven_id)
             points = store.telemetry(ven.ven_id, event.start_utc, event.end_utc)
-            reported = mean_kw([Interval(p.interval_start, p.interval_end, p.kw)
-                                for p in points if p.kw is not None],
-                               event.start_utc, event.end_utc)
+            series = Series(TelemetryInterval(ven.ven_id, p.interval_start, p.interval_end, p.kw)
+                            for p in points if p.kw is not None)
+            reported = window_average(series, event.start_utc, event.end_utc).kw
             device = devices[ven.ven_name]
             actual = (device.device.mean_kw(event.start_utc, event.end_utc)
                       if isinstance(device, SimAdapter) else float("nan"))
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                           workdir=args.workdir)
     result = asyncio.run(run_demo(options))
     print()
-    print(f"Event performance: average kW over the FULL event (discharge programs: kW out; "
-          f"managed charging: charging kW, 0 = fully delayed)")
+    print("Event performance: average kW over the FULL event (discharge programs: kW out; "
+          "managed charging: charging kW, 0 = fully delayed)")
     print(format_table(result.rows))
     registered = sum(agent.registered for agent in result.agents)
     if registered != len(result.agents):

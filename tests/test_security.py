@@ -1,12 +1,10 @@
 """Who may talk to the VTN: certificates from our CA, enrolled, with valid signatures."""
-import asyncio
 import ssl
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from lxml import etree
 from openleadr import enums
 from openleadr.messaging import create_message, parse_message
 

@@ -1,4 +1,4 @@
-"""Small pure pieces: performance, clock helpers, XSD helper, PKI, program files."""
+"""Small pure pieces: clock helpers, XSD helper, PKI, program files."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -8,22 +8,7 @@ from certs.pki import ensure_dev_pki
 from flexadr import xsd
 from flexadr.clock import ceil_to
 from schedules import model
-from vtn.performance import Interval, mean_kw
 
-T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)
-M = timedelta(minutes=1)
-
-
-def test_mean_kw_counts_missing_data_as_zero_and_weights_straddling_intervals():
-    intervals = [Interval(T0 - 5 * M, T0 + 5 * M, 4.0),   # half inside
-                 Interval(T0 + 5 * M, T0 + 15 * M, 2.0)]
-    # 5 min at 4 kW + 10 min at 2 kW, nothing for the last 15 min of a 30 min event
-    assert mean_kw(intervals, T0, T0 + 30 * M) == pytest.approx((4 * 5 + 2 * 10) / 30)
-
-
-def test_mean_kw_refuses_an_empty_event():
-    with pytest.raises(ValueError):
-        mean_kw([], T0, T0)
 
 
 def test_ceil_to_aligns_on_the_epoch():
