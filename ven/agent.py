@@ -153,7 +153,12 @@ class VenAgent:
     def _recorder(self, interval: timedelta) -> IntervalRecorder:
         interval_wall = _wall(interval, self.config.time_scale)
         wanted = _wall(self.config.sample_period, self.config.time_scale)
+        # Samples must fall exactly on interval boundaries: a whole number of
+        # microseconds that divides the interval, as close to the wish as that allows.
+        interval_us = interval_wall // timedelta(microseconds=1)
         samples = max(1, round(interval_wall / wanted))
+        while interval_us % samples:
+            samples -= 1
         return IntervalRecorder(interval_wall, interval_wall / samples, self.config.time_scale)
 
     def _adopt_requested_interval(self) -> None:
