@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = [
     "vtn.commands.serve",
+    "vtn.commands.programs",
 ]
 
 
