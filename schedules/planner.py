@@ -160,8 +160,13 @@ class PlannerConfig:
     forecast: str = "iso"                 # "iso" or "own"
     target_events: int | None = None      # default: the program's typical per season
     reference_days: int = 21              # recent days whose peaks set the threshold
-    reference: str = "season"            # "recent", "climate" or "blend" (_reference_peaks)
+    reference: str = "hybrid"            # "recent", "climate" or "blend" (_reference_peaks)
     climate_years: int = 4                # earlier years in the climate reference
+    target_slack: int = 3                 # aim the season threshold at this many more days
+    reserve_top: int = 20                 # hold events back for the season's top-N days (0: off)
+    mix_recent: float = 0.0               # weight of the recent-weeks estimate in the threshold
+    level_trend: bool = False             # scale earlier years by the load-level trend
+    hybrid_strict: bool = False           # hybrid: ahead of pace -> the stricter threshold
     anomaly_days: int = 30                # this summer vs earlier years over these days
     anomaly_shrink_days: float = 30.0     # ... trusted n/(n + this)
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
@@ -297,12 +302,43 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
         ratio = float(np.mean(recent_now) / np.mean(recent_then))
         weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
         factor = 1.0 + (ratio - 1.0) * weight
+    if config.level_trend:
+        factor *= _level_factor(view)
     values = np.concatenate([peaks[seen], peaks[future] * factor])
     weights = np.concatenate([np.ones(int(seen.sum())), np.full(int(future.sum()), 1.0 / n_years)])
     order = np.argsort(-values)
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
     return float(values[order][min(k, len(order) - 1)])
+
+
+def _hot_days_ahead(program: Program, day: date, view: PlanInputs,
+                    config: PlannerConfig) -> tuple[float | None, float]:
+    """The season's `reserve_top`-th highest peak (estimated) and how many chase
+    days after `day` are expected above it (earlier years' same dates)."""
+    hot = _season_threshold(program, day, view, config.reserve_top, config)
+    if hot is None:
+        return None, 0.0
+    ordinals, peaks = _daily_peaks(view, day.toordinal() - 366 * config.climate_years)
+    dates = [date.fromordinal(int(o)) for o in ordinals]
+    today = (day.month, day.day)
+    future = np.array([d.year < day.year and d.month in program.targeting.peak_months
+                       and (d.month, d.day) > today for d in dates], dtype=bool)
+    years = {d.year for d, f in zip(dates, future) if f}
+    if not years:
+        return hot, 0.0
+    return hot, float((peaks[future] >= hot).sum()) / len(years)
+
+
+def _level_factor(view: PlanInputs) -> float:
+    """Load level now against a year earlier: mean load over the last 365 days
+    over the mean of the 365 days before (structural trend, not weather)."""
+    now_s = int(view.load.t[-1]) if len(view.load.t) else 0
+    last = view.load.between(now_s - 365 * 86400, now_s + 1).mw
+    before = view.load.between(now_s - 730 * 86400, now_s - 365 * 86400).mw
+    if len(before) > 300 * 24 and len(last) > 300 * 24:
+        return float(np.mean(last) / np.mean(before))
+    return 1.0
 
 
 def _reference_peaks(program: Program, day: date, view: PlanInputs, recent: np.ndarray,
@@ -413,26 +449,57 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if program.budget.min_per_season - used >= len(days_left):
         return call("season minimum")
 
-    if day.month not in program.targeting.peak_months:
-        if program.targeting.shoulder_needs_annual_peak:
-            possible, why = _annual_peak_possible(program, day, view, peak, bias, config)
-            if possible:
-                return call("possible annual peak; " + why)
+    # The annual peak hour comes first: in any month, and past the typical
+    # count (never past the maximum, checked above).
+    if program.targeting.shoulder_needs_annual_peak:
+        possible, why = _annual_peak_possible(program, day, view, peak, bias, config)
+        if possible:
+            return call("possible annual peak; " + why)
+        if day.month not in program.targeting.peak_months:
             return no("shoulder month, not an annual-peak day; " + why, forecast_peak_mw=peak)
-
     target = min(config.target_events or program.budget.typical_per_season, effective_max(program))
+    if used >= target:
+        return no("season target reached", forecast_peak_mw=peak)
+
     remaining = target - used
     chase_left = sum(1 for d in days_left if d.month in program.targeting.peak_months)
     if remaining <= 0:
         return no("season target reached", forecast_peak_mw=peak)
     share = remaining / max(chase_left, 1)
-    if config.reference == "season":
+    if config.reference in ("season", "hybrid"):
         chase_target = target - sum(1 for e in state.events if e.kind is EventKind.DISPATCH
                                     and e.active and e.day.month not in program.targeting.peak_months)
-        estimate = _season_threshold(program, day, view, chase_target, config)
+        estimate = _season_threshold(program, day, view, chase_target + config.target_slack,
+                                     config)
         if estimate is None:
             return call(f"no history: pacing {remaining} events for {chase_left} days")
+        if config.mix_recent > 0 and len(peaks) >= 5:
+            # the recent weeks' peaks at the same rank: adapts fast to a hot or cool summer
+            days_total = sum(1 for d in calendar.season_days(program, day.year)
+                             if d.month in program.targeting.peak_months)
+            q = 1 - min((chase_target + config.target_slack) / max(days_total, 1), 1.0)
+            estimate = ((1 - config.mix_recent) * estimate
+                        + config.mix_recent * float(np.quantile(peaks, q)))
         threshold = estimate - bias
+        if config.reserve_top > 0:
+            # keep events for the very hot days still likely to come
+            hot, expected_hot = _hot_days_ahead(program, day, view, config)
+            if hot is not None and remaining - 1 < expected_hot and peak < hot - bias:
+                return no(f"keeping {remaining} events for ~{expected_hot:.1f} hotter days "
+                          f"(>= {hot - bias:.0f} MW)", forecast_peak_mw=peak,
+                          threshold_mw=hot - bias)
+        if config.reference == "hybrid" and len(reference) >= 5 and share < 1:
+            # pace: behind schedule -> the more lenient of the two thresholds
+            chase_days = [d for d in calendar.season_days(program, day.year)
+                          if d.month in program.targeting.peak_months
+                          and calendar.is_allowed_day(program, d)]
+            done = 1 - chase_left / max(len(chase_days), 1)
+            chase_used = used - (target - chase_target)
+            recent_thr = float(np.quantile(reference, 1 - share)) - bias
+            if chase_used < chase_target * done:
+                threshold = min(threshold, recent_thr)
+            else:
+                threshold = max(threshold, recent_thr) if config.hybrid_strict else threshold
         if peak >= threshold:
             return call(f"forecast peak {peak:.0f} MW >= season threshold {threshold:.0f} MW",
                         threshold)
