@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 
-from schedules.model import CleanPeakWindow, DailyWindow, Program, TestEventRule
+from schedules.model import (CleanPeakWindow, DailyWindow, DayRules, Program, Season,
+                             TestEventRule)
 
 UTC = timezone.utc
 
@@ -69,12 +70,17 @@ def program_window_utc(program: Program, day: date) -> WindowUtc:
 def season_days(program: Program, year: int) -> list[date]:
     """Every local date of `year` in the program's season (a wrapping season is
     cut at the calendar year: its Jan-Feb part and its December part)."""
+    return list(_season_days(program.season, year))
+
+
+@lru_cache(maxsize=256)
+def _season_days(season: Season, year: int) -> tuple[date, ...]:
     day, out = date(year, 1, 1), []
     while day.year == year:
-        if program.season.contains(day):
+        if season.contains(day):
             out.append(day)
         day += timedelta(days=1)
-    return out
+    return tuple(out)
 
 
 @lru_cache(maxsize=256)
@@ -89,7 +95,11 @@ def _package_holidays(country: str, subdivision: str | None, year: int,
 def holidays_in_year(program: Program, year: int) -> dict[date, str]:
     """The program's no-event dates of `year`: named package holidays (their
     observed weekday too when the program says so) plus program-specific dates."""
-    rules = program.days
+    return dict(_holidays_in_year(program.days, year))
+
+
+@lru_cache(maxsize=256)
+def _holidays_in_year(rules: DayRules, year: int) -> tuple[tuple[date, str], ...]:
     out: dict[date, str] = {}
     if rules.holidays:
         every = "*" in rules.holidays
@@ -103,7 +113,7 @@ def holidays_in_year(program: Program, year: int) -> dict[date, str]:
                     out[day] = name
     for md in rules.extra_dates:
         out.setdefault(md.in_year(year), f"program date {md}")
-    return out
+    return tuple(sorted(out.items()))
 
 
 def day_exclusion(program: Program, day: date) -> str | None:
@@ -115,10 +125,15 @@ def day_exclusion(program: Program, day: date) -> str | None:
         return "weekend"
     if not weekend and not program.days.weekdays:
         return "weekday"
-    holiday = holidays_in_year(program, day.year).get(day)
+    holiday = _holiday_lookup(program.days, day.year).get(day)
     if holiday:
         return f"holiday: {holiday}"
     return None
+
+
+@lru_cache(maxsize=256)
+def _holiday_lookup(rules: DayRules, year: int) -> dict[date, str]:
+    return dict(_holidays_in_year(rules, year))
 
 
 def is_allowed_day(program: Program, day: date) -> bool:

@@ -68,8 +68,9 @@ class ForecastSeries:
     issued_s: np.ndarray
 
     def as_of(self, cutoff_s: int) -> "ForecastSeries":
-        keep = self.issued_s <= cutoff_s
-        return ForecastSeries(self.t[keep], self.mw[keep], self.issued_s[keep])
+        """Rows issued by `cutoff_s` (issue times rise with the target hour)."""
+        n = int(np.searchsorted(self.issued_s, cutoff_s, side="right"))
+        return ForecastSeries(self.t[:n], self.mw[:n], self.issued_s[:n])
 
     def between(self, start_s: int, end_s: int) -> HourlySeries:
         lo = int(np.searchsorted(self.t, start_s, side="left"))
@@ -235,27 +236,35 @@ class DailyLoad:
     profile: np.ndarray     # (days, 24) MW by local hour
     peak: np.ndarray        # daily max MW
     off: np.ndarray         # 1.0 weekend / holiday
+    year: np.ndarray        # calendar facts of each day, for fast selections
+    month: np.ndarray
+    month_day: np.ndarray   # month * 100 + day
+    doy: np.ndarray         # day of year 1-366
 
     @classmethod
     def build(cls, load: HourlySeries, tz: ZoneInfo) -> "DailyLoad":
         ordinals, prof = _daily_table(load, tz)
-        ends = np.array([day_bounds_s(date.fromordinal(int(o)), tz)[1] for o in ordinals],
-                        dtype=np.int64)
+        dates = [date.fromordinal(int(o)) for o in ordinals]
+        ends = np.array([day_bounds_s(d, tz)[1] for d in dates], dtype=np.int64)
         peak = prof.max(axis=1) if len(ordinals) else np.empty(0)
-        return cls(ordinals, ends, prof, peak, off_day(ordinals))
+        return cls(ordinals, ends, prof, peak, off_day(ordinals),
+                   np.array([d.year for d in dates], dtype=np.int64),
+                   np.array([d.month for d in dates], dtype=np.int64),
+                   np.array([d.month * 100 + d.day for d in dates], dtype=np.int64),
+                   np.array([d.timetuple().tm_yday for d in dates], dtype=np.int64))
+
+    def _slice(self, part: slice) -> "DailyLoad":
+        return DailyLoad(self.ordinal[part], self.end_s[part], self.profile[part],
+                         self.peak[part], self.off[part], self.year[part], self.month[part],
+                         self.month_day[part], self.doy[part])
 
     def as_of(self, cutoff_s: int) -> "DailyLoad":
         n = int(np.searchsorted(self.end_s, cutoff_s, side="right"))
-        return self.head(n)
-
-    def head(self, n: int) -> "DailyLoad":
-        return DailyLoad(self.ordinal[:n], self.end_s[:n], self.profile[:n], self.peak[:n],
-                         self.off[:n])
+        return self._slice(slice(0, n))
 
     def since(self, ordinal: int) -> "DailyLoad":
         lo = int(np.searchsorted(self.ordinal, ordinal, side="left"))
-        return DailyLoad(self.ordinal[lo:], self.end_s[lo:], self.profile[lo:], self.peak[lo:],
-                         self.off[lo:])
+        return self._slice(slice(lo, None))
 
     def rows(self, ordinals: np.ndarray) -> np.ndarray:
         """Row index of each ordinal, -1 where that day is missing."""
@@ -290,7 +299,7 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
 
     # training days: same time of year in earlier years, plus the recent weeks
     ords = daily.ordinal
-    doy = np.array([date.fromordinal(int(o)).timetuple().tm_yday for o in ords])
+    doy = daily.doy
     target_doy = day.timetuple().tm_yday
     near_season = np.abs(((doy - target_doy + 182) % 365) - 182) <= config.season_halfwidth_days
     recent = ords >= target - config.recent_days

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Callable
 
@@ -159,14 +160,11 @@ class PlanInputs:
 class PlannerConfig:
     forecast: str = "iso"                 # "iso" or "own"
     target_events: int | None = None      # default: the program's typical per season
-    reference_days: int = 21              # recent days whose peaks set the threshold
-    reference: str = "hybrid"            # "recent", "climate" or "blend" (_reference_peaks)
-    climate_years: int = 4                # earlier years in the climate reference
+    reference_days: int = 21              # recent days whose peaks set the "recent" threshold
+    reference: str = "hybrid"             # "recent", "season" or "hybrid" (see plan_day)
+    climate_years: int = 4                # earlier years in the season estimate
     target_slack: int = 3                 # aim the season threshold at this many more days
     reserve_top: int = 20                 # hold events back for the season's top-N days (0: off)
-    mix_recent: float = 0.0               # weight of the recent-weeks estimate in the threshold
-    level_trend: bool = False             # scale earlier years by the load-level trend
-    hybrid_strict: bool = False           # hybrid: ahead of pace -> the stricter threshold
     anomaly_days: int = 30                # this summer vs earlier years over these days
     anomaly_shrink_days: float = 30.0     # ... trusted n/(n + this)
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
@@ -193,6 +191,19 @@ class SeasonState:
         if decision.forecast_peak_mw is not None:
             peaks = peaks + ((decision.day.toordinal(), decision.forecast_peak_mw),)
         return replace(self, events=events, forecast_peaks=peaks)
+
+
+@lru_cache(maxsize=256)
+def _allowed_cached(season, days, year: int) -> tuple[date, ...]:
+    probe = Program.__new__(Program)          # only .season and .days are read
+    object.__setattr__(probe, "season", season)
+    object.__setattr__(probe, "days", days)
+    return tuple(d for d in calendar.season_days(probe, year) if calendar.is_allowed_day(probe, d))
+
+
+def _allowed_days(program: Program, year: int) -> tuple[date, ...]:
+    """The season's days that pass the calendar rules (cached: pure calendar facts)."""
+    return _allowed_cached(program.season, program.days, year)
 
 
 def decision_moment(program: Program, day: date) -> datetime:
@@ -275,37 +286,30 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     earlier years' peaks on the chase dates still to come (weight 1/years),
     scaled by this summer's anomaly against those years on the recent dates
     (shrunk towards 1 while few days have been seen)."""
-    tz = program.timezone
-    months = program.targeting.peak_months
-    ordinals, peaks = _daily_peaks(view, day.toordinal() - 366 * config.climate_years)
-    if not len(ordinals):
+    daily = view.daily.since(day.toordinal() - 366 * config.climate_years)
+    if not len(daily.ordinal):
         return None
-    dates = [date.fromordinal(int(o)) for o in ordinals]
-    years = np.array([d.year for d in dates])
-    md = np.array([d.month * 100 + d.day for d in dates])
-    in_chase = np.isin(np.array([d.month for d in dates]), months)
-    today = day.month * 100 + day.day
-    prior = years < day.year
-    n_years = len(set(years[prior & in_chase].tolist()))
+    in_chase = np.isin(daily.month, program.targeting.peak_months)
+    prior = daily.year < day.year
+    n_years = len(np.unique(daily.year[prior & in_chase]))
     if n_years == 0:
         return None
-    seen = (years == day.year) & in_chase
-    future = prior & in_chase & (md >= today)
+    seen = (daily.year == day.year) & in_chase
+    future = prior & in_chase & (daily.month_day >= day.month * 100 + day.day)
     # anomaly: the last `anomaly_days` days against the same dates of earlier years
-    recent_md = {date.fromordinal(day.toordinal() - k).month * 100
-                 + date.fromordinal(day.toordinal() - k).day
-                 for k in range(1, config.anomaly_days + 1)}
-    recent_now = peaks[(years == day.year) & np.isin(md, list(recent_md))]
-    recent_then = peaks[prior & np.isin(md, list(recent_md))]
+    recent_md = [d.month * 100 + d.day for d in
+                 (day - timedelta(days=k) for k in range(1, config.anomaly_days + 1))]
+    recent = np.isin(daily.month_day, recent_md)
+    recent_now = daily.peak[(daily.year == day.year) & recent]
+    recent_then = daily.peak[prior & recent]
     factor = 1.0
     if len(recent_now) >= 5 and len(recent_then) >= 5:
         ratio = float(np.mean(recent_now) / np.mean(recent_then))
         weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
         factor = 1.0 + (ratio - 1.0) * weight
-    if config.level_trend:
-        factor *= _level_factor(view)
-    values = np.concatenate([peaks[seen], peaks[future] * factor])
-    weights = np.concatenate([np.ones(int(seen.sum())), np.full(int(future.sum()), 1.0 / n_years)])
+    values = np.concatenate([daily.peak[seen], daily.peak[future] * factor])
+    weights = np.concatenate([np.ones(int(seen.sum())),
+                              np.full(int(future.sum()), 1.0 / n_years)])
     order = np.argsort(-values)
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
@@ -319,71 +323,26 @@ def _hot_days_ahead(program: Program, day: date, view: PlanInputs,
     hot = _season_threshold(program, day, view, config.reserve_top, config)
     if hot is None:
         return None, 0.0
-    ordinals, peaks = _daily_peaks(view, day.toordinal() - 366 * config.climate_years)
-    dates = [date.fromordinal(int(o)) for o in ordinals]
-    today = (day.month, day.day)
-    future = np.array([d.year < day.year and d.month in program.targeting.peak_months
-                       and (d.month, d.day) > today for d in dates], dtype=bool)
-    years = {d.year for d, f in zip(dates, future) if f}
+    daily = view.daily.since(day.toordinal() - 366 * config.climate_years)
+    future = ((daily.year < day.year) & np.isin(daily.month, program.targeting.peak_months)
+              & (daily.month_day > day.month * 100 + day.day))
+    years = len(np.unique(daily.year[future]))
     if not years:
         return hot, 0.0
-    return hot, float((peaks[future] >= hot).sum()) / len(years)
-
-
-def _level_factor(view: PlanInputs) -> float:
-    """Load level now against a year earlier: mean load over the last 365 days
-    over the mean of the 365 days before (structural trend, not weather)."""
-    now_s = int(view.load.t[-1]) if len(view.load.t) else 0
-    last = view.load.between(now_s - 365 * 86400, now_s + 1).mw
-    before = view.load.between(now_s - 730 * 86400, now_s - 365 * 86400).mw
-    if len(before) > 300 * 24 and len(last) > 300 * 24:
-        return float(np.mean(last) / np.mean(before))
-    return 1.0
-
-
-def _reference_peaks(program: Program, day: date, view: PlanInputs, recent: np.ndarray,
-                     config: PlannerConfig) -> np.ndarray:
-    """Daily peaks the pacing threshold is a quantile of: what the rest of the
-    chase period usually looks like. "recent": the last weeks' peaks; "climate":
-    earlier years' peaks on the remaining chase dates, scaled to this year's load
-    level (trailing-year mean ratio, which tracks growth, not weather); "blend": both."""
-    if config.reference == "recent":
-        return recent
-    tz = program.timezone
-    months = program.targeting.peak_months
-    ordinals, peaks = _daily_peaks(view, day.toordinal() - 366 * config.climate_years)
-    if not len(ordinals):
-        return recent
-    dates = [date.fromordinal(int(o)) for o in ordinals]
-    doy = (day.month, day.day)
-    keep = np.array([d.year < day.year and d.month in months and (d.month, d.day) >= doy
-                     for d in dates])
-    climate = peaks[keep]
-    if len(climate) < 10:
-        return recent
-    # load level: mean over the last 365 days vs the 365 days before them
-    now_s = int(view.load.t[-1]) if len(view.load.t) else 0
-    last = view.load.between(now_s - 365 * 86400, now_s + 1).mw
-    before = view.load.between(now_s - 730 * 86400, now_s - 365 * 86400).mw
-    if len(before) > 300 * 24 and len(last) > 300 * 24:
-        climate = climate * float(np.mean(last) / np.mean(before))
-    if config.reference == "climate":
-        return climate
-    return np.concatenate([climate, np.repeat(recent, max(1, len(climate) // max(len(recent), 1)))])
+    return hot, float((daily.peak[future] >= hot).sum()) / years
 
 
 def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecast_peak: float,
                           bias: float, config: PlannerConfig) -> tuple[bool, str]:
     """Could `day` be the calendar year's peak? Compare the (bias-corrected) forecast
     with the year's highest load so far and with earlier years' annual peaks."""
-    tz = program.timezone
     daily = view.daily
-    years = np.array([date.fromordinal(int(o)).year for o in daily.ordinal])
     # annual peak of each earlier year, from what is known
-    priors = [float(daily.peak[years == y].max()) for y in sorted(set(years.tolist()))
+    priors = [float(daily.peak[daily.year == y].max()) for y in np.unique(daily.year)
               if y < day.year]
-    this_year = daily.peak[years == day.year]
-    today = view.load.between(day_bounds_s(day - timedelta(days=1), tz)[0], 2**62).mw
+    this_year = daily.peak[daily.year == day.year]
+    today = view.load.between(day_bounds_s(day - timedelta(days=1), program.timezone)[0],
+                              2**62).mw
     year_max = float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
     expected = forecast_peak + max(bias, 0.0)
     floor = config.shoulder_prior_fraction * float(np.median(priors)) if priors else 0.0
@@ -433,84 +392,72 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if window is None:
         return no("storm exclusion", forecast_peak_mw=peak)
 
-    tz = program.timezone
-    ref_from = day.toordinal() - 1 - config.reference_days
-    ordinals, peaks = _daily_peaks(view, ref_from)
-    bias = _bias_mw(program, view, state, ordinals, peaks, config)
-    reference = _reference_peaks(program, day, view, peaks, config)
+    recent_ordinals, recent = _daily_peaks(view, day.toordinal() - 1 - config.reference_days)
+    bias = _bias_mw(program, view, state, recent_ordinals, recent, config)
 
     def call(reason: str, threshold: float | None = None) -> DayDecision:
         event = _event(program, day, window, EventKind.DISPATCH, now, forecast, reason)
         return DayDecision(day, now, event, reason, peak, threshold)
 
     # Season minimum: the allowed days left are just enough to reach it.
-    days_left = [d for d in calendar.season_days(program, day.year)
-                 if d >= day and calendar.is_allowed_day(program, d)]
+    allowed = _allowed_days(program, day.year)
+    days_left = [d for d in allowed if d >= day]
     if program.budget.min_per_season - used >= len(days_left):
         return call("season minimum")
 
     # The annual peak hour comes first: in any month, and past the typical
     # count (never past the maximum, checked above).
+    months = program.targeting.peak_months
     if program.targeting.shoulder_needs_annual_peak:
         possible, why = _annual_peak_possible(program, day, view, peak, bias, config)
         if possible:
             return call("possible annual peak; " + why)
-        if day.month not in program.targeting.peak_months:
+        if day.month not in months:
             return no("shoulder month, not an annual-peak day; " + why, forecast_peak_mw=peak)
     target = min(config.target_events or program.budget.typical_per_season, effective_max(program))
     if used >= target:
         return no("season target reached", forecast_peak_mw=peak)
 
     remaining = target - used
-    chase_left = sum(1 for d in days_left if d.month in program.targeting.peak_months)
-    if remaining <= 0:
-        return no("season target reached", forecast_peak_mw=peak)
+    chase_left = sum(1 for d in days_left if d.month in months)
     share = remaining / max(chase_left, 1)
-    if config.reference in ("season", "hybrid"):
-        chase_target = target - sum(1 for e in state.events if e.kind is EventKind.DISPATCH
-                                    and e.active and e.day.month not in program.targeting.peak_months)
-        estimate = _season_threshold(program, day, view, chase_target + config.target_slack,
-                                     config)
-        if estimate is None:
-            return call(f"no history: pacing {remaining} events for {chase_left} days")
-        if config.mix_recent > 0 and len(peaks) >= 5:
-            # the recent weeks' peaks at the same rank: adapts fast to a hot or cool summer
-            days_total = sum(1 for d in calendar.season_days(program, day.year)
-                             if d.month in program.targeting.peak_months)
-            q = 1 - min((chase_target + config.target_slack) / max(days_total, 1), 1.0)
-            estimate = ((1 - config.mix_recent) * estimate
-                        + config.mix_recent * float(np.quantile(peaks, q)))
-        threshold = estimate - bias
-        if config.reserve_top > 0:
-            # keep events for the very hot days still likely to come
-            hot, expected_hot = _hot_days_ahead(program, day, view, config)
-            if hot is not None and remaining - 1 < expected_hot and peak < hot - bias:
-                return no(f"keeping {remaining} events for ~{expected_hot:.1f} hotter days "
-                          f"(>= {hot - bias:.0f} MW)", forecast_peak_mw=peak,
-                          threshold_mw=hot - bias)
-        if config.reference == "hybrid" and len(reference) >= 5 and share < 1:
-            # pace: behind schedule -> the more lenient of the two thresholds
-            chase_days = [d for d in calendar.season_days(program, day.year)
-                          if d.month in program.targeting.peak_months
-                          and calendar.is_allowed_day(program, d)]
-            done = 1 - chase_left / max(len(chase_days), 1)
-            chase_used = used - (target - chase_target)
-            recent_thr = float(np.quantile(reference, 1 - share)) - bias
-            if chase_used < chase_target * done:
-                threshold = min(threshold, recent_thr)
-            else:
-                threshold = max(threshold, recent_thr) if config.hybrid_strict else threshold
-        if peak >= threshold:
-            return call(f"forecast peak {peak:.0f} MW >= season threshold {threshold:.0f} MW",
-                        threshold)
-        return no(f"forecast peak {peak:.0f} MW < season threshold {threshold:.0f} MW",
-                  forecast_peak_mw=peak, threshold_mw=threshold)
-    if share >= 1 or len(reference) < 5:
-        return call(f"budget pacing: {remaining} events for {chase_left} days")
-    threshold = float(np.quantile(reference, 1 - share)) - bias
+    # "recent": call when the forecast is in the top `share` of the recent weeks' peaks
+    recent_threshold = None
+    if share < 1 and len(recent) >= 5:
+        recent_threshold = float(np.quantile(recent, 1 - share)) - bias
+    if config.reference == "recent":
+        if recent_threshold is None:
+            return call(f"budget pacing: {remaining} events for {chase_left} days")
+        if peak >= recent_threshold:
+            return call(f"forecast peak {peak:.0f} MW >= {recent_threshold:.0f} MW",
+                        recent_threshold)
+        return no(f"forecast peak {peak:.0f} MW < {recent_threshold:.0f} MW",
+                  forecast_peak_mw=peak, threshold_mw=recent_threshold)
+
+    # "season" / "hybrid": an estimate of the season's target-th highest chase day
+    shoulder_used = sum(1 for e in state.events if e.kind is EventKind.DISPATCH
+                        and e.active and e.day.month not in months)
+    chase_target = target - shoulder_used
+    estimate = _season_threshold(program, day, view, chase_target + config.target_slack, config)
+    if estimate is None:
+        return call(f"no history: pacing {remaining} events for {chase_left} days")
+    threshold = estimate - bias
+    if config.reserve_top > 0:
+        # keep events for the very hot days still likely to come
+        hot, expected_hot = _hot_days_ahead(program, day, view, config)
+        if hot is not None and remaining - 1 < expected_hot and peak < hot - bias:
+            return no(f"keeping {remaining} events for ~{expected_hot:.1f} hotter days "
+                      f"(>= {hot - bias:.0f} MW)", forecast_peak_mw=peak, threshold_mw=hot - bias)
+    if config.reference == "hybrid" and recent_threshold is not None:
+        # behind schedule: the more lenient of the season and the recent threshold
+        chase_total = sum(1 for d in allowed if d.month in months)
+        done = 1 - chase_left / max(chase_total, 1)
+        if used - shoulder_used < chase_target * done:
+            threshold = min(threshold, recent_threshold)
     if peak >= threshold:
-        return call(f"forecast peak {peak:.0f} MW >= {threshold:.0f} MW", threshold)
-    return no(f"forecast peak {peak:.0f} MW < {threshold:.0f} MW",
+        return call(f"forecast peak {peak:.0f} MW >= season threshold {threshold:.0f} MW",
+                    threshold)
+    return no(f"forecast peak {peak:.0f} MW < season threshold {threshold:.0f} MW",
               forecast_peak_mw=peak, threshold_mw=threshold)
 
 
