@@ -25,18 +25,24 @@ How a day is decided (`plan_day`)
 1. Too late for the notice, out of season, weekend/weekday, holiday: no event.
 2. The program's test day: a flagged test event (`test_event=True`) that does
    not count against the season budget.
-3. Season budget (never above `max_per_season`, nor the BYOD cycle cap) and the
-   per-month cap.
-4. Forecast the day (ISO's day-ahead forecast or `forecast_own`), place the
+3. Season maximum (and the BYOD cycle cap) and the per-month cap: hard limits.
+4. Forecast the day (ISO's day-ahead forecast or `forecast_own`) and place the
    window where the forecast load over the event is highest, skipping starts
    that overlap a known storm exclusion.
-5. Chase months (July/August for ConnectedSolutions): budget pacing. With B
-   events left for R allowed chase days, call when the forecast peak is at
-   least the (1 - B/R) quantile of the recent daily peaks (bias-corrected to
-   the forecast's scale). Shoulder months (June/September): only when the
-   forecast says the annual peak may fall on this day.
-6. The season minimum: when the allowed days left are no more than the events
+5. The season minimum: when the allowed days left are no more than the events
    still needed to reach `min_per_season`, call.
+6. The annual peak first: a day whose bias-corrected forecast reaches the
+   year's highest load so far (less 5 %) and 88 % of earlier years' annual
+   peaks is called in any season month (June/September only then), even one
+   event past the typical count.
+7. Chase months (July/August): call when the forecast peak reaches an estimate
+   of the season's N-th highest daily peak (N = typical count minus shoulder
+   events). The estimate pools this summer's peaks seen so far with earlier
+   summers' peaks on the dates still to come (scaled by this summer's anomaly;
+   summers with weather but no load history enter through a tmax regression).
+   Behind schedule, the lower threshold "forecast in the top B/R of the last
+   three weeks" (B events left for R chase days) is used instead.
+   Never past the typical count (`typical_per_season`), except for step 6.
 
 Everything here is pure: plain data and an injected clock in, dataclasses out.
 """
@@ -163,8 +169,9 @@ class PlannerConfig:
     reference_days: int = 21              # recent days whose peaks set the "recent" threshold
     reference: str = "hybrid"             # "recent", "season" or "hybrid" (see plan_day)
     climate_years: int = 4                # earlier years in the season estimate
-    target_slack: int = 3                 # aim the season threshold at this many more days
-    reserve_top: int = 20                 # hold events back for the season's top-N days (0: off)
+    target_slack: int = 0                 # aim the season threshold at this many more days
+    annual_peak_extra: int = 1            # possible annual-peak days past the typical count
+    weather_years: int = 6                # earlier summers known by weather only (0: off)
     anomaly_days: int = 30                # this summer vs earlier years over these days
     anomaly_shrink_days: float = 30.0     # ... trusted n/(n + this)
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
@@ -307,29 +314,66 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
         ratio = float(np.mean(recent_now) / np.mean(recent_then))
         weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
         factor = 1.0 + (ratio - 1.0) * weight
-    values = np.concatenate([daily.peak[seen], daily.peak[future] * factor])
+    future_peaks = daily.peak[future]
+    synthetic = _weather_climate(program, day, view, config) if config.weather_years else None
+    if synthetic is not None and len(synthetic[0]):
+        # earlier summers known only by their weather widen the sample
+        future_peaks = np.concatenate([future_peaks, synthetic[0]])
+        n_years += synthetic[1]
+    values = np.concatenate([daily.peak[seen], future_peaks * factor])
     weights = np.concatenate([np.ones(int(seen.sum())),
-                              np.full(int(future.sum()), 1.0 / n_years)])
+                              np.full(len(future_peaks), 1.0 / n_years)])
     order = np.argsort(-values)
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
     return float(values[order][min(k, len(order) - 1)])
 
 
-def _hot_days_ahead(program: Program, day: date, view: PlanInputs,
-                    config: PlannerConfig) -> tuple[float | None, float]:
-    """The season's `reserve_top`-th highest peak (estimated) and how many chase
-    days after `day` are expected above it (earlier years' same dates)."""
-    hot = _season_threshold(program, day, view, config.reserve_top, config)
-    if hot is None:
-        return None, 0.0
-    daily = view.daily.since(day.toordinal() - 366 * config.climate_years)
-    future = ((daily.year < day.year) & np.isin(daily.month, program.targeting.peak_months)
-              & (daily.month_day > day.month * 100 + day.day))
-    years = len(np.unique(daily.year[future]))
-    if not years:
-        return hot, 0.0
-    return hot, float((daily.peak[future] >= hot).sum()) / years
+def _weather_climate(program: Program, day: date, view: PlanInputs,
+                     config: PlannerConfig) -> tuple[np.ndarray, int] | None:
+    """Daily peaks for the chase dates still to come in earlier summers that have
+    weather but no load history: peak ~ tmax, tmax^2, tavg, weekend, fitted on
+    the chase days whose load is known (all before the decision)."""
+    weather = view.weather
+    if weather is None or not len(weather.day):
+        return None
+    daily = view.daily
+    months = program.targeting.peak_months
+    known = np.isin(daily.month, months)
+    x_known = _weather_features(weather, daily.ordinal[known], daily.off[known])
+    y_known = daily.peak[known]
+    ok = np.isfinite(x_known).all(axis=1)
+    if ok.sum() < 40:
+        return None
+    beta, *_ = np.linalg.lstsq(x_known[ok], y_known[ok], rcond=None)
+    load_years = set(np.unique(daily.year[known]).tolist())
+    out, years = [], 0
+    for year in range(day.year - config.weather_years, day.year):
+        if year in load_years:
+            continue
+        start = date(year, day.month, day.day)
+        ords = np.array([o for o in range(start.toordinal(), date(year, 12, 31).toordinal() + 1)
+                         if date.fromordinal(o).month in months], dtype=np.int64)
+        if not len(ords):
+            continue
+        x = _weather_features(weather, ords, _off_days(ords))
+        good = np.isfinite(x).all(axis=1)
+        if good.sum() < 0.9 * len(ords):
+            continue
+        out.append(x[good] @ beta)
+        years += 1
+    return (np.concatenate(out) if out else np.empty(0)), years
+
+
+def _weather_features(weather, ordinals: np.ndarray, off: np.ndarray) -> np.ndarray:
+    tmax = weather.lookup(ordinals, "tmax")
+    return np.column_stack([np.ones(len(ordinals)), tmax, tmax ** 2,
+                            weather.lookup(ordinals, "tavg"), off])
+
+
+def _off_days(ordinals: np.ndarray) -> np.ndarray:
+    from schedules.forecast import off_day
+    return off_day(ordinals)
 
 
 def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecast_peak: float,
@@ -408,13 +452,13 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     # The annual peak hour comes first: in any month, and past the typical
     # count (never past the maximum, checked above).
     months = program.targeting.peak_months
+    target = min(config.target_events or program.budget.typical_per_season, effective_max(program))
     if program.targeting.shoulder_needs_annual_peak:
         possible, why = _annual_peak_possible(program, day, view, peak, bias, config)
-        if possible:
+        if possible and used < target + config.annual_peak_extra:
             return call("possible annual peak; " + why)
         if day.month not in months:
             return no("shoulder month, not an annual-peak day; " + why, forecast_peak_mw=peak)
-    target = min(config.target_events or program.budget.typical_per_season, effective_max(program))
     if used >= target:
         return no("season target reached", forecast_peak_mw=peak)
 
@@ -442,12 +486,6 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if estimate is None:
         return call(f"no history: pacing {remaining} events for {chase_left} days")
     threshold = estimate - bias
-    if config.reserve_top > 0:
-        # keep events for the very hot days still likely to come
-        hot, expected_hot = _hot_days_ahead(program, day, view, config)
-        if hot is not None and remaining - 1 < expected_hot and peak < hot - bias:
-            return no(f"keeping {remaining} events for ~{expected_hot:.1f} hotter days "
-                      f"(>= {hot - bias:.0f} MW)", forecast_peak_mw=peak, threshold_mw=hot - bias)
     if config.reference == "hybrid" and recent_threshold is not None:
         # behind schedule: the more lenient of the season and the recent threshold
         chase_total = sum(1 for d in allowed if d.month in months)
