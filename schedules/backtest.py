@@ -11,9 +11,11 @@
   not events cancelled by a storm).
 
 Baselines, computed by the same scoring code:
-- `hindsight`: the `typical_per_season` allowed days with the highest ACTUAL
-  daily peak, each window placed on the actual load (an upper bound no online
-  planner can reach);
+- `hindsight`: the season's highest day plus the chase-month days with the
+  highest ACTUAL daily peak, `typical_per_season` in all, each window placed on
+  the actual load (an upper bound no online planner can reach);
+- `forecast-rank`: the same ranking on the forecast instead of the actual load,
+  knowing the whole season's forecasts in advance (not online either);
 - `threshold`: every allowed day whose forecast daily peak is at least a fixed
   MW threshold (up to the season maximum), window at the forecast peak.
 
@@ -35,7 +37,7 @@ from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfi
                                plan_season)
 
 UTC = timezone.utc
-POLICIES = ("planner", "hindsight", "threshold")
+POLICIES = ("planner", "hindsight", "forecast-rank", "threshold")
 DEFAULT_THRESHOLD_MW = 18500.0
 
 
@@ -121,21 +123,33 @@ def _actual_forecast(program: Program, day: date, load: HourlySeries) -> DayFore
     return DayForecast(day, hours.t, hours.mw, "actual") if len(hours.t) else None
 
 
-def hindsight_events(program: Program, year: int, inputs: PlanInputs) -> list[PlannedEvent]:
-    """Top `typical_per_season` allowed days by actual daily peak, window on actual load."""
+def hindsight_events(program: Program, year: int, inputs: PlanInputs,
+                     config: PlannerConfig | None = None) -> list[PlannedEvent]:
+    """The season's highest day, then the top allowed days of the chase months,
+    `typical_per_season` in all. Ranked and placed on the actual load, or with
+    `config` on the forecast (knowing the whole season's forecasts in advance)."""
     days = [d for d in calendar.season_days(program, year) if calendar.is_allowed_day(program, d)]
     scored = []
     for day in days:
-        fc = _actual_forecast(program, day, inputs.load)
+        if config is None:
+            fc = _actual_forecast(program, day, inputs.load)
+        else:
+            moment = decision_moment(program, day)
+            fc = _forecast(program, day, inputs.as_of(moment, program.timezone), moment, config)
         if fc is not None:
             scored.append((fc.peak_mw, day, fc))
-    scored.sort(key=lambda s: -s[0])
+    year_peak = max((s[0] for s in scored), default=None)
+    # the season's highest day first (the annual peak when it falls in season), then
+    # the chase months only: what the program aims at
+    scored.sort(key=lambda s: (s[0] != year_peak, -s[0]))
+    scored = [s for s in scored if s[0] == year_peak or s[1].month in program.targeting.peak_months]
     out = []
     for _, day, fc in scored[:min(program.budget.typical_per_season, effective_max(program))]:
         window = _place_window(program, day, fc, inputs.exclusions)
         if window is not None:
             out.append(_event(program, day, window, EventKind.DISPATCH,
-                              decision_moment(program, day), fc, "hindsight"))
+                              decision_moment(program, day), fc,
+                              "hindsight" if config is None else "season ranking by forecast"))
     return sorted(out, key=lambda e: e.start_utc)
 
 
@@ -172,6 +186,8 @@ def run(program: Program, inputs: PlanInputs, years: list[int],
             events = list(plan.events)
         elif policy == "hindsight":
             events = hindsight_events(leader or program, year, inputs)
+        elif policy == "forecast-rank":
+            events = hindsight_events(leader or program, year, inputs, config)
         else:
             events = threshold_events(leader or program, year, inputs, config, threshold_mw)
         if policy != "planner" and progress:
