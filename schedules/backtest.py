@@ -23,7 +23,7 @@ Pure apart from the optional progress callback: plain data in, dataclasses out.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Callable
 

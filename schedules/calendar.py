@@ -118,17 +118,31 @@ def _holidays_in_year(rules: DayRules, year: int) -> tuple[tuple[date, str], ...
 
 def day_exclusion(program: Program, day: date) -> str | None:
     """Why `day` cannot carry an event by the calendar rules, or None if it can."""
-    if not program.season.contains(day):
+    return _day_exclusion(program.season, program.days, day)
+
+
+def _day_exclusion(season: Season, rules: DayRules, day: date) -> str | None:
+    if not season.contains(day):
         return "out of season"
     weekend = day.weekday() >= 5
-    if weekend and not program.days.weekends:
+    if weekend and not rules.weekends:
         return "weekend"
-    if not weekend and not program.days.weekdays:
+    if not weekend and not rules.weekdays:
         return "weekday"
-    holiday = _holiday_lookup(program.days, day.year).get(day)
+    holiday = _holiday_lookup(rules, day.year).get(day)
     if holiday:
         return f"holiday: {holiday}"
     return None
+
+
+def allowed_days(program: Program, year: int) -> tuple[date, ...]:
+    """The season's days of `year` that pass the calendar rules, in order."""
+    return _allowed_days(program.season, program.days, year)
+
+
+@lru_cache(maxsize=256)
+def _allowed_days(season: Season, rules: DayRules, year: int) -> tuple[date, ...]:
+    return tuple(d for d in _season_days(season, year) if _day_exclusion(season, rules, d) is None)
 
 
 @lru_cache(maxsize=256)

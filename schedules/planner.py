@@ -49,9 +49,8 @@ Everything here is pure: plain data and an injected clock in, dataclasses out.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from datetime import date, datetime, time, timedelta, timezone
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
 from typing import Callable
 
 import numpy as np
@@ -60,7 +59,7 @@ from flexadr.clock import Clock, ManualClock
 from schedules import calendar
 from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, HourlySeries,
                                 DailyLoad, OwnForecastConfig, day_bounds_s, forecast_iso,
-                                forecast_own, from_epoch_s, local_day_hour, to_epoch_s)
+                                forecast_own, off_day, to_epoch_s)
 from schedules.model import Program
 from schedules.storms import Exclusion
 
@@ -200,17 +199,8 @@ class SeasonState:
         return replace(self, events=events, forecast_peaks=peaks)
 
 
-@lru_cache(maxsize=256)
-def _allowed_cached(season, days, year: int) -> tuple[date, ...]:
-    probe = Program.__new__(Program)          # only .season and .days are read
-    object.__setattr__(probe, "season", season)
-    object.__setattr__(probe, "days", days)
-    return tuple(d for d in calendar.season_days(probe, year) if calendar.is_allowed_day(probe, d))
-
-
 def _allowed_days(program: Program, year: int) -> tuple[date, ...]:
-    """The season's days that pass the calendar rules (cached: pure calendar facts)."""
-    return _allowed_cached(program.season, program.days, year)
+    return calendar.allowed_days(program, year)
 
 
 def decision_moment(program: Program, day: date) -> datetime:
@@ -356,7 +346,7 @@ def _weather_climate(program: Program, day: date, view: PlanInputs,
                          if date.fromordinal(o).month in months], dtype=np.int64)
         if not len(ords):
             continue
-        x = _weather_features(weather, ords, _off_days(ords))
+        x = _weather_features(weather, ords, off_day(ords))
         good = np.isfinite(x).all(axis=1)
         if good.sum() < 0.9 * len(ords):
             continue
@@ -369,11 +359,6 @@ def _weather_features(weather, ordinals: np.ndarray, off: np.ndarray) -> np.ndar
     tmax = weather.lookup(ordinals, "tmax")
     return np.column_stack([np.ones(len(ordinals)), tmax, tmax ** 2,
                             weather.lookup(ordinals, "tavg"), off])
-
-
-def _off_days(ordinals: np.ndarray) -> np.ndarray:
-    from schedules.forecast import off_day
-    return off_day(ordinals)
 
 
 def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecast_peak: float,
