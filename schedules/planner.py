@@ -60,7 +60,7 @@ from schedules import calendar
 from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, HourlySeries,
                                 DailyLoad, OwnForecastConfig, day_bounds_s, forecast_iso,
                                 forecast_own, off_day, to_epoch_s)
-from schedules.model import Program
+from schedules.model import MonthDay, Program
 from schedules.storms import Exclusion
 
 UTC = timezone.utc
@@ -341,7 +341,7 @@ def _weather_climate(program: Program, day: date, view: PlanInputs,
     for year in range(day.year - config.weather_years, day.year):
         if year in load_years:
             continue
-        start = date(year, day.month, day.day)
+        start = MonthDay(day.month, day.day).in_year(year)   # Feb 29 -> Feb 28
         ords = np.array([o for o in range(start.toordinal(), date(year, 12, 31).toordinal() + 1)
                          if date.fromordinal(o).month in months], dtype=np.int64)
         if not len(ords):

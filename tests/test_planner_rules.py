@@ -230,3 +230,10 @@ def test_plan_day_is_a_pure_function_of_inputs_and_clock(inputs):
     first = planner.plan_day(CS, day, inputs, state, clock)
     again = planner.plan_day(CS, day, inputs, state, clock)
     assert first == again
+
+
+def test_year_round_program_plans_through_feb_29(inputs):
+    byod = model.load("byod_vpp")
+    plan = planner.plan_season(byod, 2016, inputs)     # 2016 is a leap year
+    assert any(d.day == date(2016, 2, 29) for d in plan.decisions)
+    assert len(plan.active_events) <= 50
