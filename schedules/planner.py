@@ -42,7 +42,9 @@ How a day is decided (`plan_day`)
    summers with weather but no load history enter through a tmax regression).
    Behind schedule, the lower threshold "forecast in the top B/R of the last
    three weeks" (B events left for R chase days) is used instead.
-   Never past the typical count (`typical_per_season`), except for step 6.
+   Past the typical count (`typical_per_season`) only for step 6, or for a
+   chase day whose forecast beats the estimated season top-20 level by one
+   recent forecast-error spread (at most 3 such events; never past the max).
 
 Everything here is pure: plain data and an injected clock in, dataclasses out.
 """
@@ -169,6 +171,9 @@ class PlannerConfig:
     reference: str = "hybrid"             # "recent", "season" or "hybrid" (see plan_day)
     climate_years: int = 4                # earlier years in the season estimate
     target_slack: int = 0                 # aim the season threshold at this many more days
+    over_target_top: int = 20             # past the typical count for the top-N days (0: off)
+    over_target_sigma: float = 1.0        # ... with this many recent error spreads to spare
+    over_target_max: int = 3              # ... at most this many past it
     annual_peak_extra: int = 1            # possible annual-peak days past the typical count
     weather_years: int = 6                # earlier summers known by weather only (0: off)
     anomaly_days: int = 30                # this summer vs earlier years over these days
@@ -260,19 +265,27 @@ def _forecast(program: Program, day: date, view: PlanInputs, cutoff: datetime,
                         daily=view.daily)
 
 
-def _bias_mw(program: Program, view: PlanInputs, state: SeasonState, ordinals: np.ndarray,
-             peaks: np.ndarray, config: PlannerConfig) -> float:
-    """Mean (actual - forecast) daily peak over recent days: puts the recent actual
-    peaks on the forecast's scale (ISO-NE's forecast runs low on average)."""
+def _forecast_errors(view: PlanInputs, state: SeasonState, ordinals: np.ndarray,
+                     peaks: np.ndarray, config: PlannerConfig) -> np.ndarray:
+    """(actual - forecast) daily peaks over the recent days whose forecast is known:
+    ISO's published ones, or the planner's own earlier forecasts this season."""
     if config.forecast == "iso" and view.iso_daily is not None and len(ordinals):
         rows = view.iso_daily.rows(ordinals)
         ok = rows >= 0
-        if ok.sum() >= 5:
-            return float(np.mean(peaks[ok] - view.iso_daily.peak[rows[ok]]))
-        return 0.0
+        return peaks[ok] - view.iso_daily.peak[rows[ok]]
     known = dict(state.forecast_peaks)
-    diffs = [p - known[int(o)] for o, p in zip(ordinals, peaks) if int(o) in known]
-    return float(np.mean(diffs)) if len(diffs) >= 5 else 0.0
+    return np.array([p - known[int(o)] for o, p in zip(ordinals, peaks) if int(o) in known])
+
+
+def _bias_mw(errors: np.ndarray) -> float:
+    """Mean recent error: puts the recent actual peaks on the forecast's scale
+    (ISO-NE's forecast runs low on average)."""
+    return float(np.mean(errors)) if len(errors) >= 5 else 0.0
+
+
+def _spread_mw(errors: np.ndarray) -> float:
+    """Recent forecast error spread; unknown (too few days) counts as large."""
+    return float(np.std(errors)) if len(errors) >= 5 else float("inf")
 
 
 def _season_threshold(program: Program, day: date, view: PlanInputs, chase_target: int,
@@ -422,7 +435,8 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
         return no("storm exclusion", forecast_peak_mw=peak)
 
     recent_ordinals, recent = _daily_peaks(view, day.toordinal() - 1 - config.reference_days)
-    bias = _bias_mw(program, view, state, recent_ordinals, recent, config)
+    errors = _forecast_errors(view, state, recent_ordinals, recent, config)
+    bias = _bias_mw(errors)
 
     def call(reason: str, threshold: float | None = None) -> DayDecision:
         event = _event(program, day, window, EventKind.DISPATCH, now, forecast, reason)
@@ -445,6 +459,15 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
         if day.month not in months:
             return no("shoulder month, not an annual-peak day; " + why, forecast_peak_mw=peak)
     if used >= target:
+        # past the typical count only for a day among the season's very top ones
+        if config.over_target_top > 0 and day.month in months \
+                and used < target + config.over_target_max:
+            top = _season_threshold(program, day, view, config.over_target_top, config)
+            sure = config.over_target_sigma * _spread_mw(errors)
+            if top is not None and peak >= top - bias + sure:
+                return call(f"past the typical count: forecast {peak:.0f} MW >= "
+                            f"top-{config.over_target_top} estimate {top - bias:.0f} MW",
+                            top - bias)
         return no("season target reached", forecast_peak_mw=peak)
 
     remaining = target - used
