@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, time, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -200,6 +200,16 @@ class Program:
     @property
     def event_duration(self) -> timedelta:
         return self.default_duration or max(self.durations)
+
+
+def targeted(program: Program) -> Program:
+    """The program under its commercial "targeted" option: at most
+    `targeted_max_per_season` events (ConnectedSolutions: 8), no minimum."""
+    cap = program.budget.targeted_max_per_season
+    if cap is None:
+        raise ValueError(f"{program.id} has no targeted option (events.targeted_max_per_season)")
+    budget = EventBudget(0, cap, cap, program.budget.max_per_month, cap)
+    return replace(program, budget=budget)
 
 
 class ProgramError(ValueError):

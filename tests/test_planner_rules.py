@@ -237,3 +237,11 @@ def test_year_round_program_plans_through_feb_29(inputs):
     plan = planner.plan_season(byod, 2016, inputs)     # 2016 is a leap year
     assert any(d.day == date(2016, 2, 29) for d in plan.decisions)
     assert len(plan.active_events) <= 50
+
+
+def test_targeted_option_caps_events_at_eight(inputs):
+    targeted = model.targeted(CS)
+    assert targeted.budget.max_per_season == 8 and targeted.budget.min_per_season == 0
+    assert len(planner.plan_season(targeted, 2018, inputs).active_events) <= 8
+    with pytest.raises(ValueError):
+        model.targeted(MC)

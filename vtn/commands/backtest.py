@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                         help="the online planner, or a baseline (default planner)")
     parser.add_argument("--threshold-mw", type=float, default=backtest.DEFAULT_THRESHOLD_MW,
                         help="the threshold baseline's fixed forecast threshold")
+    parser.add_argument("--targeted", action="store_true",
+                        help="the program's commercial targeted option (e.g. at most 8 events)")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of one season (matplotlib)")
     parser.add_argument("--plot-season", type=int, help="season to plot (default: the last)")
@@ -60,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         program = model.load(args.program)
         leader = model.load(program.follows) if program.follows else None
-    except model.ProgramError as err:
+        if args.targeted:
+            if leader is not None:
+                leader = model.targeted(leader)
+            else:
+                program = model.targeted(program)
+    except (model.ProgramError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     lead = leader or program
