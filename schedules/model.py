@@ -55,6 +55,7 @@ PAYMENT_SUFFIXES = ("_usd_per_kw", "_usd_per_kwh", "_usd_per_mwh", "_usd", "_yea
 _UGC = re.compile(r"^[A-Z]{2}[CZ]\d{3}$")
 _FIPS6 = re.compile(r"^\d{6}$")
 _MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+_PROGRAM_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,32 @@ class CleanPeakWindow:
 class DeviceLimits:
     cycles_per_year: float | None = None   # full-equivalent discharge cycles
     min_soc_pct: float | None = None
+    inverter_max_kw: float | None = None   # eligible inverter capacity
+    charger_min_kw: float | None = None    # eligible charger power range
+    charger_max_kw: float | None = None
+    devices_per_household: int | None = None
+    islanding_owner_control: bool = False  # in a grid outage no utility command applies
+
+
+class PerformanceMetric(enum.StrEnum):
+    # average kW over the FULL event; partial discharge is averaged over the whole event
+    MEAN_KW_FULL_EVENT = "mean_kw_full_event"
+
+
+@dataclass(frozen=True)
+class Performance:
+    """How settlement measures an event and a season (read by the settlement code)."""
+    event_metric: PerformanceMetric = PerformanceMetric.MEAN_KW_FULL_EVENT
+    missing_as_zero: bool = True           # missing data, opt-out, offline, unplugged = 0 kW
+    season_over_all_events: bool = True    # season = mean over ALL events called
+    max_interval_min: int = 15             # interval data this fine or finer
+    solar_curtailment_counts: bool = False
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    offline_events_before_notice: int      # notify once offline for more than this many events
+    reconnect_days: int                    # unenrol if not back this many days after the notice
 
 
 @dataclass(frozen=True)
@@ -195,7 +222,11 @@ class Program:
     clean_peak: tuple[CleanPeakWindow, ...] = ()
     limits: DeviceLimits = DeviceLimits()
     payment: dict[str, float] = field(default_factory=dict)
+    payment_schedule: dict[str, str] = field(default_factory=dict)   # when each payment is made
     opt_out_max_per_season: int | None = None
+    conflicts_with: tuple[str, ...] = ()        # a device here may not also be in these
+    connectivity: Connectivity | None = None
+    performance: Performance = Performance()
 
     @property
     def event_duration(self) -> timedelta:
@@ -332,7 +363,8 @@ class _Reader:
 _TOP_KEYS = {"id", "name", "market_context", "timezone", "dispatch", "notice_h", "followup_h",
              "telemetry_interval_min", "min_soc_pct", "follows", "opt_out_max_per_season",
              "signal", "window", "season", "days", "events", "targeting", "test_event",
-             "storms", "clean_peak", "limits", "payment", "description"}
+             "storms", "clean_peak", "limits", "payment", "payment_schedule", "description",
+             "conflicts_with", "connectivity", "performance"}
 
 
 def from_mapping(data: dict, source: str = "<program>") -> Program:
@@ -390,6 +422,25 @@ def from_mapping(data: dict, source: str = "<program>") -> Program:
     payment = _payment(r, data)
     opt_out = r.count(data, "opt_out_max_per_season", "opt_out_max_per_season", required=False)
     follows = r.get(data, "follows", "follows", str, required=False)
+    if follows is not None and not _PROGRAM_ID.match(follows):
+        r.problem("follows", f"not a program id: {follows!r}")
+    conflicts = r.get(data, "conflicts_with", "conflicts_with", list, required=False, default=[])
+    for i, other in enumerate(conflicts):
+        if not isinstance(other, str) or not _PROGRAM_ID.match(other):
+            r.problem(f"conflicts_with[{i}]", f"not a program id: {other!r}")
+    if ident and ident in conflicts:
+        r.problem("conflicts_with", "a program cannot conflict with itself")
+    if ident is not None and not _PROGRAM_ID.match(ident):
+        r.problem("id", f"must be lower_snake_case: {ident!r}")
+    connectivity = _connectivity(r, data)
+    performance = _performance(r, data)
+    schedule = r.get(data, "payment_schedule", "payment_schedule", dict, required=False,
+                     default={})
+    for key, value in schedule.items():
+        if not isinstance(value, str):
+            r.problem(f"payment_schedule.{key}", f"must be text, got {value!r}")
+        elif key not in payment and not any(k.startswith(key) for k in payment):
+            r.problem(f"payment_schedule.{key}", "no payment of that name in [payment]")
 
     if r.problems:
         raise ProgramError(source, r.problems)
@@ -400,7 +451,10 @@ def from_mapping(data: dict, source: str = "<program>") -> Program:
         season=season, days=days, budget=budget, targeting=targeting,
         default_duration=default_duration, followup=followup, fixed_window=fixed,
         follows=follows, test_event=test_event, storms=storms, clean_peak=clean_peak,
-        limits=limits, payment=payment, opt_out_max_per_season=opt_out)
+        limits=limits, payment=payment, opt_out_max_per_season=opt_out,
+        payment_schedule={k: v for k, v in schedule.items() if isinstance(v, str)},
+        conflicts_with=tuple(c for c in conflicts if isinstance(c, str)),
+        connectivity=connectivity, performance=performance)
 
 
 def _signal(r: _Reader, data: dict) -> SignalMapping | None:
@@ -621,7 +675,9 @@ def _limits(r: _Reader, data: dict) -> DeviceLimits:
     table = r.table(data, "limits", "limits", required=False)
     if table is None:
         return DeviceLimits()
-    r.unknown(table, {"cycles_per_year", "min_soc_pct"}, "limits.")
+    r.unknown(table, {"cycles_per_year", "min_soc_pct", "inverter_max_kw", "charger_min_kw",
+                      "charger_max_kw", "devices_per_household", "islanding_owner_control"},
+              "limits.")
     cycles = r.get(table, "cycles_per_year", "limits.cycles_per_year", (int, float),
                    required=False)
     if cycles is not None and cycles <= 0:
@@ -629,7 +685,58 @@ def _limits(r: _Reader, data: dict) -> DeviceLimits:
     floor = r.get(table, "min_soc_pct", "limits.min_soc_pct", (int, float), required=False)
     if floor is not None and not 0 <= floor <= 100:
         r.problem("limits.min_soc_pct", f"must be within 0-100, got {floor}")
-    return DeviceLimits(cycles, floor)
+    kw = {}
+    for key in ("inverter_max_kw", "charger_min_kw", "charger_max_kw"):
+        value = r.get(table, key, f"limits.{key}", (int, float), required=False)
+        if value is not None and value <= 0:
+            r.problem(f"limits.{key}", f"must be > 0 kW, got {value}")
+            value = None
+        kw[key] = None if value is None else float(value)
+    if kw["charger_min_kw"] and kw["charger_max_kw"] and kw["charger_max_kw"] < kw["charger_min_kw"]:
+        r.problem("limits.charger_max_kw", "below limits.charger_min_kw")
+    devices = r.count(table, "devices_per_household", "limits.devices_per_household",
+                      required=False)
+    islanding = r.get(table, "islanding_owner_control", "limits.islanding_owner_control", bool,
+                      required=False, default=False)
+    return DeviceLimits(cycles, floor, kw["inverter_max_kw"], kw["charger_min_kw"],
+                        kw["charger_max_kw"], devices, bool(islanding))
+
+
+def _connectivity(r: _Reader, data: dict) -> Connectivity | None:
+    table = r.table(data, "connectivity", "connectivity", required=False)
+    if table is None:
+        return None
+    r.unknown(table, {"offline_events_before_notice", "reconnect_days"}, "connectivity.")
+    events = r.count(table, "offline_events_before_notice",
+                     "connectivity.offline_events_before_notice")
+    days = r.count(table, "reconnect_days", "connectivity.reconnect_days")
+    return Connectivity(events, days) if events is not None and days is not None else None
+
+
+def _performance(r: _Reader, data: dict) -> Performance:
+    table = r.table(data, "performance", "performance", required=False)
+    if table is None:
+        return Performance()
+    r.unknown(table, {"event_metric", "missing_as_zero", "season_over_all_events",
+                      "max_interval_min", "solar_curtailment_counts"}, "performance.")
+    metric_text = r.get(table, "event_metric", "performance.event_metric", str, required=False,
+                        default=PerformanceMetric.MEAN_KW_FULL_EVENT.value)
+    try:
+        metric = PerformanceMetric(metric_text)
+    except ValueError:
+        r.problem("performance.event_metric",
+                  f"must be one of {[m.value for m in PerformanceMetric]}, got {metric_text!r}")
+        metric = PerformanceMetric.MEAN_KW_FULL_EVENT
+    flags = {key: bool(r.get(table, key, f"performance.{key}", bool, required=False,
+                             default=getattr(Performance(), key)))
+             for key in ("missing_as_zero", "season_over_all_events", "solar_curtailment_counts")}
+    interval = r.get(table, "max_interval_min", "performance.max_interval_min", int,
+                     required=False, default=15)
+    if interval is not None and interval <= 0:
+        r.problem("performance.max_interval_min", f"must be > 0, got {interval}")
+        interval = 15
+    return Performance(metric, flags["missing_as_zero"], flags["season_over_all_events"],
+                       interval or 15, flags["solar_curtailment_counts"])
 
 
 def _payment(r: _Reader, data: dict) -> dict[str, float]:

@@ -133,3 +133,33 @@ def test_cli_check_reports_bad_toml_and_missing_file(tmp_path: Path, capsys):
     assert programs_cmd.main(["programs", "check", str(bad), str(tmp_path / "nope.toml")]) == 1
     out = capsys.readouterr().out
     assert "toml: not valid TOML" in out and "file: cannot read" in out
+
+
+def test_remaining_program_rules_are_fields():
+    cs, mc = model.load("connected_solutions"), model.load("managed_charging")
+    v2x, byod = model.load("v2x_demo"), model.load("byod_vpp")
+    assert cs.limits.inverter_max_kw == 50 and cs.payment["lifetime_cap_usd"] == 25000
+    assert cs.performance.missing_as_zero and cs.performance.season_over_all_events
+    assert cs.performance.event_metric is model.PerformanceMetric.MEAN_KW_FULL_EVENT
+    assert cs.conflicts_with == ("managed_charging",)
+    assert v2x.conflicts_with == ("connected_solutions",)
+    assert mc.connectivity == model.Connectivity(3, 7)
+    assert (mc.limits.charger_min_kw, mc.limits.charger_max_kw) == (2.8, 19.2)
+    assert mc.opt_out_max_per_season == 12 and "December" in mc.payment_schedule["annual_usd"]
+    assert byod.limits.islanding_owner_control and byod.limits.min_soc_pct == 20
+    assert byod.payment["flex_alert_export_usd_per_kwh"] == 2.0
+
+
+@pytest.mark.parametrize("edit, field, words", [
+    (lambda d: d.update(conflicts_with=["Connected Solutions"]), "conflicts_with[0]",
+     "not a program id"),
+    (lambda d: d["limits"].update(inverter_max_kw=0), "limits.inverter_max_kw", "> 0 kW"),
+    (lambda d: d["performance"].update(event_metric="best_15_min"), "performance.event_metric",
+     "must be one of"),
+    (lambda d: d.update(connectivity={"offline_events_before_notice": 3}),
+     "connectivity.reconnect_days", "missing"),
+    (lambda d: d.update(payment_schedule={"bonus_usd": "May"}), "payment_schedule.bonus_usd",
+     "no payment"),
+])
+def test_more_error_classes(edit, field, words):
+    assert _has(_broken(edit), field, words)
