@@ -470,21 +470,34 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
                             top - bias)
         return no("season target reached", forecast_peak_mw=peak)
 
+    threshold, why = _chase_threshold(program, day, view, state, config, used, target,
+                                      allowed, recent, bias)
+    if threshold is None or peak >= threshold:
+        return call(f"forecast peak {peak:.0f} MW >= {why}" if threshold is not None else why,
+                    threshold)
+    return no(f"forecast peak {peak:.0f} MW < {why}", forecast_peak_mw=peak,
+              threshold_mw=threshold)
+
+
+def _chase_threshold(program: Program, day: date, view: PlanInputs, state: SeasonState,
+                     config: PlannerConfig, used: int, target: int,
+                     allowed: tuple[date, ...], recent: np.ndarray,
+                     bias: float) -> tuple[float | None, str]:
+    """The forecast peak (MW) a chase day needs, and how it was set; None = call
+    without a threshold (budget to spare, or no history yet)."""
+    months = program.targeting.peak_months
     remaining = target - used
-    chase_left = sum(1 for d in days_left if d.month in months)
+    chase_left = sum(1 for d in allowed if d >= day and d.month in months)
     share = remaining / max(chase_left, 1)
-    # "recent": call when the forecast is in the top `share` of the recent weeks' peaks
+    # "recent": the forecast in the top `share` of the recent weeks' peaks
     recent_threshold = None
     if share < 1 and len(recent) >= 5:
         recent_threshold = float(np.quantile(recent, 1 - share)) - bias
+    pacing = f"budget pacing: {remaining} events for {chase_left} days"
     if config.reference == "recent":
         if recent_threshold is None:
-            return call(f"budget pacing: {remaining} events for {chase_left} days")
-        if peak >= recent_threshold:
-            return call(f"forecast peak {peak:.0f} MW >= {recent_threshold:.0f} MW",
-                        recent_threshold)
-        return no(f"forecast peak {peak:.0f} MW < {recent_threshold:.0f} MW",
-                  forecast_peak_mw=peak, threshold_mw=recent_threshold)
+            return None, pacing
+        return recent_threshold, f"{recent_threshold:.0f} MW ({pacing})"
 
     # "season" / "hybrid": an estimate of the season's target-th highest chase day
     shoulder_used = sum(1 for e in state.events if e.kind is EventKind.DISPATCH
@@ -492,7 +505,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     chase_target = target - shoulder_used
     estimate = _season_threshold(program, day, view, chase_target + config.target_slack, config)
     if estimate is None:
-        return call(f"no history: pacing {remaining} events for {chase_left} days")
+        return None, "no history: " + pacing
     threshold = estimate - bias
     if config.reference == "hybrid" and recent_threshold is not None:
         # behind schedule: the more lenient of the season and the recent threshold
@@ -500,11 +513,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
         done = 1 - chase_left / max(chase_total, 1)
         if used - shoulder_used < chase_target * done:
             threshold = min(threshold, recent_threshold)
-    if peak >= threshold:
-        return call(f"forecast peak {peak:.0f} MW >= season threshold {threshold:.0f} MW",
-                    threshold)
-    return no(f"forecast peak {peak:.0f} MW < season threshold {threshold:.0f} MW",
-              forecast_peak_mw=peak, threshold_mw=threshold)
+    return threshold, f"season threshold {threshold:.0f} MW"
 
 
 @dataclass(frozen=True)
