@@ -16,6 +16,9 @@ API
     the events they hit. For a program that `follows` another (V2X follows
     ConnectedSolutions), pass the leader program: the events are the leader's.
 
+`plan_next_day(programs, inputs, events_so_far, clock, config) -> {id: DayDecision}`
+    For a live scheduler: each program's next undecided day, decided now.
+
 `standing_events(program, first_day, last_day) -> list[PlannedEvent]`
     The V2X program's daily Clean Peak windows as recurring low-priority
     events (one per local day, in UTC; their UTC times move with DST).
@@ -574,6 +577,32 @@ def plan_season(program: Program, year: int, inputs: PlanInputs,
     events = tuple(cancel_for_storms(e, inputs.exclusions) if e.active else e
                    for e in state.events)
     return SeasonPlan(program.id, year, tuple(decisions), events)
+
+
+def plan_next_day(programs: dict[str, Program], inputs: PlanInputs,
+                  events_so_far: dict[str, list[PlannedEvent]], clock: Clock,
+                  config: PlannerConfig = PlannerConfig()) -> dict[str, DayDecision]:
+    """What a VTN scheduler calls (e.g. hourly): for each program, decide the next
+    local day whose notice deadline has not passed yet, from the events already
+    planned this season. Programs that follow another copy its decision; their
+    standing Clean Peak events come from `standing_events`."""
+    out: dict[str, DayDecision] = {}
+    now = clock.now()
+    for pid, program in programs.items():
+        if program.follows:
+            continue
+        day = calendar.local_date(program, now)
+        while decision_moment(program, day) < now:
+            day += timedelta(days=1)
+        state = SeasonState(day.year, tuple(e for e in events_so_far.get(pid, ())
+                                            if e.day.year == day.year))
+        out[pid] = plan_day(program, day, inputs, state, clock, config)
+    for pid, program in programs.items():
+        leader = out.get(program.follows or "")
+        if leader is not None:
+            event = replace(leader.event, program_id=pid) if leader.event else None
+            out[pid] = replace(leader, event=event)
+    return out
 
 
 def standing_events(program: Program, first_day: date, last_day: date) -> list[PlannedEvent]:

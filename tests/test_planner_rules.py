@@ -245,3 +245,19 @@ def test_targeted_option_caps_events_at_eight(inputs):
     assert len(planner.plan_season(targeted, 2018, inputs).active_events) <= 8
     with pytest.raises(ValueError):
         model.targeted(MC)
+
+
+def test_plan_next_day_decides_tomorrow_for_every_program(inputs, cs_2018):
+    programs = {p: model.load(p) for p in ("connected_solutions", "managed_charging",
+                                           "v2x_demo")}
+    day = date(2018, 8, 28)
+    now = planner.decision_moment(CS, day) - timedelta(hours=3)     # 12:00 local on Aug 27
+    so_far = {"connected_solutions": [e for e in cs_2018.events if e.day < day]}
+    decisions = planner.plan_next_day(programs, inputs, so_far, ManualClock(now))
+    assert decisions["connected_solutions"].day == day
+    assert decisions["managed_charging"].day == day                  # 13:00 deadline not passed
+    assert decisions["connected_solutions"].event is not None          # a 25 GW day
+    assert decisions["v2x_demo"].event.program_id == "v2x_demo"
+    assert decisions["v2x_demo"].event.start_utc == decisions["connected_solutions"].event.start_utc
+    later = planner.plan_next_day(programs, inputs, so_far, ManualClock(now + timedelta(hours=4)))
+    assert later["connected_solutions"].day == day + timedelta(days=1)
