@@ -32,10 +32,12 @@ def test_json_shape_and_progress_bar_on_stderr(capsys):
     captured = capsys.readouterr()
     doc = json.loads(captured.out)           # stdout is pure JSON
     assert "day" in captured.err and "%" in captured.err
+    assert set(doc) == {"program", "seasons", "summary"}
     assert doc["program"] == "connected_solutions"
     (season,) = doc["seasons"]
     assert season["year"] == 2018
-    assert set(season) >= {"events", "peak_hour_hit", "top40_hit", "event_count"}
+    assert set(season) == {"year", "events", "peak_hour_hit", "top40_hit", "event_count"}
+    assert all(set(e) == {"start", "end"} for e in season["events"])
     assert season["event_count"] == len(season["events"]) <= 60
     first = season["events"][0]
     assert first["start"].startswith("2018-") and first["start"].endswith("-04:00")
