@@ -13,6 +13,8 @@ import sys
 COMMANDS = [
     "vtn.commands.serve",
     "vtn.commands.settle",
+    "vtn.commands.programs",
+    "vtn.commands.backtest",
 ]
 
 
