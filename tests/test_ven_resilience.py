@@ -120,3 +120,17 @@ async def test_owner_opt_out_mid_event_stops_the_device_and_reaches_the_vtn(site
     await _sleep_until(event.end_utc)
     assert device.mean_kw(opted_out_at + agent.sample_period, event.end_utc) == 0
     assert agent.decisions[event.event_id].opt.value == "optOut"
+
+
+async def test_storm_warning_before_an_event_keeps_the_battery_charging_and_opts_out(site):
+    agent = await site.add_agent(site.agent_config("ven-a", soc_pct=60.0))
+    event = _publish(site, lead=2 * HOUR, duration=2 * HOUR)
+    await _until(lambda: event.event_id in agent.decisions, timeout_s=10)
+    assert agent.decisions[event.event_id].opt.value == "optIn"
+    await agent.set_conditions(storm_warning_until=event.end_utc + HOUR)
+    assert agent.decisions[event.event_id].opt.value == "optOut"
+    await _until(lambda: site.store.targets(event.event_id)[0].opt_type == "optOut", timeout_s=5)
+    await _sleep_until(event.end_utc)
+    device = agent.adapter.device
+    assert device.mean_kw(event.start_utc, event.end_utc) > 0      # charging, never discharging
+    assert all(seg.kw >= 0 for seg in device.history)
