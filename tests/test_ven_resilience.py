@@ -132,5 +132,6 @@ async def test_storm_warning_before_an_event_keeps_the_battery_charging_and_opts
     await _until(lambda: site.store.targets(event.event_id)[0].opt_type == "optOut", timeout_s=5)
     await _sleep_until(event.end_utc)
     device = agent.adapter.device
-    assert device.mean_kw(event.start_utc, event.end_utc) > 0      # charging, never discharging
-    assert all(seg.kw >= 0 for seg in device.history)
+    device.advance(event.end_utc)
+    assert device.soc_pct == pytest.approx(100.0)                 # charged to full...
+    assert all(seg.kw >= 0 for seg in device.history)             # ...and never discharged
