@@ -3,6 +3,7 @@ from adapters.base import (  # noqa: F401
     Adapter,
     AdapterError,
     Capability,
+    Charge,
     ChargeDelay,
     Command,
     CommandRefused,

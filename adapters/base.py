@@ -39,7 +39,15 @@ class Discharge:
     min_soc_pct: float
 
 
-Command = ChargeDelay | Discharge
+@dataclass(frozen=True)
+class Charge:
+    """Charge at full power inside [start, end) up to `target_soc_pct` (storm preparation)."""
+    start: datetime
+    end: datetime
+    target_soc_pct: float = 100.0
+
+
+Command = ChargeDelay | Discharge | Charge
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from adapters.base import Adapter, Capability, ChargeDelay, Command, Discharge, Reading
+from adapters.base import Adapter, Capability, Charge, ChargeDelay, Command, Discharge, Reading
 from flexadr.clock import Clock
 
 KINDS = {
@@ -120,6 +120,8 @@ class SimulatedDevice:
         if isinstance(command, ChargeDelay):
             return 0.0, None
         target = self.spec.charge_target_pct
+        if isinstance(command, Charge):
+            target = command.target_soc_pct
         if target is None or self.soc_pct >= target - _EPS_PCT:
             return 0.0, None
         return self.spec.max_charge_kw, target

@@ -12,6 +12,9 @@ import sys
 
 COMMANDS = [
     "vtn.commands.serve",
+    "vtn.commands.settle",
+    "vtn.commands.programs",
+    "vtn.commands.backtest",
 ]
 
 

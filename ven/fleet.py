@@ -1,0 +1,34 @@
+"""Many VEN agents in one process."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Iterable
+
+from flexadr.clock import Clock
+from ven.agent import AgentConfig, VenAgent
+from ven.store import LocalDatabase
+
+log = logging.getLogger(__name__)
+
+
+class Fleet:
+    def __init__(self, configs: Iterable[AgentConfig], clock: Clock, max_concurrent_starts: int = 50,
+                 database: LocalDatabase | None = None):
+        configs = list(configs)
+        # One local database for the whole fleet: one engine, one file.
+        database = database or LocalDatabase(configs[0].state_url)
+        self.agents = [VenAgent(config, clock, database=database) for config in configs]
+        self._starts = asyncio.Semaphore(max_concurrent_starts)
+
+    async def _start_one(self, agent: VenAgent) -> None:
+        async with self._starts:
+            await agent.start()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._start_one(agent) for agent in self.agents))
+        registered = sum(agent.registered for agent in self.agents)
+        log.info("fleet: %d of %d agents registered", registered, len(self.agents))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(agent.stop() for agent in self.agents), return_exceptions=True)

@@ -1,0 +1,71 @@
+"""From device readings to reporting intervals.
+
+The agent samples its adapter often (default every 60 s) and closes an
+interval at each reporting boundary (the program's 15 minutes, or what the
+VTN asked for). An interval's kW comes from the energy registers, so the
+reported average is the energy that really flowed. An interval the agent did
+not see from start to end (start-up, restart, device silent at a boundary) is
+not invented: it is skipped, or reported with the device offline and no kW.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from adapters.base import Reading
+from flexadr.clock import ceil_to
+
+
+@dataclass(frozen=True)
+class IntervalReading:
+    start: datetime
+    end: datetime
+    kw: float | None          # mean power into the device; None when unknown
+    kwh: float | None         # net energy into the device in the interval
+    soc_pct: float | None
+    plugged_in: bool | None
+    online: bool
+
+
+class IntervalRecorder:
+    def __init__(self, interval: timedelta, sample_period: timedelta, time_scale: float = 1.0):
+        if interval % sample_period:
+            raise ValueError(f"the sample period {sample_period} must divide the interval {interval}")
+        self.interval = interval
+        self.tolerance = sample_period / 2
+        self.time_scale = time_scale
+        self._opening: Reading | None = None     # reading at the start of the open interval
+        self._open_start: datetime | None = None
+        self._online = True
+
+    def _boundary_near(self, at: datetime) -> datetime | None:
+        boundary = ceil_to(at - self.tolerance, self.interval)
+        return boundary if abs(at - boundary) <= self.tolerance else None
+
+    def observe(self, at: datetime, reading: Reading | None) -> IntervalReading | None:
+        """Feed one sample (None: the device did not answer); maybe close an interval."""
+        if reading is None:
+            self._online = False
+        boundary = self._boundary_near(at)
+        if boundary is None:
+            return None
+        if self._open_start is not None and boundary - self._open_start != self.interval:
+            self._opening = self._open_start = None     # samples were missed: do not invent
+        closed = None
+        if self._open_start is not None and boundary > self._open_start:
+            closed = self._close(boundary, reading)
+        elif self._open_start == boundary:
+            return None                                 # a second sample on the same boundary
+        self._opening, self._open_start = reading, boundary if reading is not None else None
+        self._online = reading is not None
+        return closed
+
+    def _close(self, end: datetime, reading: Reading | None) -> IntervalReading:
+        start, opening = self._open_start, self._opening
+        if reading is None or opening is None:
+            return IntervalReading(start, end, None, None, None, None, online=False)
+        kwh = ((reading.kwh_imported - opening.kwh_imported)
+               - (reading.kwh_exported - opening.kwh_exported))
+        hours = (end - start).total_seconds() * self.time_scale / 3600
+        return IntervalReading(start, end, kwh / hours, kwh, reading.soc_pct, reading.plugged_in,
+                               online=self._online and reading.online)

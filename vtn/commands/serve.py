@@ -1,0 +1,86 @@
+"""`vtn serve`, `vtn enrol`, `vtn event`: run the VTN and feed it VENs and events."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from certs.pki import fingerprint
+from flexadr.clock import SystemClock
+from schedules import model
+from vtn import config
+from vtn.lifecycle import publish
+from vtn.service import Vtn
+from vtn.store import Store, Ven
+
+
+def register(subparsers) -> None:
+    serve = subparsers.add_parser("serve", help="run the VTN (OpenADR 2.0b over mutual TLS)",
+                                  description="Run the VTN until interrupted (Ctrl-C / SIGTERM).")
+    serve.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
+    serve.set_defaults(func=_serve)
+
+    enrol = subparsers.add_parser("enrol", help="enrol a VEN by its certificate",
+                                  description="Enrol a VEN: only enrolled certificates may register.")
+    enrol.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
+    enrol.add_argument("name", help="the VEN's name (venName) and venID")
+    enrol.add_argument("cert", type=Path, help="the VEN's certificate (PEM)")
+    enrol.add_argument("--program", required=True, help="program id, e.g. connected_solutions")
+    enrol.add_argument("--kind", required=True, help="device kind, e.g. battery, ev_v2g, ev_managed")
+    enrol.set_defaults(func=_enrol)
+
+    event = subparsers.add_parser("event", help="publish an event now",
+                                  description="Publish an event of a program to all its VENs.")
+    event.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
+    event.add_argument("--program", required=True, help="program id or program file")
+    event.add_argument("--start", required=True, type=datetime.fromisoformat,
+                       help="start, ISO 8601 with offset, e.g. 2026-07-01T16:00:00-04:00")
+    event.add_argument("--minutes", required=True, type=int, help="duration in minutes")
+    event.add_argument("--setpoint-kw", type=float, help="kW for discharge programs")
+    event.set_defaults(func=_event)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    vtn = Vtn(settings.server, Store(settings.database_url), SystemClock())
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await vtn.start()
+        await stop.wait()
+        await vtn.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    store = Store(settings.database_url)
+    if store.ven(args.name) is not None:
+        print(f"VEN {args.name} is already enrolled")
+        return 1
+    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=fingerprint(args.cert.read_bytes()),
+                    program_id=args.program, device_kind=args.kind))
+    print(f"enrolled {args.name} ({args.kind}, {args.program})")
+    return 0
+
+
+def _event(args: argparse.Namespace) -> int:
+    if args.start.tzinfo is None:
+        print("--start needs a UTC offset, e.g. 2026-07-01T16:00:00-04:00")
+        return 2
+    settings = config.load(args.config)
+    store = Store(settings.database_url)
+    program = model.load(args.program)
+    start = args.start
+    targets = [ven.ven_id for ven in store.vens(program.id)]
+    event = publish(store, program, start, start + timedelta(minutes=args.minutes), targets,
+                    SystemClock(), setpoint_kw=args.setpoint_kw)
+    print(f"published {event.event_id} to {len(targets)} VENs")
+    return 0

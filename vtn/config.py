@@ -1,0 +1,48 @@
+"""The VTN's config file (TOML). Relative paths are relative to the file."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from vtn.service import VtnConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VtnSettings:
+    server: VtnConfig
+    database_url: str
+
+
+def load(path: Path) -> VtnSettings:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such config file") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    base = path.parent
+
+    def file(key: str) -> Path:
+        if key not in data:
+            raise ConfigError(f"{path}: {key}: missing")
+        return (base / data[key]).resolve()
+
+    server = VtnConfig(
+        vtn_id=data.get("vtn_id", "FLEXADR_VTN"),
+        host=data.get("host", "127.0.0.1"),
+        port=int(data.get("port", 8080)),
+        cert=file("cert"), key=file("key"), ca_file=file("ca_file"),
+        poll_interval=timedelta(seconds=data.get("poll_interval_s", 10)),
+        telemetry_interval=timedelta(seconds=data.get("telemetry_interval_s", 900)),
+    )
+    database = data.get("database", "sqlite:///vtn.sqlite")
+    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
+        database = f"sqlite:///{(base / database.removeprefix('sqlite:///')).resolve()}"
+    return VtnSettings(server, database)
