@@ -12,6 +12,8 @@ VEN goes away mid-event):
   StorCtl_Mod = DISCHARGE; at the end StorCtl_Mod = 0.
 - ChargeDelay: the same with StorCtl_Mod = CHARGE and InWRte = 0 %: the
   battery may not charge in the window.
+- Charge (storm preparation, to full only): InWRte = 100 %, ChaGriSet = GRID,
+  StorCtl_Mod = CHARGE; the owner's ChaGriSet is put back afterwards.
 
 pysunspec2's client is blocking sockets, so every exchange runs in a worker
 thread, one at a time, bounded by `timeout_s`.
@@ -32,6 +34,7 @@ from adapters.base import (
     Adapter,
     AdapterError,
     Capability,
+    Charge,
     ChargeDelay,
     Command,
     CommandRefused,
@@ -43,6 +46,7 @@ from adapters.base import (
 from flexadr.clock import Clock
 
 CHARGE_BIT, DISCHARGE_BIT = 0x1, 0x2
+GRID = 1  # ChaGriSet: charging from the grid allowed
 T = TypeVar("T")
 
 
@@ -76,6 +80,7 @@ class SunSpecAdapter(Adapter):
         self._window_tasks: list[asyncio.Task] = []
         self._commands: list[Command] = []
         self._max_w = 0.0
+        self._grid_setting_before: int | None = None  # ChaGriSet to restore after a Charge
 
     # --- the blocking edge ------------------------------------------------------
     async def _exchange(self, work: Callable[[ss_client.SunSpecModbusClientDeviceTCP], T]) -> T:
@@ -126,8 +131,11 @@ class SunSpecAdapter(Adapter):
 
     # --- commands -------------------------------------------------------------------
     async def apply(self, command: Command) -> None:
-        if not isinstance(command, (ChargeDelay, Discharge)):
+        if not isinstance(command, (ChargeDelay, Discharge, Charge)):
             raise CommandRefused(f"unsupported command {command!r}")
+        if isinstance(command, Charge) and command.target_soc_pct < 100:
+            # Model 124 has no "stop at this level" for charging; only full can be promised.
+            raise CommandRefused(f"SunSpec 124 can only charge to full, not to {command.target_soc_pct} %")
         # Check reach and rating now, so a bad command fails in the caller's hands.
         self._max_w = await self._exchange(self._max_charge_w)
         if isinstance(command, Discharge) and command.max_kw * 1000 > self._max_w * 1.0001:
@@ -185,23 +193,34 @@ class SunSpecAdapter(Adapter):
             settings = [("MinRsvPct", command.min_soc_pct),
                         ("OutWRte", min(100.0, command.max_kw * 1000 / max_w * 100))]
             mode = DISCHARGE_BIT
+        elif isinstance(command, Charge):
+            if self._grid_setting_before is None:
+                self._grid_setting_before = storage.ChaGriSet.value
+            settings, mode = [("InWRte", 100.0), ("ChaGriSet", GRID)], CHARGE_BIT
         else:
             settings, mode = [("InWRte", 0.0)], CHARGE_BIT
         # Limits first, the mode last: the battery never runs on the previous limits.
         for name, value in settings:
             point = getattr(storage, name)
-            point.cvalue = value
+            if name == "ChaGriSet":
+                point.value = value  # an enum: no scale factor
+            else:
+                point.cvalue = value
             point.write()
         storage.InOutWRte_RvrtTms.value = left_s
         storage.InOutWRte_RvrtTms.write()
         storage.StorCtl_Mod.value = mode
         storage.StorCtl_Mod.write()
 
-    @staticmethod
-    def _write_control_off(device: ss_client.SunSpecModbusClientDeviceTCP) -> None:
+    def _write_control_off(self, device: ss_client.SunSpecModbusClientDeviceTCP) -> None:
         storage = device.models[124][0]
         storage.StorCtl_Mod.value = 0
         storage.StorCtl_Mod.write()
+        if self._grid_setting_before is not None:
+            # Grid charging was ours for the storm; the owner's setting comes back.
+            storage.ChaGriSet.value = self._grid_setting_before
+            storage.ChaGriSet.write()
+            self._grid_setting_before = None
 
     # --- telemetry -------------------------------------------------------------------
     async def read(self) -> Reading:

@@ -174,3 +174,12 @@ async def test_sim_v2g_car_discharges_then_resumes_charging():
     report = await run_discharge(adapter, peer, timebase,
                                  DischargeScenario(max_kw=10, min_soc_pct=45, window_s=7200, step_s=5))
     report.assert_passed()
+
+
+async def test_sim_battery_charges_to_the_storm_target_and_stops():
+    from adapters.testing import ChargeScenario, run_charge
+    adapter, peer, timebase = _sim(kind="battery", capacity_kwh=10, soc_pct=80, max_charge_kw=5,
+                                   max_discharge_kw=5, charge_target_pct=None)
+    report = await run_charge(adapter, peer, timebase,
+                              ChargeScenario(charge_kw=5, target_soc_pct=100, window_s=7200, step_s=1))
+    report.assert_passed()

@@ -149,3 +149,29 @@ async def test_standalone_simulator_serves_a_sunspec_adapter():
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_storm_charge_passes_the_conformance_kit():
+    from adapters.testing import ChargeScenario, run_charge
+    # An idle battery at 96 %: x300 time fills it within ~1 s of a 3 s window.
+    adapter, sim = await _rig(BatteryPhysics(capacity_kwh=10, soc_pct=96, max_charge_kw=5, max_discharge_kw=5,
+                                             charge_target_pct=None, time_scale=300))
+    try:
+        report = await run_charge(adapter, sim, WallTime(),
+                                  ChargeScenario(charge_kw=5, target_soc_pct=100, window_s=3))
+        report.assert_passed()
+        assert ("ChaGriSet", 1) in sim.writes
+        assert sim.storage.ChaGriSet.value == 0, "the owner's PV-only setting is back"
+        assert sim.storage.StorCtl_Mod.value == 0
+    finally:
+        await adapter.stop()
+        await sim.stop()
+
+
+async def test_charge_to_a_partial_target_is_refused(battery_rig):
+    from adapters.base import Charge
+    adapter, sim = battery_rig
+    now = adapter.clock.now()
+    with pytest.raises(CommandRefused, match="full"):
+        await adapter.apply(Charge(now, now + timedelta(seconds=2), 80.0))
+    assert sim.writes == []

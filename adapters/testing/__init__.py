@@ -5,6 +5,7 @@ your adapter and a peer that reports what the device really did.
     report.assert_passed()
 """
 from adapters.testing.conformance import (  # noqa: F401
+    ChargeScenario,
     Check,
     DelayScenario,
     DevicePeer,
@@ -13,6 +14,7 @@ from adapters.testing.conformance import (  # noqa: F401
     SimulatedTime,
     Timebase,
     WallTime,
+    run_charge,
     run_charge_delay,
     run_discharge,
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable, Protocol
 
-from adapters.base import Adapter, AdapterError, ChargeDelay, Discharge, Reading
+from adapters.base import Adapter, AdapterError, Charge, ChargeDelay, Discharge, Reading
 from flexadr.clock import Clock, ManualClock, SystemClock, ceil_to
 
 
@@ -84,6 +84,22 @@ class DischargeScenario:
     lead_s: float = 1.0
     window_s: float = 4.0
     expect_floor: bool = True
+    tolerance_kw: float = 0.1
+    tolerance_pct: float = 1.0
+    step_s: float = 0.05
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class ChargeScenario:
+    """Storm preparation: charge at `charge_kw` (the device's full power) up to
+    `target_soc_pct` inside the window. With `expect_target=True` the device is
+    set up to reach the target inside the window, and must stop there."""
+    charge_kw: float
+    target_soc_pct: float = 100.0
+    lead_s: float = 1.0
+    window_s: float = 4.0
+    expect_target: bool = True
     tolerance_kw: float = 0.1
     tolerance_pct: float = 1.0
     step_s: float = 0.05
@@ -367,5 +383,57 @@ async def run_discharge(
     if first is not None and last is not None:
         report.check("exported energy register grew", last.kwh_exported > first.kwh_exported,
                      f"{first.kwh_exported:.4f} -> {last.kwh_exported:.4f} kWh")
+    await _clear(adapter, report)
+    return report
+
+
+async def run_charge(
+    adapter: Adapter, peer: DevicePeer, timebase: Timebase, scenario: ChargeScenario
+) -> Report:
+    """Idle or slow device -> charge window -> full power, stop at the target, not beyond."""
+    s = scenario
+    report = Report(type(adapter).__name__)
+    telemetry = _Telemetry(adapter, report)
+    target = s.target_soc_pct
+    if not report.check("device below the target before the event", peer.soc_pct() < target - s.tolerance_pct,
+                        f"soc_pct={peer.soc_pct():.2f} target={target}"):
+        return report
+    start, end = _window(timebase, s.lead_s, s.window_s)
+    if not await _apply(adapter, Charge(start, end, target), report):
+        return report
+    await _sleep_until(timebase, start)
+    highest = [peer.soc_pct()]
+
+    def track() -> float:
+        highest[0] = max(highest[0], peer.soc_pct())
+        return peer.power_kw()
+
+    async def full_power() -> bool:
+        return abs(track() - s.charge_kw) <= s.tolerance_kw
+
+    report.check("device charged at full power in the window",
+                 await _wait_until(timebase, full_power, s.timeout_s, s.step_s, deadline=end),
+                 f"power_kw={peer.power_kw():.3f} expected={s.charge_kw}")
+
+    async def reported_charging() -> bool:
+        track()
+        r = await telemetry.read()
+        return r is not None and r.online and r.kw > s.tolerance_kw
+
+    report.check("telemetry showed the charging",
+                 await _wait_until(timebase, reported_charging, s.timeout_s, s.step_s, deadline=end),
+                 f"last={telemetry.last} error={telemetry.error!r}")
+    if s.expect_target:
+        async def stopped() -> bool:
+            return track() <= s.tolerance_kw
+
+        halted = await _wait_until(timebase, stopped, s.window_s, s.step_s, deadline=end)
+        soc = peer.soc_pct()
+        report.check("device stopped charging at the target",
+                     halted and timebase.clock.now() < end and abs(soc - target) <= s.tolerance_pct,
+                     f"soc_pct={soc:.2f} target={target}")
+    await _held_until(timebase, end, s.step_s, lambda: track() is not None)
+    report.check("target not overshot", highest[0] <= target + s.tolerance_pct,
+                 f"highest soc_pct={highest[0]:.2f} target={target}")
     await _clear(adapter, report)
     return report

@@ -26,14 +26,16 @@ class BatteryPhysics:
     kwh_exported: float = field(default=0.0, init=False)
     _last: datetime | None = field(default=None, init=False)
 
-    def step(self, now: datetime, setpoint_kw: float | None, floor_pct: float = 0.0) -> None:
+    def step(self, now: datetime, setpoint_kw: float | None, floor_pct: float = 0.0,
+             target_pct: float | None = None) -> None:
         """Integrate to `now`, then follow `setpoint_kw`.
 
         setpoint_kw None = unmanaged (charge to target); >= 0 caps charging
         at that power; < 0 asks for export at that power, down to floor_pct.
+        `target_pct` replaces the owner's charge target (a commanded charge).
         """
         self._integrate(now)
-        self.kw = self._choose_kw(setpoint_kw, floor_pct)
+        self.kw = self._choose_kw(setpoint_kw, floor_pct, target_pct)
 
     def _integrate(self, now: datetime) -> None:
         if self._last is not None and now > self._last:
@@ -46,13 +48,13 @@ class BatteryPhysics:
                 self.kwh_exported += -self.kw * hours
         self._last = now
 
-    def _choose_kw(self, setpoint_kw: float | None, floor_pct: float) -> float:
+    def _choose_kw(self, setpoint_kw: float | None, floor_pct: float, target_pct: float | None) -> float:
         if setpoint_kw is not None and setpoint_kw < 0:
             # A real battery management system stops at its reserve, whatever it is told.
             if self.soc_pct <= floor_pct:
                 return 0.0
             return -min(-setpoint_kw, self.max_discharge_kw)
-        target = self.charge_target_pct
+        target = self.charge_target_pct if target_pct is None else target_pct
         if target is None or self.soc_pct >= target:
             return 0.0
         cap_kw = self.max_charge_kw if setpoint_kw is None else min(setpoint_kw, self.max_charge_kw)

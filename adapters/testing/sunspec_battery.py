@@ -10,6 +10,7 @@ adapter targets, documented in docs/adapters.md):
 - StorCtl_Mod bit 1 (DISCHARGE): discharge at OutWRte % of WChaMax, never
   below MinRsvPct;
 - StorCtl_Mod bit 0 (CHARGE): charge at no more than InWRte % of WChaMax;
+  with ChaGriSet = GRID and InWRte > 0, charge from the grid at that rate to full;
 - neither: the owner's normal mode, here charging to its target;
 - InOutWRte_RvrtTms > 0: the control reverts to neither that many seconds
   after it was written, so a vanished controller cannot strand the battery.
@@ -38,6 +39,7 @@ BASE_ADDR = 40000
 SUNS = b"SunS"
 END_MODEL = b"\xff\xff\x00\x00"
 CHARGE_BIT, DISCHARGE_BIT = 0x1, 0x2
+PV, GRID = 0, 1  # ChaGriSet
 
 
 def build_device(max_w: float, capacity_wh: float) -> ssdev.Device:
@@ -57,6 +59,7 @@ def build_device(max_w: float, capacity_wh: float) -> ssdev.Device:
     storage.MinRsvPct.cvalue = 10.0
     storage.OutWRte.cvalue, storage.InWRte.cvalue = 100.0, 100.0
     storage.InOutWRte_RvrtTms.value = 0
+    storage.ChaGriSet.value = PV
     storage.ChaState.value = 0
     capacity = ssdev.Model(713)
     capacity.WH_SF.value, capacity.Pct_SF.value = 0, -1
@@ -183,25 +186,28 @@ class SunSpecBatterySim:
         self._revert_at = self.clock.now() + timedelta(seconds=timeout_s) if control and timeout_s else None
 
     # --- the battery's own behaviour ----------------------------------------------------
-    def setpoint_kw(self) -> tuple[float | None, float]:
-        """(setpoint for BatteryPhysics, floor) from the storage controls."""
+    def setpoint_kw(self) -> tuple[float | None, float, float | None]:
+        """(setpoint, floor, target) for BatteryPhysics from the storage controls."""
         s = self.storage
         control = s.StorCtl_Mod.value or 0
         max_kw = s.WChaMax.cvalue / 1000
         floor = s.MinRsvPct.cvalue or 0.0
         if control & DISCHARGE_BIT:
-            return -max_kw * s.OutWRte.cvalue / 100, floor
+            return -max_kw * s.OutWRte.cvalue / 100, floor, None
         if control & CHARGE_BIT:
-            return max_kw * s.InWRte.cvalue / 100, floor
-        return None, floor
+            rate_kw = max_kw * s.InWRte.cvalue / 100
+            if s.ChaGriSet.value == GRID and rate_kw > 0:
+                return rate_kw, floor, 100.0  # charging from the grid allowed: charge to full
+            return rate_kw, floor, None  # a cap on the owner's own charging
+        return None, floor, None
 
     async def _physics(self) -> None:
         while True:
             now = self.clock.now()
             if self._revert_at is not None and now >= self._revert_at:
                 self.storage.StorCtl_Mod.value, self._revert_at = 0, None
-            setpoint, floor = self.setpoint_kw()
-            self.battery.step(now, setpoint, floor)
+            setpoint, floor, target = self.setpoint_kw()
+            self.battery.step(now, setpoint, floor, target)
             self._sync_measurements()
             await asyncio.sleep(self.tick_s)
 
