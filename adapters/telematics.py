@@ -10,6 +10,8 @@ Endpoints used (per the provider's published reference):
 Charge delay = STOP at the window start (only if the car is plugged in and not
 full), START at the end (only if we were the ones who stopped it). The API has
 no standard charge schedule, so the adapter re-checks at every window edge.
+Charge (storm preparation) = raise the charge limit to the target (the API takes
+50-100 %) and START; the owner's limit is put back when the window ends.
 Discharge is refused: these APIs have no V2X command.
 
 Telemetry: the cloud has no meter. `kw` is `charge_kw` (config, the car's
@@ -45,6 +47,7 @@ from adapters._schedule import run_at
 from adapters.base import (
     Adapter,
     Capability,
+    Charge,
     ChargeDelay,
     Command,
     CommandRefused,
@@ -113,7 +116,8 @@ class TelematicsAdapter(Adapter):
         self._refresh_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._we_stopped = False
-        self._delays: list[ChargeDelay] = []
+        self._commands: list[Command] = []
+        self._limit_before_pct: float | None = None  # the owner's charge limit while a Charge runs
         self._kwh_imported = 0.0
         self._last: tuple[datetime, float] | None = None  # (time, kw) of the previous read
 
@@ -223,13 +227,13 @@ class TelematicsAdapter(Adapter):
 
     # --- commands ---------------------------------------------------------------------
     async def apply(self, command: Command) -> None:
-        if not isinstance(command, ChargeDelay):
+        if not isinstance(command, (ChargeDelay, Charge)):
             raise CommandRefused("telematics APIs have no discharge command")
         await self.charge_status()  # reach and credentials checked in the caller's hands
         now = self.clock.now()
         if command.end <= now:
             return
-        self._delays.append(command)
+        self._commands.append(command)
         self._tasks = [t for t in self._tasks if not t.done()]  # a long-lived VEN applies many
         for edge in (command.start, command.end):
             if edge > now:
@@ -238,13 +242,22 @@ class TelematicsAdapter(Adapter):
             await self._sync()
 
     async def _sync(self) -> None:
-        """At every window edge: stopped while any delay is in force, started after."""
+        """At every window edge, put the car in the state the commands in force ask for:
+        a Charge wins (charge now, limit raised to its target), else a delay holds
+        charging off, else the car goes back to what it did before."""
         now = self.clock.now()
-        self._delays = [d for d in self._delays if d.end > now]
-        if any(d.start <= now for d in self._delays):
+        self._commands = [c for c in self._commands if c.end > now]
+        active = [c for c in self._commands if c.start <= now]
+        charge = next((c for c in reversed(active) if isinstance(c, Charge)), None)
+        if charge is not None:
+            await self._end_delay()
+            await self._begin_charge(charge.target_soc_pct)
+        elif any(isinstance(c, ChargeDelay) for c in active):
+            await self._end_charge()
             if not self._we_stopped:
                 await self._begin_delay()
         else:
+            await self._end_charge()
             await self._end_delay()
 
     async def _begin_delay(self) -> None:
@@ -259,9 +272,22 @@ class TelematicsAdapter(Adapter):
             await self._charge("START")
             self._we_stopped = False
 
+    async def _begin_charge(self, target_soc_pct: float) -> None:
+        if self._limit_before_pct is None:
+            self._limit_before_pct = await self.charge_limit_pct()
+        # The provider accepts limits from 50 % to 100 %.
+        await self.set_charge_limit_pct(min(100.0, max(50.0, target_soc_pct)))
+        await self._charge("START")
+
+    async def _end_charge(self) -> None:
+        if self._limit_before_pct is not None:
+            await self.set_charge_limit_pct(self._limit_before_pct)  # the owner's limit again
+            self._limit_before_pct = None
+
     async def clear(self) -> None:
         self._cancel_tasks()
-        self._delays = []
+        self._commands = []
+        await self._end_charge()
         await self._end_delay()
 
     def _cancel_tasks(self) -> None:

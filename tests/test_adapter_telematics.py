@@ -132,3 +132,14 @@ async def test_cloud_gone_is_disconnected(rig):
     await cloud.stop()
     with pytest.raises(DeviceDisconnected):
         await adapter.read()
+
+
+async def test_storm_charge_raises_the_limit_then_gives_it_back(rig):
+    from adapters.testing import ChargeScenario, run_charge
+    adapter, cloud = rig
+    cloud.limit_fraction = 0.5  # the owner keeps the car at 50 %, where it sits now
+    report = await run_charge(adapter, cloud, WallTime(),
+                              ChargeScenario(charge_kw=7.2, target_soc_pct=100, window_s=2, expect_target=False))
+    report.assert_passed()
+    assert {"limit": 1.0} in cloud.commands and {"action": "START"} in cloud.commands
+    assert cloud.limit_fraction == pytest.approx(0.5)
