@@ -19,6 +19,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from adapters._schedule import run_at
 from adapters.base import (
     Adapter,
+    Charge,
     ChargeDelay,
     Command,
     CommandRefused,
@@ -260,7 +261,7 @@ class OcppAdapterBase(Adapter):
 
     # --- commands -------------------------------------------------------------------
     async def apply(self, command: Command) -> None:
-        if not isinstance(command, (ChargeDelay, Discharge)):
+        if not isinstance(command, (ChargeDelay, Discharge, Charge)):
             raise CommandRefused(f"unsupported command {command!r}")
         if command.end <= self.clock.now():
             return  # already over: nothing for the charger to do

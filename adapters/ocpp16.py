@@ -17,6 +17,8 @@ Config:
     stack_level       default 5: above the charger's own defaults (command k uses 5 + k)
     profile_id        default 4701 (command k uses 4701 + k)
     max_commands      pending commands at once, default 4
+    max_limit         the charger's rating in rate_unit (default 22000 W / 32 A): a Charge
+                      command (storm preparation, to full only) sets it for the window
     response_timeout_s  bound on each call (default 10)
     heartbeat_interval_s  told to the charger at boot (default 60)
 """
@@ -35,7 +37,7 @@ from ocpp.v16.enums import (
 )
 
 from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
-from adapters.base import Capability, Command, CommandRefused, Discharge
+from adapters.base import Capability, Charge, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 SUBPROTOCOL = "ocpp1.6"
@@ -107,6 +109,8 @@ class Ocpp16Adapter(OcppAdapterBase):
         self.rate_unit = self.config.get("rate_unit", "W")
         if self.rate_unit not in ("W", "A"):
             raise ValueError(f"rate_unit must be W or A, got {self.rate_unit!r}")
+        # The charger's rating, used as "no limit" for a Charge command.
+        self.max_limit = float(self.config.get("max_limit", 32.0 if self.rate_unit == "A" else 22000.0))
         self._transaction_id: int | None = None
         self._next_transaction_id = 1
 
@@ -116,6 +120,11 @@ class Ocpp16Adapter(OcppAdapterBase):
     def _period(self, command: Command) -> dict[str, Any]:
         if isinstance(command, Discharge):
             raise CommandRefused("OCPP 1.6 has no discharge; use ocpp2 with an OCPP 2.1 charger")
+        if isinstance(command, Charge):
+            if command.target_soc_pct < 100:
+                raise CommandRefused("OCPP 1.6 cannot stop charging at a state of charge; only full")
+            # Full power for the window, over any lower-stack-level limit; the car stops when full.
+            return {"startPeriod": 0, "limit": self.max_limit}
         return {"startPeriod": 0, "limit": 0.0}
 
     def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime,

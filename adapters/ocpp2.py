@@ -13,14 +13,18 @@ bounded by what the EV offered in `NotifyEVChargingNeeds`:
   is refused;
 - the EV keeps its own V2X minimum; the command's floor (min_soc_pct) is the
   adapter's job: when TransactionEvent reports SoC at the floor, it replaces
-  the profile with operationMode Idle for the rest of the window.
+  the profile with operationMode Idle for the rest of the window (see the
+  state-of-charge guard below for why not limitAtSoC).
+Charge (storm preparation): the limit is max_limit_w over the window; a target
+below 100 % is held like the floor: at that SoC the profile becomes limit 0.
+
 Each pending command has its own profile (id and stack level), so several
 accepted events coexist. Telemetry comes from TransactionEvent meter values (Power.Active.Import/Export,
 Energy.Active.Import/Export.Register, SoC) and the transaction's chargingState.
 
 Config: charge_point_id (required), version "2.1" (default) or "2.0.1", host,
 port, evse_id (1), purpose (TxDefaultProfile | TxProfile), stack_level (5),
-profile_id (4801), max_commands (4), response_timeout_s (10),
+profile_id (4801), max_commands (4), max_limit_w (22000), response_timeout_s (10),
 heartbeat_interval_s (60).
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ocpp import v21, v201
 from ocpp.routing import on
 
 from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
-from adapters.base import AdapterError, Capability, Command, CommandRefused, Discharge
+from adapters.base import AdapterError, Capability, Charge, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -121,9 +125,10 @@ class Ocpp2Adapter(OcppAdapterBase):
         self.capabilities = frozenset({Capability.CHARGE_DELAY, Capability.TELEMETRY} | (
             {Capability.DISCHARGE} if version == "2.1" else set()))
         self.evse_id = int(self.config.get("evse_id", 1))
+        self.max_limit_w = float(self.config.get("max_limit_w", 22000.0))  # "no limit" for a Charge
         self._transaction_id: str | None = None
         self.v2x: V2xOffer | None = None
-        self._floored: set[int] = set()  # profile ids whose discharge already hit the floor
+        self._bounded: set[int] = set()  # profile ids already held at their SoC bound
         self._guards: set[asyncio.Task] = set()
 
     def _make_side(self, cp_id: str, connection: Any) -> Any:
@@ -134,7 +139,12 @@ class Ocpp2Adapter(OcppAdapterBase):
     def _period(self, command: Command) -> dict[str, Any]:
         if isinstance(command, Discharge):
             return self._discharge_period(command)
-        period: dict[str, Any] = {"startPeriod": 0, "limit": 0.0}
+        limit = 0.0
+        if isinstance(command, Charge):
+            if command.target_soc_pct < 100 and self.meter.soc_pct is None:
+                raise CommandRefused("the charger reports no SoC, so a charge target cannot be held")
+            limit = self.max_limit_w  # full power; the SoC guard stops it at the target
+        period: dict[str, Any] = {"startPeriod": 0, "limit": limit}
         if self.version == "2.1":
             period["operationMode"] = "ChargingOnly"
         return period
@@ -155,14 +165,12 @@ class Ocpp2Adapter(OcppAdapterBase):
                 "setpoint": -watts, "dischargeLimit": -watts}
 
     def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> Any:
-        profile = self.profile(slot, start, end) | {
+        schedule = self.schedule_fields(start, end) | {
             "id": slot.profile_id,
-            "chargingSchedule": [self.schedule_fields(start, end) | {
-                "id": slot.profile_id,
-                "chargingRateUnit": "W",
-                "chargingSchedulePeriod": [period],
-            }],
+            "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [period],
         }
+        profile = self.profile(slot, start, end) | {"id": slot.profile_id, "chargingSchedule": [schedule]}
         if self.purpose == "TxProfile":
             if self._transaction_id is None:
                 raise CommandRefused("TxProfile needs a running transaction and there is none")
@@ -170,32 +178,42 @@ class Ocpp2Adapter(OcppAdapterBase):
         return self._ocpp.call.SetChargingProfile(evse_id=self.evse_id, charging_profile=profile)
 
     def _clear_request(self, profile_id: int) -> Any:
-        self._floored.discard(profile_id)
+        self._bounded.discard(profile_id)
         return self._ocpp.call.ClearChargingProfile(charging_profile_id=profile_id)
 
-    # --- the floor guard ------------------------------------------------------------
-    def _check_floor(self) -> None:
+    # --- the state-of-charge guard ----------------------------------------------------
+    # OCPP cannot say "stop discharging at X %" and the ocpp package (2.1.0) rewrites
+    # the key `soc` of limitAtSoC to `SoC`, which the schema rejects; so the adapter
+    # watches SoC in the meter values and replaces the profile when a bound is reached.
+    def _check_soc_bounds(self) -> None:
         soc, now = self.meter.soc_pct, self.clock.now()
         if soc is None:
             return
         for slot in list(self.slots.values()):
             command = slot.command
-            if (isinstance(command, Discharge) and command.start <= now < command.end
-                    and soc <= command.min_soc_pct and slot.profile_id not in self._floored):
-                self._floored.add(slot.profile_id)
-                # Not from inside the message handler: the reply we would wait for comes
-                # through the same receive loop.
-                task = asyncio.ensure_future(self._idle_until(slot, command.end))
-                self._guards.add(task)  # keep a reference until done, or the loop may drop it
-                task.add_done_callback(self._guards.discard)
+            if not command.start <= now < command.end or slot.profile_id in self._bounded:
+                continue
+            if isinstance(command, Discharge) and soc <= command.min_soc_pct:
+                hold = {"startPeriod": 0, "operationMode": "Idle", "limit": 0.0}
+            elif isinstance(command, Charge) and command.target_soc_pct < 100 and soc >= command.target_soc_pct:
+                hold = {"startPeriod": 0, "limit": 0.0}
+                if self.version == "2.1":
+                    hold["operationMode"] = "ChargingOnly"
+            else:
+                continue
+            self._bounded.add(slot.profile_id)
+            # Not from inside the message handler: the reply we would wait for comes
+            # through the same receive loop.
+            task = asyncio.ensure_future(self._hold_until(slot, command.end, hold))
+            self._guards.add(task)  # keep a reference until done, or the loop may drop it
+            task.add_done_callback(self._guards.discard)
 
-    async def _idle_until(self, slot: ProfileSlot, end: datetime) -> None:
-        # Same id and stack level: the charger replaces the discharge profile.
+    async def _hold_until(self, slot: ProfileSlot, end: datetime, period: dict[str, Any]) -> None:
+        # Same id and stack level: the charger replaces the profile.
         try:
-            await self.send_profile(slot, self.clock.now(), end,
-                                    {"startPeriod": 0, "operationMode": "Idle", "limit": 0.0})
+            await self.send_profile(slot, self.clock.now(), end, period)
         except AdapterError as exc:
-            log.warning("could not stop the discharge at the floor: %r", exc)
+            log.warning("could not hold the state-of-charge bound: %r", exc)
 
     # --- called by the charger's side --------------------------------------------
     def _transaction_event(self, event_type: str, info: dict[str, Any], meter_value: list[dict[str, Any]]) -> None:
@@ -210,7 +228,7 @@ class Ocpp2Adapter(OcppAdapterBase):
     def _meter_values(self, meter_value: list[dict[str, Any]]) -> None:
         for value in meter_value:
             self.meter_value(parse_time(value["timestamp"]), value["sampled_value"])
-        self._check_floor()
+        self._check_soc_bounds()
 
     def _charging_needs(self, needs: dict[str, Any]) -> None:
         params = needs.get("v2x_charging_parameters")

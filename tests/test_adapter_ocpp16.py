@@ -140,3 +140,15 @@ async def test_readings_stream_follows_meter_values_as_they_arrive(rig):
     stamps = [r.at for r in seen[1:]]
     assert stamps == sorted(stamps) and len(set(stamps)) == 3  # each one a new MeterValues
     assert seen[-1].kwh_imported > seen[1].kwh_imported
+
+
+async def test_storm_charge_lifts_limits_for_the_window(rig):
+    from adapters.base import Charge
+    adapter, charger = rig
+    now = adapter.clock.now()
+    with pytest.raises(CommandRefused, match="only full"):
+        await adapter.apply(Charge(now, now + timedelta(seconds=3), 80.0))
+    await adapter.apply(Charge(now, now + timedelta(seconds=3), 100.0))
+    profile = charger.profiles[adapter.profile_id]
+    assert float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"]) == 22000
+    assert charger.limit_kw(adapter.clock.now()) == pytest.approx(22.0)

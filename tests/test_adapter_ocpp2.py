@@ -174,3 +174,32 @@ async def test_dropped_station_is_disconnected(v21_rig):
     await asyncio.wait_for(gone(), 5)
     with pytest.raises(DeviceDisconnected):
         await adapter.read()
+
+
+async def test_storm_charge_to_a_target_stops_there():
+    from adapters.testing import ChargeScenario, run_charge
+    # The car would go on to 95 %; the command says 86 %. x300: 11 kW moves ~1.5 %/s.
+    adapter, station = await _rig("2.1", _ev(soc_pct=80, time_scale=300, charge_target_pct=95))
+    try:
+        report = await run_charge(adapter, station, WallTime(),
+                                  ChargeScenario(charge_kw=11, target_soc_pct=86, window_s=5))
+        report.assert_passed()
+    finally:
+        await station.stop()
+        await adapter.stop()
+
+
+async def test_charge_to_a_target_needs_soc_telemetry():
+    from adapters.base import Charge
+    adapter, station = await _rig("2.0.1", _ev(), report_soc=False)
+    try:
+        await _until(lambda: adapter.meter.at is not None)
+        now = adapter.clock.now()
+        with pytest.raises(CommandRefused, match="SoC"):
+            await adapter.apply(Charge(now, now + timedelta(seconds=3), 80.0))
+        await adapter.apply(Charge(now, now + timedelta(seconds=3), 100.0))
+        period = station.profiles[adapter.profile_id]["charging_schedule"][0]["charging_schedule_period"][0]
+        assert float(period["limit"]) == 22000
+    finally:
+        await station.stop()
+        await adapter.stop()
