@@ -19,6 +19,8 @@ class ErrorLog(logging.Handler):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    from conftest import fresh_database_url
+    database_url, drop = fresh_database_url(tmp_path_factory.mktemp("db"))
     import asyncio
     import logging
 
@@ -33,13 +35,18 @@ def demo(tmp_path_factory):
                               lambda xml: xml and messages.append((name, "received", xml)))
 
     options = DemoOptions(vens=6, lead_s=6, event_s=15, report_s=5, poll_s=1,
-                          workdir=tmp_path_factory.mktemp("demo"))
+                          workdir=tmp_path_factory.mktemp("demo"), database_url=database_url)
     try:
         result = asyncio.run(run_demo(options, instrument=capture))
     finally:
         logging.getLogger().removeHandler(errors)
     result.errors = errors.records
-    return result, messages
+    yield result, messages
+    result.store.close()
+    drop()
+
+
+pytestmark = pytest.mark.db
 
 
 def test_every_ven_registered(demo):

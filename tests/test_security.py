@@ -15,16 +15,15 @@ from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from ven.agent import AgentConfig, VenAgent
 from vtn.service import Vtn, VtnConfig
-from vtn.store import Store, Ven
+from vtn.store import Ven
 
 PATH = "/OpenADR2/Simple/2.0b"
 NOT_AUTHORIZED = enums.STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED  # 463
 
 
 @pytest.fixture
-async def vtn(tmp_path):
+async def vtn(tmp_path, store):
     pki = ensure_dev_pki(tmp_path / "pki", ["enrolled", "not-enrolled"])
-    store = Store(f"sqlite:///{tmp_path / 'vtn.sqlite'}")
     store.enrol(Ven(ven_id="enrolled", ven_name="enrolled", fingerprint=pki.vens["enrolled"].fingerprint,
                     program_id="connected_solutions", device_kind="battery"))
     port = _free_port()
