@@ -345,14 +345,15 @@ class Vtn:
                 report_specifier_id=report["report_specifier_id"], report_name=name,
                 r_ids=",".join(r.r_id for r in rows), granularity_s=interval.total_seconds(),
                 report_back_duration_s=interval.total_seconds(), created_at=now)
-            self.store.add_report_request(request)
             requests.append(request)
-        # The backfill goes out as oadrCreateReport at the next poll, once telemetry runs.
-        for request in history:
-            self.store.add_report_request(request, queue_at=now)
+        # One request per message: openleadr's client (0.5.36) pools the r_ids of all the
+        # requests of one message. The first goes back in oadrRegisteredReport, the others
+        # (then the one-shot backfill) as oadrCreateReport at the following polls.
+        for i, request in enumerate(requests + history):
+            self.store.add_report_request(request, queue_at=now if i > 0 else None)
         metrics.MESSAGES_OUT.labels("oadrRegisteredReport").inc()
         return "oadrRegisteredReport", {
-            "report_requests": [self._report_request(r) for r in requests]}
+            "report_requests": [self._report_request(r) for r in requests[:1]]}
 
     async def created_report(self, payload: dict):
         metrics.MESSAGES_IN.labels("oadrCreatedReport").inc()
@@ -400,14 +401,15 @@ class Vtn:
                 intervals: list[dict]) -> list[tuple[datetime, datetime, dict]]:
         registrations = {r.r_id: r for r in self.store.report_registrations(ven_id)
                          if r.report_specifier_id == request.report_specifier_id}
-        default = timedelta(seconds=request.granularity_s)
+        default = (timedelta(seconds=request.granularity_s) if request.granularity_s
+                   else self._granularity(ven_id))
         by_start: dict[datetime, tuple[datetime, dict]] = {}
         for interval in intervals:
             start = interval["dtstart"]
             duration = interval.get("duration") or default
             if duration <= timedelta(0):
-                raise errors.InvalidDataError(f"interval at {start} has no duration and the "
-                                              f"report has no granularity")
+                raise errors.InvalidDataError(f"interval at {start}: duration {duration} "
+                                              f"is not positive")
             value_payload = interval.get("report_payload") or {}
             r_id = value_payload.get("r_id")
             column, value = self._column(request.report_name, registrations.get(r_id), r_id,
