@@ -13,6 +13,7 @@ so a restart (or a second VTN process on the same database) loses nothing:
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from openleadr import OpenADRServer, enums, errors
+from aiohttp import web
+from openleadr import OpenADRServer, errors
 from openleadr.service import VTNService, handler, service
 
 from flexadr.clock import Clock
 from vtn import metrics
+from vtn.lifecycle import advance
 from vtn.oadr_events import to_oadr, to_report_request
 from vtn.security import signature_middleware
 from vtn.store import OptSchedule, ReportRegistration, ReportRequest, Store
@@ -56,6 +59,8 @@ class VtnConfig:
     history_backfill: timedelta = timedelta(days=1)
     admin_token: str | None = None
     public_url: str | None = None     # base of the opt-out links in notices
+    admin_port: int | None = None     # also serve admin API / opt-out links here, without mTLS
+    tick_interval: timedelta = timedelta(seconds=5)
 
 
 @service("EiOpt")
@@ -82,10 +87,15 @@ def _as_list(value) -> list:
 
 
 class Vtn:
-    def __init__(self, config: VtnConfig, store: Store, clock: Clock):
+    def __init__(self, config: VtnConfig, store: Store, clock: Clock, notifier=None):
+        from vtn.notify import NoticeService
         self.config = config
         self.store = store
         self.clock = clock
+        self.notices = (NoticeService(store, notifier, clock, config.public_url)
+                        if notifier is not None else None)
+        self._ticker: asyncio.Task | None = None
+        self._admin_runner = None
         self.server = OpenADRServer(
             vtn_id=config.vtn_id,
             cert=str(config.cert), key=str(config.key),
@@ -104,11 +114,9 @@ class Vtn:
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
-        self.admin = None
-        if config.admin_token:
-            from vtn.admin import AdminApi
-            self.admin = AdminApi(self, config.admin_token)
-            self.admin.install(self.server.app)
+        from vtn.admin import AdminApi
+        self.admin = AdminApi(self, config.admin_token)
+        self.admin.install(self.server.app)
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)
@@ -131,13 +139,41 @@ class Vtn:
             return await original(payload)
         service_.handlers["oadrQueryRegistration"] = query_registration
 
-    async def start(self) -> None:
+    async def start(self, run_ticker: bool = True) -> None:
         await self.server.run()
         log.info("VTN %s listening on https://%s:%s", self.config.vtn_id, self.config.host,
                  self.config.port)
+        if self.config.admin_port:
+            app = web.Application()
+            self.admin.install(app)
+            self._admin_runner = web.AppRunner(app)
+            await self._admin_runner.setup()
+            await web.TCPSite(self._admin_runner, self.config.host, self.config.admin_port).start()
+        if run_ticker:
+            self._ticker = asyncio.create_task(self._tick_forever())
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
         await self.server.stop()
+
+    async def tick(self) -> None:
+        """Apply due event transitions and send due notices (idempotent)."""
+        for event_id, status in advance(self.store, self.clock):
+            log.info("event %s is now %s", event_id, status)
+        if self.notices is not None:
+            await self.notices.dispatch_due()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:   # noqa: BLE001 - keep the VTN serving; the next tick retries
+                log.exception("lifecycle tick failed")
+            await asyncio.sleep(self.config.tick_interval.total_seconds())
 
     def _seen(self, ven_id: str | None) -> None:
         if ven_id:
