@@ -17,6 +17,7 @@ import smtplib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.policy import SMTP
 from typing import Protocol, Sequence
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 PUBLISHED, FOLLOW_UP, CONNECTIVITY = "published", "follow_up", "connectivity"
 OFFLINE_EVENTS_BEFORE_NOTICE = 3      # notify once offline for MORE than this many events
 UNENROL_AFTER = timedelta(days=7)
+SMTP_POLICY = SMTP.clone(max_line_length=200)   # keep subjects on one line
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class EmailNotifier:
         self.host, self.port, self.sender, self.timeout_s = host, port, sender, timeout_s
 
     async def send(self, message: NoticeMessage) -> None:
-        email = EmailMessage()
+        email = EmailMessage(policy=SMTP_POLICY)
         email["From"] = self.sender
         email["To"] = message.to
         email["Subject"] = message.subject
