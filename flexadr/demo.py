@@ -27,7 +27,8 @@ from ven.agent import AgentConfig, VenAgent
 from ven.fleet import Fleet
 from ven.policy import OwnerPrefs
 from vtn.lifecycle import publish
-from vtn.performance import Interval, mean_kw
+from vtn.settlement.intervals import Series, window_average
+from vtn.settlement.model import TelemetryInterval
 from vtn.service import Vtn, VtnConfig
 from vtn.store import Event, Store, Ven
 
@@ -137,7 +138,8 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
             vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
             adapter_config=dict(spec, time_scale=scale),
             capacity_kwh=spec["capacity_kwh"], max_discharge_kw=spec.get("max_discharge_kw", 0.0),
-            prefs=OwnerPrefs(min_soc_pct=program.min_soc_pct), time_scale=scale))
+            prefs=OwnerPrefs(min_soc_pct=program.min_soc_pct), time_scale=scale,
+            state_url=f"sqlite:///{workdir / 'state' / 'vens.sqlite'}"))
     fleet = Fleet(configs, clock)
     for agent in fleet.agents:
         if instrument:
@@ -181,9 +183,9 @@ def performance_rows(store: Store, events: list[Event], agents: list[VenAgent],
         for target in store.targets(event.event_id):
             ven = store.ven(target.ven_id)
             points = store.telemetry(ven.ven_id, event.start_utc, event.end_utc)
-            reported = mean_kw([Interval(p.interval_start, p.interval_end, p.kw)
-                                for p in points if p.kw is not None],
-                               event.start_utc, event.end_utc)
+            series = Series(TelemetryInterval(ven.ven_id, p.interval_start, p.interval_end, p.kw)
+                            for p in points if p.kw is not None)
+            reported = window_average(series, event.start_utc, event.end_utc).kw
             device = devices[ven.ven_name]
             actual = (device.device.mean_kw(event.start_utc, event.end_utc)
                       if isinstance(device, SimAdapter) else float("nan"))
@@ -220,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the dev PKI and the SQLite store go (default var/demo)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
+    if args.event <= 0 or args.event % DemoOptions.report_s:
+        # The event must cover whole reporting intervals, or its edges would be averaged
+        # with time outside it.
+        parser.error(f"--event must be a positive multiple of {DemoOptions.report_s} seconds")
     logging.basicConfig(level=logging.INFO if args.verbose == 0 else logging.DEBUG,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # openleadr logs every message at INFO and a warning per report; keep them for -v.
@@ -231,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                           workdir=args.workdir)
     result = asyncio.run(run_demo(options))
     print()
-    print(f"Event performance: average kW over the FULL event (discharge programs: kW out; "
-          f"managed charging: charging kW, 0 = fully delayed)")
+    print("Event performance: average kW over the FULL event (discharge programs: kW out; "
+          "managed charging: charging kW, 0 = fully delayed)")
     print(format_table(result.rows))
     registered = sum(agent.registered for agent in result.agents)
     if registered != len(result.agents):

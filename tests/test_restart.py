@@ -120,7 +120,8 @@ async def test_sigkill_mid_event_loses_nothing_and_vens_carry_on(vtn_files, data
         vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
         adapter_config=dict(spec, time_scale=120.0), capacity_kwh=spec["capacity_kwh"],
         max_discharge_kw=spec.get("max_discharge_kw", 0.0),
-        prefs=OwnerPrefs(min_soc_pct=programs[KINDS[kind][0]].min_soc_pct), time_scale=120.0)
+        prefs=OwnerPrefs(min_soc_pct=programs[KINDS[kind][0]].min_soc_pct), time_scale=120.0,
+        state_url=f"sqlite:///{tmp_path / 'vens.sqlite'}")
         for name, kind, spec in plan]
 
     vtn = _serve(config, tmp_path / "vtn-1.log")
@@ -148,8 +149,10 @@ async def test_sigkill_mid_event_loses_nothing_and_vens_carry_on(vtn_files, data
                          what="telemetry inside the event")
         vtn.send_signal(signal.SIGKILL)
         vtn.wait(timeout=10)
+        killed_at = clock.now()
         acked_before = len(acks.acked)
-        await asyncio.sleep(REPORT_S * 1.5)         # the VENs run on while the VTN is down
+        await asyncio.sleep(REPORT_S * 2)           # the VENs run on while the VTN is down
+        restarted_at = clock.now()
 
         vtn = _serve(config, tmp_path / "vtn-2.log")
         await _wait_for_port(port, vtn)
@@ -157,6 +160,10 @@ async def test_sigkill_mid_event_loses_nothing_and_vens_carry_on(vtn_files, data
         # The VENs carry on: each has new reports acknowledged by the restarted VTN.
         await eventually(lambda: all(acks.after_restart[name] >= 2 for name, _, _ in plan),
                          timeout_s=45, what="reports acknowledged after the restart")
+        # What the VENs recorded while the VTN was down arrives from their outboxes.
+        await eventually(lambda: all(
+            any(killed_at <= p.interval_start < restarted_at for p in store.telemetry(name))
+            for name, _, _ in plan), timeout_s=45, what="intervals of the outage")
     finally:
         if fleet is not None:
             await fleet.stop()
@@ -183,6 +190,8 @@ async def test_sigkill_mid_event_loses_nothing_and_vens_carry_on(vtn_files, data
         starts = [p.interval_start for p in points]
         assert len(starts) == len(set(starts)), name
         by_start = {p.interval_start: p for p in points}
+        # No gap: from the first interval on, each starts where the previous one ended.
+        assert all(a.interval_end == b.interval_start for a, b in zip(points, points[1:])), name
         for ven, dtstart, r_id, value in acks.acked:
             if ven != name or r_id not in column:
                 continue

@@ -1,12 +1,10 @@
 """Who may talk to the VTN: certificates from our CA, enrolled, with valid signatures."""
-import asyncio
 import ssl
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from lxml import etree
 from openleadr import enums
 from openleadr.messaging import create_message, parse_message
 
@@ -34,13 +32,14 @@ async def vtn(tmp_path, store):
     await server.stop()
 
 
-def _agent(name, cert, key, ca_file, url, vtn_fingerprint):
+def _agent(name, cert, key, ca_file, url, vtn_fingerprint, state_dir):
     config = AgentConfig(ven_name=name, vtn_url=url, cert=cert, key=key, ca_file=ca_file,
                          vtn_fingerprint=vtn_fingerprint, adapter="sim",
                          adapter_config=dict(kind="battery", capacity_kwh=13.5, soc_pct=80,
                                              max_charge_kw=5, max_discharge_kw=5,
                                              charge_target_pct=None),
-                         capacity_kwh=13.5, max_discharge_kw=5)
+                         capacity_kwh=13.5, max_discharge_kw=5,
+                         state_url=f"sqlite:///{state_dir / 'ven.sqlite'}")
     return VenAgent(config, SystemClock())
 
 
@@ -52,10 +51,10 @@ async def _post(url: str, service: str, message: str, cert: Path, key: Path, ca:
             return response.status, await response.text()
 
 
-async def test_enrolled_ven_registers(vtn):
+async def test_enrolled_ven_registers(vtn, tmp_path):
     pki, store, url = vtn
     agent = _agent("enrolled", pki.vens["enrolled"].cert, pki.vens["enrolled"].key, pki.ca.cert,
-                   url, pki.vtn.fingerprint)
+                   url, pki.vtn.fingerprint, tmp_path)
     await agent.start()
     try:
         assert agent.registered
@@ -68,7 +67,7 @@ async def test_certificate_from_another_ca_cannot_register(vtn, tmp_path):
     pki, store, url = vtn
     rogue_ca = create_ca(tmp_path / "rogue", common_name="rogue CA")
     rogue = issue(rogue_ca, tmp_path / "rogue", "enrolled")
-    agent = _agent("enrolled", rogue.cert, rogue.key, pki.ca.cert, url, pki.vtn.fingerprint)
+    agent = _agent("enrolled", rogue.cert, rogue.key, pki.ca.cert, url, pki.vtn.fingerprint, tmp_path)
     await agent.start()
     try:
         assert not agent.registered
@@ -113,10 +112,10 @@ async def test_registration_with_a_broken_signature_is_rejected(vtn):
     assert store.ven("enrolled").registration_id is None
 
 
-async def test_poll_with_a_broken_signature_is_rejected_and_changes_nothing(vtn):
+async def test_poll_with_a_broken_signature_is_rejected_and_changes_nothing(vtn, tmp_path):
     pki, store, url = vtn
     paths = pki.vens["enrolled"]
-    agent = _agent("enrolled", paths.cert, paths.key, pki.ca.cert, url, pki.vtn.fingerprint)
+    agent = _agent("enrolled", paths.cert, paths.key, pki.ca.cert, url, pki.vtn.fingerprint, tmp_path)
     await agent.start()
     await agent.stop()
     registration = store.ven("enrolled").registration_id

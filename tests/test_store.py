@@ -4,12 +4,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlmodel import SQLModel
 
 from flexadr.clock import ManualClock
 from schedules import model
 from vtn import lifecycle
 from vtn.store import Store, Ven, migrate
+from vtn.store.models import vtn_metadata
 
 T0 = datetime(2026, 7, 1, 16, 0, tzinfo=timezone.utc)
 
@@ -22,7 +22,7 @@ def _ven(store, name="ven-1", program="connected_solutions"):
 def test_migrations_build_exactly_the_models(store):
     assert migrate.current(store.engine) == migrate.head()
     with store.engine.connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+        diff = compare_metadata(MigrationContext.configure(connection), vtn_metadata())
     assert diff == []
 
 

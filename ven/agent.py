@@ -1,36 +1,49 @@
-"""One VEN agent: an openleadr client, one device adapter and the dispatch policy.
+"""One VEN agent: an openleadr client, one device adapter, the dispatch policy,
+and a local store that keeps accepted events and unsent telemetry.
 
-Events come in through openleadr's `on_event`; the policy turns each into
-device commands; the adapter's energy registers become TELEMETRY_USAGE
-reports (kW, kWh, state of charge) at the interval the VTN asks for.
+- Events come in through openleadr's `on_event`; the policy turns each into
+  device commands; accepted events are stored, so a restarted agent re-applies
+  them even if the VTN is unreachable.
+- A sampling loop reads the adapter every `sample_period`, closes reporting
+  intervals into the outbox, and re-plans when the device is (un)plugged.
+- The uplink sends the outbox (TELEMETRY_USAGE, TELEMETRY_STATUS) and deletes
+  only what the VTN acknowledged.
+All periods are program time; `time_scale` > 1 compresses them (demos, tests).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from openleadr import OpenADRClient, enums, objects
+from openleadr import enums, objects, utils
 
 from adapters import registry
-from adapters.base import Adapter, AdapterError
-from flexadr.clock import Clock
+from adapters.base import Adapter, AdapterError, Reading
+from flexadr.clock import Clock, ceil_to
+from ven.oadr_client import FlexClient, as_list
 from ven.policy import Decision, DeviceProfile, EventSignal, EventWindow, Opt, OwnerPrefs, decide
-from ven.telemetry import IntervalSampler
+from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
+    commands_from_json, commands_to_json
+from ven.telemetry import IntervalRecorder
+from ven.uplink import STATUS, USAGE, Uplink
 
 log = logging.getLogger(__name__)
 
 # r_id -> (openleadr measurement, unit, SI scale). State of charge has no 2.0b
 # measurement, so it travels as a customUnit whose description names it.
-TELEMETRY_POINTS = {
+USAGE_POINTS = {
     "kw": ("REAL_POWER", "W", "k"),
     "kwh": ("ENERGY_REAL", "Wh", "k"),
     "soc": ("stateOfCharge", "%", "none"),
 }
+STATUS_POINTS = ("soc", "plugged_in", "online", "manual_override")
 SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
+READ_TIMEOUT = timedelta(seconds=10)
+REGISTER_RETRY = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,18 @@ class AgentConfig:
     efficiency: float = 0.95
     prefs: OwnerPrefs = field(default_factory=OwnerPrefs)
     time_scale: float = 1.0
+    sample_period: timedelta = timedelta(seconds=60)
+    telemetry_interval: timedelta = timedelta(minutes=15)
+    state_url: str = "sqlite:///ven-state.sqlite"
+
+
+def _wall(period: timedelta, time_scale: float) -> timedelta:
+    return timedelta(seconds=period.total_seconds() / time_scale)
 
 
 class VenAgent:
-    def __init__(self, config: AgentConfig, clock: Clock, adapter: Adapter | None = None):
+    def __init__(self, config: AgentConfig, clock: Clock, adapter: Adapter | None = None,
+                 database: LocalDatabase | None = None):
         self.config = config
         self.clock = clock
         self.adapter = adapter or registry.load(config.adapter)(config.adapter_config, clock)
@@ -59,21 +80,21 @@ class VenAgent:
                                      capacity_kwh=config.capacity_kwh,
                                      max_discharge_kw=config.max_discharge_kw,
                                      efficiency=config.efficiency)
+        self.store: LocalStore = (database or LocalDatabase(config.state_url)).for_ven(config.ven_name)
         self.decisions: dict[str, Decision] = {}
-        self._sampler: IntervalSampler | None = None
-        self.client = OpenADRClient(
+        self.client = FlexClient(
             ven_name=config.ven_name, vtn_url=config.vtn_url,
             cert=str(config.cert), key=str(config.key), ca_file=str(config.ca_file),
             vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False)
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
-        for r_id, (measurement, unit, scale) in TELEMETRY_POINTS.items():
-            self.client.add_report(
-                callback=partial(self._report_point, r_id), resource_id="device",
-                measurement=measurement, unit=unit, scale=scale, r_id=r_id,
-                report_specifier_id=f"{config.ven_name}-telemetry",
-                sampling_rate=SAMPLING, report_duration=timedelta(hours=1))
+        self._describe_reports()
+        self.uplink = Uplink(self.client, self.store)
+        self.recorder = self._recorder(config.telemetry_interval)
+        self._plugged_in: bool | None = None
+        self._tasks: list[asyncio.Task] = []
 
+    # --- lifecycle -----------------------------------------------------------
     @property
     def ven_id(self) -> str | None:
         return self.client.ven_id
@@ -83,52 +104,206 @@ class VenAgent:
         return self.client.registration_id is not None
 
     async def start(self) -> None:
+        """Start executing and recording at once; register (and keep trying) with the VTN."""
         await self.adapter.start()
-        self._sampler = IntervalSampler(await self.adapter.read(), self.config.time_scale)
-        await self.client.run()
-        if not self.registered:
-            log.error("VEN %s could not register with %s", self.config.ven_name, self.config.vtn_url)
+        await self._restore_events()
+        self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
+                       asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink")]
+        if not await self._register():
+            self._tasks.append(asyncio.create_task(self._register_loop()))
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.client.client_session is not None:
             await self.client.stop()
         await self.adapter.stop()
 
-    # --- events ------------------------------------------------------------
+    async def _register(self) -> bool:
+        await self.client.run()
+        if not self.registered:
+            log.error("VEN %s could not register with %s", self.config.ven_name, self.config.vtn_url)
+            self.client.client_session = None      # openleadr closed it; a retry needs a new one
+            return False
+        self._adopt_requested_interval()
+        self.uplink.wake.set()
+        return True
+
+    async def _register_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTER_RETRY.total_seconds())
+            if await self._register():
+                return
+
+    # --- telemetry -----------------------------------------------------------
+    def _describe_reports(self) -> None:
+        specifier = f"{self.config.ven_name}-usage"
+        for r_id, (measurement, unit, scale) in USAGE_POINTS.items():
+            self.client.add_report(callback=_pushed_from_outbox, resource_id="device",
+                                   measurement=measurement, unit=unit, scale=scale, r_id=r_id,
+                                   report_specifier_id=specifier, report_name=USAGE,
+                                   sampling_rate=SAMPLING, report_duration=timedelta(hours=1))
+        for r_id in STATUS_POINTS:
+            self.client.add_report(callback=_pushed_from_outbox, resource_id="device", r_id=r_id,
+                                   report_specifier_id=f"{self.config.ven_name}-status",
+                                   report_name=STATUS, sampling_rate=SAMPLING,
+                                   report_duration=timedelta(hours=1))
+
+    def _recorder(self, interval: timedelta) -> IntervalRecorder:
+        interval_wall = _wall(interval, self.config.time_scale)
+        wanted = _wall(self.config.sample_period, self.config.time_scale)
+        samples = max(1, round(interval_wall / wanted))
+        return IntervalRecorder(interval_wall, interval_wall / samples, self.config.time_scale)
+
+    def _adopt_requested_interval(self) -> None:
+        """Report at the granularity the VTN asked for, if it asked for one."""
+        request = self.client.requested.get(USAGE)
+        if request is None or not request.granularity:
+            return
+        interval = request.granularity * self.config.time_scale
+        if _wall(interval, self.config.time_scale) != self.recorder.interval:
+            self.recorder = self._recorder(interval)
+
+    @property
+    def sample_period(self) -> timedelta:
+        return self.recorder.tolerance * 2
+
+    async def _sample_loop(self) -> None:
+        while True:
+            period = self.sample_period
+            now = self.clock.now()
+            tick = ceil_to(now + timedelta(microseconds=1), period)
+            await asyncio.sleep((tick - now).total_seconds())
+            await self.sample(tick)
+
+    async def sample(self, tick) -> None:
+        reading = await self._read()
+        closed = self.recorder.observe(tick, reading)
+        if closed is not None:
+            self.store.add_interval(OutboxInterval(
+                interval_start=closed.start, interval_end=closed.end, kw=closed.kw,
+                kwh=closed.kwh, soc_pct=closed.soc_pct, plugged_in=closed.plugged_in,
+                online=closed.online))
+            self.uplink.wake.set()
+        if reading is not None:
+            await self._on_device_state(reading)
+
+    async def _read(self) -> Reading | None:
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(READ_TIMEOUT.total_seconds()):
+                return await self.adapter.read()
+        except (AdapterError, TimeoutError) as err:
+            log.warning("VEN %s: device did not answer: %r", self.config.ven_name, err)
+            return None
+
+    # --- events --------------------------------------------------------------
     async def on_event(self, event: dict) -> str:
         descriptor = event["event_descriptor"]
         event_id = descriptor["event_id"]
+        stored = self.store.event(event_id)
         if descriptor["event_status"] == enums.EVENT_STATUS.CANCELLED:
-            await self.adapter.clear()
-            self.decisions.pop(event_id, None)
+            if stored is not None:
+                stored.opt, stored.reason, stored.commands_json = Opt.OUT.value, "cancelled", "[]"
+                self.store.save_event(stored)
+            await self._reapply_all()
             return Opt.IN.value
+        if stored is not None and stored.owner_opted_out:
+            return Opt.OUT.value
         window = _window(event)
-        reading = await self.adapter.read()
-        decision = decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
-                          self.config.time_scale)
-        try:
-            for command in decision.commands:
-                await self.adapter.apply(command)
-        except AdapterError as err:
-            decision = Decision(Opt.OUT, f"device refused the command: {err}")
-        self.decisions[event_id] = decision
-        log.info("VEN %s event %s: %s (%s)", self.config.ven_name, event_id, decision.opt,
-                 decision.reason)
-        return decision.opt.value
+        decision = await self._decide(window)
+        self._save(window, int(descriptor["modification_number"]), decision)
+        await self._reapply_all()
+        return self.decisions[event_id].opt.value
 
-    # --- telemetry ---------------------------------------------------------
-    async def _report_point(self, r_id: str) -> list:
-        interval = self._sampler.close(await self.adapter.read())
-        if interval is None:
-            return []
-        value = {"kw": interval.kw, "kwh": interval.kwh, "soc": interval.soc_pct}[r_id]
-        return [(interval.start, round(value, 6))]
+    async def _decide(self, window: EventWindow) -> Decision:
+        reading = await self._read()
+        if reading is None:
+            return Decision(Opt.OUT, "device not answering")
+        return decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
+                      self.config.time_scale)
+
+    def _save(self, window: EventWindow, modification_number: int, decision: Decision,
+              owner_opted_out: bool = False) -> None:
+        self.decisions[window.event_id] = decision
+        self.store.save_event(AcceptedEvent(
+            event_id=window.event_id, modification_number=modification_number,
+            start=window.start, end=window.end, signal_name=window.signal.name,
+            signal_type=window.signal.type, signal_value=window.signal.value,
+            opt=decision.opt.value, reason=decision.reason, owner_opted_out=owner_opted_out,
+            commands_json=commands_to_json(decision.commands)))
+        log.info("VEN %s event %s: %s (%s)", self.config.ven_name, window.event_id, decision.opt,
+                 decision.reason)
+
+    async def _reapply_all(self) -> None:
+        """The device gets exactly the commands of the events still opted in."""
+        try:
+            await self.adapter.clear()
+            for stored in self.store.events_not_ended(self.clock.now()):
+                if stored.opt == Opt.IN.value:
+                    for command in commands_from_json(stored.commands_json):
+                        await self.adapter.apply(command)
+        except AdapterError as err:
+            log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
+
+    async def _restore_events(self) -> None:
+        for stored in self.store.events_not_ended(self.clock.now()):
+            self.decisions[stored.event_id] = Decision(Opt(stored.opt), stored.reason,
+                                                       tuple(commands_from_json(stored.commands_json)))
+        if self.decisions:
+            log.info("VEN %s resumes %d event(s) from its local store", self.config.ven_name,
+                     len(self.decisions))
+            await self._reapply_all()
+
+    async def _on_device_state(self, reading: Reading) -> None:
+        """Re-plan the events still ahead when the car is plugged in or unplugged."""
+        changed = self._plugged_in is not None and reading.plugged_in != self._plugged_in
+        self._plugged_in = reading.plugged_in
+        if not changed:
+            return
+        for stored in self.store.events_not_ended(self.clock.now()):
+            if stored.owner_opted_out:
+                continue
+            window = _stored_window(stored)
+            decision = decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
+                              self.config.time_scale)
+            self._save(window, stored.modification_number, decision)
+            if decision.opt.value != stored.opt:
+                await self._tell_vtn(stored.event_id, stored.modification_number, decision.opt,
+                                     enums.OPT_REASON.PARTICIPATING if decision.opt is Opt.IN
+                                     else enums.OPT_REASON.NOT_PARTICIPATING)
+        await self._reapply_all()
+
+    async def opt_out(self, event_id: str, reason: str = "owner opted out") -> None:
+        """The owner's opt-out: the device stops now and the VTN is told."""
+        stored = self.store.event(event_id)
+        if stored is None:
+            raise KeyError(f"VEN {self.config.ven_name} has no event {event_id}")
+        self._save(_stored_window(stored), stored.modification_number, Decision(Opt.OUT, reason),
+                   owner_opted_out=True)
+        await self._reapply_all()
+        await self._tell_vtn(event_id, stored.modification_number, Opt.OUT,
+                             enums.OPT_REASON.OVERRIDE_STATUS)
+
+    async def _tell_vtn(self, event_id: str, modification_number: int, opt: Opt, reason: str) -> None:
+        if not self.registered:
+            return
+        await self.client.created_event(request_id=utils.generate_id(), event_id=event_id,
+                                        opt_type=opt.value, modification_number=modification_number)
+        await self.client.create_opt(opt_type=opt.value, opt_reason=reason, event_id=event_id,
+                                     modification_number=modification_number,
+                                     targets=[objects.Target(ven_id=self.ven_id)])
+
+
+def _pushed_from_outbox(*_args, **_kwargs):
+    raise RuntimeError("telemetry is pushed from the outbox, not sampled by openleadr")
 
 
 def _window(event: dict) -> EventWindow:
     active = event["active_period"]
-    signal = _first(event["event_signals"])
-    interval = _first(signal["intervals"])
+    signal = as_list(event["event_signals"])[0]
+    interval = as_list(signal["intervals"])[0]
     return EventWindow(
         event_id=event["event_descriptor"]["event_id"],
         start=active["dtstart"],
@@ -138,6 +313,6 @@ def _window(event: dict) -> EventWindow:
     )
 
 
-def _first(value):
-    """openleadr's parser gives a dict for a single element and a list for several."""
-    return value[0] if isinstance(value, list) else value
+def _stored_window(stored: AcceptedEvent) -> EventWindow:
+    return EventWindow(stored.event_id, stored.start, stored.end,
+                       EventSignal(stored.signal_name, stored.signal_type, stored.signal_value))

@@ -7,13 +7,18 @@ from typing import Iterable
 
 from flexadr.clock import Clock
 from ven.agent import AgentConfig, VenAgent
+from ven.store import LocalDatabase
 
 log = logging.getLogger(__name__)
 
 
 class Fleet:
-    def __init__(self, configs: Iterable[AgentConfig], clock: Clock, max_concurrent_starts: int = 50):
-        self.agents = [VenAgent(config, clock) for config in configs]
+    def __init__(self, configs: Iterable[AgentConfig], clock: Clock, max_concurrent_starts: int = 50,
+                 database: LocalDatabase | None = None):
+        configs = list(configs)
+        # One local database for the whole fleet: one engine, one file.
+        database = database or LocalDatabase(configs[0].state_url)
+        self.agents = [VenAgent(config, clock, database=database) for config in configs]
         self._starts = asyncio.Semaphore(max_concurrent_starts)
 
     async def _start_one(self, agent: VenAgent) -> None:

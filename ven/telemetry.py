@@ -1,7 +1,11 @@
-"""Sampling the adapter into reporting intervals.
+"""From device readings to reporting intervals.
 
-An interval's kW is derived from the energy registers (not an instantaneous
-reading), so the reported average is the energy that really flowed.
+The agent samples its adapter often (default every 60 s) and closes an
+interval at each reporting boundary (the program's 15 minutes, or what the
+VTN asked for). An interval's kW comes from the energy registers, so the
+reported average is the energy that really flowed. An interval the agent did
+not see from start to end (start-up, restart, device silent at a boundary) is
+not invented: it is skipped, or reported with the device offline and no kW.
 """
 from __future__ import annotations
 
@@ -9,47 +13,59 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from adapters.base import Reading
-
-# Report callbacks for the kW, kWh and SoC points of one report fire within
-# milliseconds of each other: they must all get the same interval.
-SAME_TICK = timedelta(milliseconds=500)
+from flexadr.clock import ceil_to
 
 
 @dataclass(frozen=True)
 class IntervalReading:
     start: datetime
     end: datetime
-    kw: float          # mean power into the device
-    kwh: float         # net energy into the device in the interval
-    soc_pct: float
+    kw: float | None          # mean power into the device; None when unknown
+    kwh: float | None         # net energy into the device in the interval
+    soc_pct: float | None
+    plugged_in: bool | None
+    online: bool
 
 
-class IntervalSampler:
-    """Turns successive readings into back-to-back intervals.
-
-    The span from agent start to the first reporting tick is not reported:
-    it is shorter than the reporting interval and would overlap the next one.
-    """
-
-    def __init__(self, first: Reading, time_scale: float = 1.0):
+class IntervalRecorder:
+    def __init__(self, interval: timedelta, sample_period: timedelta, time_scale: float = 1.0):
+        if interval % sample_period:
+            raise ValueError(f"the sample period {sample_period} must divide the interval {interval}")
+        self.interval = interval
+        self.tolerance = sample_period / 2
         self.time_scale = time_scale
-        self._last_reading = first
-        self._closed_at: datetime | None = None
-        self._last_interval: IntervalReading | None = None
+        self._opening: Reading | None = None     # reading at the start of the open interval
+        self._open_start: datetime | None = None
+        self._online = True
 
-    def close(self, reading: Reading) -> IntervalReading | None:
-        """Close the interval that ends at `reading`; None while there is nothing to report."""
-        if self._closed_at is not None and reading.at - self._closed_at < SAME_TICK:
-            return self._last_interval
-        previous, primed = self._last_reading, self._closed_at is not None
-        self._last_reading, self._closed_at = reading, reading.at
-        seconds = (reading.at - previous.at).total_seconds()
-        if not primed or seconds <= 0:
-            self._last_interval = None
+    def _boundary_near(self, at: datetime) -> datetime | None:
+        boundary = ceil_to(at - self.tolerance, self.interval)
+        return boundary if abs(at - boundary) <= self.tolerance else None
+
+    def observe(self, at: datetime, reading: Reading | None) -> IntervalReading | None:
+        """Feed one sample (None: the device did not answer); maybe close an interval."""
+        if reading is None:
+            self._online = False
+        boundary = self._boundary_near(at)
+        if boundary is None:
             return None
-        kwh = ((reading.kwh_imported - previous.kwh_imported)
-               - (reading.kwh_exported - previous.kwh_exported))
-        hours = seconds * self.time_scale / 3600
-        self._last_interval = IntervalReading(previous.at, reading.at, kwh / hours, kwh,
-                                              reading.soc_pct)
-        return self._last_interval
+        if self._open_start is not None and boundary - self._open_start != self.interval:
+            self._opening = self._open_start = None     # samples were missed: do not invent
+        closed = None
+        if self._open_start is not None and boundary > self._open_start:
+            closed = self._close(boundary, reading)
+        elif self._open_start == boundary:
+            return None                                 # a second sample on the same boundary
+        self._opening, self._open_start = reading, boundary if reading is not None else None
+        self._online = reading is not None
+        return closed
+
+    def _close(self, end: datetime, reading: Reading | None) -> IntervalReading:
+        start, opening = self._open_start, self._opening
+        if reading is None or opening is None:
+            return IntervalReading(start, end, None, None, None, None, online=False)
+        kwh = ((reading.kwh_imported - opening.kwh_imported)
+               - (reading.kwh_exported - opening.kwh_exported))
+        hours = (end - start).total_seconds() * self.time_scale / 3600
+        return IntervalReading(start, end, kwh / hours, kwh, reading.soc_pct, reading.plugged_in,
+                               online=self._online and reading.online)

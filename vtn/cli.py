@@ -13,6 +13,7 @@ import sys
 COMMANDS = [
     "vtn.commands.serve",
     "vtn.commands.operate",
+    "vtn.commands.settle",
 ]
 
 

@@ -218,3 +218,19 @@ class Notice(SQLModel, table=True):
     sent_at: datetime = Field(sa_type=UTCDateTime)
     delivered: bool = False
     error: str | None = None
+
+
+VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
+              OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
+              TelemetryPoint, Notice)
+
+
+def vtn_metadata():
+    """The VTN's tables only (SQLModel's shared metadata also holds the VEN's local tables)."""
+    from sqlalchemy import MetaData
+    metadata = MetaData()
+    names = {model.__tablename__ for model in VTN_MODELS}
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name in names:
+            table.to_metadata(metadata)
+    return metadata

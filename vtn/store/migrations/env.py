@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
-from sqlmodel import SQLModel
-
-import vtn.store.models  # noqa: F401  (registers the tables)
+from vtn.store.models import vtn_metadata
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = vtn_metadata()
 
 
 def run_migrations_offline() -> None:

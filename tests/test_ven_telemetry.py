@@ -1,0 +1,78 @@
+"""Readings -> reporting intervals: energy-based kW, nothing invented."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from adapters.base import Reading
+from ven.telemetry import IntervalRecorder
+
+T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)   # on a 15-minute boundary
+M = timedelta(minutes=1)
+
+
+def reading(at, imported=0.0, exported=0.0, soc=50.0, plugged_in=True):
+    return Reading(at, 0.0, imported, exported, soc, plugged_in)
+
+
+def recorder():
+    return IntervalRecorder(interval=15 * M, sample_period=M)
+
+
+def test_first_interval_opens_on_a_boundary_and_closes_on_the_next():
+    rec = recorder()
+    assert rec.observe(T0 - 7 * M, reading(T0 - 7 * M)) is None      # mid-interval: not reported
+    assert rec.observe(T0, reading(T0, exported=1.0)) is None        # opens [T0, T0+15)
+    for minute in range(1, 15):
+        assert rec.observe(T0 + minute * M, reading(T0 + minute * M, exported=1.5)) is None
+    closed = rec.observe(T0 + 15 * M, reading(T0 + 15 * M, exported=2.0, soc=45))
+    assert (closed.start, closed.end) == (T0, T0 + 15 * M)
+    assert closed.kw == pytest.approx(-4.0)          # 1 kWh out in a quarter hour
+    assert closed.kwh == pytest.approx(-1.0)
+    assert closed.soc_pct == 45 and closed.online and closed.plugged_in
+
+
+def test_intervals_follow_each_other_without_gaps():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    first = rec.observe(T0 + 15 * M, reading(T0 + 15 * M, imported=1))
+    second = rec.observe(T0 + 30 * M, reading(T0 + 30 * M, imported=3))
+    assert first.end == second.start
+    assert second.kw == pytest.approx(8.0)
+
+
+def test_a_missed_boundary_is_not_invented():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    # the agent was down from T0+5 to T0+20: [T0, T0+15) and [T0+15, T0+30) were not seen whole
+    assert rec.observe(T0 + 30 * M, reading(T0 + 30 * M, imported=5)) is None
+    closed = rec.observe(T0 + 45 * M, reading(T0 + 45 * M, imported=6))
+    assert (closed.start, closed.kw) == (T0 + 30 * M, pytest.approx(4.0))
+
+
+def test_a_device_silent_at_the_boundary_is_reported_offline_without_kw():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    closed = rec.observe(T0 + 15 * M, None)
+    assert closed.online is False and closed.kw is None and closed.soc_pct is None
+
+
+def test_a_device_silent_inside_the_interval_marks_it_offline_but_keeps_energy():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    rec.observe(T0 + 5 * M, None)
+    closed = rec.observe(T0 + 15 * M, reading(T0 + 15 * M, imported=1))
+    assert closed.online is False and closed.kw == pytest.approx(4.0)
+
+
+def test_time_scale_turns_wall_seconds_into_device_hours():
+    rec = IntervalRecorder(interval=timedelta(seconds=5), sample_period=timedelta(seconds=1),
+                           time_scale=720)        # 5 wall seconds = 1 device hour
+    start = datetime(2026, 7, 1, 19, 0, 5, tzinfo=timezone.utc)
+    rec.observe(start, reading(start))
+    closed = rec.observe(start + timedelta(seconds=5), reading(start, exported=3.0))
+    assert closed.kw == pytest.approx(-3.0)
+
+
+def test_sample_period_must_divide_the_interval():
+    with pytest.raises(ValueError):
+        IntervalRecorder(interval=15 * M, sample_period=7 * M)

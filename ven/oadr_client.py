@@ -1,0 +1,89 @@
+"""openleadr's client, with telemetry pushed from the agent's durable outbox.
+
+Stock openleadr samples report callbacks on its own timer and drops a report
+whose send failed. Here the VTN's report requests are only recorded; the
+agent's uplink sends what the outbox holds, and deletes it once acknowledged.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from openleadr import OpenADRClient, objects, utils
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    report_request_id: str
+    report_specifier_id: str
+    report_name: str
+    r_ids: tuple[str, ...]
+    granularity: timedelta | None
+
+
+@dataclass(frozen=True)
+class Sent:
+    ok: bool
+    detail: str
+
+
+def as_list(value) -> list:
+    """openleadr's parser gives a dict for a single element and a list for several."""
+    return value if isinstance(value, list) else [value]
+
+
+class FlexClient(OpenADRClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
+
+    async def create_report(self, response_payload: dict) -> None:
+        """Record the VTN's report requests (instead of scheduling openleadr's timers)."""
+        for request in response_payload.get("report_requests", []):
+            specifier = request["report_specifier"]
+            report = utils.find_by(self.reports, "report_specifier_id",
+                                   specifier["report_specifier_id"])
+            if report is None:
+                log.error("VTN asked for unknown report %s", specifier["report_specifier_id"])
+                continue
+            r_ids = tuple(p["r_id"] for p in as_list(specifier["specifier_payloads"]))
+            name = report.report_name.removeprefix("METADATA_")
+            self.requested[name] = ReportRequest(request["report_request_id"],
+                                                 report.report_specifier_id, name, r_ids,
+                                                 specifier.get("granularity"))
+            log.info("VTN requested %s every %s", name, specifier.get("granularity"))
+        request_id = response_payload.get("request_id") or \
+            response_payload.get("response", {}).get("request_id")
+        message = self._create_message(
+            "oadrCreatedReport", ven_id=self.ven_id,
+            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+            pending_reports=[{"report_request_id": r["report_request_id"]}
+                             for r in response_payload.get("report_requests", [])])
+        await self._perform_request("EiReport", message)
+
+    async def send_intervals(self, name: str, rows: list[tuple[datetime, timedelta, dict]]) -> Sent:
+        """Send one report of intervals [(start, duration, {r_id: value})]; True when acknowledged."""
+        request = self.requested.get(name)
+        if request is None:
+            return Sent(False, f"the VTN has not requested {name}")
+        intervals = [objects.ReportInterval(dtstart=start, duration=duration,
+                                            report_payload=objects.ReportPayload(r_id=r_id, value=value))
+                     for start, duration, values in rows
+                     for r_id, value in values.items() if r_id in request.r_ids and value is not None]
+        if not intervals:
+            return Sent(True, "nothing the VTN asked for")
+        report = objects.Report(report_request_id=request.report_request_id,
+                                report_specifier_id=request.report_specifier_id,
+                                report_name=name, intervals=intervals,
+                                dtstart=min(i.dtstart for i in intervals))
+        message = self._create_message("oadrUpdateReport", reports=[report], ven_id=self.ven_id,
+                                       request_id=utils.generate_id())
+        result = await self._perform_request("EiReport", message)
+        response_type, payload = result if result else (None, {})
+        code = payload.get("response", {}).get("response_code")
+        if response_type == "oadrUpdatedReport" and code == 200:
+            return Sent(True, "acknowledged")
+        return Sent(False, f"not acknowledged: {response_type} {code}")

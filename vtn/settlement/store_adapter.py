@@ -1,0 +1,92 @@
+"""The VTN store as a settlement source.
+
+Two layers, kept apart on purpose:
+- `from_store_rows` (pure) is the contract: plain EventRecord /
+  TelemetryInterval / ParticipantInfo / OptOut rows in, checked
+  SettlementInput out, with the same checks as CSV input;
+- `query_season` is the only code that touches the database; when the store's
+  models change, only it changes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from vtn.settlement import validate
+from vtn.settlement.model import (
+    EventRecord, OptOut, ParticipantInfo, SettlementInput, TelemetryInterval)
+from vtn.settlement.params import ProgramParams
+
+OPT_OUT = "optOut"     # EventTarget.opt_type of an OpenADR oadrCreatedEvent opt-out
+
+
+class StoreDataError(ValueError):
+    pass
+
+
+def from_store_rows(events: Sequence[EventRecord], telemetry: Sequence[TelemetryInterval],
+                    participants: Sequence[ParticipantInfo] = (), opt_outs: Sequence[OptOut] = (),
+                    *, event_data_only: bool = False) -> SettlementInput:
+    """Check store rows; problems name the row index and participant.
+
+    The store keeps telemetry 24x7, so for programs settled on event data only
+    the intervals outside every event are dropped here, not reported.
+    """
+    problems: list[str] = []
+    for i in validate.duplicate_ids(events):
+        problems.append(f"event row {i}: event_id {events[i].event_id!r} appears twice")
+    for a, b in validate.overlapping(telemetry):
+        problems.append(f"telemetry row {b} ({telemetry[b].participant}, "
+                        f"{telemetry[b].start_utc.isoformat()}) overlaps row {a}")
+    if participants:
+        known = {p.participant for p in participants}
+        for i in validate.unknown_participants(telemetry, known):
+            problems.append(f"telemetry row {i}: unknown participant {telemetry[i].participant!r}")
+    if problems:
+        raise StoreDataError("; ".join(problems[:20]))
+    if event_data_only:
+        outside = set(validate.outside_events(telemetry, events))
+        telemetry = [iv for i, iv in enumerate(telemetry) if i not in outside]
+    return SettlementInput(tuple(events), tuple(telemetry), tuple(participants), tuple(opt_outs))
+
+
+def query_season(store, params: ProgramParams, season: int) -> SettlementInput:
+    """Read one program's season from a `vtn.store.Store`.
+
+    Events: the program's events starting in the local calendar year `season`,
+    excluding cancelled and test events (communication tests are not
+    performance events). Participants: the program's enrolled VENs (by
+    ven_id). Telemetry: their kW intervals over that year (needed for
+    baselines, Clean Peak and yearly cycles), sign-flipped for discharge
+    programs. Opt-outs: `optOut` answers.
+    """
+    from sqlmodel import select
+
+    from vtn.store import Event, EventTarget, TelemetryPoint, Ven
+
+    tz = params.timezone
+    year_start = datetime(season, 1, 1, tzinfo=tz).astimezone(timezone.utc)
+    year_end = datetime(season + 1, 1, 1, tzinfo=tz).astimezone(timezone.utc)
+    sign = -1.0 if params.discharge else 1.0
+    with store.session() as s:
+        stored_events = s.exec(select(Event).where(
+            Event.program_id == params.program, Event.start_utc >= year_start,
+            Event.start_utc < year_end, Event.status != "cancelled",
+            Event.test_event == False).order_by(Event.start_utc)).all()  # noqa: E712
+        vens = s.exec(select(Ven).where(Ven.program_id == params.program).order_by(Ven.ven_id)).all()
+        ven_ids = [v.ven_id for v in vens]
+        points = s.exec(select(TelemetryPoint).where(
+            TelemetryPoint.ven_id.in_(ven_ids), TelemetryPoint.interval_end > year_start,
+            TelemetryPoint.interval_start < year_end)
+            .order_by(TelemetryPoint.ven_id, TelemetryPoint.interval_start)).all()
+        event_ids = [e.event_id for e in stored_events]
+        targets = s.exec(select(EventTarget).where(
+            EventTarget.event_id.in_(event_ids), EventTarget.opt_type == OPT_OUT)).all()
+    events = [EventRecord(e.event_id, e.start_utc, e.end_utc) for e in stored_events]
+    telemetry = [TelemetryInterval(p.ven_id, p.interval_start, p.interval_end, sign * p.kw + 0.0,
+                                   soc_pct=p.soc_pct)
+                 for p in points if p.kw is not None]       # a missing reading is missing data
+    participants = [ParticipantInfo(v) for v in ven_ids]
+    opt_outs = [OptOut(t.ven_id, t.event_id) for t in targets]
+    return from_store_rows(events, telemetry, participants, opt_outs,
+                           event_data_only=params.event_data_only)
