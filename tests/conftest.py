@@ -26,6 +26,29 @@ def _quiet_openleadr():
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+@pytest.fixture(autouse=True)
+def vtn_sent_messages():
+    """Every OpenADR message an in-process VTN sends during a test must be valid 2.0b."""
+    from openleadr import hooks
+
+    from flexadr import xsd
+    sent: list[str] = []
+
+    async def capture(text):
+        if text and text.lstrip().startswith("<"):
+            sent.append(text)
+    hooks.register("before_respond", capture)
+    yield sent
+    hooks.HOOKS["before_respond"].remove(capture)
+    invalid = []
+    for text in sent:
+        try:
+            xsd.validate(text)
+        except xsd.SchemaViolation as err:
+            invalid.append(err.errors[:3])
+    assert not invalid, f"the VTN sent {len(invalid)} invalid message(s): {invalid[:3]}"
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "database_url" in getattr(item, "fixturenames", ()):

@@ -211,3 +211,20 @@ async def test_vens_telemetry_csv_optouts_and_metrics(api):
     assert 'flexadr_vtn_events{status="far"} 1.0' in text
     assert "flexadr_vtn_vens_registered 0.0" in text
     assert "flexadr_vtn_signature_failures_total" in text
+
+
+async def test_plan_then_publish_an_event(api):
+    session, vtn, pki, _ = api
+    vtn.store.enrol(Ven(ven_id="batt-1", ven_name="batt-1",
+                        fingerprint=pki.vens["batt-1"].fingerprint,
+                        program_id="connected_solutions", device_kind="battery"))
+    status, event = await _call(session, "POST", "/api/events", json={
+        "program_id": "connected_solutions", "start": (NOW + timedelta(days=1)).isoformat(),
+        "minutes": 180, "setpoint_kw": 5, "plan": True})
+    assert (status, event["status"]) == (201, "pending")
+    assert vtn.store.pending_messages("batt-1") == []
+    status, body = await _call(session, "POST", f"/api/events/{event['event_id']}/publish")
+    assert (status, body["status"]) == (200, "far")
+    assert len(vtn.store.pending_messages("batt-1")) == 1
+    status, body = await _call(session, "POST", f"/api/events/{event['event_id']}/publish")
+    assert status == 409 and "not pending" in body["error"]

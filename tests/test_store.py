@@ -111,3 +111,35 @@ def test_an_event_with_bad_times_is_refused_and_nothing_is_stored(store):
         lifecycle.publish(store, program, T0 - timedelta(hours=3), T0 - timedelta(hours=1),
                           ["ven-1"], clock, setpoint_kw=5)
     assert store.events() == [] and store.pending_messages("ven-1") == []
+
+
+def test_a_planned_event_stays_invisible_until_published(store):
+    clock = ManualClock(T0 - timedelta(hours=24))
+    _ven(store)
+    program = model.load("connected_solutions")
+    event = lifecycle.publish(store, program, T0, T0 + timedelta(hours=2), ["ven-1"], clock,
+                              setpoint_kw=5, planned=True)
+    assert event.status == "pending" and store.pending_messages("ven-1") == []
+    assert store.events_for("ven-1", clock.now()) == []
+    assert lifecycle.advance(store, clock) == []
+    lifecycle.modify(store, event.event_id, clock, signal_value=6.0)
+    assert store.event(event.event_id).modification_number == 0   # never sent: no new version
+    clock.advance(timedelta(hours=1))
+    published = lifecycle.publish_planned(store, event.event_id, clock)
+    assert (published.status, published.signal_value) == ("far", 6.0)
+    assert [m.message_type for m in store.pending_messages("ven-1")] == ["oadrDistributeEvent"]
+    assert [e.event_id for e in store.events_for("ven-1", clock.now())] == [event.event_id]
+    assert [(t.from_status, t.to_status, t.note) for t in store.transitions(event.event_id)] == [
+        (None, "pending", "planned"), ("pending", "pending", "modified"),
+        ("pending", "far", "published")]
+    with pytest.raises(lifecycle.EventNotChangeable):
+        lifecycle.publish_planned(store, event.event_id, clock)
+
+
+def test_a_cancelled_event_the_ven_never_received_is_not_sent(store):
+    clock = ManualClock(T0 - timedelta(hours=24))
+    _ven(store)
+    event = lifecycle.publish(store, model.load("connected_solutions"), T0,
+                              T0 + timedelta(hours=2), ["ven-1"], clock, setpoint_kw=5)
+    lifecycle.cancel(store, event.event_id, clock)
+    assert store.events_for("ven-1", clock.now()) == []

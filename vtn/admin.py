@@ -90,10 +90,13 @@ class AdminApi:
               "charger_kw": "number", "inverter_kw": "number"}),
             ("GET", "/api/vens", self.list_vens, "VENs: registration, online, last seen", None),
             ("GET", "/api/events", self.list_events, "Events (?status=)", None),
-            ("POST", "/api/events", self.post_event, "Create (publish) an event",
+            ("POST", "/api/events", self.post_event,
+             "Create an event: published at once, or only planned (plan: true)",
              {"program_id": "string", "start": "date-time", "end": "date-time",
               "minutes": "integer", "setpoint_kw": "number", "ven_ids": "array",
-              "test_event": "boolean"}),
+              "test_event": "boolean", "plan": "boolean"}),
+            ("POST", "/api/events/{event_id}/publish", self.publish_event,
+             "Publish a planned event", None),
             ("GET", "/api/events/{event_id}", self.get_event,
              "An event with its targets and transitions", None),
             ("PATCH", "/api/events/{event_id}", self.patch_event, "Modify an event",
@@ -288,7 +291,8 @@ class AdminApi:
         try:
             event = lifecycle.publish(self.store, program, start, end, ven_ids, self.clock,
                                       setpoint_kw=body.get("setpoint_kw"),
-                                      test_event=bool(body.get("test_event")))
+                                      test_event=bool(body.get("test_event")),
+                                      planned=bool(body.get("plan")))
         except lifecycle.EventOutsideRules as err:
             raise ApiError(400, str(err)) from err
         return _json(event.model_dump(), 201)
@@ -322,6 +326,16 @@ class AdminApi:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
         except lifecycle.EventOutsideRules as err:
             raise ApiError(400, str(err)) from err
+        return _json(event.model_dump())
+
+    async def publish_event(self, request):
+        event_id = request.match_info["event_id"]
+        try:
+            event = lifecycle.publish_planned(self.store, event_id, self.clock)
+        except lifecycle.EventNotChangeable as err:
+            raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
+        except lifecycle.EventOutsideRules as err:
+            raise ApiError(409, str(err)) from err
         return _json(event.model_dump())
 
     async def cancel_event(self, request):

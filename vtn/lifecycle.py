@@ -28,8 +28,12 @@ class EventNotChangeable(ValueError):
 
 def publish(store: Store, program: Program, start_utc: datetime, end_utc: datetime,
             ven_ids: Sequence[str], clock: Clock, setpoint_kw: float | None = None,
-            test_event: bool = False, follow_up: timedelta | None = None) -> Event:
-    """Store an event for `ven_ids`; they receive it at their next poll."""
+            test_event: bool = False, follow_up: timedelta | None = None,
+            planned: bool = False) -> Event:
+    """Store an event for `ven_ids`; they receive it at their next poll.
+
+    planned=True stores it as 'pending': nobody sees it until `publish_planned`.
+    """
     if start_utc.tzinfo is None or end_utc.tzinfo is None:
         raise EventOutsideRules("event times need a UTC offset")
     if end_utc <= start_utc:
@@ -57,10 +61,24 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
         end_utc=end_utc,
         test_event=test_event,
         created_at=now,
-        status=status_at_publication(start_utc, end_utc, now),
+        status=PENDING if planned else status_at_publication(start_utc, end_utc, now),
         follow_up_at=(start_utc - follow_up) if follow_up else None,
     )
     return store.add_event(event, ven_ids)
+
+
+def publish_planned(store: Store, event_id: str, clock: Clock) -> Event:
+    """Send a planned (pending) event to its targets."""
+    event = store.event(event_id)
+    if event is None:
+        raise EventNotChangeable(f"no event {event_id}")
+    if event.status != PENDING:
+        raise EventNotChangeable(f"event {event_id} is {event.status}, not pending")
+    now = clock.now()
+    if event.end_utc <= now:
+        raise EventOutsideRules(f"event {event_id} ended at {event.end_utc}")
+    return store.publish_planned(event_id, status_at_publication(event.start_utc, event.end_utc,
+                                                                 now), now)
 
 
 def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime) -> str:
@@ -84,7 +102,8 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
     now = clock.now()
     if event.follow_up_at is not None:
         changes["follow_up_at"] = start - (event.start_utc - event.follow_up_at)
-    changes["status"] = status_at_publication(start, end, now)
+    if event.status != PENDING:
+        changes["status"] = status_at_publication(start, end, now)
     return store.modify_event(event_id, now, "modified", **changes)
 
 
@@ -108,6 +127,8 @@ def advance(store: Store, clock: Clock) -> list[tuple[str, str]]:
     now = clock.now()
     changed = []
     for event in store.open_events():
+        if event.status == PENDING:
+            continue
         status = status_at(event, now)
         if status != event.status and store.set_event_status(event.event_id, status, now):
             changed.append((event.event_id, status))

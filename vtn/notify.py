@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from flexadr.clock import Clock
-from vtn.store import CANCELLED, COMPLETED, Event, Notice, Participant, Store
+from vtn.store import CANCELLED, COMPLETED, PENDING, Event, Notice, Participant, Store
 
 log = logging.getLogger(__name__)
 
@@ -145,20 +145,30 @@ class NoticeService:
         self.store, self.notifier, self.clock = store, notifier, clock
         self.public_url, self.tz = public_url, tz
 
-    async def dispatch_due(self) -> list[Notice]:
-        """Send every notice that is due and was not sent yet (safe to call repeatedly)."""
+    async def dispatch_due(self, check_connectivity: bool = True) -> list[Notice]:
+        """Send every notice that is due and was not sent yet (safe to call repeatedly).
+
+        The connectivity rule only changes when an event completes: callers that
+        tick often pass check_connectivity=False in between.
+        """
         now = self.clock.now()
         sent = []
         for event in self.store.open_events():
+            if event.status == PENDING:
+                continue
             kinds = [PUBLISHED]
             if event.follow_up_at is not None and event.follow_up_at <= now < event.start_utc:
                 kinds.append(FOLLOW_UP)
+            done = {(n.ven_id, n.kind) for n in self.store.notices(event_id=event.event_id)}
             for target in self.store.targets(event.event_id):
                 for kind in kinds:
+                    if (target.ven_id, kind) in done:
+                        continue
                     notice = await self._notify(kind, event, target.ven_id, now)
                     if notice is not None:
                         sent.append(notice)
-        sent.extend(await self._connectivity(now))
+        if check_connectivity:
+            sent.extend(await self._connectivity(now))
         return sent
 
     async def _notify(self, kind: str, event: Event | None, ven_id: str,

@@ -30,7 +30,7 @@ from vtn import metrics
 from vtn.lifecycle import advance
 from vtn.oadr_events import to_oadr, to_report_request
 from vtn.security import signature_middleware
-from vtn.store import OptSchedule, ReportRegistration, ReportRequest, Store
+from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class Vtn:
         self.notices = (NoticeService(store, notifier, clock, config.public_url)
                         if notifier is not None else None)
         self._ticker: asyncio.Task | None = None
+        self._ticked = False
         self._admin_runner = None
         self.server = OpenADRServer(
             vtn_id=config.vtn_id,
@@ -162,10 +163,13 @@ class Vtn:
 
     async def tick(self) -> None:
         """Apply due event transitions and send due notices (idempotent)."""
+        completed = False
         for event_id, status in advance(self.store, self.clock):
             log.info("event %s is now %s", event_id, status)
+            completed = completed or status == COMPLETED
         if self.notices is not None:
-            await self.notices.dispatch_due()
+            await self.notices.dispatch_due(check_connectivity=completed or not self._ticked)
+        self._ticked = True
 
     async def _tick_forever(self) -> None:
         while True:

@@ -17,7 +17,7 @@ from sqlmodel import Session, create_engine, select
 
 from vtn.store import migrate
 from vtn.store.models import (
-    CANCELLED, COMPLETED, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
+    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
     Resource, TelemetryPoint, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
@@ -161,19 +161,38 @@ class Store:
 
     # --- events ------------------------------------------------------------
     def add_event(self, event: Event, ven_ids: Sequence[str]) -> Event:
-        """Store an event, its targets, its first transition, and queue it for each target."""
+        """Store an event, its targets and its first transition; unless it is only planned
+        (status pending), queue it for each target."""
+        planned = event.status == PENDING
         with self.session() as s:
             s.add(event)
             s.flush()
             s.add(EventTransition(event_id=event.event_id, from_status=None, to_status=event.status,
                                   modification_number=event.modification_number,
-                                  at=event.created_at, note="published"))
+                                  at=event.created_at, note="planned" if planned else "published"))
             for ven_id in ven_ids:
                 s.add(EventTarget(event_id=event.event_id, ven_id=ven_id))
-                s.add(OutboundMessage(ven_id=ven_id, message_type=DISTRIBUTE_EVENT,
-                                      created_at=event.created_at))
+                if not planned:
+                    s.add(OutboundMessage(ven_id=ven_id, message_type=DISTRIBUTE_EVENT,
+                                          created_at=event.created_at))
             s.commit()
         return event
+
+    def publish_planned(self, event_id: str, status: str, at: datetime) -> Event:
+        """A planned (pending) event goes out: new status, transition, queued for its targets."""
+        with self.session() as s:
+            event = s.get(Event, event_id, with_for_update=True)
+            s.add(EventTransition(event_id=event_id, from_status=event.status, to_status=status,
+                                  modification_number=event.modification_number, at=at,
+                                  note="published"))
+            event.status = status
+            event.created_at = at
+            s.add(event)
+            for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
+                s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
+                                      created_at=at))
+            s.commit()
+            return event
 
     def event(self, event_id: str) -> Event | None:
         with self.session() as s:
@@ -201,14 +220,16 @@ class Store:
             before = event.status
             for name, value in changes.items():
                 setattr(event, name, value)
-            event.modification_number += 1
+            if before != PENDING:      # a planned event has not been sent: no new version
+                event.modification_number += 1
             event.modified_at = at
             s.add(event)
             s.add(EventTransition(event_id=event_id, from_status=before, to_status=event.status,
                                   modification_number=event.modification_number, at=at, note=note))
-            for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
-                s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
-                                      created_at=at))
+            if before != PENDING:
+                for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
+                    s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
+                                          created_at=at))
             s.commit()
             return event
 
@@ -233,8 +254,11 @@ class Store:
     def events_for(self, ven_id: str, not_ended_before: datetime,
                    include_cancelled: bool = True) -> Sequence[Event]:
         with self.session() as s:
+            # Not planned ones; not cancellations of events the VEN never received.
             query = (select(Event).join(EventTarget)
-                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before)
+                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before,
+                            Event.status != PENDING,
+                            (Event.status != CANCELLED) | (EventTarget.delivered_modification >= 0))
                      .order_by(Event.start_utc))
             if not include_cancelled:
                 query = query.where(Event.status != CANCELLED)
