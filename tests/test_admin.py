@@ -205,6 +205,8 @@ async def test_vens_telemetry_csv_optouts_and_metrics(api):
 
     status, optouts = await _call(session, "GET", f"/api/optouts?event_id={event['event_id']}")
     assert [(o["ven_id"], o["source"]) for o in optouts["event_opt_outs"]] == [("batt-1", "eiOpt")]
+    assert optouts["season_counts"]["batt-1"]["count"] == 1
+    assert optouts["season_counts"]["batt-1"]["over_limit"] is False
 
     status, text = await _call(session, "GET", "/metrics")
     assert status == 200
@@ -228,3 +230,23 @@ async def test_plan_then_publish_an_event(api):
     assert len(vtn.store.pending_messages("batt-1")) == 1
     status, body = await _call(session, "POST", f"/api/events/{event['event_id']}/publish")
     assert status == 409 and "not pending" in body["error"]
+
+
+async def test_more_than_twelve_opt_outs_in_a_season_are_flagged(api):
+    from schedules import model
+    from vtn import lifecycle
+    from vtn.programs import ensure_program
+    session, vtn, pki, clock = api
+    store = vtn.store
+    ensure_program(store, "managed_charging")
+    store.enrol(Ven(ven_id="ev-1", ven_name="ev-1", fingerprint=pki.vens["ev-1"].fingerprint,
+                    program_id="managed_charging", device_kind="ev_managed"))
+    program = model.load("managed_charging")
+    for day in range(13):
+        start = NOW + timedelta(days=day + 1)
+        event = lifecycle.publish(store, program, start, start + timedelta(hours=8), ["ev-1"],
+                                  clock)
+        store.record_opt("ev-1", event.event_id, "optOut", clock.now(), source="notice")
+        status, body = await _call(session, "GET", "/api/optouts")
+        assert body["season_counts"]["ev-1"] == {"count": day + 1, "limit": 12,
+                                                 "over_limit": day + 1 > 12}

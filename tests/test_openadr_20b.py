@@ -323,3 +323,18 @@ async def test_cancelling_someone_elses_registration_id_is_refused(vtn, stock):
                                           registration_id="not-mine", request_id="r1")
     assert response["response"]["response_code"] == INVALID_ID
     assert store.ven("stock-1").registration_id == registration
+
+
+async def test_the_vtn_cancels_a_report(vtn, stock):
+    server, _, _ = vtn
+    store = server.store
+    usage = [r for r in store.report_requests("stock-1") if r.report_name == "TELEMETRY_USAGE"][0]
+    await eventually(lambda: any(r["report_request_id"] == usage.report_request_id
+                                 for r in stock.client.report_requests), what="report running")
+    server.cancel_report(usage.report_request_id)
+    await eventually(lambda: "oadrCancelReport" in stock.types(), what="oadrCancelReport")
+    await eventually(lambda: all(r["report_request_id"] != usage.report_request_id
+                                 for r in stock.client.report_requests), what="VEN stopped it")
+    assert store.report_request(usage.report_request_id).cancelled_at is not None
+    status = [r for r in store.report_requests("stock-1") if r.report_name == "TELEMETRY_STATUS"]
+    assert status[0].cancelled_at is None

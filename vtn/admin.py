@@ -358,7 +358,26 @@ class AdminApi:
         schedules = [{**o.model_dump(),
                       "availability": [a.model_dump() for a in self.store.availability(o.id)]}
                      for o in self.store.opts(event_id=event_id)]
-        return _json({"event_opt_outs": rows, "opt_schedules": schedules})
+        return _json({"event_opt_outs": rows, "opt_schedules": schedules,
+                      "season_counts": self._season_opt_out_counts()})
+
+    def _season_opt_out_counts(self) -> dict:
+        """Opt-outs per VEN this calendar year, against the program's limit (e.g. 12)."""
+        year = self.clock.now().year
+        counts: dict[str, dict] = {}
+        for event in self.store.events():
+            if event.start_utc.year != year or event.status == "pending":
+                continue
+            program = self.store.program(event.program_id)
+            limit = program.max_opt_outs_per_season if program else None
+            for target in self.store.targets(event.event_id):
+                if target.opt_type != "optOut":
+                    continue
+                row = counts.setdefault(target.ven_id, {"count": 0, "limit": limit})
+                row["count"] += 1
+        for row in counts.values():
+            row["over_limit"] = row["limit"] is not None and row["count"] > row["limit"]
+        return counts
 
     async def telemetry_export(self, request):
         event_id = request.query.get("event_id")

@@ -96,6 +96,7 @@ class Vtn:
                         if notifier is not None else None)
         self._ticker: asyncio.Task | None = None
         self._ticked = False
+        self._last_seen_written: dict[str, datetime] = {}
         self._admin_runner = None
         self.server = OpenADRServer(
             vtn_id=config.vtn_id,
@@ -180,8 +181,15 @@ class Vtn:
             await asyncio.sleep(self.config.tick_interval.total_seconds())
 
     def _seen(self, ven_id: str | None) -> None:
-        if ven_id:
-            self.store.seen(ven_id, self.clock.now())
+        """Record contact; at most once per poll interval (max 5 s) per VEN and process."""
+        if not ven_id:
+            return
+        now = self.clock.now()
+        last = self._last_seen_written.get(ven_id)
+        if last is not None and now - last < min(self.config.poll_interval, timedelta(seconds=5)):
+            return
+        self._last_seen_written[ven_id] = now
+        self.store.seen(ven_id, now)
 
     # --- EiRegisterParty ---------------------------------------------------
     def ven_lookup(self, ven_id: str) -> dict | None:
@@ -255,6 +263,8 @@ class Vtn:
             request = self.store.report_request(payload["report_request_id"])
             return "oadrCreateReport", {"report_requests": [self._report_request(request)]}
         if kind == "oadrCancelReport":
+            # oadrCanceledReport only lists what stays pending: the request ends when sent.
+            self.store.cancel_report_request(payload["report_request_id"], now)
             return "oadrCancelReport", {"report_request_id": payload["report_request_id"],
                                         "report_to_follow": False}
         if kind == "oadrRequestReregistration":
@@ -406,8 +416,6 @@ class Vtn:
     async def canceled_report(self, payload: dict):
         metrics.MESSAGES_IN.labels("oadrCanceledReport").inc()
         self._seen(payload["ven_id"])
-        if payload.get("report_request_id"):
-            self.store.cancel_report_request(payload["report_request_id"], self.clock.now())
         return "oadrResponse", {}
 
     def cancel_report(self, report_request_id: str) -> None:
