@@ -251,16 +251,23 @@ class Vtn:
         metrics.MESSAGES_IN.labels("oadrPoll").inc()
         now = self.clock.now()
         self._seen(ven_id)
-        message = self.store.next_message(ven_id, now)
-        if message is None:
-            return None
+        while (message := self.store.next_message(ven_id, now)) is not None:
+            answer = self._answer(ven_id, message, now)
+            if answer is not None:
+                metrics.MESSAGES_OUT.labels(answer[0]).inc()
+                return answer
+        return None
+
+    def _answer(self, ven_id: str, message, now: datetime):
+        """The message a queued entry stands for; None if it no longer applies."""
         payload = json.loads(message.payload or "{}")
         kind = message.message_type
-        metrics.MESSAGES_OUT.labels(kind).inc()
         if kind == "oadrDistributeEvent":
             return "oadrDistributeEvent", {"events": self._current_events(ven_id)}
         if kind == "oadrCreateReport":
             request = self.store.report_request(payload["report_request_id"])
+            if request is None or request.cancelled_at is not None:
+                return None     # superseded (e.g. by a re-registration)
             return "oadrCreateReport", {"report_requests": [self._report_request(request)]}
         if kind == "oadrCancelReport":
             # oadrCanceledReport only lists what stays pending: the request ends when sent.

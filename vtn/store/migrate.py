@@ -7,6 +7,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -31,5 +32,8 @@ def upgrade(engine, revision: str = "head") -> None:
     """Bring the database behind `engine` to `revision` (idempotent)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several VTN processes may start together: one migrates, the others wait.
+            connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
