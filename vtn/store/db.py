@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
@@ -38,6 +38,9 @@ def _sqlite_pragmas(engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives the process being killed (SIGKILL); only an OS
+        # crash or power loss can lose the last commits. Use PostgreSQL for more.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
@@ -129,7 +132,10 @@ class Store:
             s.commit()
 
     def seen(self, ven_id: str, at: datetime) -> None:
+        """Last contact: informational, so PostgreSQL need not wait for the disk."""
         with self.session() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.exec(text("SET LOCAL synchronous_commit TO OFF"))
             s.exec(update(Ven).where(Ven.ven_id == ven_id).values(last_seen_at=at))
             s.commit()
 
@@ -482,18 +488,20 @@ class Store:
             try:
                 with self.session() as s:
                     new = 0
+                    starts = [start for start, _, _ in points]
+                    existing = {p.interval_start: p for p in s.exec(select(TelemetryPoint).where(
+                        TelemetryPoint.ven_id == ven_id,
+                        TelemetryPoint.interval_start.in_(starts))).all()} if starts else {}
                     for start, end, values in points:
-                        point = s.exec(select(TelemetryPoint).where(
-                            TelemetryPoint.ven_id == ven_id,
-                            TelemetryPoint.interval_start == start)).first()
+                        point = existing.get(start)
                         if point is None:
                             point = TelemetryPoint(ven_id=ven_id, interval_start=start,
                                                    interval_end=end, received_at=received_at)
+                            existing[start] = point
                             new += 1
                         for name, value in values.items():
                             setattr(point, name, value)
                         s.add(point)
-                        s.flush()
                     s.commit()
                 return new
             except IntegrityError:
