@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# A PostgreSQL server for the second test pass (the role needs CREATEDB).
+# Unset: probe the local server with pg_isready and use the flexadr role if it answers.
+FLEXADR_TEST_DATABASE_URL ?=
+PG_DEFAULT_URL ?= postgresql://flexadr:flexadr@127.0.0.1:5432/flexadr
 
-.PHONY: demo test clean
+.PHONY: demo test test-sqlite test-postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +25,23 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/flexadr-demo
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The whole suite on SQLite, then the database tests (-m db) again on PostgreSQL
+# when one is reachable.
+test: test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.installed-test
+	FLEXADR_TEST_DATABASE_URL= $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(VENV)/.installed-test
+	@url="$(FLEXADR_TEST_DATABASE_URL)"; \
+	if [ -z "$$url" ] && command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1; then \
+		url="$(PG_DEFAULT_URL)"; fi; \
+	case "$$url" in \
+	postgresql://*|postgres://*) \
+		echo "== database tests on PostgreSQL"; \
+		FLEXADR_TEST_DATABASE_URL="$$url" $(BIN)/python -m pytest -m db $(PYTEST_ARGS) ;; \
+	*) echo "== no PostgreSQL reachable: database tests ran on SQLite only" ;; \
+	esac
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

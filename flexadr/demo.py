@@ -57,6 +57,7 @@ class DemoOptions:
     poll_s: int = 2
     workdir: Path = Path("var/demo")
     unplugged: int = 1          # how many managed-charging cars are unplugged
+    database_url: str | None = None   # default: an SQLite file under workdir/state
 
 
 @dataclass
@@ -116,7 +117,7 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
     programs = {pid: model.load(pid) for pid in {KINDS[kind][0] for _, kind, _ in plan}}
     pki = ensure_dev_pki(workdir / "pki", [name for name, _, _ in plan])
     (workdir / "state").mkdir(parents=True, exist_ok=True)
-    store = Store(f"sqlite:///{workdir / 'state' / 'vtn.sqlite'}")
+    store = Store(options.database_url or f"sqlite:///{workdir / 'state' / 'vtn.sqlite'}")
 
     for name, kind, _ in plan:
         store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,

@@ -1,6 +1,22 @@
+"""Shared fixtures. The database under test comes from FLEXADR_TEST_DATABASE_URL.
+
+Unset (the default): a fresh SQLite file per test. A postgresql:// URL: a fresh
+database per test on that server (the role needs CREATEDB), dropped afterwards.
+Tests that touch the store are marked `db` (through the fixture), so
+`pytest -m db` re-runs exactly those on another database.
+"""
 import logging
+import os
+import uuid
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from vtn.store import Store
+from vtn.store.db import database_url as _driver_url
+
+TEST_DATABASE_ENV = "FLEXADR_TEST_DATABASE_URL"
 
 
 @pytest.fixture(autouse=True)
@@ -8,3 +24,69 @@ def _quiet_openleadr():
     # openleadr logs every message at INFO; keep test output readable.
     logging.getLogger("openleadr").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def vtn_sent_messages():
+    """Every OpenADR message an in-process VTN sends during a test must be valid 2.0b."""
+    from openleadr import hooks
+
+    from flexadr import xsd
+    sent: list[str] = []
+
+    async def capture(text):
+        if text and text.lstrip().startswith("<"):
+            sent.append(text)
+    hooks.register("before_respond", capture)
+    yield sent
+    hooks.HOOKS["before_respond"].remove(capture)
+    invalid = []
+    for text in sent:
+        try:
+            xsd.validate(text)
+        except xsd.SchemaViolation as err:
+            invalid.append(err.errors[:3])
+    assert not invalid, f"the VTN sent {len(invalid)} invalid message(s): {invalid[:3]}"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "db: uses the VTN store (runs on SQLite and PostgreSQL)")
+
+
+def fresh_database_url(tmp_path) -> tuple[str, callable]:
+    """A URL of an empty database, and a function that removes it."""
+    base = os.environ.get(TEST_DATABASE_ENV, "").strip()
+    if not base or base.startswith("sqlite"):
+        path = tmp_path / f"vtn-{uuid.uuid4().hex[:8]}.sqlite"
+        return f"sqlite:///{path}", lambda: None
+    url = make_url(_driver_url(base))
+    name = f"flexadr_t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop():
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False), drop
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    url, drop = fresh_database_url(tmp_path)
+    yield url
+    drop()
+
+
+@pytest.fixture
+def store(database_url):
+    store = Store(database_url)
+    yield store
+    store.close()

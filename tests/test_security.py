@@ -9,20 +9,21 @@ from openleadr import enums
 from openleadr.messaging import create_message, parse_message
 
 from certs.pki import create_ca, ensure_dev_pki, issue
+from flexadr import xsd
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from ven.agent import AgentConfig, VenAgent
+from vtn import metrics
 from vtn.service import Vtn, VtnConfig
-from vtn.store import Store, Ven
+from vtn.store import Ven
 
 PATH = "/OpenADR2/Simple/2.0b"
 NOT_AUTHORIZED = enums.STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED  # 463
 
 
 @pytest.fixture
-async def vtn(tmp_path):
+async def vtn(tmp_path, store):
     pki = ensure_dev_pki(tmp_path / "pki", ["enrolled", "not-enrolled"])
-    store = Store(f"sqlite:///{tmp_path / 'vtn.sqlite'}")
     store.enrol(Ven(ven_id="enrolled", ven_name="enrolled", fingerprint=pki.vens["enrolled"].fingerprint,
                     program_id="connected_solutions", device_kind="battery"))
     port = _free_port()
@@ -86,6 +87,7 @@ async def test_certificate_of_our_ca_that_is_not_enrolled_is_refused(vtn):
                              report_only=False, xml_signature=True, http_pull_model=True)
     status, body = await _post(url, "EiRegisterParty", message, paths.cert, paths.key, pki.ca.cert)
     assert status == 200
+    xsd.validate(body)
     message_type, payload = parse_message(body)
     assert payload["response"]["response_code"] == NOT_AUTHORIZED
     assert "not enrolled" in payload["response"]["response_description"]
@@ -106,7 +108,10 @@ async def test_registration_with_a_broken_signature_is_rejected(vtn):
                              report_only=False, xml_signature=True, http_pull_model=True)
     broken = _tamper(message, "<oadr:oadrVenName>enrolled</oadr:oadrVenName>",
                      "<oadr:oadrVenName>enrolled </oadr:oadrVenName>")
+    failures = metrics.SIGNATURE_FAILURES._value.get()
     status, body = await _post(url, "EiRegisterParty", broken, paths.cert, paths.key, pki.ca.cert)
+    assert metrics.SIGNATURE_FAILURES._value.get() == failures + 1
+    xsd.validate(body)   # the middleware's own 463 answer is valid 2.0b too
     _, payload = parse_message(body)
     assert payload["response"]["response_code"] == NOT_AUTHORIZED
     assert "signature" in payload["response"]["response_description"]

@@ -12,6 +12,7 @@ import sys
 
 COMMANDS = [
     "vtn.commands.serve",
+    "vtn.commands.operate",
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args) or 0
+    from vtn.config import ConfigError
+    try:
+        return args.func(args) or 0
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

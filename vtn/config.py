@@ -1,6 +1,7 @@
 """The VTN's config file (TOML). Relative paths are relative to the file."""
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,9 +15,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    sender: str
+
+
+@dataclass(frozen=True)
 class VtnSettings:
     server: VtnConfig
     database_url: str
+    smtp: SmtpSettings | None = None
 
 
 def load(path: Path) -> VtnSettings:
@@ -41,8 +50,28 @@ def load(path: Path) -> VtnSettings:
         cert=file("cert"), key=file("key"), ca_file=file("ca_file"),
         poll_interval=timedelta(seconds=data.get("poll_interval_s", 10)),
         telemetry_interval=timedelta(seconds=data.get("telemetry_interval_s", 900)),
+        admin_token=_admin_token(data, path),
+        admin_port=int(data["admin_port"]) if "admin_port" in data else None,
+        public_url=data.get("public_url"),
     )
     database = data.get("database", "sqlite:///vtn.sqlite")
     if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
         database = f"sqlite:///{(base / database.removeprefix('sqlite:///')).resolve()}"
-    return VtnSettings(server, database)
+    smtp = None
+    if "smtp" in data:
+        try:
+            smtp = SmtpSettings(host=data["smtp"]["host"], port=int(data["smtp"].get("port", 25)),
+                                sender=data["smtp"]["sender"])
+        except KeyError as err:
+            raise ConfigError(f"{path}: smtp.{err.args[0]}: missing") from err
+    return VtnSettings(server, database, smtp)
+
+
+def _admin_token(data: dict, path: Path) -> str | None:
+    """The admin token: from the environment variable named by admin_token_env (preferred)."""
+    if "admin_token_env" in data:
+        token = os.environ.get(data["admin_token_env"])
+        if not token:
+            raise ConfigError(f"{path}: admin_token_env: ${data['admin_token_env']} is not set")
+        return token
+    return data.get("admin_token")

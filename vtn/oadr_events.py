@@ -1,19 +1,20 @@
-"""Store rows -> openleadr event objects for oadrDistributeEvent."""
+"""Store rows -> openleadr objects for the messages the VTN sends (pure)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from openleadr import enums, objects
 
-from vtn.store import Event
+from vtn.store import CANCELLED, Event, ReportRequest
 
 # OpenADR 2.0b event status by position of `now` against the event; "near"
 # starts when the VEN should be getting ready (the ramp-up of the spec).
 NEAR_WINDOW_S = 60
 
 
-def event_status(event: Event, now: datetime) -> str:
-    if event.cancelled:
+def status_at(event: Event, now: datetime) -> str:
+    """The status an event has at `now`: cancelled is sticky, the rest follow the clock."""
+    if event.status == CANCELLED:
         return enums.EVENT_STATUS.CANCELLED
     if now >= event.end_utc:
         return enums.EVENT_STATUS.COMPLETED
@@ -22,6 +23,9 @@ def event_status(event: Event, now: datetime) -> str:
     if (event.start_utc - now).total_seconds() <= NEAR_WINDOW_S:
         return enums.EVENT_STATUS.NEAR
     return enums.EVENT_STATUS.FAR
+
+
+event_status = status_at   # the walking skeleton's name
 
 
 def _measurement(event: Event) -> objects.Measurement | None:
@@ -47,9 +51,9 @@ def to_oadr(event: Event, ven_id: str, now: datetime) -> objects.Event:
             event_id=event.event_id,
             modification_number=event.modification_number,
             market_context=event.market_context,
-            event_status=event_status(event, now),
+            event_status=status_at(event, now),
             created_date_time=event.created_at,
-            modification_date_time=event.created_at,
+            modification_date_time=event.modified_at or event.created_at,
             test_event=event.test_event,
         ),
         active_period=objects.ActivePeriod(dtstart=event.start_utc, duration=duration),
@@ -58,5 +62,24 @@ def to_oadr(event: Event, ven_id: str, now: datetime) -> objects.Event:
         response_required="always",
     )
     # objects.Event derives the status from the wall clock; ours comes from the store and our clock.
-    oadr_event.event_descriptor.event_status = event_status(event, now)
+    oadr_event.event_descriptor.event_status = status_at(event, now)
     return oadr_event
+
+
+def to_report_request(request: ReportRequest,
+                      reading_types: dict[str, str]) -> objects.ReportRequest:
+    """A stored report request -> oadrReportRequest (for oadrRegisteredReport / oadrCreateReport).
+
+    A one-shot request (HISTORY_USAGE backfill) has granularity 0: the VEN answers
+    once with the last `report_back_duration` of data.
+    """
+    r_ids = [r_id for r_id in request.r_ids.split(",") if r_id]
+    specifier = objects.ReportSpecifier(
+        report_specifier_id=request.report_specifier_id,
+        granularity=timedelta(seconds=request.granularity_s),
+        report_back_duration=timedelta(seconds=request.report_back_duration_s),
+        specifier_payloads=[objects.SpecifierPayload(
+            r_id=r_id, reading_type=reading_types.get(r_id, enums.READING_TYPE.DIRECT_READ))
+            for r_id in r_ids])
+    return objects.ReportRequest(report_request_id=request.report_request_id,
+                                 report_specifier=specifier)

@@ -14,6 +14,8 @@ from lxml import etree
 from openleadr import enums, utils
 from openleadr.messaging import validate_xml_signature
 
+from vtn import metrics
+
 log = logging.getLogger(__name__)
 _VEN_ID = "{http://docs.oasis-open.org/ns/energyinterop/201110}venID"
 
@@ -52,6 +54,7 @@ def signature_middleware(create_message, vtn_id: str):
             check_unidentified_message(body, utils.get_cert_fingerprint_from_request(request))
         except SignatureRejected as err:
             log.warning("rejected message from %s: %s", request.remote, err)
+            metrics.SIGNATURE_FAILURES.inc()
             code = enums.STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED
             message = create_message("oadrResponse", vtn_id=vtn_id, ven_id="",
                                      response={"response_code": code,

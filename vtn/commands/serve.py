@@ -44,7 +44,13 @@ def register(subparsers) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
-    vtn = Vtn(settings.server, Store(settings.database_url), SystemClock())
+    notifier = None
+    if settings.smtp is not None:
+        from vtn.notify import ChannelNotifier, EmailNotifier, WebhookNotifier
+        notifier = ChannelNotifier(email=EmailNotifier(settings.smtp.host, settings.smtp.port,
+                                                       settings.smtp.sender),
+                                   webhook=WebhookNotifier())
+    vtn = Vtn(settings.server, Store(settings.database_url), SystemClock(), notifier=notifier)
 
     async def run() -> None:
         stop = asyncio.Event()

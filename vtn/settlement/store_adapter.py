@@ -71,7 +71,7 @@ def query_season(store, params: ProgramParams, season: int) -> SettlementInput:
     with store.session() as s:
         stored_events = s.exec(select(Event).where(
             Event.program_id == params.program, Event.start_utc >= year_start,
-            Event.start_utc < year_end, Event.cancelled == False,  # noqa: E712 (SQL expression)
+            Event.start_utc < year_end, Event.status != "cancelled",
             Event.test_event == False).order_by(Event.start_utc)).all()  # noqa: E712
         vens = s.exec(select(Ven).where(Ven.program_id == params.program).order_by(Ven.ven_id)).all()
         ven_ids = [v.ven_id for v in vens]

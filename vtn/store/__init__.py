@@ -1,3 +1,7 @@
 """The VTN store: every registration, event, opt response and telemetry point."""
-from vtn.store.db import Store, UTCDateTime  # noqa: F401
-from vtn.store.models import Event, EventTarget, TelemetryPoint, Ven  # noqa: F401
+from vtn.store import migrate  # noqa: F401
+from vtn.store.db import Store, UTCDateTime, database_url  # noqa: F401
+from vtn.store.models import (  # noqa: F401
+    ACTIVE, CANCELLED, COMPLETED, EVENT_STATUSES, FAR, NEAR, PENDING, Enrolment, Event,
+    EventTarget, EventTransition, Notice, OptAvailability, OptSchedule, OutboundMessage,
+    Participant, Program, ReportRegistration, ReportRequest, Resource, TelemetryPoint, Ven)

@@ -1,46 +1,102 @@
 """Engine, sessions and the queries the VTN services need.
 
-SQLite file by default; any SQLAlchemy URL (e.g. postgresql://) works.
+SQLite file by default; PostgreSQL with a postgresql:// URL (psycopg 3). The
+schema comes from the Alembic migrations, run when the Store opens a database.
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlalchemy import text, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, create_engine, select
 
-from vtn.store.models import Event, EventTarget, TelemetryPoint, Ven
+from vtn.store import migrate
+from vtn.store.models import (
+    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
+    OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
+    Resource, TelemetryPoint, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
 
+DISTRIBUTE_EVENT = "oadrDistributeEvent"
 
-def _enable_sqlite_fks(engine) -> None:
+
+def database_url(url: str) -> str:
+    """postgresql:// means psycopg 3 here (SQLAlchemy would pick psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_pragmas(engine) -> None:
     @sa_event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives the process being killed (SIGKILL); only an OS
+        # crash or power loss can lose the last commits. Use PostgreSQL for more.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
 
 class Store:
-    def __init__(self, url: str = "sqlite:///var/vtn.sqlite"):
+    def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True):
+        url = database_url(url)
+        self.url = url
         is_sqlite = url.startswith("sqlite")
-        self.engine = create_engine(url, connect_args={"check_same_thread": False} if is_sqlite else {})
+        connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
         if is_sqlite:
-            _enable_sqlite_fks(self.engine)
-        SQLModel.metadata.create_all(self.engine)
+            _sqlite_pragmas(self.engine)
+        if migrate_schema:
+            migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
+    # --- programs and participants ------------------------------------------
+    def upsert_program(self, program: Program) -> Program:
+        with self.session() as s:
+            s.merge(program)
+            s.commit()
+        return program
+
+    def program(self, program_id: str) -> Program | None:
+        with self.session() as s:
+            return s.get(Program, program_id)
+
+    def programs(self) -> Sequence[Program]:
+        with self.session() as s:
+            return s.exec(select(Program).order_by(Program.program_id)).all()
+
+    def add_participant(self, participant: Participant) -> Participant:
+        with self.session() as s:
+            s.merge(participant)
+            s.commit()
+        return participant
+
+    def participant(self, participant_id: str) -> Participant | None:
+        with self.session() as s:
+            return s.get(Participant, participant_id)
+
     # --- VENs ------------------------------------------------------------
-    def enrol(self, ven: Ven) -> Ven:
+    def enrol(self, ven: Ven, resources: Iterable[Resource] = ()) -> Ven:
         with self.session() as s:
             s.add(ven)
+            s.flush()
+            for resource in resources:
+                s.add(resource)
             s.commit()
         return ven
 
@@ -63,6 +119,10 @@ class Store:
                 query = query.where(Ven.program_id == program_id)
             return s.exec(query).all()
 
+    def resources(self, ven_id: str) -> Sequence[Resource]:
+        with self.session() as s:
+            return s.exec(select(Resource).where(Resource.ven_id == ven_id)).all()
+
     def set_registration(self, ven_id: str, registration_id: str | None, at: datetime) -> None:
         with self.session() as s:
             ven = s.get(Ven, ven_id)
@@ -71,25 +131,143 @@ class Store:
             s.add(ven)
             s.commit()
 
+    def seen(self, ven_id: str, at: datetime) -> None:
+        """Last contact: informational, so PostgreSQL need not wait for the disk."""
+        with self.session() as s:
+            if self.engine.dialect.name == "postgresql":
+                s.exec(text("SET LOCAL synchronous_commit TO OFF"))
+            s.exec(update(Ven).where(Ven.ven_id == ven_id).values(last_seen_at=at))
+            s.commit()
+
+    # --- enrolments --------------------------------------------------------
+    def add_enrolment(self, enrolment: Enrolment) -> Enrolment:
+        with self.session() as s:
+            s.add(enrolment)
+            s.commit()
+        return enrolment
+
+    def enrolments(self, participant_id: str | None = None, ven_id: str | None = None,
+                   active_only: bool = True) -> Sequence[Enrolment]:
+        with self.session() as s:
+            query = select(Enrolment).order_by(Enrolment.id)
+            if participant_id is not None:
+                query = query.where(Enrolment.participant_id == participant_id)
+            if ven_id is not None:
+                query = query.where(Enrolment.ven_id == ven_id)
+            if active_only:
+                query = query.where(Enrolment.unenrolled_on.is_(None))
+            return s.exec(query).all()
+
+    def household_enrolments(self, household_id: str) -> Sequence[tuple[Enrolment, Participant]]:
+        with self.session() as s:
+            query = (select(Enrolment, Participant).join(Participant)
+                     .where(Participant.household_id == household_id,
+                            Enrolment.unenrolled_on.is_(None)))
+            return s.exec(query).all()
+
     # --- events ------------------------------------------------------------
     def add_event(self, event: Event, ven_ids: Sequence[str]) -> Event:
+        """Store an event, its targets and its first transition; unless it is only planned
+        (status pending), queue it for each target."""
+        planned = event.status == PENDING
         with self.session() as s:
             s.add(event)
             s.flush()
+            s.add(EventTransition(event_id=event.event_id, from_status=None, to_status=event.status,
+                                  modification_number=event.modification_number,
+                                  at=event.created_at, note="planned" if planned else "published"))
             for ven_id in ven_ids:
                 s.add(EventTarget(event_id=event.event_id, ven_id=ven_id))
+                if not planned:
+                    s.add(OutboundMessage(ven_id=ven_id, message_type=DISTRIBUTE_EVENT,
+                                          created_at=event.created_at))
             s.commit()
         return event
+
+    def publish_planned(self, event_id: str, status: str, at: datetime) -> Event:
+        """A planned (pending) event goes out: new status, transition, queued for its targets."""
+        with self.session() as s:
+            event = s.get(Event, event_id, with_for_update=True)
+            s.add(EventTransition(event_id=event_id, from_status=event.status, to_status=status,
+                                  modification_number=event.modification_number, at=at,
+                                  note="published"))
+            event.status = status
+            event.created_at = at
+            s.add(event)
+            for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
+                s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
+                                      created_at=at))
+            s.commit()
+            return event
 
     def event(self, event_id: str) -> Event | None:
         with self.session() as s:
             return s.get(Event, event_id)
 
-    def events_for(self, ven_id: str, not_ended_before: datetime) -> Sequence[Event]:
+    def events(self, status: str | None = None, program_id: str | None = None) -> Sequence[Event]:
         with self.session() as s:
+            query = select(Event).order_by(Event.start_utc, Event.event_id)
+            if status is not None:
+                query = query.where(Event.status == status)
+            if program_id is not None:
+                query = query.where(Event.program_id == program_id)
+            return s.exec(query).all()
+
+    def open_events(self) -> Sequence[Event]:
+        """Events that are neither completed nor cancelled."""
+        with self.session() as s:
+            return s.exec(select(Event).where(Event.status.not_in([CANCELLED, COMPLETED]))
+                          .order_by(Event.start_utc)).all()
+
+    def modify_event(self, event_id: str, at: datetime, note: str, **changes) -> Event:
+        """Apply changes, bump the modification number, store the transition, queue for targets."""
+        with self.session() as s:
+            event = s.get(Event, event_id, with_for_update=True)
+            before = event.status
+            for name, value in changes.items():
+                setattr(event, name, value)
+            if before != PENDING:      # a planned event has not been sent: no new version
+                event.modification_number += 1
+            event.modified_at = at
+            s.add(event)
+            s.add(EventTransition(event_id=event_id, from_status=before, to_status=event.status,
+                                  modification_number=event.modification_number, at=at, note=note))
+            if before != PENDING:
+                for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
+                    s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
+                                          created_at=at))
+            s.commit()
+            return event
+
+    def set_event_status(self, event_id: str, status: str, at: datetime) -> bool:
+        """A time-driven transition (far -> near -> active -> completed): no modification."""
+        with self.session() as s:
+            event = s.get(Event, event_id, with_for_update=True)
+            if event.status == status or event.status == CANCELLED:
+                return False
+            s.add(EventTransition(event_id=event_id, from_status=event.status, to_status=status,
+                                  modification_number=event.modification_number, at=at))
+            event.status = status
+            s.add(event)
+            s.commit()
+            return True
+
+    def transitions(self, event_id: str) -> Sequence[EventTransition]:
+        with self.session() as s:
+            return s.exec(select(EventTransition).where(EventTransition.event_id == event_id)
+                          .order_by(EventTransition.id)).all()
+
+    def events_for(self, ven_id: str, not_ended_before: datetime,
+                   include_cancelled: bool = True) -> Sequence[Event]:
+        with self.session() as s:
+            # Not planned ones; not cancellations of events the VEN never received.
             query = (select(Event).join(EventTarget)
-                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before)
+                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before,
+                            Event.status != PENDING,
+                            (Event.status != CANCELLED) | (EventTarget.delivered_modification >= 0))
                      .order_by(Event.start_utc))
+            if not include_cancelled:
+                query = query.where(Event.status != CANCELLED)
             return s.exec(query).all()
 
     def undelivered(self, ven_id: str) -> Sequence[EventTarget]:
@@ -103,42 +281,234 @@ class Store:
         with self.session() as s:
             for event in events:
                 target = s.get(EventTarget, (event.event_id, ven_id))
-                target.delivered_modification = event.modification_number
+                target.delivered_modification = max(target.delivered_modification,
+                                                    event.modification_number)
                 s.add(target)
             s.commit()
 
-    def record_opt(self, ven_id: str, event_id: str, opt_type: str, at: datetime) -> bool:
-        """Store a VEN's answer to an event; False if the VEN is not a target of it."""
+    def record_opt(self, ven_id: str, event_id: str, opt_type: str, at: datetime,
+                   source: str = "createdEvent") -> bool:
+        """Store a VEN's answer to an event; False if the VEN is not a target of it.
+
+        An opt-out that came from the participant (EiOpt or a notice link) is not
+        overwritten by a later automatic optIn from oadrCreatedEvent.
+        """
         with self.session() as s:
             target = s.get(EventTarget, (event_id, ven_id))
             if target is None:
                 return False
+            if (source == "createdEvent" and target.opt_type == "optOut"
+                    and target.opt_source in ("eiOpt", "notice", "operator")):
+                return True
             target.opt_type = opt_type
             target.opt_at = at
+            target.opt_source = source
             s.add(target)
             s.commit()
             return True
+
+    def target(self, event_id: str, ven_id: str) -> EventTarget | None:
+        with self.session() as s:
+            return s.get(EventTarget, (event_id, ven_id))
 
     def targets(self, event_id: str) -> Sequence[EventTarget]:
         with self.session() as s:
             return s.exec(select(EventTarget).where(EventTarget.event_id == event_id)
                           .order_by(EventTarget.ven_id)).all()
 
+    def targets_of_ven(self, ven_id: str) -> Sequence[tuple[EventTarget, Event]]:
+        with self.session() as s:
+            return s.exec(select(EventTarget, Event).join(Event)
+                          .where(EventTarget.ven_id == ven_id).order_by(Event.start_utc)).all()
+
+    # --- EiOpt -------------------------------------------------------------
+    def add_opt(self, opt: OptSchedule, availability: Sequence[tuple[datetime, datetime]]) -> bool:
+        """Store an opt schedule; False if this VEN already sent this opt_id (a re-send)."""
+        with self.session() as s:
+            existing = s.exec(select(OptSchedule).where(OptSchedule.ven_id == opt.ven_id,
+                                                        OptSchedule.opt_id == opt.opt_id)).first()
+            if existing is not None:
+                return False
+            s.add(opt)
+            s.flush()
+            for start, end in availability:
+                s.add(OptAvailability(opt_schedule_id=opt.id, start_utc=start, end_utc=end))
+            try:
+                s.commit()
+            except IntegrityError:
+                return False
+            return True
+
+    def cancel_opt(self, ven_id: str, opt_id: str, at: datetime) -> OptSchedule | None:
+        with self.session() as s:
+            opt = s.exec(select(OptSchedule).where(OptSchedule.ven_id == ven_id,
+                                                   OptSchedule.opt_id == opt_id)).first()
+            if opt is None:
+                return None
+            if opt.cancelled_at is None:
+                opt.cancelled_at = at
+                s.add(opt)
+                s.commit()
+            return opt
+
+    def opts(self, ven_id: str | None = None, event_id: str | None = None) -> Sequence[OptSchedule]:
+        with self.session() as s:
+            query = select(OptSchedule).order_by(OptSchedule.id)
+            if ven_id is not None:
+                query = query.where(OptSchedule.ven_id == ven_id)
+            if event_id is not None:
+                query = query.where(OptSchedule.event_id == event_id)
+            return s.exec(query).all()
+
+    def availability(self, opt_schedule_id: int) -> Sequence[OptAvailability]:
+        with self.session() as s:
+            return s.exec(select(OptAvailability)
+                          .where(OptAvailability.opt_schedule_id == opt_schedule_id)
+                          .order_by(OptAvailability.start_utc)).all()
+
+    # --- EiReport ----------------------------------------------------------
+    def register_report(self, rows: Sequence[ReportRegistration]) -> None:
+        """Replace what a VEN offered under these report specifiers (a re-registration)."""
+        with self.session() as s:
+            for row in rows:
+                old = s.exec(select(ReportRegistration).where(
+                    ReportRegistration.ven_id == row.ven_id,
+                    ReportRegistration.report_specifier_id == row.report_specifier_id,
+                    ReportRegistration.r_id == row.r_id)).first()
+                if old is not None:
+                    row.id = old.id
+                    s.merge(row)
+                else:
+                    s.add(row)
+            s.commit()
+
+    def report_registrations(self, ven_id: str) -> Sequence[ReportRegistration]:
+        with self.session() as s:
+            return s.exec(select(ReportRegistration).where(ReportRegistration.ven_id == ven_id)
+                          .order_by(ReportRegistration.id)).all()
+
+    def add_report_request(self, request: ReportRequest, queue_at: datetime | None = None) -> None:
+        """Store a report request; with queue_at, also queue it as oadrCreateReport for the poll."""
+        with self.session() as s:
+            s.add(request)
+            if queue_at is not None:
+                s.add(OutboundMessage(ven_id=request.ven_id, message_type="oadrCreateReport",
+                                      payload=json.dumps({"report_request_id":
+                                                          request.report_request_id}),
+                                      created_at=queue_at))
+            s.commit()
+
+    def report_request(self, report_request_id: str) -> ReportRequest | None:
+        with self.session() as s:
+            return s.get(ReportRequest, report_request_id)
+
+    def report_requests(self, ven_id: str, active_only: bool = False) -> Sequence[ReportRequest]:
+        with self.session() as s:
+            query = select(ReportRequest).where(ReportRequest.ven_id == ven_id)
+            if active_only:
+                query = query.where(ReportRequest.cancelled_at.is_(None))
+            return s.exec(query.order_by(ReportRequest.created_at)).all()
+
+    def acknowledge_report_requests(self, ven_id: str, ids: Sequence[str], at: datetime) -> int:
+        with self.session() as s:
+            result = s.exec(update(ReportRequest)
+                            .where(ReportRequest.ven_id == ven_id,
+                                   ReportRequest.report_request_id.in_(list(ids)),
+                                   ReportRequest.acknowledged_at.is_(None))
+                            .values(acknowledged_at=at))
+            s.commit()
+            return result.rowcount
+
+    def cancel_report_request(self, report_request_id: str, at: datetime) -> None:
+        with self.session() as s:
+            request = s.get(ReportRequest, report_request_id)
+            if request is not None and request.cancelled_at is None:
+                request.cancelled_at = at
+                s.add(request)
+                s.commit()
+
+    # --- the poll queue ----------------------------------------------------
+    def enqueue(self, ven_id: str, message_type: str, payload: dict, at: datetime) -> None:
+        with self.session() as s:
+            s.add(OutboundMessage(ven_id=ven_id, message_type=message_type,
+                                  payload=json.dumps(payload), created_at=at))
+            s.commit()
+
+    def next_message(self, ven_id: str, at: datetime) -> OutboundMessage | None:
+        """Claim the oldest undelivered message for a VEN (safe with several VTN processes).
+
+        Queued event distributions are coalesced: one oadrDistributeEvent carries
+        every current event, so all consecutive ones are claimed together.
+        """
+        while True:
+            with self.session() as s:
+                message = s.exec(select(OutboundMessage)
+                                 .where(OutboundMessage.ven_id == ven_id,
+                                        OutboundMessage.delivered_at.is_(None))
+                                 .order_by(OutboundMessage.id)).first()
+                if message is None:
+                    return None
+                claimed = s.exec(update(OutboundMessage)
+                                 .where(OutboundMessage.id == message.id,
+                                        OutboundMessage.delivered_at.is_(None))
+                                 .values(delivered_at=at)).rowcount
+                if claimed and message.message_type == DISTRIBUTE_EVENT:
+                    following = s.exec(select(OutboundMessage)
+                                       .where(OutboundMessage.ven_id == ven_id,
+                                              OutboundMessage.delivered_at.is_(None),
+                                              OutboundMessage.id > message.id)
+                                       .order_by(OutboundMessage.id)).all()
+                    for other in following:
+                        if other.message_type != DISTRIBUTE_EVENT:
+                            break
+                        s.exec(update(OutboundMessage).where(OutboundMessage.id == other.id)
+                               .values(delivered_at=at))
+                s.commit()
+                if claimed:
+                    return message
+
+    def pending_messages(self, ven_id: str) -> Sequence[OutboundMessage]:
+        with self.session() as s:
+            return s.exec(select(OutboundMessage).where(OutboundMessage.ven_id == ven_id,
+                                                        OutboundMessage.delivered_at.is_(None))
+                          .order_by(OutboundMessage.id)).all()
+
     # --- telemetry ---------------------------------------------------------
     def record_telemetry(self, ven_id: str, interval_start: datetime, interval_end: datetime,
-                         **values: float) -> None:
-        """Upsert one quantity (kw, kwh or soc_pct) of one interval: a re-sent report changes nothing."""
-        with self.session() as s:
-            point = s.exec(select(TelemetryPoint).where(
-                TelemetryPoint.ven_id == ven_id,
-                TelemetryPoint.interval_start == interval_start)).first()
-            if point is None:
-                point = TelemetryPoint(ven_id=ven_id, interval_start=interval_start,
-                                       interval_end=interval_end)
-            for name, value in values.items():
-                setattr(point, name, value)
-            s.add(point)
-            s.commit()
+                         received_at: datetime | None = None, **values) -> None:
+        """Upsert the quantities of one interval: a re-sent report changes nothing."""
+        self.record_points(ven_id, [(interval_start, interval_end, values)], received_at)
+
+    def record_points(self, ven_id: str,
+                      points: Sequence[tuple[datetime, datetime, dict]],
+                      received_at: datetime | None = None) -> int:
+        """Upsert many intervals in one transaction; returns how many rows were new."""
+        new = 0
+        for attempt in range(3):
+            try:
+                with self.session() as s:
+                    new = 0
+                    starts = [start for start, _, _ in points]
+                    existing = {p.interval_start: p for p in s.exec(select(TelemetryPoint).where(
+                        TelemetryPoint.ven_id == ven_id,
+                        TelemetryPoint.interval_start.in_(starts))).all()} if starts else {}
+                    for start, end, values in points:
+                        point = existing.get(start)
+                        if point is None:
+                            point = TelemetryPoint(ven_id=ven_id, interval_start=start,
+                                                   interval_end=end, received_at=received_at)
+                            existing[start] = point
+                            new += 1
+                        for name, value in values.items():
+                            setattr(point, name, value)
+                        s.add(point)
+                    s.commit()
+                return new
+            except IntegrityError:
+                # Another process stored the same interval first: retry as an update.
+                if attempt == 2:
+                    raise
+        return new
 
     def telemetry(self, ven_id: str, start: datetime | None = None,
                   end: datetime | None = None) -> Sequence[TelemetryPoint]:
@@ -149,3 +519,42 @@ class Store:
             if end is not None:
                 query = query.where(TelemetryPoint.interval_start < end)
             return s.exec(query.order_by(TelemetryPoint.interval_start)).all()
+
+    def last_telemetry(self, ven_id: str) -> TelemetryPoint | None:
+        with self.session() as s:
+            return s.exec(select(TelemetryPoint).where(TelemetryPoint.ven_id == ven_id)
+                          .order_by(TelemetryPoint.interval_end.desc())).first()
+
+    # --- notices -----------------------------------------------------------
+    def add_notice(self, notice: Notice) -> bool:
+        """Store a notice; False if this (VEN, event, kind) notice already exists."""
+        with self.session() as s:
+            s.add(notice)
+            try:
+                s.commit()
+            except IntegrityError:
+                return False
+            return True
+
+    def update_notice(self, notice_id: int, delivered: bool, error: str | None) -> None:
+        with self.session() as s:
+            notice = s.get(Notice, notice_id)
+            notice.delivered, notice.error = delivered, error
+            s.add(notice)
+            s.commit()
+
+    def notice_by_token(self, token: str) -> Notice | None:
+        with self.session() as s:
+            return s.exec(select(Notice).where(Notice.token == token)).first()
+
+    def notices(self, ven_id: str | None = None, event_id: str | None = None,
+                kind: str | None = None) -> Sequence[Notice]:
+        with self.session() as s:
+            query = select(Notice).order_by(Notice.id)
+            if ven_id is not None:
+                query = query.where(Notice.ven_id == ven_id)
+            if event_id is not None:
+                query = query.where(Notice.event_id == event_id)
+            if kind is not None:
+                query = query.where(Notice.kind == kind)
+            return s.exec(query).all()

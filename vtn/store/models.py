@@ -1,12 +1,48 @@
-"""SQLModel tables of the VTN. Every datetime column is UTC (see UTCDateTime)."""
+"""SQLModel tables of the VTN. Every datetime column is UTC (see UTCDateTime).
+
+The schema is owned by the Alembic migrations in vtn/store/migrations: a change
+here needs a new revision there (tests check that the two agree).
+"""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from vtn.store.types import UTCDateTime
+
+# Event status, as stored and as sent (OpenADR 2.0b eventStatus plus our 'pending').
+PENDING, FAR, NEAR, ACTIVE, COMPLETED, CANCELLED = (
+    "pending", "far", "near", "active", "completed", "cancelled")
+EVENT_STATUSES = (PENDING, FAR, NEAR, ACTIVE, COMPLETED, CANCELLED)
+
+
+class Program(SQLModel, table=True):
+    """A program's operational parameters, copied from its program file at enrolment/publication."""
+    program_id: str = Field(primary_key=True)
+    name: str
+    market_context: str
+    dispatch: str
+    notice_s: int
+    follow_up_s: int | None = None
+    telemetry_interval_s: int
+    one_device_per_household: bool = False
+    min_charger_kw: float | None = None
+    max_charger_kw: float | None = None
+    max_inverter_kw: float | None = None
+    conflicts_with: str = ""          # comma-separated program ids a device may not also be in
+    max_opt_outs_per_season: int | None = None
+
+
+class Participant(SQLModel, table=True):
+    """A customer (household or business) and how they want to be told about events."""
+    participant_id: str = Field(primary_key=True)
+    name: str
+    household_id: str = Field(index=True)
+    email: str | None = None
+    webhook_url: str | None = None
+    channel: str = "email"            # email | webhook | none
 
 
 class Ven(SQLModel, table=True):
@@ -16,8 +52,32 @@ class Ven(SQLModel, table=True):
     fingerprint: str = Field(unique=True, index=True)
     program_id: str = Field(index=True)
     device_kind: str
+    participant_id: str | None = Field(default=None, foreign_key="participant.participant_id")
     registration_id: str | None = None
     registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Resource(SQLModel, table=True):
+    """A device behind a VEN, with the ratings the enrolment rules check."""
+    __table_args__ = (UniqueConstraint("ven_id", "resource_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    resource_id: str
+    device_kind: str
+    charger_kw: float | None = None
+    inverter_kw: float | None = None
+
+
+class Enrolment(SQLModel, table=True):
+    """A participant's device in a program."""
+    id: int | None = Field(default=None, primary_key=True)
+    participant_id: str = Field(foreign_key="participant.participant_id", index=True)
+    program_id: str = Field(foreign_key="program.program_id", index=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    device_kind: str
+    enrolled_on: date
+    unenrolled_on: date | None = None
 
 
 class Event(SQLModel, table=True):
@@ -31,9 +91,26 @@ class Event(SQLModel, table=True):
     start_utc: datetime = Field(sa_type=UTCDateTime)
     end_utc: datetime = Field(sa_type=UTCDateTime)
     modification_number: int = 0
-    cancelled: bool = False
+    status: str = Field(default=FAR, index=True)
     test_event: bool = False
     created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    follow_up_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == CANCELLED
+
+
+class EventTransition(SQLModel, table=True):
+    """Every status change (and modification) of an event, with its time."""
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(foreign_key="event.event_id", index=True)
+    from_status: str | None = None
+    to_status: str
+    modification_number: int
+    at: datetime = Field(sa_type=UTCDateTime)
+    note: str = ""
 
 
 class EventTarget(SQLModel, table=True):
@@ -43,6 +120,73 @@ class EventTarget(SQLModel, table=True):
     delivered_modification: int = -1
     opt_type: str | None = None
     opt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    opt_source: str | None = None     # createdEvent | eiOpt | notice | operator
+
+
+class OptSchedule(SQLModel, table=True):
+    """An EiOpt oadrCreateOpt: an event opt-out/in, or an availability schedule."""
+    __table_args__ = (UniqueConstraint("ven_id", "opt_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    opt_id: str
+    opt_type: str
+    opt_reason: str
+    event_id: str | None = None
+    modification_number: int | None = None
+    market_context: str | None = None
+    resource_ids: str = ""            # comma-separated targets' resource ids
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OptAvailability(SQLModel, table=True):
+    """One interval of an EiOpt vavailability schedule."""
+    id: int | None = Field(default=None, primary_key=True)
+    opt_schedule_id: int = Field(foreign_key="optschedule.id", index=True)
+    start_utc: datetime = Field(sa_type=UTCDateTime)
+    end_utc: datetime = Field(sa_type=UTCDateTime)
+
+
+class ReportRegistration(SQLModel, table=True):
+    """One data point (r_id) of a report a VEN offered in oadrRegisterReport."""
+    __table_args__ = (UniqueConstraint("ven_id", "report_specifier_id", "r_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    report_specifier_id: str
+    report_name: str
+    r_id: str
+    resource_id: str | None = None
+    measurement: str | None = None    # e.g. RealPower, RealEnergy, stateOfCharge, Status
+    unit: str | None = None
+    scale: str | None = None
+    min_period_s: float | None = None
+    max_period_s: float | None = None
+    registered_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ReportRequest(SQLModel, table=True):
+    """A report the VTN asked a VEN for (oadrRegisteredReport or oadrCreateReport)."""
+    report_request_id: str = Field(primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    report_specifier_id: str
+    report_name: str
+    r_ids: str                        # comma-separated
+    granularity_s: float
+    report_back_duration_s: float
+    one_shot: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OutboundMessage(SQLModel, table=True):
+    """A message queued for a VEN, handed out in order on oadrPoll."""
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    message_type: str
+    payload: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class TelemetryPoint(SQLModel, table=True):
@@ -55,3 +199,38 @@ class TelemetryPoint(SQLModel, table=True):
     kw: float | None = None
     kwh: float | None = None
     soc_pct: float | None = None
+    plugged_in: bool | None = None
+    online: bool | None = None
+    manual_override: bool | None = None
+    received_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Notice(SQLModel, table=True):
+    """A notice sent (or attempted) to a participant."""
+    __table_args__ = (UniqueConstraint("ven_id", "event_id", "kind"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    participant_id: str | None = None
+    event_id: str | None = None
+    kind: str                         # published | follow_up | connectivity
+    channel: str
+    token: str = Field(unique=True, index=True)
+    sent_at: datetime = Field(sa_type=UTCDateTime)
+    delivered: bool = False
+    error: str | None = None
+
+
+VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
+              OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
+              TelemetryPoint, Notice)
+
+
+def vtn_metadata():
+    """The VTN's tables only (SQLModel's shared metadata also holds the VEN's local tables)."""
+    from sqlalchemy import MetaData
+    metadata = MetaData()
+    names = {model.__tablename__ for model in VTN_MODELS}
+    for table in SQLModel.metadata.sorted_tables:
+        if table.name in names:
+            table.to_metadata(metadata)
+    return metadata
