@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 from openleadr import OpenADRClient, objects, utils
 
+from flexadr.signing import client_signer
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +40,8 @@ def as_list(value) -> list:
 class FlexClient(OpenADRClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # openleadr re-parses the PEM key for every message it signs; parse it once.
+        self._create_message = client_signer(self._create_message)
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
 
     async def create_report(self, response_payload: dict) -> None:
