@@ -33,6 +33,7 @@ import shutil
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -64,6 +65,9 @@ class Plan:
     poll_s: int
     window_s: float
     vtn_fingerprint: str
+    stock_signer: bool = False      # flexadr agents sign with openleadr's create_message
+    trace_memory: bool = False      # tracemalloc the flexadr agents (slower, more memory)
+    profile: Path | None = None     # cProfile the flexadr agents' window into this file
 
     @property
     def url(self) -> str:
@@ -86,6 +90,7 @@ class PhaseResult:
     cpu_window_s: float = 0.0
     polls_in_window: int = 0
     messages_in_window: dict[str, int] = field(default_factory=dict)
+    top_allocations: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -206,18 +211,45 @@ def _latencies(durations: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-async def _measure_window(result: PhaseResult, counter: MessageCounter, window_s: float) -> None:
+async def _measure_window(result: PhaseResult, counter: MessageCounter, window_s: float,
+                          profile: Path | None = None) -> None:
     gc.collect()
     result.rss_registered_mib = rss_mib()
     counter.counts.clear()
+    profiler = None
+    if profile is not None:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     cpu0, wall0 = cpu_s(), time.perf_counter()
     await asyncio.sleep(window_s)
     result.cpu_window_s = cpu_s() - cpu0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(profile))
     result.window_s = time.perf_counter() - wall0
     result.messages_in_window = dict(counter.counts)
     result.polls_in_window = counter.counts.get("OadrPoll", 0)
     gc.collect()
     result.rss_steady_mib = rss_mib()
+
+
+def top_allocations(agents: int, limit: int = 20) -> list[str]:
+    """Where the Python-level memory lives, per agent, grouped by source file.
+
+    tracemalloc sees only allocations made through Python's allocator; OpenSSL's
+    (SSL contexts, connections) show up only in RSS.
+    """
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)])
+    stats = snapshot.statistics("filename")
+    total = sum(stat.size for stat in stats)
+    lines = [f"tracemalloc total {total / agents / 1024:.1f} KiB/agent (Python allocations only)"]
+    for stat in stats[:limit]:
+        name = stat.traceback[0].filename
+        short = name.split("site-packages/")[-1] if "site-packages/" in name else name.replace(str(ROOT) + "/", "")
+        lines.append(f"  {stat.size / agents / 1024:8.2f} KiB/agent  {stat.count / agents:7.1f} blocks/agent  {short}")
+    return lines
 
 
 async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
@@ -242,8 +274,13 @@ async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
         durations.append(time.perf_counter() - began)
 
     VenAgent.start = timed_start
+    if plan.stock_signer:
+        import ven.oadr_client
+        ven.oadr_client.client_signer = lambda create_message: create_message
     gc.collect()
     result.rss_empty_mib = rss_mib()
+    if plan.trace_memory:
+        tracemalloc.start()
     began = time.perf_counter()
     configs = []
     for name, kind in zip(plan.names, plan.kinds):
@@ -264,7 +301,10 @@ async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
     result.register_s = time.perf_counter() - began
     result.registered = sum(agent.registered for agent in fleet.agents)
     result.latency_median_s, result.latency_p95_s = _latencies(durations)
-    await _measure_window(result, counter, plan.window_s)
+    await _measure_window(result, counter, plan.window_s, plan.profile)
+    if plan.trace_memory:
+        result.top_allocations = top_allocations(len(fleet.agents))
+        tracemalloc.stop()
     try:
         async with asyncio.timeout(120):
             await fleet.stop()
@@ -370,6 +410,8 @@ def format_results(results: list[PhaseResult], vtn_cpu_s: float) -> str:
                          f"window {r.window_s:.0f} s, VEN CPU {r.cpu_window_s:.1f} s, "
                          f"requests {r.messages_in_window}")
     lines.append(f"VTN process CPU over the whole run: {vtn_cpu_s:.1f} s")
+    for r in results:
+        lines.extend(r.top_allocations)
     return "\n".join(lines)
 
 
@@ -386,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=int, default=60,
                         help="poll interval the VTN asks for, seconds (default 60)")
     parser.add_argument("--only", choices=("flexadr", "stock"), help="run one population only")
+    parser.add_argument("--stock-signer", action="store_true",
+                        help="flexadr agents sign with openleadr's create_message (the old way)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="tracemalloc the flexadr agents and print where Python memory goes")
+    parser.add_argument("--profile", type=Path,
+                        help="cProfile the flexadr agents over the window into this file "
+                             "(read it with python -m pstats)")
     args = parser.parse_args(argv)
     if not 1 <= args.agents <= 20000:
         parser.error("--agents must be within 1..20000")
@@ -400,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PKI: {args.agents} VEN certificates ready under {pki.root} in "
           f"{time.perf_counter() - began:.1f} s (cached, reused by later runs)", flush=True)
     plan = Plan(names, kinds, pki.root, free_port(), args.poll_s, args.window_s,
-                fingerprint(pki.vtn.cert.read_bytes()))
+                fingerprint(pki.vtn.cert.read_bytes()), args.stock_signer, args.trace_memory,
+                args.profile.resolve() if args.profile else None)
 
     ctx = mp.get_context("spawn")
     ready_rx, ready_tx = ctx.Pipe(duplex=False)
