@@ -37,7 +37,7 @@ import tracemalloc
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / "var" / "bench"
@@ -204,6 +204,15 @@ class MessageCounter:
         client_class._perform_request = counted
 
 
+async def _report_progress(label: str, count: Callable[[], int], total: int) -> None:
+    """Registration progress on stderr every 30 s: 10,000 agents take minutes."""
+    began = time.perf_counter()
+    while True:
+        await asyncio.sleep(30)
+        print(f"  {label}: {count()} of {total} registered after {time.perf_counter() - began:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def _latencies(durations: list[float]) -> tuple[float, float]:
     if not durations:
         return 0.0, 0.0
@@ -296,8 +305,11 @@ async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
                   database=LocalDatabase(f"sqlite:///{state}"))
     result.construct_s = time.perf_counter() - began
     began = time.perf_counter()
+    progress = asyncio.create_task(_report_progress(
+        "flexadr", lambda: sum(agent.registered for agent in fleet.agents), len(fleet.agents)))
     async with asyncio.timeout(MAX_REGISTRATION_S):
         await fleet.start()
+    progress.cancel()
     result.register_s = time.perf_counter() - began
     result.registered = sum(agent.registered for agent in fleet.agents)
     result.latency_median_s, result.latency_p95_s = _latencies(durations)
@@ -337,8 +349,11 @@ async def stock_phase(plan: Plan, result: PhaseResult) -> None:
             durations.append(time.perf_counter() - t0)
 
     began = time.perf_counter()
+    progress = asyncio.create_task(_report_progress(
+        "stock", lambda: sum(c.registration_id is not None for c in clients), len(clients)))
     async with asyncio.timeout(MAX_REGISTRATION_S):
         await asyncio.gather(*(start(client) for client in clients))
+    progress.cancel()
     result.register_s = time.perf_counter() - began
     result.registered = sum(client.registration_id is not None for client in clients)
     result.latency_median_s, result.latency_p95_s = _latencies(durations)
