@@ -29,7 +29,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
-import shutil
+import socket
 import statistics
 import sys
 import time
@@ -139,7 +139,6 @@ def ven_plan(count: int) -> tuple[list[str], list[str]]:
 
 
 def free_port() -> int:
-    import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -455,7 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--agents must be within 1..20000")
     if not 1 <= args.window_s <= 3600 or not 1 <= args.poll_s <= 3600:
         parser.error("--window-s and --poll-s must be within 1..3600")
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
 
     from certs.pki import ensure_dev_pki, fingerprint
     names, kinds = ven_plan(args.agents)
