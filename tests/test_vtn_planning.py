@@ -75,3 +75,31 @@ def test_without_enrolled_vens_nothing_is_stored(store, peak_day_2018):
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
     planned, _ = run_once(store, {program.id: program}, SOURCES, clock)
     assert planned == [] and store.events() == []
+
+
+async def test_the_schedule_plans_on_its_first_tick(store, peak_day_2018, tmp_path):
+    import asyncio
+
+    from vtn.planning import PlanningSchedule, settings_from
+    program, peak_utc = peak_day_2018
+    _enrol(store)
+    day = peak_utc.astimezone(program.timezone).date()
+    clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
+    settings = settings_from({"programs": ["connected_solutions"], "load_csv": str(SOURCES.load_csv),
+                              "every_min": 60}, tmp_path)
+    schedule = PlanningSchedule(store, settings, clock)
+    schedule.start()
+    try:
+        async with asyncio.timeout(30):
+            while schedule.ticks == 0:
+                await asyncio.sleep(0.05)
+    finally:
+        schedule.stop()
+    (event,) = store.events(program_id=program.id)
+    assert event.status == PENDING and event.start_utc <= peak_utc < event.end_utc
+
+
+def test_planner_settings_name_a_missing_field(tmp_path):
+    from vtn.planning import settings_from
+    with pytest.raises(ValueError, match="planner.load_csv: missing"):
+        settings_from({"programs": ["connected_solutions"]}, tmp_path)

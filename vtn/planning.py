@@ -8,12 +8,18 @@ files are read at every run, so a feed that is appended to is picked up.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from flexadr.clock import Clock
 from schedules import calendar, sources, storms
+from schedules import model
 from schedules.model import Dispatch, Program
 from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfig,
                                plan_next_day)
@@ -100,3 +106,63 @@ def run_once(store: Store, programs: dict[str, Program], found: PlannerSources,
     planned = plan_and_store(store, programs, inputs, clock, found.setpoint_kw,
                              PlannerConfig(forecast=found.forecast))
     return planned, publish_due(store, programs, clock)
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """The `[planner]` table of the VTN config."""
+    programs: tuple[str, ...]
+    sources: PlannerSources
+    every: timedelta = field(default=timedelta(hours=1))
+
+
+def settings_from(table: dict[str, Any], base: Path) -> PlannerSettings:
+    """Parse `[planner]`; relative paths are relative to the config file."""
+    def path(value: str) -> Path:
+        return (base / value).resolve()
+
+    try:
+        return PlannerSettings(
+            programs=tuple(table["programs"]),
+            sources=PlannerSources(
+                load_csv=path(table["load_csv"]),
+                weather_csv=path(table["weather_csv"]) if table.get("weather_csv") else None,
+                alerts=tuple(path(p) for p in table.get("alerts", [])),
+                forecast=table.get("forecast", "iso"),
+                setpoint_kw=float(table.get("setpoint_kw", 5.0))),
+            every=timedelta(minutes=float(table.get("every_min", 60))))
+    except KeyError as err:
+        raise ValueError(f"planner.{err.args[0]}: missing") from err
+
+
+class PlanningSchedule:
+    """Runs `run_once` on an APScheduler interval, off the event loop (it reads files)."""
+
+    def __init__(self, store: Store, settings: PlannerSettings, clock: Clock):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.programs = {pid: model.load(pid) for pid in settings.programs}
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.ticks = 0
+
+    def start(self) -> None:
+        self.scheduler.add_job(self.tick, "interval", seconds=self.settings.every.total_seconds(),
+                               next_run_time=datetime.now(timezone.utc), max_instances=1,
+                               coalesce=True)
+        self.scheduler.start()
+
+    async def tick(self) -> None:
+        try:
+            planned, published = await asyncio.to_thread(
+                run_once, self.store, self.programs, self.settings.sources, self.clock)
+        except Exception:     # a bad data file must not stop the VTN; the next tick retries
+            log.exception("planner run failed")
+            return
+        finally:
+            self.ticks += 1
+        log.info("planner: %d planned, %d published", len(planned), len(published))
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
