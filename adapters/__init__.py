@@ -3,8 +3,12 @@ from adapters.base import (  # noqa: F401
     Adapter,
     AdapterError,
     Capability,
+    Charge,
     ChargeDelay,
     Command,
+    CommandRefused,
+    DeviceDisconnected,
+    DeviceTimeout,
     Discharge,
     Reading,
 )

@@ -8,10 +8,11 @@ device's own circuit. Energy registers only ever grow, like a real meter.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 from flexadr.clock import Clock
 
@@ -38,7 +39,15 @@ class Discharge:
     min_soc_pct: float
 
 
-Command = ChargeDelay | Discharge
+@dataclass(frozen=True)
+class Charge:
+    """Charge at full power inside [start, end) up to `target_soc_pct` (storm preparation)."""
+    start: datetime
+    end: datetime
+    target_soc_pct: float = 100.0
+
+
+Command = ChargeDelay | Discharge | Charge
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,18 @@ class Reading:
 
 class AdapterError(Exception):
     """A device that timed out, refused a command or went away."""
+
+
+class DeviceTimeout(AdapterError):
+    """The device did not answer within the adapter's bound; it may still be there."""
+
+
+class CommandRefused(AdapterError):
+    """The device answered and said no (rejected, unsupported, out of range)."""
+
+
+class DeviceDisconnected(AdapterError):
+    """The device is not connected (never came, or the link dropped)."""
 
 
 class Adapter(abc.ABC):
@@ -82,3 +103,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def read(self) -> Reading:
         """The device's state now."""
+
+    async def readings(self, interval_s: float) -> AsyncIterator[Reading]:
+        """A reading every `interval_s` seconds until the consumer stops iterating.
+
+        Default: poll read(). Push-telemetry adapters may override to yield as
+        the device reports. Errors propagate so the caller can mark the device
+        offline and retry; the stream ends with them.
+        """
+        while True:
+            yield await self.read()
+            await asyncio.sleep(interval_s)

@@ -8,10 +8,10 @@ with time_scale=120 one wall-clock second moves two minutes of energy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from adapters.base import Adapter, Capability, ChargeDelay, Command, Discharge, Reading
+from adapters.base import Adapter, Capability, Charge, ChargeDelay, Command, Discharge, Reading
 from flexadr.clock import Clock
 
 KINDS = {
@@ -35,14 +35,28 @@ class DeviceSpec:
     plugged_in: bool = True
     efficiency: float = 0.95
     time_scale: float = 1.0
+    # When set, the car is plugged in exactly inside these [start, end) windows
+    # (datetimes or ISO strings) and `plugged_in` is ignored.
+    plug_windows: list[tuple[datetime, datetime]] | None = None
 
     def __post_init__(self) -> None:
+        if self.plug_windows is not None:
+            self.plug_windows = [(_utc(start), _utc(end)) for start, end in self.plug_windows]
+            if any(start >= end for start, end in self.plug_windows):
+                raise ValueError("every plug window must start before it ends")
         if self.kind not in KINDS:
             raise ValueError(f"unknown device kind {self.kind!r}; known: {', '.join(KINDS)}")
         if not 0 <= self.soc_pct <= 100:
             raise ValueError(f"soc_pct must be within 0-100, got {self.soc_pct}")
         if self.capacity_kwh <= 0 or not 0 < self.efficiency <= 1:
             raise ValueError("capacity_kwh must be > 0 and efficiency within (0, 1]")
+
+
+def _utc(when: datetime | str) -> datetime:
+    when = datetime.fromisoformat(when) if isinstance(when, str) else when
+    if when.tzinfo is None:
+        raise ValueError(f"plug window times need a timezone: {when!r}")
+    return when.astimezone(timezone.utc)
 
 
 @dataclass
@@ -65,7 +79,17 @@ class SimulatedDevice:
 
     def __post_init__(self) -> None:
         self.soc_pct = self.spec.soc_pct
-        self.plugged_in = self.spec.plugged_in
+        scheduled = self._scheduled_plug(self.now)
+        self.plugged_in = self.spec.plugged_in if scheduled is None else scheduled
+
+    def _scheduled_plug(self, at: datetime) -> bool | None:
+        windows = self.spec.plug_windows
+        if windows is None:
+            return None
+        return any(start <= at < end for start, end in windows)
+
+    def _plug_edges(self) -> list[datetime]:
+        return [t for window in self.spec.plug_windows or () for t in window]
 
     # --- control -----------------------------------------------------------
     def apply(self, command: Command) -> None:
@@ -96,6 +120,8 @@ class SimulatedDevice:
         if isinstance(command, ChargeDelay):
             return 0.0, None
         target = self.spec.charge_target_pct
+        if isinstance(command, Charge):
+            target = command.target_soc_pct
         if target is None or self.soc_pct >= target - _EPS_PCT:
             return 0.0, None
         return self.spec.max_charge_kw, target
@@ -105,8 +131,8 @@ class SimulatedDevice:
         return stored_kw * self.spec.time_scale / 3600 / self.spec.capacity_kwh * 100
 
     def _next_edge(self, after: datetime, until: datetime) -> datetime:
-        edges = [t for c in self.commands for t in (c.start, c.end) if after < t < until]
-        return min(edges, default=until)
+        edges = [t for c in self.commands for t in (c.start, c.end)] + self._plug_edges()
+        return min((t for t in edges if after < t < until), default=until)
 
     def advance(self, until: datetime) -> None:
         while self.now < until:
@@ -124,6 +150,9 @@ class SimulatedDevice:
                 seconds = (step_end - self.now).total_seconds()
                 kw, rate = 0.0, 0.0
             self._record(step_end, kw, rate * seconds)
+            if step_end in self._plug_edges():
+                # The car arrives or leaves on schedule; set_plugged_in overrides until the next edge.
+                self.plugged_in = bool(self._scheduled_plug(step_end))
 
     def _record(self, end: datetime, kw: float, soc_delta_pct: float) -> None:
         hours = (end - self.now).total_seconds() * self.spec.time_scale / 3600

@@ -86,3 +86,13 @@ def test_impossible_specs_are_refused(bad):
     args = dict(kind="battery", capacity_kwh=10, soc_pct=50, max_charge_kw=5) | bad
     with pytest.raises(ValueError):
         DeviceSpec(**args)
+
+
+def test_storm_charge_fills_a_battery_that_normally_idles():
+    device = battery(soc=50.0)
+    from adapters.base import Charge
+    device.apply(Charge(T0, T0 + 2 * H, target_soc_pct=100))
+    device.advance(T0 + 2 * H)
+    assert device.soc_pct == pytest.approx(100.0)
+    assert device.kwh_imported == pytest.approx(5.0)
+    assert device.mean_kw(T0, T0 + H) == pytest.approx(5.0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from adapters import registry
 from adapters.base import Adapter, AdapterError, Reading
 from flexadr.clock import Clock, ceil_to
 from ven.oadr_client import FlexClient, as_list
-from ven.policy import Decision, DeviceProfile, EventSignal, EventWindow, Opt, OwnerPrefs, decide
+from ven.policy import (Conditions, Decision, DeviceProfile, EventSignal, EventWindow, Opt,
+                        OwnerPrefs, decide)
 from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
     commands_from_json, commands_to_json
 from ven.telemetry import IntervalRecorder
@@ -58,7 +59,9 @@ class AgentConfig:
     adapter_config: dict[str, Any]
     capacity_kwh: float
     max_discharge_kw: float = 0.0
+    max_charge_kw: float = 0.0
     efficiency: float = 0.95
+    cycle_cap_per_year: float | None = None
     prefs: OwnerPrefs = field(default_factory=OwnerPrefs)
     time_scale: float = 1.0
     sample_period: timedelta = timedelta(seconds=60)
@@ -79,7 +82,9 @@ class VenAgent:
         self.profile = DeviceProfile(capabilities=self.adapter.capabilities,
                                      capacity_kwh=config.capacity_kwh,
                                      max_discharge_kw=config.max_discharge_kw,
-                                     efficiency=config.efficiency)
+                                     max_charge_kw=config.max_charge_kw,
+                                     efficiency=config.efficiency,
+                                     cycle_cap_per_year=config.cycle_cap_per_year)
         self.store: LocalStore = (database or LocalDatabase(config.state_url)).for_ven(config.ven_name)
         self.decisions: dict[str, Decision] = {}
         self.client = FlexClient(
@@ -92,6 +97,7 @@ class VenAgent:
         self.uplink = Uplink(self.client, self.store)
         self.recorder = self._recorder(config.telemetry_interval)
         self._plugged_in: bool | None = None
+        self.conditions = Conditions()
         self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle -----------------------------------------------------------
@@ -153,7 +159,12 @@ class VenAgent:
     def _recorder(self, interval: timedelta) -> IntervalRecorder:
         interval_wall = _wall(interval, self.config.time_scale)
         wanted = _wall(self.config.sample_period, self.config.time_scale)
+        # Samples must fall exactly on interval boundaries: a whole number of
+        # microseconds that divides the interval, as close to the wish as that allows.
+        interval_us = interval_wall // timedelta(microseconds=1)
         samples = max(1, round(interval_wall / wanted))
+        while interval_us % samples:
+            samples -= 1
         return IntervalRecorder(interval_wall, interval_wall / samples, self.config.time_scale)
 
     def _adopt_requested_interval(self) -> None:
@@ -221,8 +232,16 @@ class VenAgent:
         reading = await self._read()
         if reading is None:
             return Decision(Opt.OUT, "device not answering")
+        return self._policy(window, reading)
+
+    def _policy(self, window: EventWindow, reading: Reading) -> Decision:
+        baseline = self.store.exported_at_year_start(reading.at.year, reading.kwh_exported)
+        conditions = Conditions(
+            islanded=self.conditions.islanded,
+            storm_warning_until=self.conditions.storm_warning_until,
+            cycles_used=(reading.kwh_exported - baseline) / self.config.capacity_kwh)
         return decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
-                      self.config.time_scale)
+                      self.config.time_scale, conditions)
 
     def _save(self, window: EventWindow, modification_number: int, decision: Decision,
               owner_opted_out: bool = False) -> None:
@@ -237,13 +256,15 @@ class VenAgent:
                  decision.reason)
 
     async def _reapply_all(self) -> None:
-        """The device gets exactly the commands of the events still opted in."""
+        """The device gets exactly the commands of the current decisions.
+
+        An opted-out event carries no command, except the storm preparation charge.
+        """
         try:
             await self.adapter.clear()
             for stored in self.store.events_not_ended(self.clock.now()):
-                if stored.opt == Opt.IN.value:
-                    for command in commands_from_json(stored.commands_json):
-                        await self.adapter.apply(command)
+                for command in commands_from_json(stored.commands_json):
+                    await self.adapter.apply(command)
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
 
@@ -260,14 +281,23 @@ class VenAgent:
         """Re-plan the events still ahead when the car is plugged in or unplugged."""
         changed = self._plugged_in is not None and reading.plugged_in != self._plugged_in
         self._plugged_in = reading.plugged_in
-        if not changed:
-            return
+        if changed:
+            await self._replan(reading)
+
+    async def set_conditions(self, islanded: bool = False,
+                             storm_warning_until: datetime | None = None) -> None:
+        """A grid outage or a storm warning began or ended: re-plan every event ahead."""
+        self.conditions = Conditions(islanded=islanded, storm_warning_until=storm_warning_until)
+        reading = await self._read()
+        if reading is not None:
+            await self._replan(reading)
+
+    async def _replan(self, reading: Reading) -> None:
         for stored in self.store.events_not_ended(self.clock.now()):
             if stored.owner_opted_out:
                 continue
             window = _stored_window(stored)
-            decision = decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
-                              self.config.time_scale)
+            decision = self._policy(window, reading)
             self._save(window, stored.modification_number, decision)
             if decision.opt.value != stored.opt:
                 await self._tell_vtn(stored.event_id, stored.modification_number, decision.opt,

@@ -6,6 +6,7 @@ Relative paths are relative to the config file.
 from __future__ import annotations
 
 import tomllib
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,39 @@ def agent_config(data: dict[str, Any], base: Path, source: str) -> AgentConfig:
             adapter_config=adapter.get("config", {}),
             capacity_kwh=float(data["capacity_kwh"]),
             max_discharge_kw=float(data.get("max_discharge_kw", 0.0)),
+            max_charge_kw=float(data.get("max_charge_kw", 0.0)),
             efficiency=float(data.get("efficiency", 0.95)),
-            prefs=OwnerPrefs(min_soc_pct=float(data.get("min_soc_pct", 20.0))),
+            cycle_cap_per_year=data.get("cycle_cap_per_year"),
+            prefs=_prefs(data.get("owner", {})),
             time_scale=float(data.get("time_scale", 1.0)),
+            sample_period=timedelta(seconds=data.get("sample_period_s", 60)),
+            telemetry_interval=timedelta(minutes=data.get("telemetry_interval_min", 15)),
+            state_url=_sqlite_relative_to(base, data.get("state_url", "sqlite:///ven-state.sqlite")),
         )
     except KeyError as err:
         raise ConfigError(f"{source}: {err.args[0]}: missing") from err
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from err
+
+
+def _sqlite_relative_to(base: Path, url: str) -> str:
+    """A relative SQLite path in a config file is relative to that file."""
+    path = url.removeprefix("sqlite:///")
+    if not url.startswith("sqlite:///") or Path(path).is_absolute():
+        return url
+    return f"sqlite:///{(base / path).resolve()}"
+
+
+def _prefs(owner: dict[str, Any]) -> OwnerPrefs:
+    """The `[owner]` table: floor, ready-by time and target, what to do if not ready."""
+    ready_by = owner.get("ready_by")
+    return OwnerPrefs(
+        min_soc_pct=float(owner.get("min_soc_pct", 20.0)),
+        ready_by=time.fromisoformat(ready_by) if ready_by else None,
+        ready_soc_pct=float(owner.get("ready_soc_pct", 80.0)),
+        timezone=owner.get("timezone", "America/New_York"),
+        opt_out_if_not_ready=bool(owner.get("opt_out_if_not_ready", True)),
+    )
 
 
 def load_agent(path: Path) -> AgentConfig:

@@ -12,7 +12,7 @@ from typing import Sequence
 from sqlalchemy import UniqueConstraint, delete
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
-from adapters.base import ChargeDelay, Command, Discharge
+from adapters.base import Charge, ChargeDelay, Command, Discharge
 from flexadr.dbtypes import UTCDateTime
 
 
@@ -47,13 +47,22 @@ class AcceptedEvent(SQLModel, table=True):
     commands_json: str = "[]"
 
 
-_TABLES = [OutboxInterval.__table__, AcceptedEvent.__table__]
-_COMMANDS = {"charge_delay": ChargeDelay, "discharge": Discharge}
+class MeterBaseline(SQLModel, table=True):
+    """The export register at the first reading of a year: cycles are counted from it."""
+    __tablename__ = "ven_meter_baseline"
+    ven_name: str = Field(primary_key=True)
+    year: int = Field(primary_key=True)
+    kwh_exported: float
+
+
+_TABLES = [OutboxInterval.__table__, AcceptedEvent.__table__, MeterBaseline.__table__]
+_COMMANDS = {"charge_delay": ChargeDelay, "discharge": Discharge, "charge": Charge}
+_KINDS = {cls: kind for kind, cls in _COMMANDS.items()}
 
 
 def commands_to_json(commands: Sequence[Command]) -> str:
     def one(command: Command) -> dict:
-        kind = "charge_delay" if isinstance(command, ChargeDelay) else "discharge"
+        kind = _KINDS[type(command)]
         fields = {k: v.isoformat() if isinstance(v, datetime) else v
                   for k, v in vars(command).items()}
         return {"kind": kind, **fields}
@@ -135,3 +144,15 @@ class LocalStore:
             return s.exec(select(AcceptedEvent).where(AcceptedEvent.ven_name == self.ven_name,
                                                       AcceptedEvent.end > now)
                           .order_by(AcceptedEvent.start)).all()
+
+    # --- cycle counting --------------------------------------------------------
+    def exported_at_year_start(self, year: int, kwh_exported_now: float) -> float:
+        """The year's baseline of the export register, recorded at first sight."""
+        with self._session() as s:
+            baseline = s.get(MeterBaseline, (self.ven_name, year))
+            if baseline is None:
+                baseline = MeterBaseline(ven_name=self.ven_name, year=year,
+                                         kwh_exported=kwh_exported_now)
+                s.add(baseline)
+                s.commit()
+            return baseline.kwh_exported

@@ -14,6 +14,8 @@ COMMANDS = [
     "vtn.commands.serve",
     "vtn.commands.operate",
     "vtn.commands.settle",
+    "vtn.commands.programs",
+    "vtn.commands.backtest",
 ]
 
 

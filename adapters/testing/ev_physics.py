@@ -1,0 +1,61 @@
+"""Battery physics shared by the device simulators (chargers, inverter).
+
+Power is piecewise constant between ticks: each `step(now, limit_kw)` first
+integrates the power chosen at the previous step up to `now`, then chooses
+the power for the next interval from the limit the device's protocol gives.
+`time_scale` compresses time so a test sees a battery drain in seconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class BatteryPhysics:
+    capacity_kwh: float
+    soc_pct: float
+    max_charge_kw: float
+    max_discharge_kw: float = 0.0
+    # Unmanaged charging stops here; None = idle unless told to move.
+    charge_target_pct: float | None = 90.0
+    efficiency: float = 0.95
+    time_scale: float = 1.0
+    kw: float = field(default=0.0, init=False)
+    kwh_imported: float = field(default=0.0, init=False)
+    kwh_exported: float = field(default=0.0, init=False)
+    _last: datetime | None = field(default=None, init=False)
+
+    def step(self, now: datetime, setpoint_kw: float | None, floor_pct: float = 0.0,
+             target_pct: float | None = None) -> None:
+        """Integrate to `now`, then follow `setpoint_kw`.
+
+        setpoint_kw None = unmanaged (charge to target); >= 0 caps charging
+        at that power; < 0 asks for export at that power, down to floor_pct.
+        `target_pct` replaces the owner's charge target (a commanded charge).
+        """
+        self._integrate(now)
+        self.kw = self._choose_kw(setpoint_kw, floor_pct, target_pct)
+
+    def _integrate(self, now: datetime) -> None:
+        if self._last is not None and now > self._last:
+            hours = (now - self._last).total_seconds() * self.time_scale / 3600
+            stored_kw = self.kw * self.efficiency if self.kw > 0 else self.kw / self.efficiency
+            self.soc_pct = min(100.0, max(0.0, self.soc_pct + stored_kw * hours / self.capacity_kwh * 100))
+            if self.kw > 0:
+                self.kwh_imported += self.kw * hours
+            else:
+                self.kwh_exported += -self.kw * hours
+        self._last = now
+
+    def _choose_kw(self, setpoint_kw: float | None, floor_pct: float, target_pct: float | None) -> float:
+        if setpoint_kw is not None and setpoint_kw < 0:
+            # A real battery management system stops at its reserve, whatever it is told.
+            if self.soc_pct <= floor_pct:
+                return 0.0
+            return -min(-setpoint_kw, self.max_discharge_kw)
+        target = self.charge_target_pct if target_pct is None else target_pct
+        if target is None or self.soc_pct >= target:
+            return 0.0
+        cap_kw = self.max_charge_kw if setpoint_kw is None else min(setpoint_kw, self.max_charge_kw)
+        return max(cap_kw, 0.0)

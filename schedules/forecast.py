@@ -1,0 +1,355 @@
+"""Hourly load series, ISO's day-ahead forecast, and the planner's own forecaster.
+
+Pure: numpy arrays in, numpy arrays out; no files. Times are epoch seconds
+(int64) of the hour START in UTC; `*_s` names say so.
+
+Honesty is structural: every series has an `as_of(cutoff_s)` view holding only
+what was known at `cutoff_s` (load hours that had ENDED, ISO forecasts that
+had been ISSUED, weather days that had ENDED), and `forecast_own` re-applies
+the cut itself, so a decision can never see the decision day or later.
+
+The own forecaster (`forecast_own`) predicts day D's hourly load from
+- load history up to the decision moment (the day before D, mid-afternoon),
+- daily temperature (tmax/tavg) of days that ended before the decision day,
+- the calendar (weekend / holiday),
+as: daily peak by weighted least squares on analogous past days (same time of
+year in earlier years, plus the recent weeks), times an hourly shape averaged
+over the nearest analog days. numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+UTC = timezone.utc
+HOUR_S = 3600
+DAY_S = 86400
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# ISO-NE publishes its day-ahead load forecast the morning before the operating
+# day; we take 10:00 local the day before as the moment it is known.
+ISO_ISSUE_LOCAL = time(10, 0)
+
+
+def to_epoch_s(when: datetime) -> int:
+    return int((when - _EPOCH).total_seconds())
+
+
+def from_epoch_s(seconds: int | float) -> datetime:
+    return _EPOCH + timedelta(seconds=int(seconds))
+
+
+@dataclass(frozen=True)
+class HourlySeries:
+    """Hourly MW values; t = epoch seconds of each hour's start (UTC), increasing."""
+    t: np.ndarray
+    mw: np.ndarray
+
+    def as_of(self, cutoff_s: int) -> "HourlySeries":
+        """Only the hours that had ended by `cutoff_s`."""
+        n = int(np.searchsorted(self.t, cutoff_s - HOUR_S, side="right"))
+        return HourlySeries(self.t[:n], self.mw[:n])
+
+    def between(self, start_s: int, end_s: int) -> "HourlySeries":
+        lo = int(np.searchsorted(self.t, start_s, side="left"))
+        hi = int(np.searchsorted(self.t, end_s, side="left"))
+        return HourlySeries(self.t[lo:hi], self.mw[lo:hi])
+
+
+@dataclass(frozen=True)
+class ForecastSeries:
+    """A published forecast: value per target hour, and when it was issued."""
+    t: np.ndarray
+    mw: np.ndarray
+    issued_s: np.ndarray
+
+    def as_of(self, cutoff_s: int) -> "ForecastSeries":
+        """Rows issued by `cutoff_s` (issue times rise with the target hour)."""
+        n = int(np.searchsorted(self.issued_s, cutoff_s, side="right"))
+        return ForecastSeries(self.t[:n], self.mw[:n], self.issued_s[:n])
+
+    def between(self, start_s: int, end_s: int) -> HourlySeries:
+        lo = int(np.searchsorted(self.t, start_s, side="left"))
+        hi = int(np.searchsorted(self.t, end_s, side="left"))
+        return HourlySeries(self.t[lo:hi], self.mw[lo:hi])
+
+
+@dataclass(frozen=True)
+class DailyWeather:
+    """Daily weather at one station; `day` = local date ordinals (date.toordinal())."""
+    day: np.ndarray
+    tmax: np.ndarray
+    tmin: np.ndarray
+    tavg: np.ndarray
+
+    def before(self, day_ordinal: int) -> "DailyWeather":
+        """Only days strictly before `day_ordinal` (whole days that had ended)."""
+        n = int(np.searchsorted(self.day, day_ordinal, side="left"))
+        return DailyWeather(self.day[:n], self.tmax[:n], self.tmin[:n], self.tavg[:n])
+
+    def lookup(self, ordinals: np.ndarray, column: str) -> np.ndarray:
+        values = getattr(self, column)
+        idx = np.searchsorted(self.day, ordinals)
+        idx = np.clip(idx, 0, max(len(self.day) - 1, 0))
+        if len(self.day) == 0:
+            return np.full(len(ordinals), np.nan)
+        found = self.day[idx] == ordinals
+        return np.where(found, values[idx], np.nan)
+
+
+@dataclass(frozen=True)
+class DayForecast:
+    """Forecast hourly load for one local day."""
+    day: date
+    t: np.ndarray         # hour starts (epoch s, UTC) of the local day
+    mw: np.ndarray
+    source: str
+
+    @property
+    def peak_mw(self) -> float:
+        return float(np.nanmax(self.mw))
+
+    def sum_between(self, start_s: int, end_s: int) -> float:
+        keep = (self.t >= start_s) & (self.t < end_s)
+        return float(np.nansum(self.mw[keep]))
+
+
+def day_bounds_s(day: date, tz: ZoneInfo) -> tuple[int, int]:
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    return to_epoch_s(start.astimezone(UTC)), to_epoch_s(end.astimezone(UTC))
+
+
+def iso_issue_times(t: np.ndarray, tz: ZoneInfo) -> np.ndarray:
+    """Issue moment of each target hour's day-ahead forecast: 10:00 local the day before."""
+    days, _ = local_day_hour(t, tz)
+    issue_of_day: dict[int, int] = {}
+    for ordinal in np.unique(days):
+        day = date.fromordinal(int(ordinal)) - timedelta(days=1)
+        issue_of_day[int(ordinal)] = to_epoch_s(
+            datetime.combine(day, ISO_ISSUE_LOCAL, tzinfo=tz).astimezone(UTC))
+    return np.fromiter((issue_of_day[int(d)] for d in days), dtype=np.int64, count=len(days))
+
+
+@lru_cache(maxsize=64)
+def _year_offsets(tz_key: str, year: int) -> np.ndarray:
+    """UTC offset (s) of `tz` at every hour of a UTC calendar year (calendar facts only)."""
+    tz = ZoneInfo(tz_key)
+    start = datetime(year, 1, 1, tzinfo=UTC)
+    hours = int((datetime(year + 1, 1, 1, tzinfo=UTC) - start).total_seconds() // HOUR_S)
+    out = np.empty(hours, dtype=np.int64)
+    # the offset only changes at DST transitions: compute per day, fix the two odd days
+    for h in range(0, hours, 24):
+        a = (start + timedelta(hours=h)).astimezone(tz).utcoffset()
+        b = (start + timedelta(hours=min(h + 23, hours - 1))).astimezone(tz).utcoffset()
+        if a == b:
+            out[h:h + 24] = int(a.total_seconds())
+        else:
+            for k in range(h, min(h + 24, hours)):
+                out[k] = int((start + timedelta(hours=k)).astimezone(tz)
+                             .utcoffset().total_seconds())
+    return out
+
+
+def local_day_hour(t: np.ndarray, tz: ZoneInfo) -> tuple[np.ndarray, np.ndarray]:
+    """Local date ordinal and local hour (0-23) of each UTC hour start."""
+    if len(t) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    years = (t // DAY_S).astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    offsets = np.empty(len(t), dtype=np.int64)
+    for year in np.unique(years):
+        sel = years == year
+        base = to_epoch_s(datetime(int(year), 1, 1, tzinfo=UTC))
+        offsets[sel] = _year_offsets(tz.key, int(year))[(t[sel] - base) // HOUR_S]
+    local = t + offsets
+    # 719163 = date(1970, 1, 1).toordinal()
+    return local // DAY_S + 719163, (local % DAY_S) // HOUR_S
+
+
+def day_hours_s(day: date, tz: ZoneInfo) -> np.ndarray:
+    start, end = day_bounds_s(day, tz)
+    return np.arange(start, end, HOUR_S, dtype=np.int64)
+
+
+def forecast_iso(iso: ForecastSeries, day: date, tz: ZoneInfo,
+                 cutoff_s: int) -> DayForecast | None:
+    """ISO's published forecast for `day`, if it had been issued by `cutoff_s`."""
+    start, end = day_bounds_s(day, tz)
+    hours = iso.as_of(cutoff_s).between(start, end)
+    if len(hours.t) == 0 or not np.isfinite(hours.mw).any():
+        return None
+    return DayForecast(day, hours.t, hours.mw, "iso")
+
+
+# ---------------------------------------------------------------- own forecaster
+
+@dataclass(frozen=True)
+class OwnForecastConfig:
+    season_halfwidth_days: int = 40   # analog days: same time of year +- this, earlier years
+    recent_days: int = 35             # ... plus the most recent days
+    analogs: int = 12                 # days averaged for the hourly shape
+    ridge: float = 1e-3
+
+
+def _daily_table(load: HourlySeries, tz: ZoneInfo):
+    """Per complete local day: ordinal, 24-hour profile (MW, by local hour)."""
+    days, hours = local_day_hour(load.t, tz)
+    if len(days) == 0:
+        return np.empty(0, dtype=np.int64), np.empty((0, 24))
+    first = int(days[0])
+    n = int(days[-1]) - first + 1
+    prof = np.full((n, 24), np.nan)
+    prof[days - first, hours] = load.mw     # the repeated fall-back hour: last one wins
+    count = np.bincount(days - first, minlength=n)
+    # the spring-forward day has 23 hours: borrow the missing 02:00 from 01:00
+    gap = np.isnan(prof[:, 2]) & (count == 23)
+    prof[gap, 2] = prof[gap, 1]
+    complete = (count >= 23) & ~np.isnan(prof).any(axis=1)
+    ordinals = np.arange(first, first + n, dtype=np.int64)
+    return ordinals[complete], prof[complete]
+
+
+@lru_cache(maxsize=4096)
+def _is_holiday(ordinal: int) -> bool:
+    import holidays as holidays_pkg
+    day = date.fromordinal(ordinal)
+    return day in holidays_pkg.country_holidays("US", years=day.year)
+
+
+def off_day(ordinals: np.ndarray) -> np.ndarray:
+    """1.0 for weekends and US federal holidays (load runs lower)."""
+    weekday = (ordinals + 6) % 7          # date.fromordinal(o).weekday()
+    return np.array([1.0 if w >= 5 or _is_holiday(int(o)) else 0.0
+                     for o, w in zip(ordinals, weekday)])
+
+
+@dataclass(frozen=True)
+class DailyLoad:
+    """Complete local days of a load series: one row per day, with the moment the
+    day ended (`end_s`) so `as_of` keeps only days that had ended."""
+    ordinal: np.ndarray     # local date ordinals, increasing (days with gaps left out)
+    end_s: np.ndarray       # epoch s of the day's end (next local midnight, UTC)
+    profile: np.ndarray     # (days, 24) MW by local hour
+    peak: np.ndarray        # daily max MW
+    off: np.ndarray         # 1.0 weekend / holiday
+    year: np.ndarray        # calendar facts of each day, for fast selections
+    month: np.ndarray
+    month_day: np.ndarray   # month * 100 + day
+    doy: np.ndarray         # day of year 1-366
+
+    @classmethod
+    def build(cls, load: HourlySeries, tz: ZoneInfo) -> "DailyLoad":
+        ordinals, prof = _daily_table(load, tz)
+        dates = [date.fromordinal(int(o)) for o in ordinals]
+        ends = np.array([day_bounds_s(d, tz)[1] for d in dates], dtype=np.int64)
+        peak = prof.max(axis=1) if len(ordinals) else np.empty(0)
+        return cls(ordinals, ends, prof, peak, off_day(ordinals),
+                   np.array([d.year for d in dates], dtype=np.int64),
+                   np.array([d.month for d in dates], dtype=np.int64),
+                   np.array([d.month * 100 + d.day for d in dates], dtype=np.int64),
+                   np.array([d.timetuple().tm_yday for d in dates], dtype=np.int64))
+
+    def _slice(self, part: slice) -> "DailyLoad":
+        return DailyLoad(self.ordinal[part], self.end_s[part], self.profile[part],
+                         self.peak[part], self.off[part], self.year[part], self.month[part],
+                         self.month_day[part], self.doy[part])
+
+    def as_of(self, cutoff_s: int) -> "DailyLoad":
+        n = int(np.searchsorted(self.end_s, cutoff_s, side="right"))
+        return self._slice(slice(0, n))
+
+    def since(self, ordinal: int) -> "DailyLoad":
+        lo = int(np.searchsorted(self.ordinal, ordinal, side="left"))
+        return self._slice(slice(lo, None))
+
+    def rows(self, ordinals: np.ndarray) -> np.ndarray:
+        """Row index of each ordinal, -1 where that day is missing."""
+        if len(self.ordinal) == 0:
+            return np.full(len(ordinals), -1)
+        idx = np.clip(np.searchsorted(self.ordinal, ordinals), 0, len(self.ordinal) - 1)
+        return np.where(self.ordinal[idx] == ordinals, idx, -1)
+
+
+def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz: ZoneInfo,
+                 cutoff_s: int, config: OwnForecastConfig = OwnForecastConfig(),
+                 daily: DailyLoad | None = None) -> DayForecast | None:
+    """Day-ahead hourly forecast for `day` from data known at `cutoff_s` only.
+
+    `daily` is `DailyLoad.build(load, tz)` when the caller has it (it is cut to
+    `cutoff_s` here as well); built from `load` otherwise."""
+    load = load.as_of(cutoff_s)                       # hours that had ended
+    daily = (daily or DailyLoad.build(load, tz)).as_of(cutoff_s)
+    cutoff_day = int(local_day_hour(np.array([cutoff_s]), tz)[0][0])
+    weather = weather.before(cutoff_day) if weather is not None else None   # days that had ended
+    target = day.toordinal()
+    if len(daily.ordinal) < 30 or target - 1 < cutoff_day:
+        return None
+    # The last local hours of the decision day that had fully ended: we see the
+    # morning and early afternoon of the day before D.
+    _, cutoff_hour = local_day_hour(np.array([cutoff_s]), tz)
+    last_hour = int(cutoff_hour[0]) - 1
+    seen_from, seen_to = max(last_hour - 2, 0), max(last_hour, 0) + 1
+    partial = load.between(day_bounds_s(date.fromordinal(target - 1), tz)[0], cutoff_s)
+    if len(partial.t) == 0:
+        return None
+
+    # training days: same time of year in earlier years, plus the recent weeks
+    ords = daily.ordinal
+    doy = daily.doy
+    target_doy = day.timetuple().tm_yday
+    near_season = np.abs(((doy - target_doy + 182) % 365) - 182) <= config.season_halfwidth_days
+    recent = ords >= target - config.recent_days
+    prev1, prev2 = daily.rows(ords - 1), daily.rows(ords - 2)
+    train = (near_season | recent) & (prev1 >= 0) & (prev2 >= 0)
+    if train.sum() < 20:
+        return None
+
+    def features(targets, prev_level, peak2, off_t, off_prev):
+        cols = [np.ones(len(targets)), prev_level, peak2, off_t, off_prev]
+        if weather is not None and len(weather.day):
+            cols.append(weather.lookup(targets - 2, "tmax"))
+            cols.append(weather.lookup(targets - 3, "tmax"))
+            cols.append(weather.lookup(targets - 2, "tavg"))
+        return np.column_stack(cols)
+
+    rows = np.flatnonzero(train)
+    x = features(ords[rows], daily.profile[prev1[rows], seen_from:seen_to].mean(axis=1),
+                 daily.peak[prev2[rows]], daily.off[rows], daily.off[prev1[rows]])
+    y = daily.peak[rows]
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
+    if ok.sum() < 20:
+        return None
+    x, y, rows = x[ok], y[ok], rows[ok]
+    # recent days weigh more: the load level drifts from year to year
+    age_days = (target - ords[rows]).astype(float)
+    w = np.where(age_days <= config.recent_days, 3.0, 1.0) / (1.0 + age_days / 365.0)
+    mu, sd = x[:, 1:].mean(axis=0), x[:, 1:].std(axis=0) + 1e-9
+    xs = np.column_stack([x[:, 0], (x[:, 1:] - mu) / sd])
+    a = xs.T @ (xs * w[:, None]) + config.ridge * np.eye(xs.shape[1]) * w.sum()
+    beta = np.linalg.solve(a, xs.T @ (y * w))
+
+    # the row for D: the day before D is seen only up to the decision moment
+    _, seen_hours = local_day_hour(partial.t, tz)
+    seen = (seen_hours >= seen_from) & (seen_hours < seen_to)
+    prev_level = float(np.mean(partial.mw[seen])) if seen.any() else float(partial.mw[-1])
+    r2 = daily.rows(np.array([target - 2]))[0]
+    peak2 = daily.peak[r2] if r2 >= 0 else np.nan
+    xt = features(np.array([target]), np.array([prev_level]), np.array([peak2]),
+                  off_day(np.array([target])), off_day(np.array([target - 1])))
+    xt = np.where(np.isfinite(xt), xt, np.r_[1.0, mu][None, :])
+    xts = np.column_stack([xt[:, 0], (xt[:, 1:] - mu) / sd])
+    peak = float((xts @ beta)[0])
+
+    # hourly shape: mean normalised profile of the nearest analog days
+    dist = ((xs[:, 1:] - xts[:, 1:]) ** 2).sum(axis=1) + (age_days / 60.0) ** 2
+    nearest = rows[np.argsort(dist)[:config.analogs]]
+    shapes = daily.profile[nearest] / daily.peak[nearest, None]
+    shape = shapes.mean(axis=0)
+
+    hours = day_hours_s(day, tz)
+    _, local_hours = local_day_hour(hours, tz)
+    return DayForecast(day, hours, peak * shape[local_hours], "own")
