@@ -113,12 +113,21 @@ class Vtn:
         self._route_opt_service()
         self._route_report_service()
         self._count_queries()
+        self._own_service_state()
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)
         self.admin.install(self.server.app)
+
+    def _own_service_state(self) -> None:
+        """openleadr keeps the signing key and ven_lookup on the VTNService class: the last
+        server built wins. Pin them on this server's service instances instead."""
+        create_message = VTNService._create_message
+        for service_ in self.server.services.values():
+            service_._create_message = create_message
+            service_.ven_lookup = self.ven_lookup
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)
