@@ -76,3 +76,13 @@ def test_time_scale_turns_wall_seconds_into_device_hours():
 def test_sample_period_must_divide_the_interval():
     with pytest.raises(ValueError):
         IntervalRecorder(interval=15 * M, sample_period=7 * M)
+
+
+def test_a_late_read_is_wound_back_to_the_boundary_at_the_power_seen():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    late = T0 + 15 * M + timedelta(seconds=30)
+    # 30 s after the boundary the car charges at 6 kW (since the boundary): 0.05 kWh of it
+    # belongs to the next interval, not this one.
+    closed = rec.observe(T0 + 15 * M, Reading(late, 6.0, 0.05, 0.0, 50.0, True))
+    assert closed.kwh == pytest.approx(0.0, abs=1e-12) and closed.kw == pytest.approx(0.0, abs=1e-9)

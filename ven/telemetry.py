@@ -60,12 +60,21 @@ class IntervalRecorder:
         self._online = reading is not None
         return closed
 
+    def _net_kwh_at(self, reading: Reading, boundary: datetime) -> float:
+        """Net energy register at the boundary, from a reading taken a little before or after.
+
+        A busy agent reads a few milliseconds off the boundary; events start
+        and end on boundaries, so the power at the reading is the power since
+        the boundary, and the register is wound back (or forward) at that power.
+        """
+        offset_h = (reading.at - boundary).total_seconds() * self.time_scale / 3600
+        return reading.kwh_imported - reading.kwh_exported - reading.kw * offset_h
+
     def _close(self, end: datetime, reading: Reading | None) -> IntervalReading:
         start, opening = self._open_start, self._opening
         if reading is None or opening is None:
             return IntervalReading(start, end, None, None, None, None, online=False)
-        kwh = ((reading.kwh_imported - opening.kwh_imported)
-               - (reading.kwh_exported - opening.kwh_exported))
+        kwh = self._net_kwh_at(reading, end) - self._net_kwh_at(opening, start)
         hours = (end - start).total_seconds() * self.time_scale / 3600
         return IntervalReading(start, end, kwh / hours, kwh, reading.soc_pct, reading.plugged_in,
                                online=self._online and reading.online)
