@@ -153,12 +153,12 @@ async def test_standalone_simulator_serves_a_sunspec_adapter():
 
 async def test_storm_charge_passes_the_conformance_kit():
     from adapters.testing import ChargeScenario, run_charge
-    # An idle battery at 96 %: x300 time fills it within ~1 s of a 3 s window.
+    # An idle battery at 96 %: x300 time fills it within ~1 s of a 2 s window.
     adapter, sim = await _rig(BatteryPhysics(capacity_kwh=10, soc_pct=96, max_charge_kw=5, max_discharge_kw=5,
                                              charge_target_pct=None, time_scale=300))
     try:
         report = await run_charge(adapter, sim, WallTime(),
-                                  ChargeScenario(charge_kw=5, target_soc_pct=100, window_s=3))
+                                  ChargeScenario(charge_kw=5, target_soc_pct=100, window_s=2))
         report.assert_passed()
         assert ("ChaGriSet", 1) in sim.writes
         assert sim.storage.ChaGriSet.value == 0, "the owner's PV-only setting is back"

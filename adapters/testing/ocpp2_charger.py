@@ -105,6 +105,7 @@ class Ocpp2ChargerSim:
         self._connection: Any = None
         self._side: Any = None
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     # --- DevicePeer -------------------------------------------------------------
     def power_kw(self) -> float:
@@ -132,12 +133,14 @@ class Ocpp2ChargerSim:
         self._tasks += [asyncio.ensure_future(self._physics()), asyncio.ensure_future(self._report())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        if tasks:
+            # Bounded, and the loops also watch _stopping: Python 3.11's wait_for (inside
+            # the ocpp package's call) can swallow a cancel that lands as a reply arrives.
+            await asyncio.wait(tasks, timeout=2)
         if self._connection is not None:
             await self._connection.close()
 
@@ -213,13 +216,13 @@ class Ocpp2ChargerSim:
         return float(period["limit"]) / 1000 if "limit" in period else None
 
     async def _physics(self) -> None:
-        while True:
+        while not self._stopping:
             now = self.clock.now()
             self.battery.step(now, self.setpoint_kw(now), self.v2x_min_soc_pct)
             await asyncio.sleep(self.tick_s)
 
     async def _report(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.meter_interval_s)
             with contextlib.suppress(asyncio.TimeoutError):
                 await self._transaction_event("Updated", "MeterValuePeriodic", meter=True)
