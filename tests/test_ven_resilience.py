@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from adapters.base import DeviceDisconnected
+from adapters.sim import SimAdapter
 from flexadr.clock import SystemClock, ceil_to
 from schedules import model
 from tests.harness import Site
@@ -135,3 +137,42 @@ async def test_storm_warning_before_an_event_keeps_the_battery_charging_and_opts
     device.advance(event.end_utc)
     assert device.soc_pct == pytest.approx(100.0)                 # charged to full...
     assert all(seg.kw >= 0 for seg in device.history)             # ...and never discharged
+
+
+class FlakySim(SimAdapter):
+    """The simulator, behind a link the test can break: a device that stops answering."""
+    down = False
+
+    async def read(self):
+        if self.down:
+            raise DeviceDisconnected("link to the battery is down")
+        return await super().read()
+
+    async def apply(self, command):
+        if self.down:
+            raise DeviceDisconnected("link to the battery is down")
+        await super().apply(command)
+
+
+async def test_a_device_that_stops_answering_is_reported_offline_and_rejoins_the_event(site):
+    config = site.agent_config("ven-a")
+    adapter = FlakySim(config.adapter_config, SystemClock())
+    agent = await site.add_agent(config, adapter=adapter)
+    adapter.down = True
+    event = _publish(site, lead=3 * HOUR, duration=2 * HOUR)
+    await _until(lambda: event.event_id in agent.decisions, timeout_s=10)
+    assert agent.decisions[event.event_id].reason == "device not answering"
+    await _until(lambda: site.store.targets(event.event_id)[0].opt_type == "optOut", timeout_s=5)
+    await asyncio.sleep((HOUR / 2).total_seconds())
+    assert not agent.device_online
+    adapter.down = False                                   # the link comes back before the event
+    await _until(lambda: agent.decisions[event.event_id].opt.value == "optIn", timeout_s=10)
+    await _until(lambda: site.store.targets(event.event_id)[0].opt_type == "optIn", timeout_s=5)
+    await _sleep_until(event.end_utc + HOUR)
+    await _until(lambda: agent.store.backlog() == 0, timeout_s=10)
+
+    assert -adapter.device.mean_kw(event.start_utc, event.end_utc) > 1.0   # it took part
+    points = site.store.telemetry("ven-a")
+    offline = [p for p in points if p.online is False]
+    assert len(offline) >= 2 and all(p.kw is None for p in offline)
+    assert any(p.online for p in points if p.interval_start >= event.start_utc)

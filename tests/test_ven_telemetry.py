@@ -86,3 +86,15 @@ def test_a_late_read_is_wound_back_to_the_boundary_at_the_power_seen():
     # belongs to the next interval, not this one.
     closed = rec.observe(T0 + 15 * M, Reading(late, 6.0, 0.05, 0.0, 50.0, True))
     assert closed.kwh == pytest.approx(0.0, abs=1e-12) and closed.kw == pytest.approx(0.0, abs=1e-9)
+
+
+def test_every_interval_of_a_silent_device_is_reported_offline():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    closed = [rec.observe(T0 + k * 15 * M, None) for k in (1, 2, 3)]
+    assert [(c.start, c.online, c.kw) for c in closed] == [
+        (T0 + k * 15 * M, False, None) for k in (0, 1, 2)]
+    back = rec.observe(T0 + 60 * M, reading(T0 + 60 * M, imported=9))
+    assert back.online is False and back.kw is None          # silent at its start
+    normal = rec.observe(T0 + 75 * M, reading(T0 + 75 * M, imported=10))
+    assert normal.online and normal.kw == pytest.approx(4.0)

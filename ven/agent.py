@@ -44,6 +44,7 @@ USAGE_POINTS = {
 STATUS_POINTS = ("soc", "plugged_in", "online", "manual_override")
 SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
 READ_TIMEOUT = timedelta(seconds=10)
+MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
 REGISTER_RETRY = timedelta(seconds=30)
 
 
@@ -97,6 +98,9 @@ class VenAgent:
         self.uplink = Uplink(self.client, self.store)
         self.recorder = self._recorder(config.telemetry_interval)
         self._plugged_in: bool | None = None
+        self.device_online = True
+        self._device_retry_at: datetime | None = None
+        self._device_backoff: timedelta | None = None
         self.conditions = Conditions()
         self._tasks: list[asyncio.Task] = []
 
@@ -111,7 +115,11 @@ class VenAgent:
 
     async def start(self) -> None:
         """Start executing and recording at once; register (and keep trying) with the VTN."""
-        await self.adapter.start()
+        try:
+            await self.adapter.start()
+        except AdapterError as err:
+            # Not fatal: the agent records the device offline and keeps trying.
+            self._device_failed(err)
         await self._restore_events()
         self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
                        asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink")]
@@ -186,9 +194,13 @@ class VenAgent:
             now = self.clock.now()
             tick = ceil_to(now + timedelta(microseconds=1), period)
             await asyncio.sleep((tick - now).total_seconds())
-            await self.sample(tick)
+            try:
+                await self.sample(tick)
+            except Exception:    # one bad sample must not stop the agent recording
+                log.exception("VEN %s: sampling failed", self.config.ven_name)
 
     async def sample(self, tick) -> None:
+        was_online = self.device_online
         reading = await self._read()
         closed = self.recorder.observe(tick, reading)
         if closed is not None:
@@ -198,16 +210,32 @@ class VenAgent:
                 online=closed.online))
             self.uplink.wake.set()
         if reading is not None:
-            await self._on_device_state(reading)
+            await self._on_device_state(reading, back_online=not was_online)
 
     async def _read(self) -> Reading | None:
+        """The device's state, or None while it does not answer (retried with backoff)."""
+        if self._device_retry_at is not None and self.clock.now() < self._device_retry_at:
+            return None
         try:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
             async with asyncio.timeout(READ_TIMEOUT.total_seconds()):
-                return await self.adapter.read()
+                reading = await self.adapter.read()
         except (AdapterError, TimeoutError) as err:
-            log.warning("VEN %s: device did not answer: %r", self.config.ven_name, err)
+            self._device_failed(err)
             return None
+        if not self.device_online:
+            log.warning("VEN %s: device answers again", self.config.ven_name)
+        self.device_online, self._device_retry_at, self._device_backoff = True, None, None
+        return reading
+
+    def _device_failed(self, err: Exception) -> None:
+        if self.device_online:
+            log.warning("VEN %s: device did not answer: %r", self.config.ven_name, err)
+        self.device_online = False
+        first = _wall(self.config.sample_period, self.config.time_scale)
+        ceiling = _wall(MAX_DEVICE_BACKOFF, self.config.time_scale)
+        self._device_backoff = min(self._device_backoff * 2, ceiling) if self._device_backoff else first
+        self._device_retry_at = self.clock.now() + self._device_backoff
 
     # --- events --------------------------------------------------------------
     async def on_event(self, event: dict) -> str:
@@ -267,6 +295,7 @@ class VenAgent:
                     await self.adapter.apply(command)
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
+            self._device_failed(err)      # re-planned and re-applied once it answers
 
     async def _restore_events(self) -> None:
         for stored in self.store.events_not_ended(self.clock.now()):
@@ -277,11 +306,11 @@ class VenAgent:
                      len(self.decisions))
             await self._reapply_all()
 
-    async def _on_device_state(self, reading: Reading) -> None:
-        """Re-plan the events still ahead when the car is plugged in or unplugged."""
+    async def _on_device_state(self, reading: Reading, back_online: bool = False) -> None:
+        """Re-plan the events still ahead when the car is (un)plugged or the device is back."""
         changed = self._plugged_in is not None and reading.plugged_in != self._plugged_in
         self._plugged_in = reading.plugged_in
-        if changed:
+        if changed or back_online:
             await self._replan(reading)
 
     async def set_conditions(self, islanded: bool = False,

@@ -34,9 +34,9 @@ class IntervalRecorder:
         self.interval = interval
         self.tolerance = sample_period / 2
         self.time_scale = time_scale
-        self._opening: Reading | None = None     # reading at the start of the open interval
-        self._open_start: datetime | None = None
-        self._online = True
+        self._boundary: datetime | None = None   # the last boundary a sample fell on
+        self._opening: Reading | None = None     # the device's reading there (None: silent)
+        self._online = True                      # every sample since then answered
 
     def _boundary_near(self, at: datetime) -> datetime | None:
         boundary = ceil_to(at - self.tolerance, self.interval)
@@ -47,17 +47,13 @@ class IntervalRecorder:
         if reading is None:
             self._online = False
         boundary = self._boundary_near(at)
-        if boundary is None:
+        if boundary is None or boundary == self._boundary:
             return None
-        if self._open_start is not None and boundary - self._open_start != self.interval:
-            self._opening = self._open_start = None     # samples were missed: do not invent
         closed = None
-        if self._open_start is not None and boundary > self._open_start:
+        if self._boundary is not None and boundary - self._boundary == self.interval:
             closed = self._close(boundary, reading)
-        elif self._open_start == boundary:
-            return None                                 # a second sample on the same boundary
-        self._opening, self._open_start = reading, boundary if reading is not None else None
-        self._online = reading is not None
+        # A longer gap means the agent itself was not sampling: nothing is invented for it.
+        self._boundary, self._opening, self._online = boundary, reading, reading is not None
         return closed
 
     def _net_kwh_at(self, reading: Reading, boundary: datetime) -> float:
@@ -71,8 +67,9 @@ class IntervalRecorder:
         return reading.kwh_imported - reading.kwh_exported - reading.kw * offset_h
 
     def _close(self, end: datetime, reading: Reading | None) -> IntervalReading:
-        start, opening = self._open_start, self._opening
+        start, opening = self._boundary, self._opening
         if reading is None or opening is None:
+            # The device was silent at one end: it is reported offline, with no energy figures.
             return IntervalReading(start, end, None, None, None, None, online=False)
         kwh = self._net_kwh_at(reading, end) - self._net_kwh_at(opening, start)
         hours = (end - start).total_seconds() * self.time_scale / 3600

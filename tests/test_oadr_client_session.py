@@ -1,0 +1,53 @@
+"""The VEN's HTTP session: a burst of requests shares one connection, which is closed
+soon after the burst instead of idling until the next poll."""
+import asyncio
+
+from ven.oadr_client import FlexClient
+
+
+class CountingServer:
+    """A minimal HTTP/1.1 server that answers every request with an empty 200 and
+    records when each connection was opened and closed by the client."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = asyncio.Event()
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length")), 0)
+                await reader.readexactly(length)
+                self.requests += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed.set()
+        finally:
+            writer.close()
+
+
+async def test_a_burst_shares_one_connection_that_is_closed_once_idle():
+    server = CountingServer()
+    port = await server.start()
+    client = FlexClient(ven_name="ven-1", vtn_url=f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
+                        show_fingerprint=False)
+    try:
+        for _ in range(3):
+            await client._perform_request("OadrPoll", client._create_message("oadrPoll", ven_id="v"))
+        assert server.requests == 3 and server.opened == 1
+        # aiohttp's default would keep it for 15 s; ours closes it within seconds.
+        async with asyncio.timeout(5):
+            await server.closed.wait()
+    finally:
+        await client.client_session.close()
+        server.server.close()
