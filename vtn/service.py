@@ -122,11 +122,10 @@ class Vtn:
         self.admin.install(self.server.app)
 
     def _own_service_state(self) -> None:
-        """openleadr keeps the signing key and ven_lookup on the VTNService class: the last
-        server built wins. Pin them on this server's service instances instead."""
-        create_message = VTNService._create_message
+        """openleadr keeps ven_lookup on the VTNService class: the last server built wins.
+        Pin it on this server's service instances (each VTN answers from its own store).
+        The signer stays class-level, where docs/benchmarks.md's recipe replaces it."""
         for service_ in self.server.services.values():
-            service_._create_message = create_message
             service_.ven_lookup = self.ven_lookup
 
     def _route_opt_service(self) -> None:
