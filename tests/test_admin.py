@@ -111,6 +111,11 @@ async def test_enrolment_rules_refuse_with_the_rule_and_store_nothing(api):
         participant_id="carol", program_id="connected_solutions", ven_name="batt-1",
         certificate_pem=cert["batt-1"], device_kind="battery", inverter_kw=5.0))
     assert status == 201, body
+    # The conflict holds the other way round too (declared by connected_solutions).
+    status, body = await _call(session, "POST", "/api/enrolments", json=dict(
+        participant_id="carol", program_id="managed_charging", ven_name="batt-1",
+        device_kind="battery", charger_kw=5.0))
+    assert status == 409 and body["rules"] == ["program_conflict"], body
     status, programs = await _call(session, "GET", "/api/programs")
     rules = {p["program_id"]: p for p in programs}
     assert rules["managed_charging"]["max_charger_kw"] == 19.2

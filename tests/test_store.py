@@ -143,3 +143,19 @@ def test_a_cancelled_event_the_ven_never_received_is_not_sent(store):
                               T0 + timedelta(hours=2), ["ven-1"], clock, setpoint_kw=5)
     lifecycle.cancel(store, event.event_id, clock)
     assert store.events_for("ven-1", clock.now()) == []
+
+
+def test_a_pre_migration_database_is_refused_with_a_clear_message(tmp_path):
+    from sqlalchemy import create_engine, text
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE ven (ven_id VARCHAR PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO ven VALUES ('kept')"))
+    engine.dispose()
+    with pytest.raises(migrate.SchemaNotManaged, match="before schema migrations"):
+        Store(url)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT ven_id FROM ven")).scalars().all() == ["kept"]
+    engine.dispose()

@@ -234,12 +234,15 @@ class AdminApi:
             if value is not None and not isinstance(value, (int, float)):
                 raise ApiError(400, f"{name} must be a number of kW")
         ven_id = ven.ven_id if ven else ven_name
+        device_enrolments = self.store.enrolments(ven_id=ven_id) if ven else []
         refusals = check(program, EnrolmentRequest(
             participant_id=participant_id, household_id=participant.household_id,
             program_id=program_id, ven_id=ven_id, device_kind=kind, charger_kw=charger_kw,
             inverter_kw=inverter_kw),
             [e for e, _ in self.store.household_enrolments(participant.household_id)],
-            self.store.enrolments(ven_id=ven_id) if ven else [])
+            device_enrolments,
+            {e.program_id: self.store.program(e.program_id) for e in device_enrolments
+             if self.store.program(e.program_id) is not None})
         if refusals:
             raise ApiError(409, "enrolment refused: " + "; ".join(r.reason for r in refusals),
                            rules=[r.rule for r in refusals],

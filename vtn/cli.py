@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from vtn.config import ConfigError
+    from vtn.store.migrate import SchemaNotManaged
     try:
         return args.func(args) or 0
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        return 2
+    except SchemaNotManaged as err:
+        print(f"database error: {err}", file=sys.stderr)
         return 2
 
 

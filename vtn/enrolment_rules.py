@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from vtn.store import Enrolment, Program
 
@@ -26,11 +26,13 @@ class Refusal:
 
 def check(program: Program, request: EnrolmentRequest,
           household_enrolments: Sequence[Enrolment],
-          device_enrolments: Sequence[Enrolment]) -> list[Refusal]:
+          device_enrolments: Sequence[Enrolment],
+          programs: Mapping[str, Program] | None = None) -> list[Refusal]:
     """Every rule the request breaks; empty when it may be enrolled.
 
     household_enrolments: active enrolments of the request's household (any program);
-    device_enrolments: active enrolments of the same device (VEN) in any program.
+    device_enrolments: active enrolments of the same device (VEN) in any program;
+    programs: the programs of those enrolments (a conflict declared on either side counts).
     """
     refusals = []
     if program.one_device_per_household:
@@ -56,6 +58,9 @@ def check(program: Program, request: EnrolmentRequest,
                                 f"inverter capacity {request.inverter_kw} kW exceeds "
                                 f"{program.max_inverter_kw} kW"))
     conflicts = {p for p in program.conflicts_with.split(",") if p}
+    for other in (programs or {}).values():
+        if program.program_id in other.conflicts_with.split(","):
+            conflicts.add(other.program_id)
     clash = [e for e in device_enrolments if e.program_id in conflicts]
     if clash:
         refusals.append(Refusal("program_conflict",

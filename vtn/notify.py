@@ -24,11 +24,13 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from flexadr.clock import Clock
+from schedules import model
 from vtn.store import CANCELLED, COMPLETED, PENDING, Event, Notice, Participant, Store
 
 log = logging.getLogger(__name__)
 
 PUBLISHED, FOLLOW_UP, CONNECTIVITY = "published", "follow_up", "connectivity"
+# Defaults for the notice text; each program file's [connectivity] decides.
 OFFLINE_EVENTS_BEFORE_NOTICE = 3      # notify once offline for MORE than this many events
 UNENROL_AFTER = timedelta(days=7)
 SMTP_POLICY = SMTP.clone(max_line_length=200)   # keep subjects on one line
@@ -144,6 +146,7 @@ class NoticeService:
                  public_url: str | None = None, tz: ZoneInfo = ZoneInfo("America/New_York")):
         self.store, self.notifier, self.clock = store, notifier, clock
         self.public_url, self.tz = public_url, tz
+        self._rules: dict = {}
 
     async def dispatch_due(self, check_connectivity: bool = True) -> list[Notice]:
         """Send every notice that is due and was not sent yet (safe to call repeatedly).
@@ -196,16 +199,26 @@ class NoticeService:
         notice.delivered = True
         return notice
 
+    def _rule(self, program_id: str):
+        """The program file's connectivity rule (None: the program has none)."""
+        if program_id not in self._rules:
+            try:
+                self._rules[program_id] = model.load(program_id).connectivity
+            except (FileNotFoundError, model.ProgramError):
+                self._rules[program_id] = None
+        return self._rules[program_id]
+
     async def _connectivity(self, now: datetime) -> list[Notice]:
         sent = []
         for ven in self.store.vens():
-            if not ven.participant_id:
+            rule = self._rule(ven.program_id)
+            if not ven.participant_id or rule is None:
                 continue
             streak = self.offline_streak(ven.ven_id)
-            if len(streak) <= OFFLINE_EVENTS_BEFORE_NOTICE:
+            if len(streak) <= rule.offline_events_before_notice:
                 continue
             # Once per streak: keyed on the event that crossed the threshold.
-            crossing = streak[OFFLINE_EVENTS_BEFORE_NOTICE]
+            crossing = streak[rule.offline_events_before_notice]
             notice = await self._notify_connectivity(ven.ven_id, crossing, now)
             if notice is not None:
                 sent.append(notice)
@@ -245,14 +258,17 @@ class NoticeService:
         now = self.clock.now()
         due = []
         for notice in self.store.notices(kind=CONNECTIVITY):
-            if now - notice.sent_at < UNENROL_AFTER:
+            ven = self.store.ven(notice.ven_id)
+            rule = self._rule(ven.program_id)
+            after = timedelta(days=rule.reconnect_days) if rule else UNENROL_AFTER
+            if now - notice.sent_at < after:
                 continue
             later = [p for p in self.store.telemetry(notice.ven_id, notice.sent_at, None)
                      if p.online is not False]
             if not later:
                 due.append({"ven_id": notice.ven_id, "participant_id": notice.participant_id,
                             "notified_at": notice.sent_at.isoformat(),
-                            "unenrol_after": (notice.sent_at + UNENROL_AFTER).isoformat()})
+                            "unenrol_after": (notice.sent_at + after).isoformat()})
         return due
 
 

@@ -1,8 +1,6 @@
-"""The VTN's view of a program: its file (schedules/) plus the operational rules the VTN enforces.
-
-Program files carry the event rules; the enrolment and notice rules below come
-from the programs' published terms (shared/PROGRAMS.md) and are kept by the VTN.
-"""
+"""The VTN's view of a program: the rules of its program file (schedules/programs/*.toml)
+that the VTN enforces (enrolment limits and conflicts, follow-up notice, opt-out limit),
+copied into the store's `program` table on first use."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,26 +8,21 @@ from datetime import timedelta
 from schedules import model
 from vtn.store import Program
 
-HOUR_S = 3600
-RULES: dict[str, dict] = {
-    # Efficiency Maine EV managed charging: one device per household, 2.8-19.2 kW chargers,
-    # follow-up notice 4 h before start, more than 12 opt-outs a season may cost the payment.
-    "managed_charging": dict(follow_up_s=4 * HOUR_S, one_device_per_household=True,
-                             min_charger_kw=2.8, max_charger_kw=19.2,
-                             conflicts_with="connected_solutions", max_opt_outs_per_season=12),
-    # ConnectedSolutions: inverters of 50 kW or less; a managed-charging device may not also
-    # be in this discharge program.
-    "connected_solutions": dict(max_inverter_kw=50.0, conflicts_with="managed_charging"),
-}
 
 
 def program_row(program: model.Program) -> Program:
-    rules = RULES.get(program.id, {})
+    """The store's copy of what the VTN enforces, from the program file."""
+    limits = program.limits
     return Program(program_id=program.id, name=program.name,
                    market_context=program.market_context, dispatch=str(program.dispatch),
                    notice_s=int(program.notice.total_seconds()),
+                   follow_up_s=int(program.followup.total_seconds()) if program.followup else None,
                    telemetry_interval_s=int(program.telemetry_interval / timedelta(seconds=1)),
-                   **rules)
+                   one_device_per_household=limits.devices_per_household == 1,
+                   min_charger_kw=limits.charger_min_kw, max_charger_kw=limits.charger_max_kw,
+                   max_inverter_kw=limits.inverter_max_kw,
+                   conflicts_with=",".join(program.conflicts_with),
+                   max_opt_outs_per_season=program.opt_out_max_per_season)
 
 
 def ensure_program(store, program_id: str) -> Program:

@@ -113,12 +113,20 @@ class Vtn:
         self._route_opt_service()
         self._route_report_service()
         self._count_queries()
+        self._own_service_state()
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)
         self.admin.install(self.server.app)
+
+    def _own_service_state(self) -> None:
+        """openleadr keeps ven_lookup on the VTNService class: the last server built wins.
+        Pin it on this server's service instances (each VTN answers from its own store).
+        The signer stays class-level, where docs/benchmarks.md's recipe replaces it."""
+        for service_ in self.server.services.values():
+            service_.ven_lookup = self.ven_lookup
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)

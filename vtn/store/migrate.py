@@ -7,9 +7,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaNotManaged(RuntimeError):
+    """A database with VTN tables but no migration history."""
 
 
 def alembic_config(url: str) -> Config:
@@ -35,5 +39,11 @@ def upgrade(engine, revision: str = "head") -> None:
         if connection.dialect.name == "postgresql":
             # Several VTN processes may start together: one migrates, the others wait.
             connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+        tables = set(inspect(connection).get_table_names())
+        if tables and "alembic_version" not in tables and "ven" in tables:
+            raise SchemaNotManaged(
+                f"{engine.url.render_as_string(hide_password=True)} holds VTN tables made "
+                "before schema migrations existed (the walking skeleton); move it aside and "
+                "enrol the VENs again, or stamp it by hand if you know it matches")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
