@@ -34,16 +34,16 @@ def vtn_sent_messages():
     from flexadr import xsd
     sent: list[str] = []
 
-    async def capture(text):
-        if text and text.lstrip().startswith("<"):
-            sent.append(text)
+    async def capture(message):
+        if message and message.lstrip().startswith("<"):
+            sent.append(message)
     hooks.register("before_respond", capture)
     yield sent
     hooks.HOOKS["before_respond"].remove(capture)
     invalid = []
-    for text in sent:
+    for message in sent:
         try:
-            xsd.validate(text)
+            xsd.validate(message)
         except xsd.SchemaViolation as err:
             invalid.append(err.errors[:3])
     assert not invalid, f"the VTN sent {len(invalid)} invalid message(s): {invalid[:3]}"

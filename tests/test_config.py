@@ -51,3 +51,11 @@ def test_ven_cli_reports_config_errors_with_exit_code_1(tmp_path, capsys):
     path.write_text("[defaults]\n")
     assert ven_cli.main(["fleet", "--config", str(path)]) == 1
     assert "no [[ven]] entries" in capsys.readouterr().err
+
+
+def test_example_vtn_config_has_a_planner_with_paths_next_to_the_file():
+    planner = vtn_config.load(EXAMPLES / "vtn.toml").planner
+    assert planner.programs == ("connected_solutions", "managed_charging")
+    assert planner.sources.load_csv.name == "isone_hourly_load_2015-07_2019-12.csv"
+    assert planner.sources.load_csv.is_file()
+    assert planner.every.total_seconds() == 3600

@@ -1,5 +1,4 @@
 """Participant notices through real channels: a local SMTP server (aiosmtpd) and an HTTP webhook."""
-import asyncio
 import email
 import email.policy
 from datetime import datetime, timedelta, timezone

@@ -98,3 +98,12 @@ def test_every_interval_of_a_silent_device_is_reported_offline():
     assert back.online is False and back.kw is None          # silent at its start
     normal = rec.observe(T0 + 75 * M, reading(T0 + 75 * M, imported=10))
     assert normal.online and normal.kw == pytest.approx(4.0)
+
+
+def test_a_sample_late_by_less_than_a_quarter_interval_still_closes_the_interval():
+    rec = recorder()
+    rec.observe(T0, reading(T0))
+    late = T0 + 15 * M + 3 * M                      # 3 minutes late, charging 4 kW since the boundary
+    closed = rec.observe(late, Reading(late, 4.0, 1.0 + 0.2, 0.0, 50.0, True))
+    assert closed.end == T0 + 15 * M and closed.kwh == pytest.approx(1.0)
+    assert rec.observe(T0 + 15 * M + 5 * M, reading(T0 + 20 * M)) is None   # mid-interval

@@ -186,7 +186,7 @@ class VenAgent:
 
     @property
     def sample_period(self) -> timedelta:
-        return self.recorder.tolerance * 2
+        return self.recorder.sample_period
 
     async def _sample_loop(self) -> None:
         while True:

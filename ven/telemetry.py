@@ -32,15 +32,19 @@ class IntervalRecorder:
         if interval % sample_period:
             raise ValueError(f"the sample period {sample_period} must divide the interval {interval}")
         self.interval = interval
-        self.tolerance = sample_period / 2
+        self.sample_period = sample_period
+        # A sample may fall half a period before a boundary, or up to a quarter
+        # interval after it (a busy agent): late reads are wound back to it.
+        self.early = sample_period / 2
+        self.late = max(sample_period / 2, interval / 4)
         self.time_scale = time_scale
         self._boundary: datetime | None = None   # the last boundary a sample fell on
         self._opening: Reading | None = None     # the device's reading there (None: silent)
         self._online = True                      # every sample since then answered
 
     def _boundary_near(self, at: datetime) -> datetime | None:
-        boundary = ceil_to(at - self.tolerance, self.interval)
-        return boundary if abs(at - boundary) <= self.tolerance else None
+        boundary = ceil_to(at - self.late, self.interval)
+        return boundary if at >= boundary - self.early else None
 
     def observe(self, at: datetime, reading: Reading | None) -> IntervalReading | None:
         """Feed one sample (None: the device did not answer); maybe close an interval."""

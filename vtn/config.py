@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from vtn.planning import PlannerSettings
+from vtn.planning import settings_from as planning_settings
 from vtn.service import VtnConfig
 
 
@@ -26,6 +28,7 @@ class VtnSettings:
     server: VtnConfig
     database_url: str
     smtp: SmtpSettings | None = None
+    planner: PlannerSettings | None = None
 
 
 def load(path: Path) -> VtnSettings:
@@ -64,7 +67,13 @@ def load(path: Path) -> VtnSettings:
                                 sender=data["smtp"]["sender"])
         except KeyError as err:
             raise ConfigError(f"{path}: smtp.{err.args[0]}: missing") from err
-    return VtnSettings(server, database, smtp)
+    planner = None
+    if "planner" in data:
+        try:
+            planner = planning_settings(data["planner"], path.parent)
+        except ValueError as err:
+            raise ConfigError(f"{path}: {err}") from err
+    return VtnSettings(server, database, smtp, planner)
 
 
 def _admin_token(data: dict, path: Path) -> str | None:

@@ -5,7 +5,6 @@ VENs' next poll).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path

@@ -12,6 +12,7 @@ from flexadr.clock import SystemClock
 from schedules import model
 from vtn import config
 from vtn.lifecycle import publish
+from vtn.planning import PlanningSchedule
 from vtn.service import Vtn
 from vtn.store import Store, Ven
 
@@ -58,7 +59,13 @@ def _serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await vtn.start()
+        planner = None
+        if settings.planner is not None:
+            planner = PlanningSchedule(vtn.store, settings.planner, SystemClock())
+            planner.start()
         await stop.wait()
+        if planner is not None:
+            planner.stop()
         await vtn.stop()
 
     asyncio.run(run())
