@@ -107,3 +107,12 @@ def test_a_sample_late_by_less_than_a_quarter_interval_still_closes_the_interval
     closed = rec.observe(late, Reading(late, 4.0, 1.0 + 0.2, 0.0, 50.0, True))
     assert closed.end == T0 + 15 * M and closed.kwh == pytest.approx(1.0)
     assert rec.observe(T0 + 15 * M + 5 * M, reading(T0 + 20 * M)) is None   # mid-interval
+
+
+def test_after_a_gap_only_an_on_time_sample_starts_a_new_run():
+    rec = recorder()
+    late = T0 + 2 * M                                   # the agent (re)starts 2 minutes late
+    assert rec.observe(late, reading(late)) is None
+    assert rec.observe(T0 + 15 * M, reading(T0 + 15 * M)) is None        # opens here, not at T0
+    closed = rec.observe(T0 + 30 * M, reading(T0 + 30 * M, imported=1))
+    assert closed.start == T0 + 15 * M

@@ -53,9 +53,10 @@ class IntervalRecorder:
         boundary = self._boundary_near(at)
         if boundary is None or boundary == self._boundary:
             return None
-        closed = None
-        if self._boundary is not None and boundary - self._boundary == self.interval:
-            closed = self._close(boundary, reading)
+        continuing = self._boundary is not None and boundary - self._boundary == self.interval
+        if not continuing and at - boundary > self.early:
+            return None      # a late sample may carry on a run, never start one after a gap
+        closed = self._close(boundary, reading) if continuing else None
         # A longer gap means the agent itself was not sampling: nothing is invented for it.
         self._boundary, self._opening, self._online = boundary, reading, reading is not None
         return closed
