@@ -7,11 +7,13 @@ Tests that touch the store are marked `db` (through the fixture), so
 """
 import logging
 import os
+import time
 import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ProgrammingError
 
 from vtn.store import Store
 from vtn.store.db import database_url as _driver_url
@@ -72,8 +74,17 @@ def fresh_database_url(tmp_path) -> tuple[str, callable]:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
 
     def drop():
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # An autovacuum worker may still be in the database; FORCE ends it (the role needs
+        # pg_signal_backend, granted by .ci/run), a short retry covers a server without it.
+        for attempt in range(10):
+            try:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except ProgrammingError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
     return url.set(database=name).render_as_string(hide_password=False), drop
 
