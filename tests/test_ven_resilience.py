@@ -70,6 +70,7 @@ async def test_event_runs_through_a_network_cut_and_every_interval_arrives_once(
     assert -device.mean_kw(event.start_utc, event.end_utc) == pytest.approx(planned_kw, rel=0.01)
     points = site.store.telemetry("ven-a")
     _assert_contiguous(points, site.report_wall)
+    assert all(p.online is True and p.plugged_in is True for p in points)   # status kept too
     assert points[0].interval_start < cut_at and points[-1].interval_end > restored_at
     during = [p for p in points if event.start_utc <= p.interval_start < event.end_utc]
     assert len(during) == 8                            # 2 h of 15-minute intervals
