@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import sunspec2.modbus.client as ss_client
 import sunspec2.modbus.modbus as ss_modbus
 
-from adapters._schedule import run_at
+from adapters._schedule import hold_until_edges
 from adapters.base import (
     Adapter,
     AdapterError,
@@ -140,16 +140,8 @@ class SunSpecAdapter(Adapter):
         self._max_w = await self._exchange(self._max_charge_w)
         if isinstance(command, Discharge) and command.max_kw * 1000 > self._max_w * 1.0001:
             raise CommandRefused(f"{command.max_kw} kW is above the inverter's {self._max_w / 1000} kW")
-        now = self.clock.now()
-        if command.end <= now:
-            return
-        self._commands.append(command)
-        self._window_tasks = [t for t in self._window_tasks if not t.done()]  # a long-lived VEN applies many
-        for edge in (command.start, command.end):
-            if edge > now:
-                self._window_tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))
-        if command.start <= now:
-            await self._sync()
+        self._window_tasks = await hold_until_edges(command, self._commands, self._window_tasks,
+                                                self.clock.now, self._sync)
 
     def _active(self) -> Command | None:
         """The command in force now; the latest applied wins an overlap."""

@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 import aiohttp
 
-from adapters._schedule import run_at
+from adapters._schedule import hold_until_edges
 from adapters.base import (
     Adapter,
     Capability,
@@ -230,16 +230,8 @@ class TelematicsAdapter(Adapter):
         if not isinstance(command, (ChargeDelay, Charge)):
             raise CommandRefused("telematics APIs have no discharge command")
         await self.charge_status()  # reach and credentials checked in the caller's hands
-        now = self.clock.now()
-        if command.end <= now:
-            return
-        self._commands.append(command)
-        self._tasks = [t for t in self._tasks if not t.done()]  # a long-lived VEN applies many
-        for edge in (command.start, command.end):
-            if edge > now:
-                self._tasks.append(asyncio.ensure_future(run_at(self.clock.now, edge, self._sync)))
-        if command.start <= now:
-            await self._sync()
+        self._tasks = await hold_until_edges(command, self._commands, self._tasks,
+                                                self.clock.now, self._sync)
 
     async def _sync(self) -> None:
         """At every window edge, put the car in the state the commands in force ask for:
