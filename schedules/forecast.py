@@ -14,7 +14,9 @@ The own forecaster (`forecast_own`) predicts day D's hourly load from
 - the calendar (weekend / holiday),
 as: daily peak by weighted least squares on analogous past days (same time of
 year in earlier years, plus the recent weeks), times an hourly shape averaged
-over the nearest analog days. numpy only.
+over the nearest analog days. It also says how likely each hour is to be the
+day's peak hour (`peak_hour_chance`: the peak hours of same-season days with a
+similar peak), which is what event windows are placed by. numpy only.
 """
 from __future__ import annotations
 
@@ -108,10 +110,18 @@ class DayForecast:
     t: np.ndarray         # hour starts (epoch s, UTC) of the local day
     mw: np.ndarray
     source: str
+    # chance that each hour is the day's peak hour, when the forecaster knows it
+    peak_hour_chance: np.ndarray | None = None
 
     @property
     def peak_mw(self) -> float:
         return float(np.nanmax(self.mw))
+
+    def peak_chance_between(self, start_s: int, end_s: int) -> float | None:
+        if self.peak_hour_chance is None:
+            return None
+        keep = (self.t >= start_s) & (self.t < end_s)
+        return float(np.sum(self.peak_hour_chance[keep]))
 
     def sum_between(self, start_s: int, end_s: int) -> float:
         keep = (self.t >= start_s) & (self.t < end_s)
@@ -192,6 +202,7 @@ class OwnForecastConfig:
     season_halfwidth_days: int = 40   # analog days: same time of year +- this, earlier years
     recent_days: int = 35             # ... plus the most recent days
     analogs: int = 12                 # days averaged for the hourly shape
+    peak_analogs: int = 40            # days of similar peak that vote for the peak hour (0: off)
     ridge: float = 1e-3
 
 
@@ -352,4 +363,24 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
 
     hours = day_hours_s(day, tz)
     _, local_hours = local_day_hour(hours, tz)
-    return DayForecast(day, hours, peak * shape[local_hours], "own")
+    off_target = float(off_day(np.array([target]))[0])
+    chance = _peak_hour_chance(daily, rows[near_season[rows]], peak, off_target, config)
+    return DayForecast(day, hours, peak * shape[local_hours], "own",
+                       chance[local_hours] if chance is not None else None)
+
+
+def _peak_hour_chance(daily: DailyLoad, rows: np.ndarray, peak_mw: float, off: float,
+                      config: OwnForecastConfig) -> np.ndarray | None:
+    """Share of the `peak_analogs` same-season days whose daily peak was closest
+    to `peak_mw` (same weekday/weekend class) that peaked in each local hour:
+    hot days peak earlier than mild ones, so the level picks the hour."""
+    if not config.peak_analogs:
+        return None
+    same = rows[daily.off[rows] == off]
+    if len(same) < config.peak_analogs:
+        same = rows
+    if not len(same):
+        return None
+    nearest = same[np.argsort(np.abs(daily.peak[same] - peak_mw))[:config.peak_analogs]]
+    hours = np.argmax(daily.profile[nearest], axis=1)
+    return np.bincount(hours, minlength=24)[:24] / len(nearest)

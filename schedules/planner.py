@@ -30,14 +30,18 @@ How a day is decided (`plan_day`)
    not count against the season budget.
 3. Season maximum (and the BYOD cycle cap) and the per-month cap: hard limits.
 4. Forecast the day (ISO's day-ahead forecast or `forecast_own`) and place the
-   window where the forecast load over the event is highest, skipping starts
-   that overlap a known storm exclusion.
+   window where the forecast peak hour most likely is (`peak_hour_chance`, when
+   the forecaster gives one), then where the forecast load over the event is
+   highest, skipping starts that overlap a known storm exclusion.
 5. The season minimum: when the allowed days left are no more than the events
    still needed to reach `min_per_season`, call.
 6. The annual peak first: a day whose bias-corrected forecast reaches the
    year's highest load so far (less 5 %) and 88 % of earlier years' annual
    peaks is called in any season month (June/September only then), even one
-   event past the typical count.
+   event past the typical count. In June/September the forecast is given one
+   recent error spread of benefit: a missed annual peak costs more than one
+   shoulder event, and an uncertain forecaster (the own one) otherwise misses
+   the first hot days of an early heat wave (2017-06-13).
 7. Chase months (July/August): call when the forecast peak reaches an estimate
    of the season's N-th highest daily peak (N = typical count minus shoulder
    events). The estimate pools this summer's peaks seen so far with earlier
@@ -183,6 +187,7 @@ class PlannerConfig:
     anomaly_shrink_days: float = 30.0     # ... trusted n/(n + this)
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
     shoulder_margin: float = 0.05         # forecast may run this far under the year's max
+    annual_peak_sigma: float = 1.0        # shoulder months: plus this many recent error spreads
     own: OwnForecastConfig = OwnForecastConfig()
 
 
@@ -227,16 +232,19 @@ def effective_max(program: Program) -> int:
 
 def _place_window(program: Program, day: date, forecast: DayForecast | None,
                   exclusions: tuple[Exclusion, ...]) -> calendar.WindowUtc | None:
-    """Start where the forecast load over the event is highest; avoid exclusions."""
+    """Start where the peak hour most likely falls, then where the forecast load
+    over the event is highest; avoid exclusions."""
     duration = program.event_duration
-    best, best_score = None, -np.inf
+    best, best_score = None, (-np.inf, -np.inf)
     for start in calendar.candidate_starts(program, duration):
         window = calendar.event_window_utc(program, day, start, duration)
         if any(e.overlaps(window.start_utc, window.end_utc) for e in exclusions):
             continue
-        score = 0.0
+        score = (0.0, 0.0)
         if forecast is not None:
-            score = forecast.sum_between(to_epoch_s(window.start_utc), to_epoch_s(window.end_utc))
+            span = to_epoch_s(window.start_utc), to_epoch_s(window.end_utc)
+            # the chance of holding the peak hour first, the load over the event next
+            score = (forecast.peak_chance_between(*span) or 0.0, forecast.sum_between(*span))
         if score > best_score:
             best, best_score = window, score
     return best
@@ -378,7 +386,7 @@ def _weather_features(weather, ordinals: np.ndarray, off: np.ndarray) -> np.ndar
 
 
 def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecast_peak: float,
-                          bias: float, config: PlannerConfig) -> tuple[bool, str]:
+                          bias: float, spread: float, config: PlannerConfig) -> tuple[bool, str]:
     """Could `day` be the calendar year's peak? Compare the (bias-corrected) forecast
     with the year's highest load so far and with earlier years' annual peaks."""
     daily = view.daily
@@ -390,6 +398,11 @@ def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecas
                               2**62).mw
     year_max = float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
     expected = forecast_peak + max(bias, 0.0)
+    if config.annual_peak_sigma and np.isfinite(spread) \
+            and day.month not in program.targeting.peak_months:
+        # a shoulder month is called only for the annual peak: there, missing it
+        # is the costly error, so the forecast gets its uncertainty's benefit
+        expected += config.annual_peak_sigma * spread
     floor = config.shoulder_prior_fraction * float(np.median(priors)) if priors else 0.0
     ok = expected >= floor and expected >= (1 - config.shoulder_margin) * year_max
     return ok, (f"annual-peak check: forecast {expected:.0f} MW vs year max so far "
@@ -456,7 +469,8 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     months = program.targeting.peak_months
     target = min(config.target_events or program.budget.typical_per_season, effective_max(program))
     if program.targeting.shoulder_needs_annual_peak:
-        possible, why = _annual_peak_possible(program, day, view, peak, bias, config)
+        possible, why = _annual_peak_possible(program, day, view, peak, bias,
+                                             _spread_mw(errors), config)
         if possible and used < target + config.annual_peak_extra:
             return call("possible annual peak; " + why)
         if day.month not in months:

@@ -66,6 +66,7 @@ def test_own_forecast_ignores_everything_after_the_cutoff(load_file, weather):
                                weather.tmin, weather.tavg)
     after = F.forecast_own(F.HourlySeries(load_file.load.t, spoiled_mw), spoiled_w, day, NY, cutoff)
     np.testing.assert_array_equal(before.mw, after.mw)
+    np.testing.assert_array_equal(before.peak_hour_chance, after.peak_hour_chance)
     # and the cut is not a no-op: spoiling data BEFORE the cutoff changes the forecast
     spoiled_mw = load_file.load.mw.copy()
     spoiled_mw[(load_file.load.t + 3600 <= cutoff) & (load_file.load.t > cutoff - 86400)] *= 1.5
@@ -90,6 +91,39 @@ def test_own_forecast_tracks_summer_daily_peaks(load_file, weather):
     fc = F.forecast_own(load_file.load, weather, date(2018, 8, 29), NY, _cutoff(date(2018, 8, 29)))
     _, hours = F.local_day_hour(fc.t, NY)
     assert 15 <= hours[int(np.argmax(fc.mw))] <= 18
+
+
+def _window_start(fc: F.DayForecast, by_chance: bool) -> int:
+    """The 3 h start (15-17 local) the planner would pick, by peak-hour chance
+    first or by the load shape alone."""
+    _, hours = F.local_day_hour(fc.t, NY)
+
+    def score(start):
+        inside = (hours >= start) & (hours < start + 3)
+        chance = float(fc.peak_hour_chance[inside].sum()) if by_chance else 0.0
+        return chance, float(fc.mw[inside].sum())
+    return max((15, 16, 17), key=score)
+
+
+def test_own_forecast_peak_hour_chance_places_windows_on_real_peaks(load_file, weather):
+    daily = F.DailyLoad.build(load_file.load, NY)
+    by_chance = by_shape = reachable = 0
+    day = date(2016, 7, 1)
+    while day < date(2019, 9, 1):
+        if day.month in (7, 8):
+            fc = F.forecast_own(load_file.load, weather, day, NY, _cutoff(day), daily=daily)
+            assert fc.peak_hour_chance.sum() == pytest.approx(1.0)
+            peak_hour = int(np.argmax(daily.profile[daily.rows(np.array([day.toordinal()]))[0]]))
+            if 15 <= peak_hour < 20:               # a 15:00-20:00 event can hold it
+                reachable += 1
+                start = _window_start(fc, by_chance=True)
+                by_chance += start <= peak_hour < start + 3
+                start = _window_start(fc, by_chance=False)
+                by_shape += start <= peak_hour < start + 3
+        day += timedelta(days=1)
+    assert reachable > 200
+    assert by_chance >= by_shape
+    assert by_chance >= 0.95 * reachable
 
 
 def test_daily_table_keeps_only_days_that_had_ended(load_file):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from flexadr.clock import ManualClock
-from schedules import calendar, model, planner, sources, storms
+from schedules import backtest, calendar, model, planner, sources, storms
+from schedules import forecast as F
 from schedules.forecast import DailyWeather, ForecastSeries, HourlySeries, to_epoch_s
 from schedules.model import StormRule
 from schedules.planner import EventKind, PlanInputs, PlannerConfig
@@ -201,6 +202,31 @@ def test_honesty_changing_data_after_d_leaves_earlier_decisions_unchanged(raw, i
     after_real = [key(d) for d in real.decisions if d.decided_utc >= cut]
     after_spoiled = [key(d) for d in spoiled.decisions if d.decided_utc >= cut]
     assert after_real != after_spoiled          # the spoiled data did reach later decisions
+
+
+def test_window_goes_where_the_peak_hour_most_likely_is():
+    day = date(2018, 7, 17)
+    hours = np.array([to_epoch_s(datetime.combine(day, time(h), tzinfo=NY)) for h in range(24)])
+    # the load shape alone favours 17:00-20:00 ...
+    mw = np.where(np.arange(24) >= 17, 20000.0, 15000.0)
+    shape_only = planner._place_window(CS, day, F.DayForecast(day, hours, mw, "t"), ())
+    assert shape_only.start_utc.astimezone(NY).hour == 17
+    # ... but similar days peaked at 15:00-16:00
+    chance = np.zeros(24)
+    chance[[15, 16]] = 0.5
+    placed = planner._place_window(CS, day, F.DayForecast(day, hours, mw, "t", chance), ())
+    assert placed.start_utc.astimezone(NY).hour == 15
+
+
+@pytest.mark.parametrize("forecast", ["iso", "own"])
+def test_early_heat_wave_annual_peak_is_called_with_either_forecast(inputs, forecast):
+    """2017's annual peak was June 13, the second day of a sudden heat wave."""
+    plan = planner.plan_season(CS, 2017, inputs, PlannerConfig(forecast=forecast))
+    result = backtest.score_season(CS, 2017, list(plan.events), inputs.load)
+    assert result.annual_peak_utc.astimezone(NY).date() == date(2017, 6, 13)
+    assert result.peak_hour_hit
+    june = [e for e in plan.active_events if e.day.month == 6]
+    assert len(june) <= 3                  # June only for possible annual-peak days
 
 
 def test_v2x_follows_connected_solutions_and_publishes_clean_peak_windows(inputs, cs_2018):
