@@ -156,6 +156,17 @@ class StormRule:
 
 
 @dataclass(frozen=True)
+class EmergencyRule:
+    """Emergencies the utility or the ISO declares (not weather alerts): events of
+    these types exclude events from `before` ahead of their start to `after` past
+    their end."""
+    types: tuple[str, ...]                 # e.g. "Type 1", "Type 2", "Severe Outage"
+    before: timedelta = timedelta(0)
+    after: timedelta = timedelta(0)
+    action: StormAction = StormAction.NO_EVENT
+
+
+@dataclass(frozen=True)
 class CleanPeakWindow:
     name: str
     season: Season
@@ -219,6 +230,7 @@ class Program:
     follows: str | None = None                   # program whose event times this one copies
     test_event: TestEvent | None = None
     storms: tuple[StormRule, ...] = ()
+    emergencies: tuple[EmergencyRule, ...] = ()
     clean_peak: tuple[CleanPeakWindow, ...] = ()
     limits: DeviceLimits = DeviceLimits()
     payment: dict[str, float] = field(default_factory=dict)
@@ -363,7 +375,7 @@ class _Reader:
 _TOP_KEYS = {"id", "name", "market_context", "timezone", "dispatch", "notice_h", "followup_h",
              "telemetry_interval_min", "min_soc_pct", "follows", "opt_out_max_per_season",
              "signal", "window", "season", "days", "events", "targeting", "test_event",
-             "storms", "clean_peak", "limits", "payment", "payment_schedule", "description",
+             "storms", "emergencies", "clean_peak", "limits", "payment", "payment_schedule", "description",
              "conflicts_with", "connectivity", "performance"}
 
 
@@ -417,6 +429,7 @@ def from_mapping(data: dict, source: str = "<program>") -> Program:
     targeting = _targeting(r, data)
     test_event = _test_event(r, data)
     storms = _storms(r, data)
+    emergencies = _emergencies(r, data)
     clean_peak = _clean_peak(r, data)
     limits = _limits(r, data)
     payment = _payment(r, data)
@@ -450,7 +463,8 @@ def from_mapping(data: dict, source: str = "<program>") -> Program:
         telemetry_interval=timedelta(minutes=interval_min), min_soc_pct=float(min_soc),
         season=season, days=days, budget=budget, targeting=targeting,
         default_duration=default_duration, followup=followup, fixed_window=fixed,
-        follows=follows, test_event=test_event, storms=storms, clean_peak=clean_peak,
+        follows=follows, test_event=test_event, storms=storms, emergencies=emergencies,
+        clean_peak=clean_peak,
         limits=limits, payment=payment, opt_out_max_per_season=opt_out,
         payment_schedule={k: v for k, v in schedule.items() if isinstance(v, str)},
         conflicts_with=tuple(c for c in conflicts if isinstance(c, str)),
@@ -605,16 +619,25 @@ def _test_event(r: _Reader, data: dict) -> TestEvent | None:
     return TestEvent(rule, month, bool(counts)) if rule and month else None
 
 
-def _storms(r: _Reader, data: dict) -> tuple[StormRule, ...]:
-    rules = r.get(data, "storms", "storms", list, required=False, default=[])
+def _array_of_tables(r: _Reader, data: dict, key: str,
+                     fields: set[str]) -> list[tuple[int, str, dict]]:
+    """(index, field path, table) of each `[[key]]` table, unknown fields reported."""
     out = []
-    for i, table in enumerate(rules):
-        path = f"storms[{i}]"
+    for i, table in enumerate(r.get(data, key, key, list, required=False, default=[])):
+        path = f"{key}[{i}]"
         if not isinstance(table, dict):
             r.problem(path, "must be a table")
             continue
-        r.unknown(table, {"zones", "event_types", "min_severity", "before_h", "after_h",
-                          "action", "description"}, f"{path}.")
+        r.unknown(table, fields, f"{path}.")
+        out.append((i, path, table))
+    return out
+
+
+def _storms(r: _Reader, data: dict) -> tuple[StormRule, ...]:
+    out = []
+    for _, path, table in _array_of_tables(r, data, "storms", {
+            "zones", "event_types", "min_severity", "before_h", "after_h", "action",
+            "description"}):
         zones = r.get(table, "zones", f"{path}.zones", list) or []
         for j, zone in enumerate(zones):
             if not isinstance(zone, str) or not (_UGC.match(zone) or _FIPS6.match(zone)):
@@ -629,30 +652,45 @@ def _storms(r: _Reader, data: dict) -> tuple[StormRule, ...]:
             r.problem(f"{path}.min_severity", f"must be one of {list(SEVERITIES)}, got {severity!r}")
         before = r.hours(table, "before_h", f"{path}.before_h", required=False, positive=False)
         after = r.hours(table, "after_h", f"{path}.after_h", required=False, positive=False)
-        action_text = r.get(table, "action", f"{path}.action", str, required=False,
-                            default="no_event")
-        try:
-            action = StormAction(action_text)
-        except ValueError:
-            r.problem(f"{path}.action", f"must be one of {[a.value for a in StormAction]}, "
-                                        f"got {action_text!r}")
-            action = StormAction.NO_EVENT
         out.append(StormRule(tuple(z for z in zones if isinstance(z, str)),
                              tuple(str(t) for t in types), severity or "Severe",
-                             before or timedelta(0), after or timedelta(0), action))
+                             before or timedelta(0), after or timedelta(0),
+                             _action(r, table, path)))
+    return tuple(out)
+
+
+def _action(r: _Reader, table: dict, path: str) -> StormAction:
+    text = r.get(table, "action", f"{path}.action", str, required=False, default="no_event")
+    try:
+        return StormAction(text)
+    except ValueError:
+        r.problem(f"{path}.action", f"must be one of {[a.value for a in StormAction]}, "
+                                    f"got {text!r}")
+        return StormAction.NO_EVENT
+
+
+def _emergencies(r: _Reader, data: dict) -> tuple[EmergencyRule, ...]:
+    out = []
+    for _, path, table in _array_of_tables(r, data, "emergencies", {
+            "types", "before_h", "after_h", "action", "description"}):
+        types = r.get(table, "types", f"{path}.types", list) or []
+        if not types:
+            r.problem(f"{path}.types", "must list at least one declared emergency type")
+        for j, name in enumerate(types):
+            if not isinstance(name, str) or not name.strip():
+                r.problem(f"{path}.types[{j}]", f"must be a non-empty name, got {name!r}")
+        before = r.hours(table, "before_h", f"{path}.before_h", required=False, positive=False)
+        after = r.hours(table, "after_h", f"{path}.after_h", required=False, positive=False)
+        out.append(EmergencyRule(tuple(t.strip() for t in types if isinstance(t, str)),
+                                 before or timedelta(0), after or timedelta(0),
+                                 _action(r, table, path)))
     return tuple(out)
 
 
 def _clean_peak(r: _Reader, data: dict) -> tuple[CleanPeakWindow, ...]:
-    tables = r.get(data, "clean_peak", "clean_peak", list, required=False, default=[])
     out: list[CleanPeakWindow] = []
-    for i, table in enumerate(tables):
-        path = f"clean_peak[{i}]"
-        if not isinstance(table, dict):
-            r.problem(path, "must be a table")
-            continue
-        r.unknown(table, {"name", "start", "end", "window_start", "window_end",
-                          "usd_per_mwh"}, f"{path}.")
+    for i, path, table in _array_of_tables(r, data, "clean_peak", {
+            "name", "start", "end", "window_start", "window_end", "usd_per_mwh"}):
         name = r.get(table, "name", f"{path}.name", str, default=f"clean_peak_{i}")
         season = r.season(table, path)
         window = r.window({"start": table.get("window_start"), "end": table.get("window_end")},

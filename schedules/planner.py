@@ -16,8 +16,9 @@ API
     the events they hit. For a program that `follows` another (V2X follows
     ConnectedSolutions), pass the leader program: the events are the leader's.
 
-`plan_next_day(programs, inputs, events_so_far, clock, config) -> {id: DayDecision}`
-    For a live scheduler: each program's next undecided day, decided now.
+`plan_next_day(programs, inputs, events_so_far, clock, config, exclusions) -> {id: DayDecision}`
+    For a live scheduler: each program's next undecided day, decided now, each
+    with its own storm / emergency exclusions.
 
 `standing_events(program, first_day, last_day) -> list[PlannedEvent]`
     The V2X program's daily Clean Peak windows as recurring low-priority
@@ -60,7 +61,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -595,11 +596,15 @@ def plan_season(program: Program, year: int, inputs: PlanInputs,
 
 def plan_next_day(programs: dict[str, Program], inputs: PlanInputs,
                   events_so_far: dict[str, list[PlannedEvent]], clock: Clock,
-                  config: PlannerConfig = PlannerConfig()) -> dict[str, DayDecision]:
+                  config: PlannerConfig = PlannerConfig(),
+                  exclusions: Mapping[str, tuple[Exclusion, ...]] | None = None,
+                  ) -> dict[str, DayDecision]:
     """What a VTN scheduler calls (e.g. hourly): for each program, decide the next
     local day whose notice deadline has not passed yet, from the events already
-    planned this season. Programs that follow another copy its decision; their
-    standing Clean Peak events come from `standing_events`."""
+    planned this season. `exclusions`, when given, are each program's own storm
+    and emergency periods (in place of `inputs.exclusions`). Programs that follow
+    another copy its decision; their standing Clean Peak events come from
+    `standing_events`."""
     out: dict[str, DayDecision] = {}
     now = clock.now()
     for pid, program in programs.items():
@@ -610,7 +615,8 @@ def plan_next_day(programs: dict[str, Program], inputs: PlanInputs,
             day += timedelta(days=1)
         state = SeasonState(day.year, tuple(e for e in events_so_far.get(pid, ())
                                             if e.day.year == day.year))
-        out[pid] = plan_day(program, day, inputs, state, clock, config)
+        own = inputs if exclusions is None else replace(inputs, exclusions=exclusions.get(pid, ()))
+        out[pid] = plan_day(program, day, own, state, clock, config)
     for pid, program in programs.items():
         leader = out.get(program.follows or "")
         if leader is not None:

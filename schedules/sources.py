@@ -23,6 +23,10 @@ UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+class DataFileError(ValueError):
+    """A data file the planner cannot use; the message names the file and line."""
+
+
 @dataclass(frozen=True)
 class LoadFile:
     load: HourlySeries                  # actual hourly load (MW)

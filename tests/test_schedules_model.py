@@ -148,6 +148,13 @@ def test_remaining_program_rules_are_fields():
     assert mc.opt_out_max_per_season == 12 and "December" in mc.payment_schedule["annual_usd"]
     assert byod.limits.islanding_owner_control and byod.limits.min_soc_pct == 20
     assert byod.payment["flex_alert_export_usd_per_kwh"] == 2.0
+    # "no event during a declared emergency (Type 1 / Type 2)"; "no event during a
+    # severe outage or for the two days before a predicted severe outage"
+    (cs_rule,) = cs.emergencies
+    assert cs_rule.types == ("Type 1", "Type 2") and cs_rule.before == timedelta(0)
+    (mc_rule,) = mc.emergencies
+    assert mc_rule.types == ("Severe Outage",) and mc_rule.before == timedelta(hours=48)
+    assert mc_rule.action is model.StormAction.NO_EVENT
 
 
 @pytest.mark.parametrize("edit, field, words", [
@@ -160,6 +167,12 @@ def test_remaining_program_rules_are_fields():
      "connectivity.reconnect_days", "missing"),
     (lambda d: d.update(payment_schedule={"bonus_usd": "May"}), "payment_schedule.bonus_usd",
      "no payment"),
+    (lambda d: d["emergencies"][0].update(types=[]), "emergencies[0].types", "at least one"),
+    (lambda d: d["emergencies"][0].update(types=["Type 1", ""]), "emergencies[0].types[1]",
+     "non-empty"),
+    (lambda d: d["emergencies"][0].update(action="shrug"), "emergencies[0].action", "one of"),
+    (lambda d: d["emergencies"][0].update(before_h="two days"), "emergencies[0].before_h", ""),
+    (lambda d: d["emergencies"][0].update(when="always"), "emergencies[0].when", "unknown field"),
 ])
 def test_more_error_classes(edit, field, words):
     assert _has(_broken(edit), field, words)

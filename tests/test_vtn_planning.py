@@ -1,4 +1,5 @@
 """The VTN plans tomorrow's events from the real ISO-NE data and publishes them with notice."""
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from schedules import model
 from schedules.forecast import from_epoch_s
 from schedules.planner import decision_moment
 from vtn.planning import PlannerSources, publish_due, run_once
-from vtn.store import PENDING, Ven
+from vtn.store import CANCELLED, PENDING, Ven
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SOURCES = PlannerSources(load_csv=DATA / "isone_hourly_load_2015-07_2019-12.csv",
@@ -39,7 +40,7 @@ def test_the_annual_peak_day_is_planned_pending_and_published_at_its_notice(stor
     day = peak_utc.astimezone(program.timezone).date()
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
 
-    planned, published = run_once(store, {program.id: program}, SOURCES, clock)
+    planned, published, _ = run_once(store, {program.id: program}, SOURCES, clock)
 
     (event,) = planned
     assert published == [] and store.event(event.event_id).status == PENDING
@@ -62,9 +63,9 @@ def test_a_day_already_decided_is_not_planned_twice(store, peak_day_2018):
     _enrol(store)
     day = peak_utc.astimezone(program.timezone).date()
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
-    first, _ = run_once(store, {program.id: program}, SOURCES, clock)
+    first = run_once(store, {program.id: program}, SOURCES, clock).planned
     clock.advance(timedelta(minutes=1))
-    again, _ = run_once(store, {program.id: program}, SOURCES, clock)
+    again = run_once(store, {program.id: program}, SOURCES, clock).planned
     assert len(first) == 1 and again == []
     assert len(store.events(program_id=program.id)) == 1
 
@@ -73,7 +74,7 @@ def test_without_enrolled_vens_nothing_is_stored(store, peak_day_2018):
     program, peak_utc = peak_day_2018
     day = peak_utc.astimezone(program.timezone).date()
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
-    planned, _ = run_once(store, {program.id: program}, SOURCES, clock)
+    planned = run_once(store, {program.id: program}, SOURCES, clock).planned
     assert planned == [] and store.events() == []
 
 
@@ -99,7 +100,82 @@ async def test_the_schedule_plans_on_its_first_tick(store, peak_day_2018, tmp_pa
     assert event.status == PENDING and event.start_utc <= peak_utc < event.end_utc
 
 
+def _declare(tmp_path, kind, start, end, declared) -> PlannerSources:
+    path = tmp_path / "declared.csv"
+    path.write_text("type,start,end,declared,description\n"
+                    f"{kind},{start.isoformat()},{end.isoformat()},{declared.isoformat()},test\n")
+    return dataclasses.replace(SOURCES, emergencies=(path,))
+
+
+def test_an_emergency_declared_after_planning_cancels_the_pending_event(store, peak_day_2018,
+                                                                          tmp_path):
+    program, peak_utc = peak_day_2018
+    programs = {program.id: program}
+    _enrol(store)
+    day = peak_utc.astimezone(program.timezone).date()
+    clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
+    (event,) = run_once(store, programs, SOURCES, clock).planned
+    declared_at = clock.now() + timedelta(hours=2)
+    found = _declare(tmp_path, "Type 1", event.start_utc - timedelta(hours=1), event.end_utc,
+                     declared_at)
+
+    clock.advance(timedelta(hours=1))              # declared in the file, not yet known
+    assert run_once(store, programs, found, clock).withdrawn == []
+    assert store.event(event.event_id).status == PENDING
+
+    clock.advance(timedelta(hours=2))
+    run = run_once(store, programs, found, clock)
+    assert [e.event_id for e in run.withdrawn] == [event.event_id]
+    assert store.event(event.event_id).status == CANCELLED
+    clock.set(event.start_utc - program.notice)
+    assert publish_due(store, programs, clock) == []        # never sent
+
+
+def _under_way(store, program, peak_utc):
+    _enrol(store)
+    day = peak_utc.astimezone(program.timezone).date()
+    clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
+    (event,) = run_once(store, {program.id: program}, SOURCES, clock).planned
+    clock.set(event.start_utc + timedelta(minutes=30))
+    (sent,) = publish_due(store, {program.id: program}, clock)
+    store.mark_delivered("ven-1", [sent])                      # the VEN has polled it
+    return clock, sent
+
+
+def test_an_emergency_declared_later_in_an_event_cuts_it_short(store, peak_day_2018, tmp_path):
+    program, peak_utc = peak_day_2018
+    clock, sent = _under_way(store, program, peak_utc)
+    begins = clock.now() + timedelta(hours=1)
+    found = _declare(tmp_path, "Type 2", begins, sent.end_utc + timedelta(hours=2), clock.now())
+
+    (cut,) = run_once(store, {program.id: program}, found, clock).withdrawn
+    assert cut.event_id == sent.event_id
+    assert (cut.start_utc, cut.end_utc) == (sent.start_utc, begins)
+    assert cut.modification_number == sent.modification_number + 1
+    (seen,) = store.events_for("ven-1", clock.now())           # the VEN gets the new end
+    assert seen.end_utc == begins and seen.status != CANCELLED
+
+
+def test_an_emergency_in_force_now_cancels_the_event_under_way(store, peak_day_2018, tmp_path):
+    program, peak_utc = peak_day_2018
+    clock, sent = _under_way(store, program, peak_utc)
+    found = _declare(tmp_path, "Type 1", clock.now() - timedelta(minutes=10),
+                     sent.end_utc + timedelta(hours=2), clock.now())
+
+    (stopped,) = run_once(store, {program.id: program}, found, clock).withdrawn
+    assert stopped.status == CANCELLED
+    (seen,) = store.events_for("ven-1", clock.now())           # the VEN gets the cancellation
+    assert seen.event_id == sent.event_id and seen.status == CANCELLED
+
+
 def test_planner_settings_name_a_missing_field(tmp_path):
     from vtn.planning import settings_from
     with pytest.raises(ValueError, match="planner.load_csv: missing"):
         settings_from({"programs": ["connected_solutions"]}, tmp_path)
+
+
+def test_planner_settings_read_emergency_files_relative_to_the_config(tmp_path):
+    from vtn.planning import settings_from
+    settings = settings_from({"programs": ["connected_solutions"], "load_csv": "load.csv",
+                              "emergencies": ["ops/declared.csv"]}, tmp_path)
+    assert settings.sources.emergencies == ((tmp_path / "ops" / "declared.csv").resolve(),)

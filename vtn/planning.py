@@ -1,10 +1,15 @@
 """The VTN's planner job: forecast + alerts + program rules -> pending events -> published.
 
-Every run (hourly under `vtn serve`), `plan_and_store` asks the planner for each
-program's next undecided day, using only what is known now, and stores a
-called event as *pending* with its targets. `publish_due` sends pending events
-once their notice time has come (start minus the program's notice). The data
-files are read at every run, so a feed that is appended to is picked up.
+Every run (hourly under `vtn serve`):
+1. `withdraw_for_exclusions`: an event that a storm alert or a declared
+   emergency known by now overlaps is cancelled (or, under way, cut short at
+   the exclusion) - the planner only avoided what was known when it decided;
+2. `plan_and_store` asks the planner for each program's next undecided day,
+   using only what is known now and the program's own exclusions, and stores
+   a called event as *pending* with its targets;
+3. `publish_due` sends pending events once their notice time has come (start
+   minus the program's notice).
+The data files are read at every run, so a feed that is appended to is picked up.
 """
 from __future__ import annotations
 
@@ -13,17 +18,17 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from flexadr.clock import Clock
-from schedules import calendar, sources, storms
-from schedules import model
+from schedules import calendar, emergencies, model, sources, storms
 from schedules.model import Dispatch, Program
 from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfig,
                                plan_next_day)
-from vtn.lifecycle import publish, publish_planned
+from schedules.storms import Exclusion
+from vtn.lifecycle import cancel, modify, publish, publish_planned
 from vtn.store import CANCELLED, PENDING, Event, Store
 
 log = logging.getLogger(__name__)
@@ -34,17 +39,40 @@ class PlannerSources:
     load_csv: Path                    # ISO-NE-style hourly load + day-ahead forecast
     weather_csv: Path | None = None   # daily temperatures (own forecaster)
     alerts: tuple[Path, ...] = ()     # NWS CAP ATOM or api.weather.gov GeoJSON files
+    emergencies: tuple[Path, ...] = ()   # declared emergencies CSV (schedules/emergencies.py)
     forecast: str = "iso"             # "iso" or "own"
     setpoint_kw: float = 5.0          # discharge request per device
 
 
 def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
-    """The I/O edge: read every source file into the planner's inputs."""
+    """The I/O edge: read the load, forecast and weather files (exclusions apart)."""
     data = sources.read_isone_csv(found.load_csv, program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
+    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
+
+
+def read_exclusions(found: PlannerSources,
+                    programs: dict[str, Program]) -> dict[str, tuple[Exclusion, ...]]:
+    """Each program's storm and emergency exclusions; a follower (V2X) also takes
+    its leader's, as its events are the leader's."""
     alerts = [alert for path in found.alerts for alert in sources.read_alerts(path)]
-    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather,
-                            storms.exclusions(program, alerts))
+    declared = [e for path in found.emergencies for e in emergencies.read_emergencies(path)]
+    for stray in emergencies.unused(programs.values(), declared):
+        log.warning("declared emergency of type %r (%s): no program excludes that type",
+                    stray.type, stray.start_utc.isoformat())
+
+    def own(program: Program) -> list[Exclusion]:
+        return storms.exclusions(program, alerts) + emergencies.exclusions(program, declared)
+
+    out = {}
+    for pid, program in programs.items():
+        periods = own(program)
+        leader = programs.get(program.follows or "") or (
+            model.load(program.follows) if program.follows else None)
+        if leader is not None:
+            periods += own(leader)
+        out[pid] = tuple(sorted(periods, key=lambda e: (e.start_utc, e.end_utc)))
+    return out
 
 
 def _as_planned(event: Event, program: Program) -> PlannedEvent:
@@ -61,11 +89,13 @@ def planned_so_far(store: Store, program: Program) -> list[PlannedEvent]:
 
 
 def plan_and_store(store: Store, programs: dict[str, Program], inputs: PlanInputs, clock: Clock,
-                   setpoint_kw: float, config: PlannerConfig = PlannerConfig()) -> list[Event]:
+                   setpoint_kw: float, config: PlannerConfig = PlannerConfig(),
+                   exclusions: dict[str, tuple[Exclusion, ...]] | None = None) -> list[Event]:
     """Decide each program's next day now; store what the planner calls as pending events."""
     so_far = {pid: planned_so_far(store, program) for pid, program in programs.items()}
     stored = []
-    for pid, decision in plan_next_day(programs, inputs, so_far, clock, config).items():
+    decisions = plan_next_day(programs, inputs, so_far, clock, config, exclusions)
+    for pid, decision in decisions.items():
         planned = decision.event
         if planned is None:
             log.info("planner: no %s event on %s (%s)", pid, decision.day, decision.reason)
@@ -98,14 +128,48 @@ def publish_due(store: Store, programs: dict[str, Program], clock: Clock) -> lis
     return sent
 
 
+def withdraw_for_exclusions(store: Store, exclusions: dict[str, tuple[Exclusion, ...]],
+                            clock: Clock) -> list[Event]:
+    """Cancel each open event that an exclusion known by now overlaps from its
+    start or from now; an event that may run until the exclusion begins is cut
+    short there (its new end must lie ahead, or VENs would never see it)."""
+    now = clock.now()
+    changed = []
+    for event in store.open_events():
+        if event.end_utc <= now:
+            continue
+        hits = [p for p in exclusions.get(event.program_id, ())
+                if p.known_utc <= now and p.overlaps(max(event.start_utc, now), event.end_utc)]
+        if not hits:
+            continue
+        first = min(hits, key=lambda p: p.start_utc)
+        if first.start_utc <= max(event.start_utc, now):
+            changed.append(cancel(store, event.event_id, clock))
+            log.warning("planner: %s event %s cancelled: %s", event.program_id,
+                        event.event_id, first.reason)
+        else:
+            changed.append(modify(store, event.event_id, clock, end_utc=first.start_utc))
+            log.warning("planner: %s event %s cut short at %s: %s", event.program_id,
+                        event.event_id, first.start_utc.isoformat(), first.reason)
+    return changed
+
+
+class PlanningRun(NamedTuple):
+    planned: list[Event]
+    published: list[Event]
+    withdrawn: list[Event]        # cancelled or cut short by a storm / emergency
+
+
 def run_once(store: Store, programs: dict[str, Program], found: PlannerSources,
-             clock: Clock) -> tuple[list[Event], list[Event]]:
-    """One scheduler tick: plan, then publish what is due. Returns (planned, published)."""
+             clock: Clock) -> PlanningRun:
+    """One scheduler tick: withdraw what a new exclusion hits, plan, publish what is due."""
     leader = next(iter(programs.values()))
     inputs = read_inputs(found, leader)
+    exclusions = read_exclusions(found, programs)
+    withdrawn = withdraw_for_exclusions(store, exclusions, clock)
     planned = plan_and_store(store, programs, inputs, clock, found.setpoint_kw,
-                             PlannerConfig(forecast=found.forecast))
-    return planned, publish_due(store, programs, clock)
+                             PlannerConfig(forecast=found.forecast), exclusions)
+    return PlanningRun(planned, publish_due(store, programs, clock), withdrawn)
 
 
 @dataclass(frozen=True)
@@ -128,6 +192,7 @@ def settings_from(table: dict[str, Any], base: Path) -> PlannerSettings:
                 load_csv=path(table["load_csv"]),
                 weather_csv=path(table["weather_csv"]) if table.get("weather_csv") else None,
                 alerts=tuple(path(p) for p in table.get("alerts", [])),
+                emergencies=tuple(path(p) for p in table.get("emergencies", [])),
                 forecast=table.get("forecast", "iso"),
                 setpoint_kw=float(table.get("setpoint_kw", 5.0))),
             every=timedelta(minutes=float(table.get("every_min", 60))))
@@ -154,14 +219,15 @@ class PlanningSchedule:
 
     async def tick(self) -> None:
         try:
-            planned, published = await asyncio.to_thread(
+            planned, published, withdrawn = await asyncio.to_thread(
                 run_once, self.store, self.programs, self.settings.sources, self.clock)
         except Exception:     # a bad data file must not stop the VTN; the next tick retries
             log.exception("planner run failed")
             return
         finally:
             self.ticks += 1
-        log.info("planner: %d planned, %d published", len(planned), len(published))
+        log.info("planner: %d planned, %d published, %d withdrawn", len(planned),
+                 len(published), len(withdrawn))
 
     def stop(self) -> None:
         if self.scheduler.running:

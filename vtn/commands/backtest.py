@@ -1,7 +1,8 @@
 """`vtn backtest`: replay seasons of a program's events against real load history.
 
     vtn backtest --program connected_solutions --load ISNE.csv \\
-        [--weather WEATHER.csv] [--alerts FEED.xml] [--forecast iso|own] \\
+        [--weather WEATHER.csv] [--alerts FEED.xml] [--emergencies DECLARED.csv] \\
+        [--forecast iso|own] \\
         [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--plot FILE.png]
 
 Progress on stderr; JSON (with --json) or a table on stdout.
@@ -13,7 +14,7 @@ import json
 import sys
 from datetime import date
 
-from schedules import backtest, model, sources, storms
+from schedules import backtest, emergencies, model, sources, storms
 from schedules.planner import PlanInputs, PlannerConfig
 
 
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--weather", metavar="CSV", help="daily weather CSV (time, tmax, tavg)")
     parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
                         help="NWS CAP ATOM feed or api.weather.gov GeoJSON (repeatable)")
+    parser.add_argument("--emergencies", metavar="CSV", action="append", default=[],
+                        help="declared emergencies: type,start,end[,declared,description] "
+                             "with UTC offsets (repeatable; see schedules/emergencies.py)")
     parser.add_argument("--forecast", choices=("iso", "own"), default="iso",
                         help="ISO's published day-ahead forecast, or the planner's own")
     parser.add_argument("--seasons", default="2016-2019", type=_years,
@@ -74,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     data = sources.read_isone_csv(args.load, program.timezone)
     weather = sources.read_daily_weather(args.weather) if args.weather else None
     alerts = [a for path in args.alerts for a in sources.read_alerts(path)]
-    exclusions = storms.exclusions(lead, alerts)
+    declared = [e for path in args.emergencies for e in emergencies.read_emergencies(path)]
+    for stray in emergencies.unused([lead], declared):
+        print(f"warning: declared emergency of type {stray.type!r} ({stray.start_utc:%Y-%m-%d}): "
+              f"{lead.id} excludes none of that type", file=sys.stderr)
+    exclusions = sorted(storms.exclusions(lead, alerts) + emergencies.exclusions(lead, declared),
+                        key=lambda e: (e.start_utc, e.end_utc))
     inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions)
     if args.forecast == "iso" and data.iso_forecast is None:
         print("error: --forecast iso needs an isone_dayahead_forecast_mw column", file=sys.stderr)
