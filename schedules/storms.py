@@ -174,3 +174,15 @@ def active(periods: list[Exclusion], when_utc: datetime,
     """Exclusions in force at `when_utc` (e.g. BYOD storm watch: charge to 100 %)."""
     return [e for e in periods if e.start_utc <= when_utc < e.end_utc
             and e.known_utc <= when_utc and (action is None or e.action is action)]
+
+
+def warning_until(periods: list[Exclusion], when_utc: datetime) -> datetime | None:
+    """End of the storm watch in force at `when_utc` (BYOD: no discharge, charge
+    to 100 %), following periods that overlap it; None when there is none."""
+    watch = sorted((e for e in periods if e.action is StormAction.NO_DISCHARGE_CHARGE_FULL
+                    and e.known_utc <= when_utc), key=lambda e: e.start_utc)
+    until = None
+    for period in watch:
+        if period.start_utc <= (until or when_utc) and period.end_utc > when_utc:
+            until = max(until or period.end_utc, period.end_utc)
+    return until

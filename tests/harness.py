@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -112,3 +113,13 @@ class Site:
         for agent in self.agents:
             await agent.stop()
         await self.vtn.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_site(root: Path, time_scale: float, ven_names: tuple[str, ...] = ("ven-a",)):
+    site = Site(root, time_scale)
+    await site.start(list(ven_names))
+    try:
+        yield site
+    finally:
+        await site.stop()

@@ -161,3 +161,15 @@ def test_the_owner_is_always_protected(event, state, prefs, conditions, profile)
     for command in decision.commands:
         if isinstance(command, ChargeDelay):
             assert (command.start, command.end) == (event.start, event.end)
+
+
+def test_a_storm_warning_alone_charges_a_battery_but_not_a_charger_nor_in_an_outage():
+    from ven.policy import storm_preparation
+    until = T0 + timedelta(hours=5)
+    warned = Conditions(storm_warning_until=until)
+    assert storm_preparation(warned, BATTERY, T0) == Charge(T0, until, 100.0)
+    assert storm_preparation(warned, EV, T0) is None                # V1G: nothing to prepare
+    assert storm_preparation(Conditions(islanded=True, storm_warning_until=until), BATTERY,
+                             T0) is None                            # the owner is in control
+    assert storm_preparation(warned, BATTERY, until) is None        # over
+    assert storm_preparation(Conditions(), BATTERY, T0) is None

@@ -113,3 +113,20 @@ def test_geojson_alert_gives_managed_charging_two_days_before_predicted_outage()
     assert period.start_utc == datetime(2024, 8, 18, 12, tzinfo=UTC)   # onset 12:00Z - 48 h
     assert period.end_utc == datetime(2024, 8, 21, 6, tzinfo=UTC)
     assert period.action is StormAction.NO_EVENT
+
+
+def _watch(start_h: float, end_h: float, known_h: float) -> storms.Exclusion:
+    t0 = datetime(2024, 8, 18, 12, tzinfo=UTC)
+    return storms.Exclusion(t0 + timedelta(hours=start_h), t0 + timedelta(hours=end_h),
+                            t0 + timedelta(hours=known_h),
+                            StormAction.NO_DISCHARGE_CHARGE_FULL, "Severe Thunderstorm Warning")
+
+
+def test_storm_watch_lasts_through_overlapping_warnings_known_by_now():
+    now = datetime(2024, 8, 18, 13, tzinfo=UTC)
+    chain = [_watch(0, 2, 0), _watch(1.5, 4, 0.5), _watch(6, 8, 0)]      # the third is later
+    assert storms.warning_until(chain, now) == datetime(2024, 8, 18, 16, tzinfo=UTC)
+    assert storms.warning_until([_watch(0, 2, 3)], now) is None          # not issued yet
+    assert storms.warning_until([_watch(-3, 0.5, -3)], now) is None      # over
+    no_event = dataclasses.replace(_watch(0, 2, 0), action=StormAction.NO_EVENT)
+    assert storms.warning_until([no_event], now) is None                 # not a storm watch

@@ -12,7 +12,7 @@ from adapters.base import DeviceDisconnected
 from adapters.sim import SimAdapter
 from flexadr.clock import SystemClock, ceil_to
 from schedules import model
-from tests.harness import Site
+from tests.harness import Site, running_site
 from vtn.lifecycle import publish
 
 SCALE = 900.0     # OpenADR durations are whole seconds: 15 min -> 1 s
@@ -46,10 +46,8 @@ def _assert_contiguous(points, step):
 
 @pytest.fixture
 async def site(tmp_path):
-    site = Site(tmp_path, SCALE)
-    await site.start(["ven-a"])
-    yield site
-    await site.stop()
+    async with running_site(tmp_path, SCALE) as site:
+        yield site
 
 
 async def test_event_runs_through_a_network_cut_and_every_interval_arrives_once(site):

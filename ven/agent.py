@@ -22,11 +22,12 @@ from typing import Any
 from openleadr import enums, objects, utils
 
 from adapters import registry
-from adapters.base import Adapter, AdapterError, Reading
+from adapters.base import Adapter, AdapterError, Charge, Reading
 from flexadr.clock import Clock, ceil_to
 from ven.oadr_client import FlexClient, as_list
 from ven.policy import (Conditions, Decision, DeviceProfile, EventSignal, EventWindow, Opt,
-                        OwnerPrefs, decide)
+                        OwnerPrefs, decide, storm_preparation)
+from ven.storm_watch import StormWatchConfig
 from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
     commands_from_json, commands_to_json
 from ven.telemetry import IntervalRecorder
@@ -68,6 +69,7 @@ class AgentConfig:
     sample_period: timedelta = timedelta(seconds=60)
     telemetry_interval: timedelta = timedelta(minutes=15)
     state_url: str = "sqlite:///ven-state.sqlite"
+    storm_watch: StormWatchConfig | None = None    # NWS alerts read next to the device
 
 
 def _wall(period: timedelta, time_scale: float) -> timedelta:
@@ -286,13 +288,18 @@ class VenAgent:
     async def _reapply_all(self) -> None:
         """The device gets exactly the commands of the current decisions.
 
-        An opted-out event carries no command, except the storm preparation charge.
+        An opted-out event carries no command, except the storm preparation charge,
+        which a storm warning also brings without any event.
         """
         try:
             await self.adapter.clear()
-            for stored in self.store.events_not_ended(self.clock.now()):
-                for command in commands_from_json(stored.commands_json):
-                    await self.adapter.apply(command)
+            commands = [command for stored in self.store.events_not_ended(self.clock.now())
+                        for command in commands_from_json(stored.commands_json)]
+            prepare = storm_preparation(self.conditions, self.profile, self.clock.now())
+            if prepare is not None and not any(isinstance(c, Charge) for c in commands):
+                commands.append(prepare)
+            for command in commands:
+                await self.adapter.apply(command)
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
             self._device_failed(err)      # re-planned and re-applied once it answers

@@ -10,8 +10,10 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
+from schedules import model
 from ven.agent import AgentConfig
 from ven.policy import OwnerPrefs
+from ven.storm_watch import StormWatchConfig, watch_rules
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,7 @@ def agent_config(data: dict[str, Any], base: Path, source: str) -> AgentConfig:
             sample_period=timedelta(seconds=data.get("sample_period_s", 60)),
             telemetry_interval=timedelta(minutes=data.get("telemetry_interval_min", 15)),
             state_url=_sqlite_relative_to(base, data.get("state_url", "sqlite:///ven-state.sqlite")),
+            storm_watch=_storm_watch(data.get("storm_watch"), base),
         )
     except KeyError as err:
         raise ConfigError(f"{source}: {err.args[0]}: missing") from err
@@ -70,6 +73,23 @@ def _sqlite_relative_to(base: Path, url: str) -> str:
     if not url.startswith("sqlite:///") or Path(path).is_absolute():
         return url
     return f"sqlite:///{(base / path).resolve()}"
+
+
+def _storm_watch(table: dict[str, Any] | None, base: Path) -> StormWatchConfig | None:
+    """The `[storm_watch]` table: which program's storm rules, which alert source."""
+    if table is None:
+        return None
+    try:
+        program = model.load(table["program"])
+    except model.ProgramError as err:
+        raise ValueError(f"storm_watch.program: {err}") from err
+    if not watch_rules(program):
+        raise ValueError(f"storm_watch.program: {program.id} has no storm rule with action "
+                         f"'no_discharge_charge_full'")
+    source = str(table["source"])
+    if not source.startswith(("http://", "https://")):
+        source = str((base / source).resolve())
+    return StormWatchConfig(program.id, source, timedelta(minutes=float(table.get("every_min", 5))))
 
 
 def _prefs(owner: dict[str, Any]) -> OwnerPrefs:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import astuple
 from typing import Iterable
 
 from adapters import registry
 from adapters.base import Adapter
 from flexadr.clock import Clock
+from schedules import model
 from ven.agent import AgentConfig, VenAgent
+from ven.storm_watch import StormWatch
 from ven.store import LocalDatabase
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,17 @@ class Fleet:
             adapter = classes[config.adapter](config.adapter_config, clock)
             self.agents.append(VenAgent(config, clock, adapter=adapter, database=database))
         self._starts = asyncio.Semaphore(max_concurrent_starts)
+        self.storm_watches = self._storm_watches(clock)
+        self._watch_tasks: list[asyncio.Task] = []
+
+    def _storm_watches(self, clock: Clock) -> list[StormWatch]:
+        """One watch per alert source, shared by the agents that name it."""
+        groups: dict[tuple, list[VenAgent]] = {}
+        for agent in self.agents:
+            if agent.config.storm_watch is not None:
+                groups.setdefault(astuple(agent.config.storm_watch), []).append(agent)
+        return [StormWatch(agents, model.load(program), source, clock, every)
+                for (program, source, every), agents in groups.items()]
 
     async def _start_one(self, agent: VenAgent) -> None:
         async with self._starts:
@@ -39,6 +53,11 @@ class Fleet:
         await asyncio.gather(*(self._start_one(agent) for agent in self.agents))
         registered = sum(agent.registered for agent in self.agents)
         log.info("fleet: %d of %d agents registered", registered, len(self.agents))
+        self._watch_tasks = [asyncio.create_task(watch.run(), name=f"storm-watch-{i}")
+                             for i, watch in enumerate(self.storm_watches)]
 
     async def stop(self) -> None:
+        for task in self._watch_tasks:
+            task.cancel()
+        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
         await asyncio.gather(*(agent.stop() for agent in self.agents), return_exceptions=True)

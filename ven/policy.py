@@ -109,6 +109,18 @@ def decide(event: EventWindow, reading: Reading, profile: DeviceProfile, prefs: 
     return _discharge(event, reading, profile, prefs, now, time_scale, conditions)
 
 
+def storm_preparation(conditions: Conditions, profile: DeviceProfile,
+                      now: datetime) -> Charge | None:
+    """During a storm warning a battery (or V2G car) charges toward 100 % to ride
+    through an outage, event or not; in an outage the owner is in control."""
+    until = conditions.storm_warning_until
+    if until is None or until <= now or conditions.islanded:
+        return None
+    if Capability.DISCHARGE not in profile.capabilities:
+        return None
+    return Charge(now, until, 100.0)
+
+
 def _storm_active(conditions: Conditions, now: datetime, event: EventWindow) -> bool:
     until = conditions.storm_warning_until
     return until is not None and until > now and until > event.start
