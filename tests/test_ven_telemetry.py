@@ -1,10 +1,17 @@
 """Readings -> reporting intervals: energy-based kW, nothing invented."""
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from adapters.base import Reading
+from flexadr.clock import SystemClock
+from tests.harness import running_site
+from ven.agent import VenAgent
+from ven.oadr_client import ReportRequest
+from ven.store import OutboxInterval
 from ven.telemetry import IntervalRecorder
+from ven.uplink import STATUS, USAGE
 
 T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)   # on a 15-minute boundary
 M = timedelta(minutes=1)
@@ -116,3 +123,27 @@ def test_after_a_gap_only_an_on_time_sample_starts_a_new_run():
     assert rec.observe(T0 + 15 * M, reading(T0 + 15 * M)) is None        # opens here, not at T0
     closed = rec.observe(T0 + 30 * M, reading(T0 + 30 * M, imported=1))
     assert closed.start == T0 + 15 * M
+
+
+async def test_uplink_keeps_rows_until_the_vtn_has_asked_for_every_offered_report(tmp_path):
+    """Our VTN asks for one report per poll: a row acknowledged after the USAGE request
+    but before the STATUS one would never carry its status flags."""
+    async with running_site(tmp_path, 900.0) as site:
+        agent = VenAgent(site.agent_config("ven-a"), SystemClock(), database=site.database)
+        client, uplink = agent.client, agent.uplink
+        assert client.offered() == {USAGE, STATUS}
+        start = datetime(2024, 7, 1, 16, tzinfo=timezone.utc)
+        agent.store.add_interval(OutboxInterval(ven_name="ven-a", interval_start=start,
+                                                interval_end=start + timedelta(minutes=15),
+                                                kw=-5.0, kwh=1.25, soc_pct=80.0))
+        client.requested[USAGE] = ReportRequest("r1", "ven-a-usage", USAGE, ("kw",), None)
+        client.first_request_at = time.monotonic()
+
+        assert client.waiting_for_requests(settle_s=30)
+        assert await uplink.flush_once() is None and agent.store.backlog() == 1
+        # a VTN that never asks for STATUS gets USAGE once the settle time is over
+        client.first_request_at -= 31
+        assert not client.waiting_for_requests(settle_s=30)
+        client.requested[STATUS] = ReportRequest("r2", "ven-a-status", STATUS, ("soc",), None)
+        client.first_request_at = time.monotonic()
+        assert not client.waiting_for_requests(settle_s=30)     # everything offered is asked

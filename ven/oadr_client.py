@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,6 +53,7 @@ class FlexClient(OpenADRClient):
         # openleadr re-parses the PEM key for every message it signs; parse it once.
         self._create_message = client_signer(self._create_message)
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
+        self.first_request_at: float | None = None      # time.monotonic() of the first one
 
     async def _ensure_client_session(self) -> None:
         """openleadr's session (same TLS setup, headers and timeouts), with short-lived idle connections."""
@@ -85,6 +87,8 @@ class FlexClient(OpenADRClient):
                                                  report.report_specifier_id, name, r_ids,
                                                  specifier.get("granularity"))
             log.info("VTN requested %s every %s", name, specifier.get("granularity"))
+            if self.first_request_at is None:
+                self.first_request_at = time.monotonic()
         request_id = response_payload.get("request_id") or \
             response_payload.get("response", {}).get("request_id")
         message = self._create_message(
@@ -93,6 +97,17 @@ class FlexClient(OpenADRClient):
             pending_reports=[{"report_request_id": r["report_request_id"]}
                              for r in response_payload.get("report_requests", [])])
         await self._perform_request("EiReport", message)
+
+    def offered(self) -> set[str]:
+        """Names of the reports this client registered with the VTN."""
+        return {report.report_name.removeprefix("METADATA_") for report in self.reports}
+
+    def waiting_for_requests(self, settle_s: float) -> bool:
+        """Some offered report has not been requested yet, and the VTN may still ask
+        for it: it sends one request per poll, so give it `settle_s` after the first."""
+        if self.offered() <= self.requested.keys():
+            return False
+        return self.first_request_at is None or time.monotonic() - self.first_request_at < settle_s
 
     async def send_intervals(self, name: str, rows: list[tuple[datetime, timedelta, dict]]) -> Sent:
         """Send one report of intervals [(start, duration, {r_id: value})]; True when acknowledged."""

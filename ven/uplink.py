@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 USAGE = "TELEMETRY_USAGE"
 STATUS = "TELEMETRY_STATUS"
+SETTLE_POLLS = 3      # polls a VTN gets to request each offered report (one per poll)
 
 
 def _usage(row: OutboxInterval) -> dict:
@@ -42,6 +43,9 @@ class Uplink:
             return 0
         if USAGE not in self.client.requested:
             return None      # not registered yet, or the VTN has not asked: keep everything
+        if self.client.waiting_for_requests(self._settle_s()):
+            # a row acknowledged now would never carry its status flags
+            return None
         for name, values in ((USAGE, _usage), (STATUS, _status)):
             if name not in self.client.requested:
                 continue     # a VTN that does not want status reports gets none
@@ -54,6 +58,11 @@ class Uplink:
                 return None
         self.store.acknowledge([row.id for row in rows])
         return len(rows)
+
+    def _settle_s(self) -> float:
+        """How long a VTN may take to request every offered report: a few polls."""
+        poll = self.client.poll_frequency or timedelta(seconds=10)
+        return SETTLE_POLLS * poll.total_seconds()
 
     async def run(self) -> None:
         backoff = self.min_backoff
