@@ -4,7 +4,8 @@ Every run (hourly under `vtn serve`), `plan_and_store` asks the planner for each
 program's next undecided day, using only what is known now, and stores a
 called event as *pending* with its targets. `publish_due` sends pending events
 once their notice time has come (start minus the program's notice). The data
-files are read at every run, so a feed that is appended to is picked up.
+files are read at every run, so a feed that is appended to is picked up; a file
+that cannot be used is logged (file, line, field) and that run plans nothing.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class PlannerSources:
 
 
 def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
-    """The I/O edge: read every source file into the planner's inputs."""
+    """The I/O edge: read every source file into the planner's inputs; raises
+    sources.DataFileError for a file that cannot be used."""
     data = sources.read_isone_csv(found.load_csv, program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
     alerts = [alert for path in found.alerts for alert in sources.read_alerts(path)]
@@ -156,7 +158,12 @@ class PlanningSchedule:
         try:
             planned, published = await asyncio.to_thread(
                 run_once, self.store, self.programs, self.settings.sources, self.clock)
-        except Exception:     # a bad data file must not stop the VTN; the next tick retries
+        except sources.DataFileError as err:
+            # a bad data file must not stop the VTN; the message names what to fix (a
+            # traceback would bury it) and the next tick reads the files again
+            log.error("planner run failed: %s", err)
+            return
+        except Exception:     # a planner bug must not stop the VTN either
             log.exception("planner run failed")
             return
         finally:
