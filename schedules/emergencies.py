@@ -12,6 +12,8 @@ Times are ISO 8601 with a UTC offset. `declared` is when the emergency became
 known, so a replay acts on it only from then (empty: known at `start`);
 `description` is optional. A program's `[[emergencies]]` rules turn the rows
 of their types into `Exclusion`s, exactly as storm rules turn alerts.
+
+Pure: `parse_emergencies` takes text; `sources.read_emergencies` reads the file.
 """
 from __future__ import annotations
 
@@ -19,15 +21,22 @@ import csv
 import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable
 
 from schedules.model import Program
-from schedules.sources import DataFileError
 from schedules.storms import Exclusion
 
 UTC = timezone.utc
 COLUMNS = ("type", "start", "end")
+
+
+class EmergencyFormatError(ValueError):
+    """Rows that cannot be used: `problems` = [(line or None, what is wrong)]."""
+
+    def __init__(self, problems: list[tuple[int | None, str]]) -> None:
+        super().__init__("; ".join(f"line {line}: {text}" if line else text
+                                   for line, text in problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -39,54 +48,45 @@ class Emergency:
     description: str = ""
 
 
-def _instant(text: str, column: str, problems: list[str], where: str) -> datetime | None:
+def _instant(text: str, column: str, problems: list, line: int) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        problems.append(f"{where}: {column}: not an ISO 8601 time: {text!r}")
+        problems.append((line, f"{column}: not an ISO 8601 time: {text!r}"))
         return None
     if value.tzinfo is None:
         # a local time without its offset is ambiguous across DST: refuse to guess
-        problems.append(f"{where}: {column}: needs a UTC offset (e.g. -04:00): {text!r}")
+        problems.append((line, f"{column}: needs a UTC offset (e.g. -04:00): {text!r}"))
         return None
     return value.astimezone(UTC)
 
 
-def parse_emergencies(text: str, source: str = "<emergencies>") -> list[Emergency]:
-    """Rows of an emergencies CSV; DataFileError lists every bad row."""
+def parse_emergencies(text: str) -> list[Emergency]:
+    """Rows of an emergencies CSV; EmergencyFormatError lists every bad row."""
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
     if missing:
-        raise DataFileError(f"{source}: missing column {', '.join(missing)} "
-                            f"(needs {', '.join(COLUMNS)}[, declared, description])")
+        raise EmergencyFormatError([(1, f"missing column {', '.join(missing)} (needs "
+                                        f"{', '.join(COLUMNS)}[, declared, description])")])
     out, problems = [], []
     for row in reader:
-        where = f"{source}:{reader.line_num}"
+        line = reader.line_num
         kind = (row.get("type") or "").strip()
         if not kind:
-            problems.append(f"{where}: type: empty")
-        start = _instant(row.get("start") or "", "start", problems, where)
-        end = _instant(row.get("end") or "", "end", problems, where)
+            problems.append((line, "type: empty"))
+        start = _instant(row.get("start") or "", "start", problems, line)
+        end = _instant(row.get("end") or "", "end", problems, line)
         declared_text = (row.get("declared") or "").strip()
-        declared = _instant(declared_text, "declared", problems, where) if declared_text else start
+        declared = _instant(declared_text, "declared", problems, line) if declared_text else start
         if start is None or end is None or declared is None or not kind:
             continue
         if end <= start:
-            problems.append(f"{where}: end: {row['end']} is not after start {row['start']}")
+            problems.append((line, f"end: {row['end']} is not after start {row['start']}"))
             continue
-        out.append(Emergency(kind, start, end, declared,
-                             (row.get("description") or "").strip()))
+        out.append(Emergency(kind, start, end, declared, (row.get("description") or "").strip()))
     if problems:
-        raise DataFileError("\n".join(problems))
+        raise EmergencyFormatError(problems)
     return out
-
-
-def read_emergencies(path: str | Path) -> list[Emergency]:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise DataFileError(f"{path}: no such file") from None
-    return parse_emergencies(text, str(path))
 
 
 def exclusions(program: Program, emergencies: Iterable[Emergency]) -> list[Exclusion]:

@@ -5,26 +5,74 @@
   shared/data/PROVENANCE.md) -> actual load and ISO's day-ahead forecast series.
 - `read_daily_weather`: Meteostat-style daily CSV (`time`, `tavg`, `tmin`, `tmax`).
 - `read_alerts`: an NWS CAP ATOM feed or api.weather.gov GeoJSON file.
+- `read_emergencies`: declared emergencies (`type,start,end[,declared,description]`).
+
+A file a reader cannot use raises `DataFileError`, whose message names the file
+and, for each problem, the line and column: a missing file, text that is not
+UTF-8, no data rows, a missing column, a time that does not parse or does not
+come after the row before, a number column holding something else (an empty
+number is a missing value, NaN), XML or JSON that does not parse. Up to
+MAX_PROBLEMS problems are listed at once, so one run shows what to fix.
 """
 from __future__ import annotations
 
 import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+from lxml import etree
 
-from schedules.forecast import DailyWeather, ForecastSeries, HourlySeries, iso_issue_times
-from schedules.storms import Alert, parse_alerts
+from schedules.forecast import (HOUR_S, DailyWeather, ForecastSeries, HourlySeries,
+                                iso_issue_times)
+from schedules.emergencies import Emergency, EmergencyFormatError, parse_emergencies
+from schedules.storms import Alert, AlertFormatError, parse_alerts
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NAN = float("nan")
+MAX_PROBLEMS = 10
+
+# (line, what is wrong); line None: the file as a whole
+Problem = tuple[int | None, str]
 
 
 class DataFileError(ValueError):
-    """A data file the planner cannot use; the message names the file and line."""
+    """A data file the readers cannot use: one message line per problem, each
+    starting `FILE:LINE:` (or `FILE:` when no line applies)."""
+
+    def __init__(self, path: str | Path, problems: list[Problem], unlisted: int = 0) -> None:
+        lines = [f"{path}:{line}: {text}" if line is not None else f"{path}: {text}"
+                 for line, text in problems]
+        if unlisted:
+            lines.append(f"{path}: {unlisted} more problems not listed")
+        super().__init__("\n".join(lines))
+
+
+class _Problems:
+    """What is wrong with one file so far; reading goes on to find the rest."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.listed: list[Problem] = []
+        self.count = 0
+
+    def add(self, line: int | None, text: str) -> None:
+        self.count += 1
+        if self.count <= MAX_PROBLEMS:
+            self.listed.append((line, text))
+
+    def raise_any(self) -> None:
+        if self.count:
+            # times out of order are found after the row-by-row pass: list by line
+            listed = sorted(self.listed, key=lambda problem: problem[0] or 0)
+            raise DataFileError(self.path, listed, self.count - len(self.listed))
 
 
 @dataclass(frozen=True)
@@ -33,43 +81,193 @@ class LoadFile:
     iso_forecast: ForecastSeries | None  # ISO's day-ahead forecast, with issue times
 
 
-def _number(text: str | None) -> float:
+def _read_bytes(path: str | Path) -> bytes:
     try:
-        return float(text) if text not in (None, "") else float("nan")
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise DataFileError(path, [(None, (err.strerror or str(err)).lower())]) from None
+
+
+def _read_text(path: str | Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8-sig")     # spreadsheets often write a byte-order mark
+    except UnicodeDecodeError as err:
+        bad = err.start
+    line = data.count(b"\n", 0, bad) + 1
+    raise DataFileError(path, [(line, f"not UTF-8 text (byte {data[bad]:#04x})")])
+
+
+class _CsvFile:
+    """A CSV file's columns and data rows, and the problems found reading them.
+
+    `needs`: groups of column names; the file must have one column of each group."""
+
+    def __init__(self, path: str | Path, needs: tuple[tuple[str, ...], ...]) -> None:
+        self.problems = _Problems(path)
+        self.reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+        header = next(self.reader, None)
+        if header is None:
+            raise DataFileError(path, [(None, "empty file")])
+        self.width = len(header)
+        self.columns = {name.strip(): i for i, name in enumerate(header)}
+        missing = [group for group in needs if not any(name in self.columns for name in group)]
+        if missing:
+            raise DataFileError(path, [(1, _missing_columns(missing, needs, list(self.columns)))])
+
+    def _rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(first line, fields) of each non-blank row with as many fields as the header."""
+        first = self.reader.line_num + 1
+        try:
+            for row in self.reader:
+                if row and len(row) != self.width:
+                    self.problems.add(first, f"{len(row)} fields where the header has "
+                                             f"{self.width}")
+                elif row:
+                    yield first, row
+                first = self.reader.line_num + 1
+        except csv.Error as err:
+            self.problems.add(first, f"not CSV: {err}")
+
+    def series(self, time_column: str, parse: Callable[[str], int], show: Callable[[int], str],
+               number_columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Times (`parse` of `time_column`, increasing) and one row of floats per
+        number column (NaN where empty or absent). Raises DataFileError with every
+        problem found."""
+        wanted = [(self.columns.get(name), name) for name in number_columns]
+        number = self._number
+        times, lines, values = [], [], []
+        for line, row in self._rows():
+            when = self._time(parse, row, time_column, line)
+            numbers = [number(row, index, name, line) for index, name in wanted]
+            if when is not None:
+                times.append(when)
+                lines.append(line)
+                values.append(numbers)
+        self._check_rising(time_column, times, lines, show)
+        if not lines and not self.problems.count:
+            self.problems.add(None, "no data rows")
+        self.problems.raise_any()
+        columns = np.array(values, dtype=np.float64).reshape(-1, len(wanted)).T.copy()
+        return np.asarray(times, dtype=np.int64), columns
+
+    def _number(self, row: list[str], index: int | None, column: str, line: int) -> float:
+        """The cell as a float; empty (or an absent optional column) is NaN."""
+        if index is None:
+            return NAN
+        text = row[index]
+        if not text:
+            return NAN
+        try:
+            return float(text)
+        except ValueError:
+            if text.strip():
+                self.problems.add(line, f"{column}: not a number: {text!r}")
+            return NAN
+
+    def _time(self, parse: Callable[[str], int], row: list[str], column: str,
+              line: int) -> int | None:
+        try:
+            return parse(row[self.columns[column]])
+        except ValueError as err:
+            self.problems.add(line, f"{column}: {err}")
+            return None
+
+    def _check_rising(self, column: str, times: list[int], lines: list[int],
+                      show: Callable[[int], str]) -> None:
+        """Each row's time must come after the previous row's: the series are searched by time."""
+        for i in np.flatnonzero(np.diff(np.asarray(times, dtype=np.int64)) <= 0):
+            self.problems.add(lines[i + 1], f"{column}: {show(times[i + 1])} is not after "
+                                            f"{show(times[i])} on line {lines[i]}")
+
+
+def _missing_columns(missing: list[tuple[str, ...]], needs: tuple[tuple[str, ...], ...],
+                     header: list[str]) -> str:
+    def names(groups: Iterable[tuple[str, ...]]) -> str:
+        return " and ".join(" or ".join(group) for group in groups)
+
+    # the header shows a wrong delimiter or a misspelt name at a glance
+    return (f"missing column {names(missing)} (needs {names(needs)}; the header has "
+            f"{', '.join(header)})")
+
+
+_HOUR_ENDING = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")
+
+
+def _hour_start_s(text: str) -> int:
+    """Epoch seconds of the start of the hour ending at `text` (UTC)."""
+    try:
+        if not _HOUR_ENDING.fullmatch(text):
+            raise ValueError
+        ending = datetime.fromisoformat(text).replace(tzinfo=UTC)
     except ValueError:
-        return float("nan")
+        raise ValueError(f"not a 'YYYY-MM-DD HH:MM' time: {text!r}") from None
+    if ending.minute:
+        raise ValueError(f"not on the hour: {text!r}")
+    return int((ending - _EPOCH).total_seconds()) - HOUR_S
+
+
+def _show_hour_ending(start_s: int) -> str:
+    return datetime.fromtimestamp(start_s + HOUR_S, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _day(text: str) -> int:
+    try:
+        return date.fromisoformat(text).toordinal()
+    except ValueError:
+        raise ValueError(f"not a 'YYYY-MM-DD' date: {text!r}") from None
+
+
+def _show_day(ordinal: int) -> str:
+    return date.fromordinal(ordinal).isoformat()
 
 
 def read_isone_csv(path: str | Path, tz: ZoneInfo = ZoneInfo("America/New_York")) -> LoadFile:
-    starts, actual, forecast = [], [], []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            ending = datetime.strptime(row["utc_hour_ending"], "%Y-%m-%d %H:%M")
-            start = ending.replace(tzinfo=UTC) - timedelta(hours=1)
-            starts.append(int((start - _EPOCH).total_seconds()))
-            clean = _number(row.get("demand_mw_clean"))
-            actual.append(clean if clean == clean else _number(row.get("demand_mw")))
-            forecast.append(_number(row.get("isone_dayahead_forecast_mw")))
-    t = np.asarray(starts, dtype=np.int64)
-    mw = np.asarray(actual, dtype=np.float64)
-    fc = np.asarray(forecast, dtype=np.float64)
-    iso = None
-    if np.isfinite(fc).any():
-        iso = ForecastSeries(t, fc, iso_issue_times(t, tz))
-    return LoadFile(HourlySeries(t, mw), iso)
+    """Actual load (`demand_mw_clean`, else `demand_mw`) and ISO's forecast (None
+    without any `isone_dayahead_forecast_mw` value) by hour; hours must increase.
+    Raises DataFileError for a file it cannot use."""
+    table = _CsvFile(path, (("utc_hour_ending",), ("demand_mw_clean", "demand_mw")))
+    t, (clean, raw, fc) = table.series("utc_hour_ending", _hour_start_s, _show_hour_ending,
+                                       ("demand_mw_clean", "demand_mw",
+                                        "isone_dayahead_forecast_mw"))
+    iso_forecast = ForecastSeries(t, fc, iso_issue_times(t, tz)) if np.isfinite(fc).any() else None
+    return LoadFile(HourlySeries(t, np.where(np.isnan(clean), raw, clean)), iso_forecast)
 
 
 def read_daily_weather(path: str | Path) -> DailyWeather:
-    days, tmax, tmin, tavg = [], [], [], []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            days.append(date.fromisoformat(row["time"]).toordinal())
-            tmax.append(_number(row.get("tmax")))
-            tmin.append(_number(row.get("tmin")))
-            tavg.append(_number(row.get("tavg")))
-    return DailyWeather(np.asarray(days, dtype=np.int64), np.asarray(tmax), np.asarray(tmin),
-                        np.asarray(tavg))
+    """Daily `tmax`, `tmin` (optional) and `tavg` by `time` (a date; days must
+    increase). Raises DataFileError for a file it cannot use."""
+    table = _CsvFile(path, (("time",), ("tmax",), ("tavg",)))
+    days, (tmax, tmin, tavg) = table.series("time", _day, _show_day, ("tmax", "tmin", "tavg"))
+    return DailyWeather(days, tmax, tmin, tavg)
 
 
 def read_alerts(path: str | Path) -> list[Alert]:
-    return parse_alerts(Path(path).read_bytes())
+    """Alerts of a CAP ATOM feed or GeoJSON file; raises DataFileError when it
+    does not parse (with the parser's line and column) or is not such a feed."""
+    data = _read_bytes(path)
+    problem: Problem
+    try:
+        return parse_alerts(data)
+    except etree.XMLSyntaxError as err:
+        line, column = err.position
+        # lxml ends its message with the position, which the FILE:LINE prefix gives
+        message = re.sub(r", line \d+, column \d+$", "", err.msg)
+        problem = (line, f"column {column}: not well-formed XML: {message}")
+    except json.JSONDecodeError as err:
+        problem = (err.lineno, f"column {err.colno}: not valid JSON: {err.msg}")
+    except UnicodeDecodeError as err:
+        problem = (None, f"not UTF-8 text: {err.reason}")
+    except AlertFormatError as err:
+        problem = (err.line, str(err))
+    raise DataFileError(path, [problem])
+
+
+def read_emergencies(path: str | Path) -> list[Emergency]:
+    """Declared emergencies (`schedules/emergencies.py`); raises DataFileError
+    naming each bad row."""
+    try:
+        return parse_emergencies(_read_text(path))
+    except EmergencyFormatError as err:
+        raise DataFileError(path, err.problems[:MAX_PROBLEMS],
+                            max(len(err.problems) - MAX_PROBLEMS, 0)) from None

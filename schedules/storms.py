@@ -13,6 +13,11 @@ and minimum severity, and turn each into an `Exclusion`: the alert's onset
 minus `before_h` to its end plus `after_h`, in UTC, with the moment it became
 known (`known_utc`, the alert's send time) so the planner can stay honest: it
 may only act on an exclusion known at its decision moment.
+
+Text that does not parse raises the parser's own error (lxml's XMLSyntaxError,
+json.JSONDecodeError, with line and column); a feed of the wrong shape or with a
+time that does not parse raises AlertFormatError. `sources.read_alerts` turns
+either into an error naming the file.
 """
 from __future__ import annotations
 
@@ -59,82 +64,124 @@ class Exclusion:
         return self.start_utc < end_utc and start_utc < self.end_utc
 
 
-def _when(text: str | None) -> datetime | None:
+class AlertFormatError(ValueError):
+    """A feed that parses as XML or JSON but not as alerts; `line` is where in
+    the feed, when known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _when(text: object, name: str, line: int | None = None) -> datetime | None:
+    text = str(text or "").strip()
     if not text:
         return None
-    return datetime.fromisoformat(text.strip()).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise AlertFormatError(f"{name}: not an ISO 8601 time: {text!r}", line) from None
 
 
 def parse_cap_atom(text: str | bytes) -> list[Alert]:
-    """Alerts of an NWS CAP 1.1 ATOM index feed."""
+    """Alerts of an NWS CAP 1.1 ATOM index feed. Raises lxml's XMLSyntaxError for
+    text that is not XML, AlertFormatError for XML that is not such a feed."""
     if isinstance(text, str):
         text = text.encode()
     # The real feed declares `version = '1.0'` with spaces; lxml copes with bytes.
     root = etree.fromstring(text, parser=etree.XMLParser(resolve_entities=False,
                                                          no_network=True))
-    alerts = []
-    for entry in root.iter(f"{ATOM}entry"):
-        def field(name: str, ns: str = CAP) -> str:
-            node = entry.find(f"{ns}{name}")
-            return (node.text or "").strip() if node is not None else ""
+    if root.tag != f"{ATOM}feed":
+        raise AlertFormatError(f"not an ATOM feed: the root element is "
+                               f"<{etree.QName(root).localname}>", root.sourceline)
+    alerts = (_cap_alert(entry) for entry in root.iter(f"{ATOM}entry"))
+    return [alert for alert in alerts if alert is not None]
 
-        codes: dict[str, list[str]] = {"UGC": [], "FIPS6": []}
-        geocode = entry.find(f"{CAP}geocode")
-        if geocode is not None:
-            # <valueName>FIPS6</valueName><value>025001 025005</value> pairs, in order
-            current = None
-            for child in geocode:
-                tag = etree.QName(child).localname
-                if tag == "valueName":
-                    current = (child.text or "").strip()
-                elif tag == "value" and current in codes:
-                    codes[current].extend((child.text or "").split())
-        sent = _when(field("published", ATOM)) or _when(field("updated", ATOM))
-        effective = _when(field("effective")) or sent
-        expires = _when(field("expires")) or effective
-        event = field("event")
-        if not event or effective is None:
-            continue      # the "no active alerts" placeholder entry has no event
-        alerts.append(Alert(
-            id=field("id", ATOM), event=event, severity=field("severity") or "Unknown",
-            urgency=field("urgency"), certainty=field("certainty"),
-            status=field("status") or "Actual", msg_type=field("msgType") or "Alert",
-            sent_utc=sent or effective, onset_utc=_when(field("onset")) or effective,
-            end_utc=expires, ugc=tuple(codes["UGC"]), fips6=tuple(codes["FIPS6"]),
-            area_desc=field("areaDesc")))
-    return alerts
+
+def _cap_alert(entry: etree._Element) -> Alert | None:
+    def field(name: str, ns: str = CAP) -> str:
+        node = entry.find(f"{ns}{name}")
+        return (node.text or "").strip() if node is not None else ""
+
+    def when(name: str, ns: str = CAP) -> datetime | None:
+        node = entry.find(f"{ns}{name}")
+        if node is None:
+            return None
+        return _when(node.text, f"{'cap' if ns == CAP else 'atom'}:{name}", node.sourceline)
+
+    codes: dict[str, list[str]] = {"UGC": [], "FIPS6": []}
+    geocode = entry.find(f"{CAP}geocode")
+    if geocode is not None:
+        # <valueName>FIPS6</valueName><value>025001 025005</value> pairs, in order
+        current = None
+        for child in geocode:
+            tag = etree.QName(child).localname
+            if tag == "valueName":
+                current = (child.text or "").strip()
+            elif tag == "value" and current in codes:
+                codes[current].extend((child.text or "").split())
+    sent = when("published", ATOM) or when("updated", ATOM)
+    effective = when("effective") or sent
+    expires = when("expires") or effective
+    event = field("event")
+    if not event or effective is None:
+        return None       # the "no active alerts" placeholder entry has no event
+    return Alert(
+        id=field("id", ATOM), event=event, severity=field("severity") or "Unknown",
+        urgency=field("urgency"), certainty=field("certainty"),
+        status=field("status") or "Actual", msg_type=field("msgType") or "Alert",
+        sent_utc=sent or effective, onset_utc=when("onset") or effective,
+        end_utc=expires, ugc=tuple(codes["UGC"]), fips6=tuple(codes["FIPS6"]),
+        area_desc=field("areaDesc"))
+
+
+def _object(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise AlertFormatError(f"{where}: not a JSON object")
+    return value
 
 
 def parse_geojson(data: str | bytes | dict) -> list[Alert]:
-    """Alerts of an api.weather.gov GeoJSON FeatureCollection (or a single Feature)."""
+    """Alerts of an api.weather.gov GeoJSON FeatureCollection (or a single Feature).
+    Raises json.JSONDecodeError for text that is not JSON, AlertFormatError for
+    JSON that is not such a collection."""
     if not isinstance(data, dict):
-        data = json.loads(data)
+        data = _object(json.loads(data), "the document")
     features = data.get("features", [data] if data.get("type") == "Feature" else [])
-    alerts = []
-    for feature in features:
-        p = feature.get("properties", {})
-        geocode = p.get("geocode") or {}
-        effective = _when(p.get("effective")) or _when(p.get("sent"))
-        if not p.get("event") or effective is None:
-            continue
-        sent = _when(p.get("sent")) or effective
-        alerts.append(Alert(
-            id=p.get("id") or feature.get("id", ""), event=p["event"],
-            severity=p.get("severity") or "Unknown", urgency=p.get("urgency") or "",
-            certainty=p.get("certainty") or "", status=p.get("status") or "Actual",
-            msg_type=p.get("messageType") or "Alert", sent_utc=sent,
-            onset_utc=_when(p.get("onset")) or effective,
-            end_utc=_when(p.get("ends")) or _when(p.get("expires")) or effective,
-            ugc=tuple(geocode.get("UGC") or ()),
-            fips6=tuple(code[-6:].zfill(6) for code in geocode.get("SAME") or ()),
-            area_desc=p.get("areaDesc") or ""))
-    return alerts
+    if not isinstance(features, list):
+        raise AlertFormatError("features: not a JSON array")
+    alerts = (_geojson_alert(_object(feature, f"features[{i}]"), f"features[{i}]")
+              for i, feature in enumerate(features))
+    return [alert for alert in alerts if alert is not None]
+
+
+def _geojson_alert(feature: dict, where: str) -> Alert | None:
+    p = _object(feature.get("properties", {}), f"{where}.properties")
+    geocode = _object(p.get("geocode") or {}, f"{where}.properties.geocode")
+
+    def when(name: str) -> datetime | None:
+        return _when(p.get(name), f"{where}.properties.{name}")
+
+    effective = when("effective") or when("sent")
+    if not p.get("event") or effective is None:
+        return None
+    return Alert(
+        id=p.get("id") or feature.get("id", ""), event=p["event"],
+        severity=p.get("severity") or "Unknown", urgency=p.get("urgency") or "",
+        certainty=p.get("certainty") or "", status=p.get("status") or "Actual",
+        msg_type=p.get("messageType") or "Alert", sent_utc=when("sent") or effective,
+        onset_utc=when("onset") or effective,
+        end_utc=when("ends") or when("expires") or effective,
+        ugc=tuple(geocode.get("UGC") or ()),
+        fips6=tuple(code[-6:].zfill(6) for code in geocode.get("SAME") or ()),
+        area_desc=p.get("areaDesc") or "")
 
 
 def parse_alerts(text: str | bytes) -> list[Alert]:
-    """Either format, told apart by the first non-blank character."""
+    """Either format, told apart by the first non-blank character (raises what
+    that format's parser raises)."""
     head = (text.decode(errors="replace") if isinstance(text, bytes) else text).lstrip()[:1]
-    return parse_geojson(text) if head == "{" else parse_cap_atom(text)
+    return parse_geojson(text) if head in ("{", "[") else parse_cap_atom(text)
 
 
 def matches(rule: StormRule, alert: Alert) -> bool:

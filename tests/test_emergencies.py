@@ -38,7 +38,7 @@ def inputs():
 
 
 def test_rows_become_utc_declarations_known_from_their_declared_time():
-    first, second = emergencies.parse_emergencies(GOOD, "declared.csv")
+    first, second = emergencies.parse_emergencies(GOOD)
     assert first.type == "Type 1" and first.description == "capacity deficiency"
     assert first.start_utc == datetime(2018, 8, 29, 18, tzinfo=UTC)        # 14:00 EDT
     assert first.declared_utc == datetime(2018, 8, 28, 13, tzinfo=UTC)
@@ -69,22 +69,25 @@ def test_a_type_no_program_excludes_is_reported():
     (",2018-08-29T14:00-04:00,2018-08-29T20:00-04:00,,", "declared.csv:2: type: empty"),
     ("Type 1,2018-08-29T14:00-04:00,2018-08-29T20:00-04:00,soon,", "declared.csv:2: declared:"),
 ])
-def test_bad_rows_are_named_by_file_line_and_column(row, words):
+def test_bad_rows_are_named_by_file_line_and_column(tmp_path, row, words):
+    path = tmp_path / "declared.csv"
+    path.write_text("type,start,end,declared,description\n" + row + "\n")
     with pytest.raises(DataFileError) as info:
-        emergencies.parse_emergencies("type,start,end,declared,description\n" + row + "\n",
-                                      "declared.csv")
+        sources.read_emergencies(path)
     assert words in str(info.value)
 
 
 def test_every_bad_row_is_reported_and_missing_columns_are_named(tmp_path):
-    text = "type,start,end\nType 1,x,y\nType 2,a,b\n"
+    path = tmp_path / "declared.csv"
+    path.write_text("type,start,end\nType 1,x,y\nType 2,a,b\n")
     with pytest.raises(DataFileError) as info:
-        emergencies.parse_emergencies(text, "declared.csv")
+        sources.read_emergencies(path)
     assert "declared.csv:2:" in str(info.value) and "declared.csv:3:" in str(info.value)
-    with pytest.raises(DataFileError, match="missing column end"):
-        emergencies.parse_emergencies("type,start\nType 1,2018-08-29T14:00-04:00\n", "d.csv")
-    with pytest.raises(DataFileError, match="no such file"):
-        emergencies.read_emergencies(tmp_path / "absent.csv")
+    path.write_text("type,start\nType 1,2018-08-29T14:00-04:00\n")
+    with pytest.raises(DataFileError, match="declared.csv:1: missing column end"):
+        sources.read_emergencies(path)
+    with pytest.raises(DataFileError, match="absent.csv: no such file"):
+        sources.read_emergencies(tmp_path / "absent.csv")
 
 
 def test_an_emergency_declared_before_the_decision_keeps_the_day_free(inputs):
@@ -122,3 +125,14 @@ def test_backtest_cli_takes_declared_emergencies(tmp_path, capsys):
     assert not any(e["start"].startswith(PEAK_DAY.isoformat()) for e in season["events"])
     assert season["peak_hour_hit"] is False     # the emergency took the annual peak day
     assert "'Type 3'" in out.err and "excludes none" in out.err
+
+
+def test_backtest_cli_names_a_bad_emergencies_row_and_exits_1(tmp_path, capsys):
+    from vtn.commands import backtest as backtest_cmd
+    path = tmp_path / "declared.csv"
+    path.write_text("type,start,end\nType 1,2018-08-29T14:00,2018-08-29T20:00-04:00\n")
+    code = backtest_cmd.main(["backtest", "--program", "connected_solutions", "--load", LOAD,
+                              "--emergencies", str(path), "--seasons", "2018", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "declared.csv:2: start: needs a UTC offset" in err
+    assert "Traceback" not in err

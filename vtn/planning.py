@@ -9,7 +9,8 @@ Every run (hourly under `vtn serve`):
    a called event as *pending* with its targets;
 3. `publish_due` sends pending events once their notice time has come (start
    minus the program's notice).
-The data files are read at every run, so a feed that is appended to is picked up.
+The data files are read at every run, so a feed that is appended to is picked up;
+a file that cannot be used is logged (file, line, field) and that run changes nothing.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class PlannerSources:
 
 
 def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
-    """The I/O edge: read the load, forecast and weather files (exclusions apart)."""
+    """The I/O edge: read the load, forecast and weather files (exclusions apart);
+    raises sources.DataFileError for a file that cannot be used."""
     data = sources.read_isone_csv(found.load_csv, program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
     return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
@@ -56,7 +58,7 @@ def read_exclusions(found: PlannerSources,
     """Each program's storm and emergency exclusions; a follower (V2X) also takes
     its leader's, as its events are the leader's."""
     alerts = [alert for path in found.alerts for alert in sources.read_alerts(path)]
-    declared = [e for path in found.emergencies for e in emergencies.read_emergencies(path)]
+    declared = [e for path in found.emergencies for e in sources.read_emergencies(path)]
     for stray in emergencies.unused(programs.values(), declared):
         log.warning("declared emergency of type %r (%s): no program excludes that type",
                     stray.type, stray.start_utc.isoformat())
@@ -221,7 +223,12 @@ class PlanningSchedule:
         try:
             planned, published, withdrawn = await asyncio.to_thread(
                 run_once, self.store, self.programs, self.settings.sources, self.clock)
-        except Exception:     # a bad data file must not stop the VTN; the next tick retries
+        except sources.DataFileError as err:
+            # a bad data file must not stop the VTN; the message names what to fix (a
+            # traceback would bury it) and the next tick reads the files again
+            log.error("planner run failed: %s", err)
+            return
+        except Exception:     # a planner bug must not stop the VTN either
             log.exception("planner run failed")
             return
         finally:

@@ -5,7 +5,10 @@
         [--forecast iso|own] \\
         [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--plot FILE.png]
 
-Progress on stderr; JSON (with --json) or a table on stdout.
+Progress on stderr; JSON (with --json) or a table on stdout. A bad input file
+(missing, a missing column, a value that does not parse, hours out of order) or
+a season the load file has no hour of: `error: ...` on stderr naming the file,
+line and column, exit 1.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import json
 import sys
 from datetime import date
 
-from schedules import backtest, emergencies, model, sources, storms
+from schedules import backtest, calendar, emergencies, model, sources, storms
+from schedules.forecast import HourlySeries, local_day_hour
 from schedules.planner import PlanInputs, PlannerConfig
 
 
@@ -22,12 +26,16 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "backtest", help="replay seasons of planned events against real load history",
         description="Replay each season day by day with the online planner (or a baseline) "
-                    "and score the events against the actual load.")
+                    "and score the events against the actual load. A bad input file stops "
+                    "it with 'error: FILE:LINE: column: ...' and exit status 1.")
     parser.add_argument("--program", required=True,
                         help="program name under schedules/programs, or a .toml path")
     parser.add_argument("--load", required=True, metavar="CSV",
-                        help="ISO-NE-style hourly CSV (actual load + day-ahead forecast)")
-    parser.add_argument("--weather", metavar="CSV", help="daily weather CSV (time, tmax, tavg)")
+                        help="ISO-NE-style hourly CSV: utc_hour_ending (increasing), "
+                             "demand_mw_clean or demand_mw, isone_dayahead_forecast_mw; "
+                             "empty numbers are missing hours")
+    parser.add_argument("--weather", metavar="CSV",
+                        help="daily weather CSV: time (increasing dates), tmax, tavg")
     parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
                         help="NWS CAP ATOM feed or api.weather.gov GeoJSON (repeatable)")
     parser.add_argument("--emergencies", metavar="CSV", action="append", default=[],
@@ -36,7 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--forecast", choices=("iso", "own"), default="iso",
                         help="ISO's published day-ahead forecast, or the planner's own")
     parser.add_argument("--seasons", default="2016-2019", type=_years,
-                        help="YEAR, FIRST-LAST or a comma list (default 2016-2019)")
+                        help="YEAR, FIRST-LAST or a comma list (default 2016-2019); "
+                             "the load file must have hours in each")
     parser.add_argument("--policy", choices=backtest.POLICIES, default="planner",
                         help="the online planner, or a baseline (default planner)")
     parser.add_argument("--threshold-mw", type=float, default=backtest.DEFAULT_THRESHOLD_MW,
@@ -75,22 +84,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     lead = leader or program
-    data = sources.read_isone_csv(args.load, program.timezone)
-    weather = sources.read_daily_weather(args.weather) if args.weather else None
-    alerts = [a for path in args.alerts for a in sources.read_alerts(path)]
-    declared = [e for path in args.emergencies for e in emergencies.read_emergencies(path)]
+    try:
+        data = sources.read_isone_csv(args.load, program.timezone)
+        weather = sources.read_daily_weather(args.weather) if args.weather else None
+        alerts = [a for path in args.alerts for a in sources.read_alerts(path)]
+        declared = [e for path in args.emergencies for e in sources.read_emergencies(path)]
+    except sources.DataFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    uncovered = _uncovered_seasons(lead, data.load, args.seasons)
+    if uncovered:
+        print(f"error: {uncovered}", file=sys.stderr)
+        return 1
+    if args.forecast == "iso" and data.iso_forecast is None:
+        print("error: --forecast iso needs an isone_dayahead_forecast_mw column", file=sys.stderr)
+        return 1
     for stray in emergencies.unused([lead], declared):
         print(f"warning: declared emergency of type {stray.type!r} ({stray.start_utc:%Y-%m-%d}): "
               f"{lead.id} excludes none of that type", file=sys.stderr)
     exclusions = sorted(storms.exclusions(lead, alerts) + emergencies.exclusions(lead, declared),
                         key=lambda e: (e.start_utc, e.end_utc))
     inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions)
-    if args.forecast == "iso" and data.iso_forecast is None:
-        print("error: --forecast iso needs an isone_dayahead_forecast_mw column", file=sys.stderr)
-        return 1
     config = PlannerConfig(forecast=args.forecast)
 
-    from schedules import calendar
     total = sum(len(calendar.season_days(lead, y)) for y in args.seasons)
     bar = _progress(total, f"{program.id} {args.policy}/{args.forecast}", args.no_progress)
     try:
@@ -117,6 +133,19 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
+
+
+def _uncovered_seasons(program: model.Program, load: HourlySeries, years: list[int]) -> str:
+    """Why some seasons cannot be replayed (the load file has no hour in them), or ""."""
+    days, _ = local_day_hour(load.t, program.timezone)
+    covered = set(days.tolist())
+    missing = [str(year) for year in years if not any(
+        day.toordinal() in covered for day in calendar.season_days(program, year))]
+    if not missing:
+        return ""
+    seasons = f"season{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+    first, last = date.fromordinal(int(days[0])), date.fromordinal(int(days[-1]))
+    return f"{seasons}: the load file covers {first} to {last}"
 
 
 class _NoBar:
@@ -160,8 +189,7 @@ def plot_season(program: model.Program, season: backtest.SeasonResult, inputs: P
     from schedules.forecast import day_bounds_s, from_epoch_s
 
     tz = program.timezone
-    days = [d for d in __import__("schedules.calendar", fromlist=["x"]).season_days(
-        program, season.year)] or [date(season.year, 6, 1)]
+    days = calendar.season_days(program, season.year) or [date(season.year, 6, 1)]
     lo, _ = day_bounds_s(days[0], tz)
     _, hi = day_bounds_s(days[-1], tz)
     load = inputs.load.between(lo, hi)
