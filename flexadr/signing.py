@@ -146,6 +146,9 @@ class NonceCache:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __iter__(self):
+        return iter(list(self._seen))
+
     def add(self, timestamp: datetime, nonce: str) -> None:
         item = (timestamp, nonce)
         if item not in self._seen:

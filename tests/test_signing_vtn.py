@@ -21,10 +21,12 @@ async def test_vtn_signs_with_its_own_cached_signer_and_a_signed_ven_registers(s
     assert all(isinstance(s._create_message, MessageSigner) for s in services)
     assert not isinstance(VTNService._create_message, MessageSigner)   # nothing class-wide
     assert isinstance(messaging.NONCE_CACHE, NonceCache)
-    before = len(messaging.NONCE_CACHE)
+    before = set(messaging.NONCE_CACHE)
 
     agent = await site.add_agent(site.agent_config("ven-a"))
 
     assert agent.registered                 # the VEN verified every VTN answer (vtn_fingerprint set)
-    assert len(messaging.NONCE_CACHE) > before    # the VEN's nonces went through the O(1) cache
+    # the VEN's nonces went through the O(1) cache (a count could stay level while
+    # earlier tests' nonces expire from the window)
+    assert set(messaging.NONCE_CACHE) - before
     assert site.store.ven("ven-a").registration_id == agent.client.registration_id
