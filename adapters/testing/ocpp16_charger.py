@@ -12,19 +12,17 @@ Fault switches for error tests: `muted` (stops answering calls),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime
 from typing import Any
 
-import websockets
-from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action, ChargingProfileStatus, ClearChargingProfileStatus
 
 from adapters._ocpp_common import iso, parse_time
 from adapters.testing.ev_physics import BatteryPhysics
-from flexadr.clock import Clock, SystemClock
+from adapters.testing.sim_charger import MutableSide, SimCharger
+from flexadr.clock import Clock
 
 # TxProfile overrides TxDefaultProfile (OCPP 1.6 section 3.13.2).
 _PURPOSE_RANK = {"TxProfile": 2, "TxDefaultProfile": 1}
@@ -47,16 +45,10 @@ def schedule_limit(profile: dict[str, Any], now: datetime) -> float | None:
     return periods[-1]["limit"] if periods else None
 
 
-class _ChargerSide(ChargePoint):
+class _ChargerSide(MutableSide, ChargePoint):
     def __init__(self, cp_id: str, connection: Any, sim: "Ocpp16ChargerSim"):
         super().__init__(cp_id, connection, response_timeout=5)
         self.sim = sim
-
-    async def route_message(self, raw_msg: str) -> None:
-        # A muted charger still reads its socket but never answers the central system.
-        if self.sim.muted and unpack(raw_msg).message_type_id == MessageType.Call:
-            return
-        await super().route_message(raw_msg)
 
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]):
@@ -77,40 +69,19 @@ class _ChargerSide(ChargePoint):
         return call_result.ClearChargingProfile(status)
 
 
-class Ocpp16ChargerSim:
+class Ocpp16ChargerSim(SimCharger):
     def __init__(self, url: str, battery: BatteryPhysics, clock: Clock | None = None, *,
                  connector_id: int = 1, voltage_v: float = 230.0, phases: int = 1,
                  meter_interval_s: float = 0.2, tick_s: float = 0.05):
-        self.url = url
-        self.cp_id = url.rstrip("/").split("/")[-1]
-        self.battery = battery
-        self.clock = clock or SystemClock()
+        super().__init__(url, battery, clock, meter_interval_s, tick_s)
         self.connector_id = connector_id
         self.voltage_v = voltage_v
         self.phases = phases
-        self.meter_interval_s = meter_interval_s
-        self.tick_s = tick_s
-        self.profiles: dict[int, dict[str, Any]] = {}
-        self.muted = False
-        self.refuse_profiles = False
         self.transaction_id: int | None = None
-        self._connection: Any = None
-        self._side: _ChargerSide | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._stopping = False
 
-    # --- DevicePeer -------------------------------------------------------------
-    def power_kw(self) -> float:
-        return self.battery.kw
-
-    def soc_pct(self) -> float:
-        return self.battery.soc_pct
-
-    # --- lifecycle ----------------------------------------------------------------
     async def start(self, timeout_s: float = 5.0) -> None:
         """Connect, boot, plug the car in and start a transaction."""
-        self._connection = await asyncio.wait_for(
-            websockets.connect(self.url, subprotocols=["ocpp1.6"]), timeout_s)
+        await self._connect("ocpp1.6", timeout_s)
         self._side = _ChargerSide(self.cp_id, self._connection, self)
         self._tasks = [asyncio.ensure_future(self._receive())]
         side = self._side
@@ -120,27 +91,7 @@ class Ocpp16ChargerSim:
             connector_id=self.connector_id, id_tag="EV-OWNER", meter_start=0, timestamp=iso(self.clock.now())))
         self.transaction_id = started.transaction_id
         await self._status("Charging")
-        self._tasks += [asyncio.ensure_future(self._physics()), asyncio.ensure_future(self._report())]
-
-    async def stop(self) -> None:
-        self._stopping = True
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # Bounded, and the loops also watch _stopping: Python 3.11's wait_for (inside
-            # the ocpp package's call) can swallow a cancel that lands as a reply arrives.
-            await asyncio.wait(tasks, timeout=2)
-        if self._connection is not None:
-            await self._connection.close()
-
-    async def drop(self) -> None:
-        """The network goes away: close the socket without a goodbye."""
-        await self.stop()
-
-    async def _receive(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self._side.start()
+        self._run_loops()
 
     async def _status(self, status: str) -> None:
         await self._side.call(call.StatusNotification(
@@ -161,17 +112,11 @@ class Ocpp16ChargerSim:
         limit = float(limit)  # the ocpp package decodes JSON numbers as Decimal
         return limit / 1000 if unit == "W" else limit * self.voltage_v * self.phases / 1000
 
-    async def _physics(self) -> None:
-        while not self._stopping:
-            now = self.clock.now()
-            self.battery.step(now, self.limit_kw(now))
-            await asyncio.sleep(self.tick_s)
+    def _step(self, now: datetime) -> None:
+        self.battery.step(now, self.limit_kw(now))
 
-    async def _report(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.meter_interval_s)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await self._side.call(self._meter_values())
+    async def _send_meter(self) -> None:
+        await self._side.call(self._meter_values())
 
     def _meter_values(self) -> call.MeterValues:
         b = self.battery

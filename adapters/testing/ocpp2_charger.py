@@ -13,19 +13,17 @@ Fault switches: `muted`, `refuse_profiles`, `drop()` as in the 1.6 charger.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from datetime import datetime
 from typing import Any
 
-import websockets
 from ocpp import v21, v201
-from ocpp.messages import MessageType, unpack
 from ocpp.routing import on
 
 from adapters._ocpp_common import iso, parse_time
 from adapters.testing.ev_physics import BatteryPhysics
-from flexadr.clock import Clock, SystemClock
+from adapters.testing.sim_charger import MutableSide, SimCharger
+from flexadr.clock import Clock
 
 _PURPOSE_RANK = {"TxProfile": 2, "TxDefaultProfile": 1}
 VERSIONS = {"2.0.1": ("ocpp2.0.1", v201), "2.1": ("ocpp2.1", v21)}
@@ -48,14 +46,9 @@ def active_period(profile: dict[str, Any], now: datetime) -> dict[str, Any] | No
     return periods[-1] if periods else None
 
 
-class _StationHandlers:
+class _StationHandlers(MutableSide):
     sim: "Ocpp2ChargerSim"
     _call_result: Any
-
-    async def route_message(self, raw_msg: str) -> None:
-        if self.sim.muted and unpack(raw_msg).message_type_id == MessageType.Call:
-            return
-        await super().route_message(raw_msg)
 
     @on("SetChargingProfile")
     def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any):
@@ -82,42 +75,21 @@ class _Station21(_StationHandlers, v21.ChargePoint):
     pass
 
 
-class Ocpp2ChargerSim:
+class Ocpp2ChargerSim(SimCharger):
     def __init__(self, url: str, battery: BatteryPhysics, clock: Clock | None = None, *,
                  version: str = "2.1", evse_id: int = 1, v2x_min_soc_pct: float = 20.0,
                  meter_interval_s: float = 0.1, tick_s: float = 0.05, report_soc: bool = True):
-        self.url = url
-        self.cp_id = url.rstrip("/").split("/")[-1]
+        super().__init__(url, battery, clock, meter_interval_s, tick_s)
         self.version = version
         self.subprotocol, self._ocpp = VERSIONS[version]
-        self.battery = battery
-        self.clock = clock or SystemClock()
         self.evse_id = evse_id
         self.v2x_min_soc_pct = v2x_min_soc_pct
-        self.meter_interval_s = meter_interval_s
-        self.tick_s = tick_s
         self.report_soc = report_soc  # AC chargers without ISO 15118 often cannot
-        self.profiles: dict[int, dict[str, Any]] = {}
-        self.muted = False
-        self.refuse_profiles = False
         self.transaction_id = "TX-1"
         self._seq = itertools.count()
-        self._connection: Any = None
-        self._side: Any = None
-        self._tasks: list[asyncio.Task] = []
-        self._stopping = False
 
-    # --- DevicePeer -------------------------------------------------------------
-    def power_kw(self) -> float:
-        return self.battery.kw
-
-    def soc_pct(self) -> float:
-        return self.battery.soc_pct
-
-    # --- lifecycle ----------------------------------------------------------------
     async def start(self, timeout_s: float = 5.0) -> None:
-        self._connection = await asyncio.wait_for(
-            websockets.connect(self.url, subprotocols=[self.subprotocol]), timeout_s)
+        await self._connect(self.subprotocol, timeout_s)
         side_class = _Station21 if self.version == "2.1" else _Station201
         self._side = side_class(self.cp_id, self._connection, response_timeout=5)
         self._side.sim = self
@@ -130,26 +102,7 @@ class Ocpp2ChargerSim:
         await self._transaction_event("Started", "CablePluggedIn")
         if self.version == "2.1":
             await self.notify_charging_needs()
-        self._tasks += [asyncio.ensure_future(self._physics()), asyncio.ensure_future(self._report())]
-
-    async def stop(self) -> None:
-        self._stopping = True
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            # Bounded, and the loops also watch _stopping: Python 3.11's wait_for (inside
-            # the ocpp package's call) can swallow a cancel that lands as a reply arrives.
-            await asyncio.wait(tasks, timeout=2)
-        if self._connection is not None:
-            await self._connection.close()
-
-    async def drop(self) -> None:
-        await self.stop()
-
-    async def _receive(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self._side.start()
+        self._run_loops()
 
     async def notify_charging_needs(self) -> None:
         """Tell the CSMS what the EV can do (ISO 15118-20 BPT, passed on in OCPP 2.1)."""
@@ -215,14 +168,8 @@ class Ocpp2ChargerSim:
             return -watts / 1000
         return float(period["limit"]) / 1000 if "limit" in period else None
 
-    async def _physics(self) -> None:
-        while not self._stopping:
-            now = self.clock.now()
-            self.battery.step(now, self.setpoint_kw(now), self.v2x_min_soc_pct)
-            await asyncio.sleep(self.tick_s)
+    def _step(self, now: datetime) -> None:
+        self.battery.step(now, self.setpoint_kw(now), self.v2x_min_soc_pct)
 
-    async def _report(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self.meter_interval_s)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await self._transaction_event("Updated", "MeterValuePeriodic", meter=True)
+    async def _send_meter(self) -> None:
+        await self._transaction_event("Updated", "MeterValuePeriodic", meter=True)

@@ -1,0 +1,100 @@
+"""What the OCPP 1.6 and 2.x charger simulators share: the car's battery behind
+a websocket, the fault switches, the physics and meter loops, and shutdown.
+
+A subclass connects and boots in `start()`, says how the car's power follows
+the installed profiles (`_step`) and what a meter report is (`_send_meter`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any
+
+import websockets
+from ocpp.messages import MessageType, unpack
+
+from adapters.testing.ev_physics import BatteryPhysics
+from flexadr.clock import Clock, SystemClock
+
+
+class MutableSide:
+    """Mixin for the ocpp ChargePoint a simulator talks through: a muted charger
+    still reads its socket but never answers the central system."""
+    sim: "SimCharger"
+
+    async def route_message(self, raw_msg: str) -> None:
+        if self.sim.muted and unpack(raw_msg).message_type_id == MessageType.Call:
+            return
+        await super().route_message(raw_msg)
+
+
+class SimCharger:
+    def __init__(self, url: str, battery: BatteryPhysics, clock: Clock | None,
+                 meter_interval_s: float, tick_s: float):
+        self.url = url
+        self.cp_id = url.rstrip("/").split("/")[-1]
+        self.battery = battery
+        self.clock = clock or SystemClock()
+        self.meter_interval_s = meter_interval_s
+        self.tick_s = tick_s
+        self.profiles: dict[int, dict[str, Any]] = {}
+        self.muted = False              # fault switch: stops answering calls
+        self.refuse_profiles = False    # fault switch: answers Rejected
+        self._connection: Any = None
+        self._side: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    # --- DevicePeer -------------------------------------------------------------
+    def power_kw(self) -> float:
+        return self.battery.kw
+
+    def soc_pct(self) -> float:
+        return self.battery.soc_pct
+
+    # --- what a subclass says ---------------------------------------------------
+    def _step(self, now: datetime) -> None:
+        raise NotImplementedError
+
+    async def _send_meter(self) -> None:
+        raise NotImplementedError
+
+    # --- lifecycle ----------------------------------------------------------------
+    async def _connect(self, subprotocol: str, timeout_s: float) -> None:
+        self._connection = await asyncio.wait_for(
+            websockets.connect(self.url, subprotocols=[subprotocol]), timeout_s)
+
+    def _run_loops(self) -> None:
+        self._tasks += [asyncio.ensure_future(self._physics()), asyncio.ensure_future(self._report())]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded, and the loops also watch _stopping: Python 3.11's wait_for (inside
+            # the ocpp package's call) can swallow a cancel that lands as a reply arrives.
+            await asyncio.wait(tasks, timeout=2)
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def drop(self) -> None:
+        """The network goes away: close the socket without a goodbye."""
+        await self.stop()
+
+    async def _receive(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._side.start()
+
+    async def _physics(self) -> None:
+        while not self._stopping:
+            self._step(self.clock.now())
+            await asyncio.sleep(self.tick_s)
+
+    async def _report(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.meter_interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self._send_meter()
