@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -55,8 +56,11 @@ async def test_sunspec_example_config_drives_the_inverter_simulator():
 
 
 @pytest.mark.parametrize("name", ["ven-ocpp16.toml", "ven-sunspec.toml"])
-def test_example_configs_load_as_ven_configs(name):
+def test_example_configs_load_as_ven_configs(name, tmp_path):
     ven_config = pytest.importorskip("ven.config", reason="the VEN agent is not on this branch")
-    agent = ven_config.load_agent(DEVICES / name)
+    from certs.pki import ensure_dev_pki
+    shutil.copytree(DEVICES, tmp_path, dirs_exist_ok=True)
+    ensure_dev_pki(tmp_path / "pki", ["ven-101", "ven-102"])   # the config checks its files
+    agent = ven_config.load_agent(tmp_path / name)
     assert agent.adapter == _adapter_section(name)[0]
     assert agent.adapter_config == _adapter_section(name)[1]

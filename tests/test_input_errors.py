@@ -152,10 +152,11 @@ def test_valid_files_keep_empty_numbers_blank_lines_and_a_byte_order_mark(tmp_pa
 
 async def test_the_planner_job_logs_the_file_error_and_runs_again_once_fixed(store, tmp_path,
                                                                             caplog):
-    from vtn.planning import PlanningSchedule, settings_from
+    from vtn.config import planner_settings
+    from vtn.planning import PlanningSchedule
     load = Path(write(tmp_path / "load.csv", GOOD_LOAD + "2018-07-01 xx,1,2,3\n"))
-    settings = settings_from({"programs": ["connected_solutions"], "load_csv": str(load),
-                              "every_min": 0.01}, tmp_path)
+    settings = planner_settings({"programs": ["connected_solutions"], "load_csv": str(load),
+                                 "every_min": 0.01}, tmp_path)
     clock = ManualClock(datetime(2018, 7, 20, 18, tzinfo=timezone.utc))
     schedule = PlanningSchedule(store, settings, clock)
     caplog.set_level(logging.INFO, logger="vtn.planning")

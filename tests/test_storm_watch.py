@@ -140,6 +140,8 @@ async def test_a_fleet_shares_one_watch_per_feed_and_runs_it(site, nws):
 
 
 def test_storm_watch_config_needs_a_program_with_a_storm_watch_rule(tmp_path):
+    for name in ("c", "k", "a"):
+        (tmp_path / name).write_text("")
     base = {"ven_name": "v", "vtn_url": "https://h", "cert": "c", "key": "k", "ca_file": "a",
             "capacity_kwh": 10}
     good = ven_config.agent_config(

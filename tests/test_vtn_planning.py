@@ -81,13 +81,14 @@ def test_without_enrolled_vens_nothing_is_stored(store, peak_day_2018):
 async def test_the_schedule_plans_on_its_first_tick(store, peak_day_2018, tmp_path):
     import asyncio
 
-    from vtn.planning import PlanningSchedule, settings_from
+    from vtn.config import planner_settings
+    from vtn.planning import PlanningSchedule
     program, peak_utc = peak_day_2018
     _enrol(store)
     day = peak_utc.astimezone(program.timezone).date()
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
-    settings = settings_from({"programs": ["connected_solutions"], "load_csv": str(SOURCES.load_csv),
-                              "every_min": 60}, tmp_path)
+    settings = planner_settings({"programs": ["connected_solutions"],
+                                 "load_csv": str(SOURCES.load_csv), "every_min": 60}, tmp_path)
     schedule = PlanningSchedule(store, settings, clock)
     schedule.start()
     try:
@@ -169,13 +170,16 @@ def test_an_emergency_in_force_now_cancels_the_event_under_way(store, peak_day_2
 
 
 def test_planner_settings_name_a_missing_field(tmp_path):
-    from vtn.planning import settings_from
+    from vtn.config import planner_settings
     with pytest.raises(ValueError, match="planner.load_csv: missing"):
-        settings_from({"programs": ["connected_solutions"]}, tmp_path)
+        planner_settings({"programs": ["connected_solutions"]}, tmp_path)
 
 
 def test_planner_settings_read_emergency_files_relative_to_the_config(tmp_path):
-    from vtn.planning import settings_from
-    settings = settings_from({"programs": ["connected_solutions"], "load_csv": "load.csv",
-                              "emergencies": ["ops/declared.csv"]}, tmp_path)
+    from vtn.config import planner_settings
+    (tmp_path / "ops").mkdir()
+    for name in ("load.csv", "ops/declared.csv"):
+        (tmp_path / name).write_text("")
+    settings = planner_settings({"programs": ["connected_solutions"], "load_csv": "load.csv",
+                                 "emergencies": ["ops/declared.csv"]}, tmp_path)
     assert settings.sources.emergencies == ((tmp_path / "ops" / "declared.csv").resolve(),)

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = args.load(args)
     except config.ConfigError as err:
         print(f"ven: {err}", file=sys.stderr)
-        return 1
+        return 2
     asyncio.run(_run(configs))
     return 0
 

@@ -1,32 +1,161 @@
-"""VEN agent config files (TOML): one agent (`ven run`) or a fleet (`ven fleet`).
+"""VEN agent config files (TOML): one agent (`ven run`) or a fleet (`ven fleet`),
+validated by one strict model (flexadr/config.py).
 
 A fleet file has a `[defaults]` table merged under every `[[ven]]` entry.
 Relative paths are relative to the config file.
 """
 from __future__ import annotations
 
-import tomllib
+import difflib
+import re
+import zoneinfo
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, field_validator
+
+from flexadr.config import (ConfigError, ReadableFile, Strict, check, read_toml,
+                            sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
 from ven.policy import OwnerPrefs
 from ven.storm_watch import StormWatchConfig, watch_rules
 
+__all__ = ["ConfigError", "agent_config", "load_agent", "load_fleet"]
 
-class ConfigError(ValueError):
-    pass
+Percent = Annotated[float, Field(ge=0, le=100)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+FINGERPRINT = re.compile(r"^([0-9A-F]{2}:){9}[0-9A-F]{2}$")
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such config file") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+class OwnerFile(Strict):
+    min_soc_pct: Percent = 20.0
+    ready_by: time | str | None = None
+    ready_soc_pct: Percent = 80.0
+    timezone: str = "America/New_York"
+    opt_out_if_not_ready: bool = True
+
+    @field_validator("ready_by")
+    @classmethod
+    def _clock_time(cls, value: time | str | None) -> time | None:
+        if not isinstance(value, str):
+            return value
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a time of day 'HH:MM': {value!r}") from None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"no time zone {value!r} (e.g. 'America/New_York')") from None
+        return value
+
+    def prefs(self) -> OwnerPrefs:
+        return OwnerPrefs(min_soc_pct=self.min_soc_pct, ready_by=self.ready_by,
+                          ready_soc_pct=self.ready_soc_pct, timezone=self.timezone,
+                          opt_out_if_not_ready=self.opt_out_if_not_ready)
+
+
+class AdapterFile(Strict):
+    name: str = "sim"
+    config: dict[str, Any] = {}         # the adapter's own keys; the adapter checks them
+
+    @field_validator("name")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        from adapters import registry
+        installed = sorted(registry.available())
+        if name not in installed:
+            close = difflib.get_close_matches(name, installed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"installed: {', '.join(installed)}"
+            raise ValueError(f"no adapter {name!r} is installed ({hint})")
+        return name
+
+
+class StormWatchFile(Strict):
+    program: str
+    source: str                         # https:// URL or a file, relative to the config file
+    every_min: Positive = 5
+
+    @field_validator("program")
+    @classmethod
+    def _has_a_watch_rule(cls, pid: str) -> str:
+        try:
+            program = model.load(pid)
+        except (FileNotFoundError, model.ProgramError) as err:
+            raise ValueError(str(err)) from None
+        if not watch_rules(program):
+            raise ValueError(f"{program.id} has no storm rule with action "
+                             f"'no_discharge_charge_full'")
+        return program.id
+
+    def settings(self, base: Path) -> StormWatchConfig:
+        source = self.source
+        if not source.startswith(("http://", "https://")):
+            source = str((base / source).resolve())
+        return StormWatchConfig(self.program, source, timedelta(minutes=self.every_min))
+
+
+class AgentFile(Strict):
+    ven_name: str = Field(min_length=1)
+    vtn_url: str
+    cert: ReadableFile
+    key: ReadableFile
+    ca_file: ReadableFile
+    vtn_fingerprint: str | None = None
+    adapter: AdapterFile = AdapterFile()
+    capacity_kwh: Positive
+    max_discharge_kw: NonNegative = 0.0
+    max_charge_kw: NonNegative = 0.0
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 0.95
+    cycle_cap_per_year: Positive | None = None
+    owner: OwnerFile = OwnerFile()
+    time_scale: Positive = 1.0
+    sample_period_s: Positive = 60
+    telemetry_interval_min: Positive = 15
+    state_url: str = "sqlite:///ven-state.sqlite"
+    storm_watch: StormWatchFile | None = None
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"not an https:// URL: {url!r}")
+        return url
+
+    @field_validator("vtn_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is not None and not FINGERPRINT.match(value.upper()):
+            raise ValueError(f"not a fingerprint like 'AB:CD:...' (10 bytes; `vtn certs "
+                             f"fingerprint vtn.crt` prints it): {value!r}")
+        return value.upper() if value else None
+
+    def agent(self, base: Path) -> AgentConfig:
+        return AgentConfig(
+            ven_name=self.ven_name, vtn_url=self.vtn_url,
+            cert=self.cert, key=self.key, ca_file=self.ca_file,
+            vtn_fingerprint=self.vtn_fingerprint,
+            adapter=self.adapter.name, adapter_config=dict(self.adapter.config),
+            capacity_kwh=self.capacity_kwh, max_discharge_kw=self.max_discharge_kw,
+            max_charge_kw=self.max_charge_kw, efficiency=self.efficiency,
+            cycle_cap_per_year=self.cycle_cap_per_year, prefs=self.owner.prefs(),
+            time_scale=self.time_scale,
+            sample_period=timedelta(seconds=self.sample_period_s),
+            telemetry_interval=timedelta(minutes=self.telemetry_interval_min),
+            state_url=sqlite_relative_to(base, self.state_url),
+            storm_watch=self.storm_watch.settings(base) if self.storm_watch else None)
+
+
+class FleetFile(Strict):
+    defaults: dict[str, Any] = {}
+    ven: list[dict[str, Any]] = Field(min_length=1)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -37,82 +166,26 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def agent_config(data: dict[str, Any], base: Path, source: str) -> AgentConfig:
-    try:
-        adapter = data.get("adapter", {})
-        return AgentConfig(
-            ven_name=data["ven_name"],
-            vtn_url=data["vtn_url"],
-            cert=(base / data["cert"]).resolve(),
-            key=(base / data["key"]).resolve(),
-            ca_file=(base / data["ca_file"]).resolve(),
-            vtn_fingerprint=data.get("vtn_fingerprint"),
-            adapter=adapter.get("name", "sim"),
-            adapter_config=adapter.get("config", {}),
-            capacity_kwh=float(data["capacity_kwh"]),
-            max_discharge_kw=float(data.get("max_discharge_kw", 0.0)),
-            max_charge_kw=float(data.get("max_charge_kw", 0.0)),
-            efficiency=float(data.get("efficiency", 0.95)),
-            cycle_cap_per_year=data.get("cycle_cap_per_year"),
-            prefs=_prefs(data.get("owner", {})),
-            time_scale=float(data.get("time_scale", 1.0)),
-            sample_period=timedelta(seconds=data.get("sample_period_s", 60)),
-            telemetry_interval=timedelta(minutes=data.get("telemetry_interval_min", 15)),
-            state_url=_sqlite_relative_to(base, data.get("state_url", "sqlite:///ven-state.sqlite")),
-            storm_watch=_storm_watch(data.get("storm_watch"), base),
-        )
-    except KeyError as err:
-        raise ConfigError(f"{source}: {err.args[0]}: missing") from err
-    except ValueError as err:
-        raise ConfigError(f"{source}: {err}") from err
-
-
-def _sqlite_relative_to(base: Path, url: str) -> str:
-    """A relative SQLite path in a config file is relative to that file."""
-    path = url.removeprefix("sqlite:///")
-    if not url.startswith("sqlite:///") or Path(path).is_absolute():
-        return url
-    return f"sqlite:///{(base / path).resolve()}"
-
-
-def _storm_watch(table: dict[str, Any] | None, base: Path) -> StormWatchConfig | None:
-    """The `[storm_watch]` table: which program's storm rules, which alert source."""
-    if table is None:
-        return None
-    try:
-        program = model.load(table["program"])
-    except model.ProgramError as err:
-        raise ValueError(f"storm_watch.program: {err}") from err
-    if not watch_rules(program):
-        raise ValueError(f"storm_watch.program: {program.id} has no storm rule with action "
-                         f"'no_discharge_charge_full'")
-    source = str(table["source"])
-    if not source.startswith(("http://", "https://")):
-        source = str((base / source).resolve())
-    return StormWatchConfig(program.id, source, timedelta(minutes=float(table.get("every_min", 5))))
-
-
-def _prefs(owner: dict[str, Any]) -> OwnerPrefs:
-    """The `[owner]` table: floor, ready-by time and target, what to do if not ready."""
-    ready_by = owner.get("ready_by")
-    return OwnerPrefs(
-        min_soc_pct=float(owner.get("min_soc_pct", 20.0)),
-        ready_by=time.fromisoformat(ready_by) if ready_by else None,
-        ready_soc_pct=float(owner.get("ready_soc_pct", 80.0)),
-        timezone=owner.get("timezone", "America/New_York"),
-        opt_out_if_not_ready=bool(owner.get("opt_out_if_not_ready", True)),
-    )
+def agent_config(data: dict[str, Any], base: Path, source: str,
+                 prefix: tuple[str | int, ...] = ()) -> AgentConfig:
+    return validate(AgentFile, data, base, source, prefix).agent(base)
 
 
 def load_agent(path: Path) -> AgentConfig:
-    return agent_config(_read(path), Path(path).parent, str(path))
+    return agent_config(read_toml(path), Path(path).parent, str(path))
 
 
 def load_fleet(path: Path) -> list[AgentConfig]:
-    data = _read(path)
-    defaults = data.get("defaults", {})
-    entries = data.get("ven", [])
-    if not entries:
-        raise ConfigError(f"{path}: ven: no [[ven]] entries")
-    return [agent_config(_merge(defaults, entry), Path(path).parent, f"{path} [[ven]] #{i + 1}")
-            for i, entry in enumerate(entries)]
+    base = Path(path).parent
+    fleet = validate(FleetFile, read_toml(path), base, str(path))
+    # problems in [defaults] are reported there, not once per [[ven]]
+    check(AgentFile, fleet.defaults, base, str(path), ("defaults",), allow_missing=True)
+    configs = [agent_config(_merge(fleet.defaults, entry), base, str(path), ("ven", i))
+               for i, entry in enumerate(fleet.ven)]
+    seen: dict[str, int] = {}
+    for i, config in enumerate(configs):
+        if config.ven_name in seen:
+            raise ConfigError(f"{path}: ven[{i}].ven_name: {config.ven_name!r} is also "
+                              f"ven[{seen[config.ven_name]}]")
+        seen[config.ven_name] = i
+    return configs

@@ -1,19 +1,27 @@
-"""The VTN's config file (TOML). Relative paths are relative to the file."""
+"""The VTN's config file (TOML), validated by one strict model (flexadr/config.py).
+
+Relative paths are relative to the file. Every key is listed in docs/vtn.md.
+"""
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from vtn.planning import PlannerSettings
-from vtn.planning import settings_from as planning_settings
+from pydantic import Field, field_validator, model_validator
+
+from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, sqlite_relative_to,
+                            validate)
+from schedules import model as program_model
+from vtn.planning import PlannerSettings, PlannerSources
 from vtn.service import VtnConfig
 
+__all__ = ["ConfigError", "SmtpSettings", "VtnSettings", "load", "planner_settings"]
 
-class ConfigError(ValueError):
-    pass
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
 
 
 @dataclass(frozen=True)
@@ -31,56 +39,103 @@ class VtnSettings:
     planner: PlannerSettings | None = None
 
 
+class SmtpFile(Strict):
+    host: str
+    port: Port = 25
+    sender: str
+
+
+class PlannerFile(Strict):
+    programs: list[str] = Field(min_length=1)
+    load_csv: ReadableFile
+    weather_csv: ReadableFile | None = None
+    alerts: list[ReadableFile] = []
+    emergencies: list[ReadableFile] = []
+    forecast: Literal["iso", "own"] = "iso"
+    setpoint_kw: Annotated[float, Field(gt=0)] = 5.0
+    every_min: Annotated[float, Field(gt=0)] = 60
+
+    @field_validator("programs")
+    @classmethod
+    def _known_programs(cls, programs: list[str]) -> list[str]:
+        for pid in programs:
+            try:
+                program_model.load(pid)
+            except (FileNotFoundError, program_model.ProgramError) as err:
+                raise ValueError(f"no program {pid!r}: {err}") from None
+        return programs
+
+    def settings(self) -> PlannerSettings:
+        return PlannerSettings(
+            programs=tuple(self.programs),
+            sources=PlannerSources(load_csv=self.load_csv, weather_csv=self.weather_csv,
+                                   alerts=tuple(self.alerts), emergencies=tuple(self.emergencies),
+                                   forecast=self.forecast, setpoint_kw=self.setpoint_kw),
+            every=timedelta(minutes=self.every_min))
+
+
+class VtnFile(Strict):
+    vtn_id: str = Field("FLEXADR_VTN", min_length=1)
+    database: str = "sqlite:///vtn.sqlite"
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    cert: ReadableFile
+    key: ReadableFile
+    ca_file: ReadableFile
+    crl_file: ReadableFile | None = None
+    poll_interval_s: Seconds = 10
+    telemetry_interval_s: Seconds = 900
+    replay_past_s: Seconds = 30          # signed messages older than this are refused
+    replay_future_s: Annotated[float, Field(ge=0)] = 5   # ... and this far ahead (clock skew)
+    admin_token: str | None = None
+    admin_token_env: str | None = None   # preferred: the token stays out of the file
+    admin_host: str = "127.0.0.1"
+    admin_port: Port | None = None
+    public_url: str | None = None
+    webhook_allow_private: bool = False
+    smtp: SmtpFile | None = None
+    planner: PlannerFile | None = None
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "VtnFile":
+        if self.admin_port == self.port:
+            raise ValueError(f"admin_port {self.admin_port} is also the OpenADR port")
+        if self.admin_token is not None and self.admin_token_env is not None:
+            raise ValueError("admin_token and admin_token_env: give one, not both")
+        return self
+
+    def admin_secret(self, source: str) -> str | None:
+        if self.admin_token_env is None:
+            return self.admin_token
+        token = os.environ.get(self.admin_token_env)
+        if not token:
+            raise ConfigError(f"{source}: admin_token_env: ${self.admin_token_env} is not set")
+        return token
+
+    def server(self, source: str) -> VtnConfig:
+        return VtnConfig(
+            vtn_id=self.vtn_id, host=self.host, port=self.port,
+            cert=self.cert, key=self.key, ca_file=self.ca_file,
+            poll_interval=timedelta(seconds=self.poll_interval_s),
+            telemetry_interval=timedelta(seconds=self.telemetry_interval_s),
+            admin_token=self.admin_secret(source), admin_port=self.admin_port,
+            public_url=self.public_url,
+            replay_past=timedelta(seconds=self.replay_past_s),
+            replay_future=timedelta(seconds=self.replay_future_s),
+            admin_host=self.admin_host, crl_file=self.crl_file,
+            webhook_allow_private=self.webhook_allow_private)
+
+
 def load(path: Path) -> VtnSettings:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such config file") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
     base = path.parent
-
-    def file(key: str) -> Path:
-        if key not in data:
-            raise ConfigError(f"{path}: {key}: missing")
-        return (base / data[key]).resolve()
-
-    server = VtnConfig(
-        vtn_id=data.get("vtn_id", "FLEXADR_VTN"),
-        host=data.get("host", "127.0.0.1"),
-        port=int(data.get("port", 8080)),
-        cert=file("cert"), key=file("key"), ca_file=file("ca_file"),
-        poll_interval=timedelta(seconds=data.get("poll_interval_s", 10)),
-        telemetry_interval=timedelta(seconds=data.get("telemetry_interval_s", 900)),
-        admin_token=_admin_token(data, path),
-        admin_port=int(data["admin_port"]) if "admin_port" in data else None,
-        public_url=data.get("public_url"),
-    )
-    database = data.get("database", "sqlite:///vtn.sqlite")
-    if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
-        database = f"sqlite:///{(base / database.removeprefix('sqlite:///')).resolve()}"
-    smtp = None
-    if "smtp" in data:
-        try:
-            smtp = SmtpSettings(host=data["smtp"]["host"], port=int(data["smtp"].get("port", 25)),
-                                sender=data["smtp"]["sender"])
-        except KeyError as err:
-            raise ConfigError(f"{path}: smtp.{err.args[0]}: missing") from err
-    planner = None
-    if "planner" in data:
-        try:
-            planner = planning_settings(data["planner"], path.parent)
-        except ValueError as err:
-            raise ConfigError(f"{path}: {err}") from err
-    return VtnSettings(server, database, smtp, planner)
+    parsed = validate(VtnFile, read_toml(path), base, str(path))
+    smtp = parsed.smtp and SmtpSettings(parsed.smtp.host, parsed.smtp.port, parsed.smtp.sender)
+    planner = parsed.planner.settings() if parsed.planner else None
+    return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),
+                       smtp, planner)
 
 
-def _admin_token(data: dict, path: Path) -> str | None:
-    """The admin token: from the environment variable named by admin_token_env (preferred)."""
-    if "admin_token_env" in data:
-        token = os.environ.get(data["admin_token_env"])
-        if not token:
-            raise ConfigError(f"{path}: admin_token_env: ${data['admin_token_env']} is not set")
-        return token
-    return data.get("admin_token")
+def planner_settings(table: dict[str, Any], base: Path, source: str = "vtn.toml") -> PlannerSettings:
+    """A `[planner]` table alone (relative paths relative to `base`)."""
+    return validate(PlannerFile, table, base, source, prefix=("planner",)).settings()

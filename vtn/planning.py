@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -180,26 +180,6 @@ class PlannerSettings:
     programs: tuple[str, ...]
     sources: PlannerSources
     every: timedelta = field(default=timedelta(hours=1))
-
-
-def settings_from(table: dict[str, Any], base: Path) -> PlannerSettings:
-    """Parse `[planner]`; relative paths are relative to the config file."""
-    def path(value: str) -> Path:
-        return (base / value).resolve()
-
-    try:
-        return PlannerSettings(
-            programs=tuple(table["programs"]),
-            sources=PlannerSources(
-                load_csv=path(table["load_csv"]),
-                weather_csv=path(table["weather_csv"]) if table.get("weather_csv") else None,
-                alerts=tuple(path(p) for p in table.get("alerts", [])),
-                emergencies=tuple(path(p) for p in table.get("emergencies", [])),
-                forecast=table.get("forecast", "iso"),
-                setpoint_kw=float(table.get("setpoint_kw", 5.0))),
-            every=timedelta(minutes=float(table.get("every_min", 60))))
-    except KeyError as err:
-        raise ValueError(f"planner.{err.args[0]}: missing") from err
 
 
 class PlanningSchedule:

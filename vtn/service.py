@@ -62,6 +62,11 @@ class VtnConfig:
     public_url: str | None = None     # base of the opt-out links in notices
     admin_port: int | None = None     # also serve admin API / opt-out links here, without mTLS
     tick_interval: timedelta = timedelta(seconds=5)
+    replay_past: timedelta = timedelta(seconds=30)     # oldest signed message accepted
+    replay_future: timedelta = timedelta(seconds=5)    # newest (sender's clock ahead)
+    admin_host: str = "127.0.0.1"                      # where admin_port listens
+    crl_file: Path | None = None                       # revoked VEN certificates
+    webhook_allow_private: bool = False                # notice webhooks to private addresses
 
 
 @service("EiOpt")
