@@ -17,9 +17,13 @@ import os
 import tomllib
 import types
 import typing
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError,
                       ValidationInfo)
 
@@ -59,7 +63,7 @@ def validate(model: type[M], data: Any, base: Path, source: str,
         return model.model_validate(data, context={"base": base})
     except ValidationError as err:
         raise ConfigError(f"{source}: " + "; ".join(
-            problem(model, error, prefix) for error in err.errors())) from None
+            problem(model, error, prefix) for error in _typos_first(err))) from None
 
 
 def check(model: type[Strict], data: Any, base: Path, source: str,
@@ -69,10 +73,15 @@ def check(model: type[Strict], data: Any, base: Path, source: str,
     try:
         model.model_validate(data, context={"base": base})
     except ValidationError as err:
-        problems = [problem(model, error, prefix) for error in err.errors()
+        problems = [problem(model, error, prefix) for error in _typos_first(err)
                     if not (allow_missing and error["type"] == "missing")]
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _typos_first(err: ValidationError) -> list[dict[str, Any]]:
+    """An unknown key is often the reason another is missing: name it first."""
+    return sorted(err.errors(), key=lambda error: error["type"] != "extra_forbidden")
 
 
 def problem(model: type[BaseModel], error: dict[str, Any],
@@ -177,3 +186,46 @@ def sqlite_relative_to(base: Path, url: str) -> str:
     if not url.startswith("sqlite:///") or Path(path).is_absolute():
         return url
     return f"sqlite:///{(base / path).resolve()}"
+
+
+def tls_problems(cert: Path, key: Path, ca_file: Path,
+                 now: datetime | None = None) -> list[str]:
+    """What stops TLS with these files, as 'key: problem' (the files exist: the model
+    checked). Checked at start-up so the operator reads this, not an ssl traceback."""
+    now = now or datetime.now(timezone.utc)
+    problems = []
+    try:
+        chain = x509.load_pem_x509_certificates(cert.read_bytes())
+    except ValueError:
+        return [f"cert: not a PEM certificate: {cert}"]
+    leaf = chain[0]
+    if leaf.not_valid_after_utc < now:
+        problems.append(f"cert: expired on {leaf.not_valid_after_utc:%Y-%m-%d}: {cert}")
+    elif leaf.not_valid_before_utc > now:
+        problems.append(f"cert: not valid until {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+                        f"(check this host's clock): {cert}")
+    try:
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except TypeError:
+        problems.append(f"key: encrypted with a passphrase (give an unencrypted key): {key}")
+    except (ValueError, UnsupportedAlgorithm):
+        problems.append(f"key: not a PEM private key: {key}")
+    else:
+        if _public(private.public_key()) != _public(leaf.public_key()):
+            problems.append(f"key: not the key of {cert}: {key}")
+    try:
+        x509.load_pem_x509_certificates(ca_file.read_bytes())
+    except ValueError:
+        problems.append(f"ca_file: not a PEM certificate bundle: {ca_file}")
+    return problems
+
+
+def _public(public_key) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def require_tls(source: str, prefix: str, cert: Path, key: Path, ca_file: Path) -> None:
+    problems = tls_problems(cert, key, ca_file)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(prefix + p for p in problems))

@@ -1,5 +1,14 @@
-"""`vtn` operator verbs against a real database: vens, events, telemetry export, db upgrade."""
+"""`vtn` operator verbs against a real database: vens, events, telemetry export, db upgrade;
+and `vtn serve` / `ven run` / `ven fleet` start-up failures, run as a user runs them (a
+new process, so a traceback would show): one line on stderr, exit status 2."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +101,134 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(vtn_toml, database_u
     assert code == 2 and "no such config file" in err
     assert store.events() == []
     store.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+
+def command(tool: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"{tool}.cli", *argv], capture_output=True,
+                          text=True, env=ENV, timeout=timeout, check=False)
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, expected: str) -> None:
+    """Exit 2, and stderr is exactly the one line (nothing printed before it either)."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == expected + "\n", proc.stderr
+    assert "Your VTN Server is now running" not in proc.stdout
+
+
+def fails(tool: str, verb: str, path: Path, problem: str) -> None:
+    assert_one_line(command(tool, verb, "--config", str(path)), f"{tool}: {path}: {problem}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return ensure_dev_pki(tmp_path / "pki", ["ven-1"])
+
+
+def toml_file(path: Path, keys: dict[str, str]) -> Path:
+    path.write_text("".join(f"{key} = {value}\n" for key, value in keys.items()))
+    return path
+
+
+def serve_toml(tmp_path, pki, **keys) -> Path:
+    return toml_file(tmp_path / "vtn.toml", {
+        "cert": f'"{pki.vtn.cert}"', "key": f'"{pki.vtn.key}"', "ca_file": f'"{pki.ca.cert}"',
+        "database": f'"sqlite:///{tmp_path / "vtn.sqlite"}"', **keys})
+
+
+def ven_toml(tmp_path, pki, **keys) -> Path:
+    return toml_file(tmp_path / "ven.toml", {
+        "ven_name": '"ven-1"', "vtn_url": '"https://127.0.0.1:1/OpenADR2/Simple/2.0b"',
+        "cert": f'"{pki.vens["ven-1"].cert}"', "key": f'"{pki.vens["ven-1"].key}"',
+        "ca_file": f'"{pki.ca.cert}"', "capacity_kwh": "13.5", **keys})
+
+
+def test_vtn_serve_config_mistakes_are_one_line(tmp_path, pki):
+    missing = tmp_path / "nope.toml"
+    fails("vtn", "serve", missing, "no such config file")
+    path = serve_toml(tmp_path, pki, poll_intervall_s="10")
+    fails("vtn", "serve", path, "poll_intervall_s: unknown key (did you mean 'poll_interval_s'?)")
+    path = serve_toml(tmp_path, pki, port='"28443x"')
+    fails("vtn", "serve", path, "port: expected an integer, got '28443x'")
+    gone = tmp_path / "pki" / "gone.crt"
+    path = serve_toml(tmp_path, pki, cert=f'"{gone}"')
+    fails("vtn", "serve", path, f"cert: no such file: {gone}")
+
+
+def test_vtn_serve_bad_certificates_and_keys_are_one_line(tmp_path, pki):
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    path = serve_toml(tmp_path, pki, cert=f'"{garbage}"')
+    fails("vtn", "serve", path, f"cert: not a PEM certificate: {garbage}")
+    other = pki.vens["ven-1"].key
+    path = serve_toml(tmp_path, pki, key=f'"{other}"')
+    fails("vtn", "serve", path, f"key: not the key of {pki.vtn.cert}: {other}")
+
+
+def test_a_second_vtn_on_the_same_ports_is_one_line_and_the_first_stops_cleanly(tmp_path, pki):
+    port, admin_port = free_port(), free_port()
+    first = serve_toml(tmp_path, pki, port=str(port), admin_port=str(admin_port),
+                       admin_token='"t0ken"')
+    proc = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(first)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(admin_port):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        (tmp_path / "second").mkdir()
+        second = serve_toml(tmp_path / "second", pki, port=str(port))
+        fails("vtn", "serve", second,
+              f"port: cannot listen on 127.0.0.1:{port}: Address already in use")
+        third = serve_toml(tmp_path / "second", pki, port=str(free_port()),
+                           admin_port=str(admin_port))
+        fails("vtn", "serve", third,
+              f"admin_port: cannot listen on 127.0.0.1:{admin_port}: Address already in use")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "CancelledError" not in err
+    assert f"listening on https://127.0.0.1:{port}" in err        # INFO by default
+    assert "certificate fingerprint " + pki.vtn.fingerprint in err
+    assert out == ""                                               # no banner
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ven_run_and_fleet_start_up_failures_are_one_line(tmp_path, pki):
+    missing = tmp_path / "nope.toml"
+    fails("ven", "run", missing, "no such config file")
+    path = ven_toml(tmp_path, pki, capacity_kwh='"13.5"')
+    fails("ven", "run", path, "capacity_kwh: expected a number, got '13.5'")
+    path = ven_toml(tmp_path, pki, ca_file=f'"{pki.vtn.key}"')
+    fails("ven", "run", path, f"ca_file: not a PEM certificate bundle: {pki.vtn.key}")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:       # an OCPP charger's central-system port that another process holds
+        path = ven_toml(tmp_path, pki, adapter='{ name = "ocpp16", config = { port = '
+                        f'{taken.getsockname()[1]}, charge_point_id = "CP-1" }} }}')
+        proc = command("ven", "run", "--config", str(path))
+    finally:
+        taken.close()
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"ven: {path}: cannot start: ") and "in use" in proc.stderr
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[defaults]\nca_file = "{pki.ca.cert}"\n[[ven]]\nven_nam = "x"\n')
+    proc = command("ven", "fleet", "--config", str(fleet))
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"ven: {fleet}: ven[0].ven_nam: unknown key (did you mean 'ven_name'?)"), proc.stderr

@@ -94,9 +94,9 @@ def test_a_typo_is_named_with_its_path_and_the_key_meant(examples):
     text = without_planner(original("vtn.toml"))
     path = write(examples, "vtn.toml", text.replace("poll_interval_s", "poll_intervall_s")
                  + '[smtp]\nhost = "mail"\nsendr = "vtn@example.org"\n')
-    assert vtn_error(path) == (f"{path}: smtp.sender: missing; smtp.sendr: unknown key "
-                               "(did you mean 'sender'?); poll_intervall_s: unknown key "
-                               "(did you mean 'poll_interval_s'?)")
+    assert vtn_error(path) == (f"{path}: smtp.sendr: unknown key (did you mean 'sender'?); "
+                               "poll_intervall_s: unknown key (did you mean 'poll_interval_s'?); "
+                               "smtp.sender: missing")
     agent = original("ven.toml").replace("[owner]", "[ownr]")
     assert ven_error(write(examples, "ven.toml", agent)).endswith(
         "ownr: unknown key (did you mean 'owner'?)")
@@ -162,7 +162,8 @@ def test_a_fleet_names_the_entry_and_reports_defaults_once(examples):
     assert ven_error(path, fleet=True) == (f"{path}: defaults.time_scal: unknown key "
                                            "(did you mean 'time_scale'?)")
     path = write(examples, "fleet.toml", text.replace("capacity_kwh = 75", "capacity_kwh = \"75\""))
-    assert ven_error(path, fleet=True) == f"{path}: ven[1].capacity_kwh: expected a number, got '75'"
+    assert ven_error(path, fleet=True) == (f"{path}: ven[1].capacity_kwh: expected a number, "
+                                           "got '75'")
     path = write(examples, "fleet.toml", text.replace('"ven-002"', '"ven-001"'))
     assert ven_error(path, fleet=True) == f"{path}: ven[1].ven_name: 'ven-001' is also ven[0]"
     path = write(examples, "fleet.toml", "[defaults]\n")

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from aiohttp import web
 
+from certs.pki import ensure_dev_pki
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from schedules import model
@@ -140,10 +141,9 @@ async def test_a_fleet_shares_one_watch_per_feed_and_runs_it(site, nws):
 
 
 def test_storm_watch_config_needs_a_program_with_a_storm_watch_rule(tmp_path):
-    for name in ("c", "k", "a"):
-        (tmp_path / name).write_text("")
-    base = {"ven_name": "v", "vtn_url": "https://h", "cert": "c", "key": "k", "ca_file": "a",
-            "capacity_kwh": 10}
+    pki = ensure_dev_pki(tmp_path / "pki", ["v"])
+    base = {"ven_name": "v", "vtn_url": "https://h", "cert": str(pki.vens["v"].cert),
+            "key": str(pki.vens["v"].key), "ca_file": str(pki.ca.cert), "capacity_kwh": 10}
     good = ven_config.agent_config(
         dict(base, storm_watch={"program": "byod_vpp", "source": "feeds/nws.json",
                                 "every_min": 2}), tmp_path, "ven.toml")

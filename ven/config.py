@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from flexadr.config import (ConfigError, ReadableFile, Strict, check, read_toml,
-                            sqlite_relative_to, validate)
+from flexadr.config import (ConfigError, ReadableFile, Strict, check, key_path, read_toml,
+                            require_tls, sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
 from ven.policy import OwnerPrefs
@@ -168,7 +168,10 @@ def _merge(base: dict, override: dict) -> dict:
 
 def agent_config(data: dict[str, Any], base: Path, source: str,
                  prefix: tuple[str | int, ...] = ()) -> AgentConfig:
-    return validate(AgentFile, data, base, source, prefix).agent(base)
+    parsed = validate(AgentFile, data, base, source, prefix)
+    require_tls(source, key_path(prefix) + "." if prefix else "", parsed.cert, parsed.key,
+                parsed.ca_file)
+    return parsed.agent(base)
 
 
 def load_agent(path: Path) -> AgentConfig:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from flexadr import logs
 
 COMMANDS = [
     "vtn.commands.serve",
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="flexadr VTN: publishes demand-response events over OpenADR 2.0b, "
                     "collects opt-outs and telemetry, settles performance.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging (-v info, -vv debug)")
+                        help="more logging (-v debug, -vv also library debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
@@ -34,18 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.verbose, getattr(args, "log_format", "text"))
     from vtn.config import ConfigError
+    from sqlalchemy.exc import OperationalError
+
     from vtn.store.migrate import SchemaNotManaged
     try:
         return args.func(args) or 0
     except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+        print(f"vtn: {err}", file=sys.stderr)
         return 2
     except SchemaNotManaged as err:
-        print(f"database error: {err}", file=sys.stderr)
+        print(f"vtn: database error: {err}", file=sys.stderr)
         return 2
+    except OperationalError as err:      # unreachable server, bad password, unwritable file
+        print(f"vtn: database error: {str(err.orig).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, sqlite_relative_to,
-                            validate)
+from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, require_tls,
+                            sqlite_relative_to, validate)
 from schedules import model as program_model
 from vtn.planning import PlannerSettings, PlannerSources
 from vtn.service import VtnConfig
@@ -130,12 +130,14 @@ def load(path: Path) -> VtnSettings:
     path = Path(path)
     base = path.parent
     parsed = validate(VtnFile, read_toml(path), base, str(path))
+    require_tls(str(path), "", parsed.cert, parsed.key, parsed.ca_file)
     smtp = parsed.smtp and SmtpSettings(parsed.smtp.host, parsed.smtp.port, parsed.smtp.sender)
     planner = parsed.planner.settings() if parsed.planner else None
     return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),
                        smtp, planner)
 
 
-def planner_settings(table: dict[str, Any], base: Path, source: str = "vtn.toml") -> PlannerSettings:
+def planner_settings(table: dict[str, Any], base: Path,
+                     source: str = "vtn.toml") -> PlannerSettings:
     """A `[planner]` table alone (relative paths relative to `base`)."""
     return validate(PlannerFile, table, base, source, prefix=("planner",)).settings()
