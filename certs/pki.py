@@ -1,4 +1,13 @@
-"""Development PKI: a CA, one VTN server certificate and one certificate per VEN.
+"""PKI for pilots and development: a CA, one VTN server certificate and one certificate
+per VEN (`vtn certs`, `make demo`, the tests); and the import of a production chain.
+
+On disk (`Layout`): the CA's certificate and private key in their own folder (`ca/`,
+to keep offline), and what the VTN and VENs use in another (`pki/`):
+
+    ca/ca.crt ca/ca.key                 the CA (key 0600, folder 0700)
+    pki/ca.crt                          trust bundle: the CA, or a production root + intermediates
+    pki/vtn.crt pki/vtn.key             the VTN's server certificate (+ intermediates) and key
+    pki/vens/NAME.crt pki/vens/NAME.key one per VEN
 
 ECDSA P-256 by default: openleadr reloads the signing key for every message,
 which costs ~1.5 ms with P-256 and ~90 ms with RSA-2048.
@@ -6,12 +15,15 @@ which costs ~1.5 ms with P-256 and ~90 ms with RSA-2048.
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -32,8 +44,14 @@ class CertPaths:
 
 
 def fingerprint(cert_pem: bytes | str) -> str:
-    """The OpenADR fingerprint: last 10 bytes of the SHA-256 of the DER certificate."""
-    return certificate_fingerprint(cert_pem)
+    """The OpenADR fingerprint: last 10 bytes of the SHA-256 of the DER certificate
+    (openleadr's); of the first certificate when the file holds a chain."""
+    text = cert_pem.decode() if isinstance(cert_pem, bytes) else cert_pem
+    end = text.find(PEM_END)
+    return certificate_fingerprint(text[:end + len(PEM_END)] if end >= 0 else text)
+
+
+PEM_END = "-----END CERTIFICATE-----"
 
 
 def _new_key(key_type: KeyType):
@@ -46,12 +64,18 @@ def _new_key(key_type: KeyType):
 
 def _write(paths: CertPaths, cert: x509.Certificate, key) -> CertPaths:
     paths.cert.parent.mkdir(parents=True, exist_ok=True)
-    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    paths.key.chmod(0o600)
+    write_private(paths.key, key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return paths
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A private key, readable by its owner only from the first byte."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        out.write(data)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -62,6 +86,8 @@ def _name(common_name: str) -> x509.Name:
 def create_ca(directory: Path, common_name: str = "flexadr dev CA",
               key_type: KeyType = "ecdsa", now: datetime | None = None) -> CertPaths:
     now = now or datetime.now(timezone.utc)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
     key = _new_key(key_type)
     name = _name(common_name)
     cert = (x509.CertificateBuilder()
@@ -114,6 +140,41 @@ def _sans(hosts: Iterable[str]) -> list[x509.GeneralName]:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where `vtn certs` and the dev PKI keep each file (see the module docstring)."""
+    ca_dir: Path
+    pki_dir: Path
+
+    @property
+    def ca(self) -> CertPaths:
+        return CertPaths(self.ca_dir / "ca.crt", self.ca_dir / "ca.key")
+
+    @property
+    def bundle(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    @property
+    def vtn(self) -> CertPaths:
+        return CertPaths(self.pki_dir / "vtn.crt", self.pki_dir / "vtn.key")
+
+    def ven(self, name: str) -> CertPaths:
+        return CertPaths(self.pki_dir / "vens" / f"{name}.crt", self.pki_dir / "vens" / f"{name}.key")
+
+    def init(self, common_name: str = "flexadr pilot CA", key_type: KeyType = "ecdsa") -> CertPaths:
+        ca = create_ca(self.ca_dir, common_name, key_type)
+        self.pki_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca.cert, self.bundle)
+        return ca
+
+    def issue_vtn(self, hosts: Iterable[str] = ("localhost", "127.0.0.1"),
+                  key_type: KeyType = "ecdsa") -> CertPaths:
+        return issue(self.ca, self.pki_dir, "vtn", server=True, hosts=hosts, key_type=key_type)
+
+    def issue_ven(self, name: str, key_type: KeyType = "ecdsa") -> CertPaths:
+        return issue(self.ca, self.pki_dir / "vens", name, key_type=key_type)
+
+
+@dataclass(frozen=True)
 class DevPki:
     root: Path
     ca: CertPaths
@@ -122,16 +183,91 @@ class DevPki:
 
 
 def ensure_dev_pki(root: Path, ven_names: Iterable[str], key_type: KeyType = "ecdsa") -> DevPki:
-    """Create (or reuse) a CA, a VTN certificate and one certificate per VEN under `root`."""
-    root = Path(root)
-    ca = CertPaths(root / "ca.crt", root / "ca.key")
-    if not (ca.cert.exists() and ca.key.exists()):
-        ca = create_ca(root, key_type=key_type)
-    vtn = CertPaths(root / "vtn.crt", root / "vtn.key")
-    if not vtn.cert.exists():
-        vtn = issue(ca, root, "vtn", server=True, key_type=key_type)
+    """Create (or reuse) a CA (in root/ca), a VTN certificate and one certificate per VEN
+    under `root`: what `vtn certs init`, `issue-vtn` and `issue-ven` make."""
+    layout = Layout(Path(root) / "ca", Path(root))
+    if not (layout.ca.cert.exists() and layout.ca.key.exists()):
+        layout.init("flexadr dev CA", key_type)
+    vtn = layout.vtn if layout.vtn.cert.exists() else layout.issue_vtn(key_type=key_type)
     vens = {}
     for name in ven_names:
-        paths = CertPaths(root / "vens" / f"{name}.crt", root / "vens" / f"{name}.key")
-        vens[name] = paths if paths.cert.exists() else issue(ca, root / "vens", name, key_type=key_type)
-    return DevPki(root, ca, vtn, vens)
+        paths = layout.ven(name)
+        vens[name] = paths if paths.cert.exists() else layout.issue_ven(name, key_type)
+    return DevPki(layout.pki_dir, layout.ca, vtn, vens)
+
+
+# --- production certificates (OpenADR Alliance PKI) --------------------------
+
+class ChainError(ValueError):
+    pass
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    try:
+        found = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except ValueError:
+        raise ChainError(f"{path}: no PEM certificate in it") from None
+    return found
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def import_chain(layout: Layout, chains: Iterable[Path]) -> list[x509.Certificate]:
+    """Add the CA certificates (root, intermediates) of `chains` to the trust bundle; leaf
+    certificates in them are skipped. Returns the ones added (already there: skipped)."""
+    bundle = read_certificates(layout.bundle) if layout.bundle.exists() else []
+    known = {c.fingerprint(hashes.SHA256()) for c in bundle}
+    added = []
+    for path in chains:
+        for cert in read_certificates(path):
+            if _is_ca(cert) and cert.fingerprint(hashes.SHA256()) not in known:
+                known.add(cert.fingerprint(hashes.SHA256()))
+                added.append(cert)
+    if added:
+        layout.pki_dir.mkdir(parents=True, exist_ok=True)
+        with layout.bundle.open("ab") as out:
+            for cert in added:
+                out.write(cert.public_bytes(serialization.Encoding.PEM))
+    return added
+
+
+def install(paths: CertPaths, cert_file: Path, key_file: Path, trust: Path) -> CertPaths:
+    """Install a certificate issued elsewhere (the Alliance's CA) at `paths`: its key must
+    match and it must chain to the bundle `trust`; written as leaf + intermediates, as a
+    TLS server sends them."""
+    leaf, *rest = read_certificates(cert_file)
+    try:
+        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
+    except (ValueError, TypeError):
+        raise ChainError(f"{key_file}: not an unencrypted PEM private key") from None
+    der = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (key.public_key().public_bytes(serialization.Encoding.DER, der)
+            != leaf.public_key().public_bytes(serialization.Encoding.DER, der)):
+        raise ChainError(f"{key_file}: not the key of {cert_file}")
+    pool = rest + read_certificates(trust)
+    chain, current = [leaf], leaf
+    while not _issued_by(current, current):
+        issuer = next((c for c in pool if c not in chain and _issued_by(current, c)), None)
+        if issuer is None:
+            raise ChainError(f"{cert_file}: issuer {current.issuer.rfc4514_string()} is not in "
+                             f"{trust} (import its chain first)")
+        chain.append(issuer)
+        current = issuer
+    paths.cert.parent.mkdir(parents=True, exist_ok=True)
+    sent = chain[:-1] or chain          # the root stays out, unless the leaf is the root
+    paths.cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in sent))
+    write_private(paths.key, Path(key_file).read_bytes())
+    return paths

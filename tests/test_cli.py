@@ -74,7 +74,8 @@ def test_events_create_list_cancel_and_export(vtn_toml, database_url, capsys):
     assert event_id in out
 
     code, out, _ = run(capsys, "vens", "list", "--config", str(vtn_toml))
-    assert "batt-1" in out and "never" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("batt-1")]
+    assert "never" in row and row.endswith(" fp1")             # the enrolled fingerprint
     store.close()
 
 

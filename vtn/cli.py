@@ -14,6 +14,7 @@ from flexadr import logs
 COMMANDS = [
     "vtn.commands.serve",
     "vtn.commands.operate",
+    "vtn.commands.certs",
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",

@@ -74,12 +74,14 @@ def _vens_list(args) -> int:
     settings, store = _store(args)
     now = SystemClock().now()
     window = ONLINE_WINDOW * settings.server.poll_interval
-    print(f"{'VEN':<28} {'program':<22} {'kind':<11} {'registered':<10} {'online':<6} last seen")
+    print(f"{'VEN':<28} {'program':<22} {'kind':<11} {'registered':<10} {'online':<6} "
+          f"{'last seen':<25} fingerprint")
     for ven in store.vens():
         online = bool(ven.last_seen_at and now - ven.last_seen_at <= window)
         seen = ven.last_seen_at.isoformat(timespec="seconds") if ven.last_seen_at else "never"
         print(f"{ven.ven_id:<28} {ven.program_id:<22} {ven.device_kind:<11} "
-              f"{'yes' if ven.registration_id else 'no':<10} {'yes' if online else 'no':<6} {seen}")
+              f"{'yes' if ven.registration_id else 'no':<10} {'yes' if online else 'no':<6} "
+              f"{seen:<25} {ven.fingerprint}")
     return 0
 
 
