@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import logging
 import shutil
 import socket
@@ -20,6 +22,7 @@ from typing import Callable
 
 from adapters.sim import SimAdapter
 from certs.pki import ensure_dev_pki
+from flexadr import logs
 from flexadr.clock import Clock, SystemClock, ceil_to
 from schedules import model
 from schedules.model import Dispatch, Program
@@ -122,6 +125,7 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
     for name, kind, _ in plan:
         store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
                         program_id=KINDS[kind][0], device_kind=kind))
+    log.info("PKI under %s, %d VENs enrolled", pki.root, len(plan))
     port = _free_port()
     vtn = Vtn(VtnConfig(vtn_id="FLEXADR_DEMO_VTN", host="127.0.0.1", port=port,
                         cert=pki.vtn.cert, key=pki.vtn.key, ca_file=pki.ca.cert,
@@ -145,7 +149,9 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
         if instrument:
             instrument(agent)
     result = DemoResult(store=store, events=[], agents=fleet.agents)
-    await vtn.start()
+    with contextlib.redirect_stdout(io.StringIO()):       # openleadr's banner
+        await vtn.start()
+    log.info("VTN listening on https://127.0.0.1:%d; starting %d VEN agents", port, len(plan))
     try:
         await fleet.start()
         registered = sum(agent.registered for agent in fleet.agents)
@@ -157,10 +163,13 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
             targets = [ven.ven_id for ven in store.vens(program.id)]
             result.events.append(publish(store, program, start, end, targets, clock,
                                          setpoint_kw=DISCHARGE_SETPOINT_KW))
-        log.info("event from %s to %s published to %d VENs", start.isoformat(),
-                 end.isoformat(), len(fleet.agents))
+        log.info("event published to %d VENs: %s to %s UTC (%s)", len(fleet.agents),
+                 f"{start:%H:%M:%S}", f"{end:%H:%M:%S}", ", ".join(sorted(programs)))
+        await _sleep_until(clock, start)
+        log.info("event running for %g s", options.event_s)
         # Let the last reporting interval after the event reach the VTN.
         await _sleep_until(clock, end + timedelta(seconds=2 * options.report_s + 1))
+        log.info("event over; telemetry in, stopping")
         result.rows = performance_rows(store, result.events, fleet.agents, programs)
     finally:
         await fleet.stop()
@@ -220,19 +229,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="event length in seconds; the program's event is compressed into it")
     parser.add_argument("--workdir", type=Path, default=Path("var/demo"),
                         help="where the dev PKI and the SQLite store go (default var/demo)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also the VTN's and VENs' logs (-vv: their debug, -vvv: libraries')")
     args = parser.parse_args(argv)
     if args.event <= 0 or args.event % DemoOptions.report_s:
         # The event must cover whole reporting intervals, or its edges would be averaged
         # with time outside it.
         parser.error(f"--event must be a positive multiple of {DemoOptions.report_s} seconds")
-    logging.basicConfig(level=logging.INFO if args.verbose == 0 else logging.DEBUG,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # openleadr logs every message at INFO and a warning per report; keep them for -v.
-    logging.getLogger("openleadr").setLevel(logging.WARNING if args.verbose else logging.ERROR)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("ven.agent").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    # By default the demo's progress lines and the table; -v adds what `vtn serve` and
+    # `ven fleet` log by default (registrations, opts, state changes), -vv their -v.
+    logs.setup(max(args.verbose - 1, 0), stream=sys.stdout)
+    if args.verbose == 0:
+        for name in logs.OURS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        log.setLevel(logging.INFO)
     options = DemoOptions(vens=args.vens, lead_s=args.lead, event_s=args.event,
                           workdir=args.workdir)
     result = asyncio.run(run_demo(options))

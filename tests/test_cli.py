@@ -1,6 +1,7 @@
 """`vtn` operator verbs against a real database: vens, events, telemetry export, db upgrade;
 and `vtn serve` / `ven run` / `ven fleet` start-up failures, run as a user runs them (a
 new process, so a traceback would show): one line on stderr, exit status 2."""
+import json
 import os
 import signal
 import socket
@@ -180,7 +181,8 @@ def test_a_second_vtn_on_the_same_ports_is_one_line_and_the_first_stops_cleanly(
     port, admin_port = free_port(), free_port()
     first = serve_toml(tmp_path, pki, port=str(port), admin_port=str(admin_port),
                        admin_token='"t0ken"')
-    proc = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(first)],
+    proc = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(first),
+                             "--log-format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.monotonic() + 60
@@ -200,8 +202,13 @@ def test_a_second_vtn_on_the_same_ports_is_one_line_and_the_first_stops_cleanly(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "CancelledError" not in err
-    assert f"listening on https://127.0.0.1:{port}" in err        # INFO by default
-    assert "certificate fingerprint " + pki.vtn.fingerprint in err
+    entries = [json.loads(line) for line in err.splitlines()]      # every line is JSON
+    messages = [(e["level"], e["logger"], e["message"]) for e in entries]
+    assert ("INFO", "vtn.service", f"VTN FLEXADR_VTN listening on https://127.0.0.1:{port}"
+            ) in messages                                            # INFO by default
+    assert ("INFO", "vtn.commands.serve", f"VTN certificate fingerprint {pki.vtn.fingerprint} "
+            "(the VENs' vtn_fingerprint)") in messages
+    assert not [e for e in entries if e["logger"].startswith(("alembic", "aiohttp"))]
     assert out == ""                                               # no banner
 
 
