@@ -188,7 +188,7 @@ def sqlite_relative_to(base: Path, url: str) -> str:
     return f"sqlite:///{(base / path).resolve()}"
 
 
-def tls_problems(cert: Path, key: Path, ca_file: Path,
+def tls_problems(cert: Path, key: Path, ca_file: Path | None = None,
                  now: datetime | None = None) -> list[str]:
     """What stops TLS with these files, as 'key: problem' (the files exist: the model
     checked). Checked at start-up so the operator reads this, not an ssl traceback."""
@@ -213,6 +213,8 @@ def tls_problems(cert: Path, key: Path, ca_file: Path,
     else:
         if _public(private.public_key()) != _public(leaf.public_key()):
             problems.append(f"key: not the key of {cert}: {key}")
+    if ca_file is None:
+        return problems
     try:
         x509.load_pem_x509_certificates(ca_file.read_bytes())
     except ValueError:
@@ -225,7 +227,8 @@ def _public(public_key) -> bytes:
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def require_tls(source: str, prefix: str, cert: Path, key: Path, ca_file: Path) -> None:
+def require_tls(source: str, prefix: str, cert: Path, key: Path,
+                ca_file: Path | None = None) -> None:
     problems = tls_problems(cert, key, ca_file)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(prefix + p for p in problems))

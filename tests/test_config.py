@@ -127,6 +127,10 @@ def test_wrong_types_and_ranges_are_named(examples):
     assert vtn_error(path) == f"{path}: port: should be less than or equal to 65535, got 70000"
     path = write(examples, "vtn.toml", text + "admin_port = 8443\n")
     assert vtn_error(path) == f"{path}: (file): admin_port 8443 is also the OpenADR port"
+    path = write(examples, "vtn.toml", text + 'admin_cert = "pki/vtn.crt"\n'
+                 'admin_key = "pki/vens/ven-001.key"\n')
+    assert vtn_error(path) == (f"{path}: admin_key: not the key of {examples / 'pki/vtn.crt'}: "
+                               f"{examples / 'pki/vens/ven-001.key'}")
     agent = original("ven.toml")
     for old, new, message in [
             ("capacity_kwh = 13.5", "capacity_kwh = -1", "capacity_kwh: should be greater than 0"),

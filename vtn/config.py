@@ -91,6 +91,8 @@ class VtnFile(Strict):
     admin_token_env: str | None = None   # preferred: the token stays out of the file
     admin_host: str = "127.0.0.1"
     admin_port: Port | None = None
+    admin_cert: ReadableFile | None = None     # with admin_key: HTTPS on the admin listener
+    admin_key: ReadableFile | None = None
     public_url: str | None = None
     webhook_allow_private: bool = False
     smtp: SmtpFile | None = None
@@ -102,6 +104,8 @@ class VtnFile(Strict):
             raise ValueError(f"admin_port {self.admin_port} is also the OpenADR port")
         if self.admin_token is not None and self.admin_token_env is not None:
             raise ValueError("admin_token and admin_token_env: give one, not both")
+        if (self.admin_cert is None) != (self.admin_key is None):
+            raise ValueError("admin_cert and admin_key: give both or neither")
         return self
 
     def admin_secret(self, source: str) -> str | None:
@@ -123,6 +127,7 @@ class VtnFile(Strict):
             replay_past=timedelta(seconds=self.replay_past_s),
             replay_future=timedelta(seconds=self.replay_future_s),
             admin_host=self.admin_host, crl_file=self.crl_file,
+            admin_cert=self.admin_cert, admin_key=self.admin_key,
             webhook_allow_private=self.webhook_allow_private)
 
 
@@ -131,6 +136,8 @@ def load(path: Path) -> VtnSettings:
     base = path.parent
     parsed = validate(VtnFile, read_toml(path), base, str(path))
     require_tls(str(path), "", parsed.cert, parsed.key, parsed.ca_file)
+    if parsed.admin_cert is not None:
+        require_tls(str(path), "admin_", parsed.admin_cert, parsed.admin_key)
     smtp = parsed.smtp and SmtpSettings(parsed.smtp.host, parsed.smtp.port, parsed.smtp.sender)
     planner = parsed.planner.settings() if parsed.planner else None
     return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),

@@ -66,6 +66,8 @@ class VtnConfig:
     replay_future: timedelta = timedelta(seconds=5)    # newest (sender's clock ahead)
     admin_host: str = "127.0.0.1"                      # where admin_port listens
     crl_file: Path | None = None                       # revoked VEN certificates
+    admin_cert: Path | None = None                     # with admin_key: the admin plane on HTTPS
+    admin_key: Path | None = None
     webhook_allow_private: bool = False                # notice webhooks to private addresses
 
 
