@@ -198,15 +198,29 @@ def ensure_dev_pki(root: Path, ven_names: Iterable[str], key_type: KeyType = "ec
 
 # --- production certificates (OpenADR Alliance PKI) --------------------------
 
-class ChainError(ValueError):
-    pass
+class CertError(ValueError):
+    """A certificate or key file that cannot be used; the message names the file."""
+
+
+def file_fingerprint(path: Path) -> str:
+    """`fingerprint` of a certificate file."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CertError(f"{path}: no such file") from None
+    except OSError as err:
+        raise CertError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        return fingerprint(data)
+    except ValueError:
+        raise CertError(f"{path}: not a PEM certificate") from None
 
 
 def read_certificates(path: Path) -> list[x509.Certificate]:
     try:
         found = x509.load_pem_x509_certificates(Path(path).read_bytes())
     except ValueError:
-        raise ChainError(f"{path}: no PEM certificate in it") from None
+        raise CertError(f"{path}: no PEM certificate in it") from None
     return found
 
 
@@ -252,17 +266,17 @@ def install(paths: CertPaths, cert_file: Path, key_file: Path, trust: Path) -> C
     try:
         key = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
     except (ValueError, TypeError):
-        raise ChainError(f"{key_file}: not an unencrypted PEM private key") from None
+        raise CertError(f"{key_file}: not an unencrypted PEM private key") from None
     der = serialization.PublicFormat.SubjectPublicKeyInfo
     if (key.public_key().public_bytes(serialization.Encoding.DER, der)
             != leaf.public_key().public_bytes(serialization.Encoding.DER, der)):
-        raise ChainError(f"{key_file}: not the key of {cert_file}")
+        raise CertError(f"{key_file}: not the key of {cert_file}")
     pool = rest + read_certificates(trust)
     chain, current = [leaf], leaf
     while not _issued_by(current, current):
         issuer = next((c for c in pool if c not in chain and _issued_by(current, c)), None)
         if issuer is None:
-            raise ChainError(f"{cert_file}: issuer {current.issuer.rfc4514_string()} is not in "
+            raise CertError(f"{cert_file}: issuer {current.issuer.rfc4514_string()} is not in "
                              f"{trust} (import its chain first)")
         chain.append(issuer)
         current = issuer

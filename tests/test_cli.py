@@ -105,6 +105,17 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(vtn_toml, database_u
     store.close()
 
 
+def test_enrol_names_a_certificate_it_cannot_use(vtn_toml, database_url, capsys):
+    missing = vtn_toml.parent / "ven-9.crt"
+    for cert, problem in [(missing, "no such file"), (vtn_toml, "not a PEM certificate")]:
+        code, _, err = run(capsys, "enrol", "--config", str(vtn_toml), "ven-9", str(cert),
+                           "--program", "connected_solutions", "--kind", "battery")
+        assert code == 2 and err == f"vtn: {cert}: {problem}\n"
+    store = Store(database_url)
+    assert store.ven("ven-9") is None
+    store.close()
+
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}

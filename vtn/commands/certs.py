@@ -162,11 +162,9 @@ def _issue(layout: pki.Layout, target: pki.CertPaths, make) -> pki.CertPaths:
 def _fingerprint(args) -> int:
     for path in args.files:
         try:
-            print(f"{pki.fingerprint(path.read_bytes())}  {path}")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except ValueError:
-            raise ConfigError(f"{path}: not a PEM certificate") from None
+            print(f"{pki.file_fingerprint(path)}  {path}")
+        except pki.CertError as err:
+            raise ConfigError(str(err)) from None
     return 0
 
 
@@ -177,7 +175,7 @@ def _import(args) -> int:
     try:
         for path in args.chains + [p for p in (args.cert, args.key) if p is not None]:
             if not path.is_file():
-                raise pki.ChainError(f"{path}: no such file")
+                raise pki.CertError(f"{path}: no such file")
         added = pki.import_chain(layout, args.chains)
         for cert in added:
             print(f"added {cert.subject.rfc4514_string()} to {layout.bundle}")
@@ -188,6 +186,6 @@ def _import(args) -> int:
             paths = pki.install(target, args.cert, args.key, layout.bundle)
             print(f"installed {paths.cert} (with its intermediates) and {paths.key}")
             print(f"fingerprint {paths.fingerprint}")
-    except pki.ChainError as err:
+    except pki.CertError as err:
         raise ConfigError(str(err)) from None
     return 0

@@ -11,7 +11,7 @@ import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from certs.pki import fingerprint
+from certs.pki import CertError, file_fingerprint, fingerprint
 from flexadr import logs
 from flexadr.clock import SystemClock
 from schedules import model
@@ -111,11 +111,15 @@ def _require_free(source: Path, key: str, host: str, port: int) -> None:
 
 def _enrol(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
+    try:
+        cert_fingerprint = file_fingerprint(args.cert)
+    except CertError as err:
+        raise config.ConfigError(str(err)) from None
     store = Store(settings.database_url)
     if store.ven(args.name) is not None:
         print(f"VEN {args.name} is already enrolled")
         return 1
-    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=fingerprint(args.cert.read_bytes()),
+    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=cert_fingerprint,
                     program_id=args.program, device_kind=args.kind))
     print(f"enrolled {args.name} ({args.kind}, {args.program})")
     return 0
