@@ -176,6 +176,9 @@ def test_vtn_serve_config_mistakes_are_one_line(tmp_path, pki):
     gone = tmp_path / "pki" / "gone.crt"
     path = serve_toml(tmp_path, pki, cert=f'"{gone}"')
     fails("vtn", "serve", path, f"cert: no such file: {gone}")
+    path = serve_toml(tmp_path, pki, database=f'"sqlite:///{tmp_path / "no" / "vtn.sqlite"}"')
+    assert_one_line(command("vtn", "serve", "--config", str(path)),
+                    "vtn: database error: unable to open database file")
 
 
 def test_vtn_serve_bad_certificates_and_keys_are_one_line(tmp_path, pki):
