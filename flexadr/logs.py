@@ -14,6 +14,7 @@ until `-vv`.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -44,9 +45,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ShutdownNoise(logging.Filter):
+    """Drops what stopping a VEN leaves in flight: openleadr closes its HTTP session while
+    an apscheduler poll job may still be waiting on it, and that job ends in a
+    CancelledError traceback or a "Connector is closed" error. Neither is a failure; a
+    poll that fails while the process runs has another message and is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("apscheduler") and record.exc_info and isinstance(
+                record.exc_info[1], asyncio.CancelledError):
+            return False
+        return not (record.name == "openleadr" and "Connector is closed" in record.getMessage())
+
+
 def setup(verbosity: int = 0, fmt: Format = "text", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT))
+    handler.addFilter(ShutdownNoise())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,4 +1,5 @@
-"""`make demo` output: progress lines and the table, under 40 lines, no traceback.
+"""`make demo` output: progress lines and the table, under 40 lines, no traceback; and
+the shutdown noise filter that keeps it so.
 
 The full demo (21 VENs, a 60 s event, ~1.5 min) is too slow for the suite: this runs
 its entry point with 3 VENs and a 5 s event (~25 s). Its default output is one line
@@ -31,3 +32,23 @@ def test_the_demo_prints_its_phases_and_the_table_and_nothing_else(tmp_path):
         "PKI", "VTN", f"{VENS}", "event", "event", "event"]
     assert len(lines) == len(progress) + 7 + VENS, proc.stdout    # + the table, nothing else
     assert len(lines) + (FULL_FLEET - VENS) < 40
+
+
+def test_what_stopping_leaves_in_flight_is_dropped_and_real_failures_are_kept():
+    import asyncio
+    import logging
+
+    from flexadr.logs import ShutdownNoise
+
+    def record(name: str, message: str, error: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, exc_info)
+
+    noise = ShutdownNoise()
+    assert not noise.filter(record("apscheduler.executors.default", 'Job "FlexClient._poll" '
+                                   "raised an exception", asyncio.CancelledError()))
+    assert not noise.filter(record("openleadr", "Request error ClientConnectionError:"
+                                                "Connector is closed."))
+    assert noise.filter(record("apscheduler.executors.default", 'Job "FlexClient._poll" '
+                               "raised an exception", ValueError("bad payload")))
+    assert noise.filter(record("openleadr", "Request error ClientConnectorError:Cannot connect"))
