@@ -28,12 +28,27 @@ def status_at(event: Event, now: datetime) -> str:
 event_status = status_at   # the walking skeleton's name
 
 
+def in_profile_order(events: list[objects.Event]) -> list[objects.Event]:
+    """The 2.0b order for oadrDistributeEvent: active events first, then by priority
+    (1 is highest; 0 or none is lowest), then by start. Statuses are taken as given."""
+    def key(event: objects.Event):
+        priority = event.event_descriptor.priority or float("inf")
+        active = event.event_descriptor.event_status == enums.EVENT_STATUS.ACTIVE
+        return (not active, priority, event.active_period.dtstart)
+    return sorted(events, key=key)
+
+
+# openleadr's default itemBase says 50 Hz / 230 V; every program here is on New England's
+# 60 Hz grid with 240 V split-phase residential service.
+GRID_POWER = objects.PowerAttributes(hertz=60, voltage=240, ac=True)
+
+
 def _measurement(event: Event) -> objects.Measurement | None:
     if event.signal_unit != "kW":
         return None
     power = enums.MEASUREMENTS.REAL_POWER
     return objects.Measurement(name=power.name, description=power.description, unit=power.unit,
-                               scale="k", power_attributes=power.power_attributes)
+                               scale="k", power_attributes=GRID_POWER)
 
 
 def to_oadr(event: Event, ven_id: str, now: datetime) -> objects.Event:

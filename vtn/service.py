@@ -29,7 +29,7 @@ from flexadr.clock import Clock
 from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
 from vtn import metrics
 from vtn.lifecycle import advance
-from vtn.oadr_events import to_oadr, to_report_request
+from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.security import signature_middleware
 from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
 
@@ -109,10 +109,11 @@ class Vtn:
             show_fingerprint=False,
         )
         for name in ("on_create_party_registration", "on_cancel_party_registration",
-                     "on_poll", "on_request_event", "on_created_event"):
+                     "on_poll", "on_created_event"):
             self.server.add_handler(name, getattr(self, name))
         self._route_opt_service()
         self._route_report_service()
+        self.server.services["event_service"].handlers["oadrRequestEvent"] = self.request_event
         self._count_queries()
         self._own_service_state()
         create_message = self.server.services["poll_service"]._create_message
@@ -277,6 +278,8 @@ class Vtn:
         payload = json.loads(message.payload or "{}")
         kind = message.message_type
         if kind == "oadrDistributeEvent":
+            if not self.store.undelivered(ven_id):
+                return None     # every version already went out, e.g. in an oadrRequestEvent answer
             return "oadrDistributeEvent", {"events": self._current_events(ven_id)}
         if kind == "oadrCreateReport":
             request = self.store.report_request(payload["report_request_id"])
@@ -293,10 +296,17 @@ class Vtn:
         log.error("unknown queued message %s for %s", kind, ven_id)
         return None
 
-    def on_request_event(self, ven_id: str):
+    async def request_event(self, payload: dict):
+        """oadrRequestEvent, answered like the poll: openleadr's own handler re-derives each
+        status from the wall clock and resets createdDateTime, so the same event version
+        would read differently by the path it took."""
         metrics.MESSAGES_IN.labels("oadrRequestEvent").inc()
+        ven_id = payload["ven_id"]
         self._seen(ven_id)
-        return self._current_events(ven_id) or None
+        events = self._current_events(ven_id)
+        if not events:
+            return "oadrResponse", {}
+        return "oadrDistributeEvent", {"events": in_profile_order(events)}
 
     def on_created_event(self, ven_id: str, event_id: str, opt_type: str) -> None:
         metrics.MESSAGES_IN.labels("oadrCreatedEvent").inc()
