@@ -25,8 +25,10 @@ from aiohttp import web
 from openleadr import OpenADRServer, errors, messaging
 from openleadr.service import VTNService, handler, service
 
+from flexadr import tls
 from flexadr.clock import Clock
 from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
+from flexadr.tls import CertKey, TlsProfile
 from vtn import metrics
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
@@ -62,6 +64,17 @@ class VtnConfig:
     public_url: str | None = None     # base of the opt-out links in notices
     admin_port: int | None = None     # also serve admin API / opt-out links here, without mTLS
     tick_interval: timedelta = timedelta(seconds=5)
+    tls_profile: TlsProfile = "default"
+    # A second server certificate of the other key type (RSA beside ECC): the profile
+    # wants both, and the suite the client offers picks one.
+    alt_cert: Path | None = None
+    alt_key: Path | None = None
+
+    def tls_identities(self) -> list[CertKey]:
+        identities = [CertKey(self.cert, self.key)]
+        if self.alt_cert is not None and self.alt_key is not None:
+            identities.append(CertKey(self.alt_cert, self.alt_key))
+        return identities
 
 
 @service("EiOpt")
@@ -108,6 +121,8 @@ class Vtn:
             ven_lookup=self.ven_lookup,
             show_fingerprint=False,
         )
+        self.server.ssl_context = tls.server_context(config.tls_profile, config.tls_identities(),
+                                                     config.ca_file)
         for name in ("on_create_party_registration", "on_cancel_party_registration",
                      "on_poll", "on_created_event"):
             self.server.add_handler(name, getattr(self, name))
