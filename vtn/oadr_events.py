@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from openleadr import enums, objects
 
+from vtn import event_intervals
 from vtn.store import CANCELLED, Event, ReportRequest
 
 # OpenADR 2.0b event status by position of `now` against the event; "near"
@@ -51,11 +52,22 @@ def _measurement(event: Event) -> objects.Measurement | None:
                                scale="k", power_attributes=GRID_POWER)
 
 
+def _intervals(event: Event) -> list[objects.Interval]:
+    """The signal's intervals, uid 0..n, back to back from the event's start."""
+    intervals, start = [], event.start_utc
+    steps = event_intervals.loads(event.interval_schedule, event.signal_value,
+                           event.end_utc - event.start_utc)
+    for uid, step in enumerate(steps):
+        intervals.append(objects.Interval(dtstart=start, duration=step.duration,
+                                          signal_payload=step.value, uid=uid))
+        start += step.duration
+    return intervals
+
+
 def to_oadr(event: Event, ven_id: str, now: datetime) -> objects.Event:
     duration = event.end_utc - event.start_utc
     signal = objects.EventSignal(
-        intervals=[objects.Interval(dtstart=event.start_utc, duration=duration,
-                                    signal_payload=event.signal_value, uid=0)],
+        intervals=_intervals(event),
         signal_name=event.signal_name,
         signal_type=event.signal_type,
         signal_id=f"{event.event_id}-0",

@@ -96,6 +96,9 @@ class Event(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     follow_up_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # JSON [[duration_s, value], ...] when the signal changes during the event (see
+    # vtn/event_intervals.py); None: one interval of signal_value over the whole event.
+    interval_schedule: str | None = Field(default=None, sa_type=Text)
 
     @property
     def cancelled(self) -> bool:
