@@ -7,6 +7,7 @@ from the poll queue, and its status and createdDateTime must be the stored ones.
 import asyncio
 from datetime import timedelta
 
+import pytest
 from lxml import etree
 
 from flexadr import xsd
@@ -67,3 +68,21 @@ async def test_a_modification_after_delivery_is_delivered_once_more(vtn):
     finally:
         await stock.client.stop()
     assert len(_distributions(stock, event.event_id)) == 2
+
+
+@pytest.mark.parametrize("asked", [{"http_pull_model": False}, {"transport_name": "xmpp"}])
+async def test_a_registration_for_an_exchange_the_vtn_does_not_serve_is_refused(vtn, asked):
+    server, pki, url = vtn
+    stock = Stock("stock-1", pki, url)
+    try:
+        message = stock.client._create_message(
+            "oadrCreatePartyRegistration", request_id="req-1", ven_name="stock-1", ven_id=None,
+            http_pull_model=asked.get("http_pull_model", True), xml_signature=True,
+            report_only=False, profile_name="2.0b",
+            transport_name=asked.get("transport_name", "simpleHttp"),
+            transport_address="https://ven.example/push", registration_id=None)
+        response_type, payload = await stock.client._perform_request("EiRegisterParty", message)
+    finally:
+        await stock.client.stop()
+    assert payload["response"]["response_code"] == 451
+    assert server.store.ven("stock-1").registration_id is None

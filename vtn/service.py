@@ -94,6 +94,25 @@ class OptService(VTNService):
         return self.vtn.on_cancel_opt(payload)
 
 
+# What this VTN serves (push and XMPP are not built yet): a VEN asking for anything else
+# would be told it is registered and then never hear from us.
+SERVED_TRANSPORTS = ("simpleHttp",)
+
+
+def _check_exchange(payload: dict) -> None:
+    transport = payload.get("transport_name")
+    if transport not in SERVED_TRANSPORTS:
+        log.warning("refused registration of %s: transport %s is not served",
+                    payload.get("ven_name"), transport)
+        raise errors.NotAllowedError(f"transport {transport!r} is not served by this VTN; "
+                                     f"use {' or '.join(SERVED_TRANSPORTS)}")
+    if payload.get("http_pull_model") is False:
+        log.warning("refused registration of %s: the push exchange model is not served",
+                    payload.get("ven_name"))
+        raise errors.NotAllowedError("the push exchange model (oadrHttpPullModel false) is not "
+                                     "served by this VTN; register with oadrHttpPullModel true")
+
+
 def _as_list(value) -> list:
     if value is None:
         return []
@@ -243,6 +262,7 @@ class Vtn:
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             raise errors.InvalidIdError(f"venID {payload['ven_id']} does not belong to this "
                                         f"certificate")
+        _check_exchange(payload)
         # A re-registration that names the current registration keeps it.
         asked = payload.get("registration_id")
         registration_id = (asked if asked and asked == ven.registration_id
