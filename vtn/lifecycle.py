@@ -29,7 +29,7 @@ class EventNotChangeable(ValueError):
 def publish(store: Store, program: Program, start_utc: datetime, end_utc: datetime,
             ven_ids: Sequence[str], clock: Clock, setpoint_kw: float | None = None,
             test_event: bool = False, follow_up: timedelta | None = None,
-            planned: bool = False) -> Event:
+            planned: bool = False, forced_reason: str | None = None) -> Event:
     """Store an event for `ven_ids`; they receive it at their next poll.
 
     planned=True stores it as 'pending': nobody sees it until `publish_planned`.
@@ -63,6 +63,7 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
         created_at=now,
         status=PENDING if planned else status_at_publication(start_utc, end_utc, now),
         follow_up_at=(start_utc - follow_up) if follow_up else None,
+        forced_reason=forced_reason,
     )
     return store.add_event(event, ven_ids)
 
@@ -89,7 +90,8 @@ def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime)
 
 
 def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | None = None,
-           end_utc: datetime | None = None, signal_value: float | None = None) -> Event:
+           end_utc: datetime | None = None, signal_value: float | None = None,
+           forced_reason: str | None = None) -> Event:
     """Change an event: its modification number goes up and every target gets it again."""
     event = _changeable(store, event_id)
     start = start_utc or event.start_utc
@@ -99,6 +101,8 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
     changes = {"start_utc": start, "end_utc": end}
     if signal_value is not None:
         changes["signal_value"] = signal_value
+    if forced_reason is not None:
+        changes["forced_reason"] = forced_reason
     now = clock.now()
     if event.follow_up_at is not None:
         changes["follow_up_at"] = start - (event.start_utc - event.follow_up_at)

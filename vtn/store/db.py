@@ -131,6 +131,23 @@ class Store:
             s.add(ven)
             s.commit()
 
+    def set_access(self, ven_id: str, disabled_at: datetime | None, reason: str | None,
+                   revoked_at: datetime | None = None) -> Ven:
+        """Disable (disabled_at set) or enable a VEN, in one transaction. Disabling ends its
+        registration and report requests: once enabled it registers afresh."""
+        with self.session() as s:
+            ven = s.get(Ven, ven_id)
+            ven.disabled_at, ven.disabled_reason = disabled_at, reason
+            ven.revoked_at = revoked_at or ven.revoked_at
+            if disabled_at is not None:
+                ven.registration_id, ven.registered_at = None, None
+                s.exec(update(ReportRequest).where(ReportRequest.ven_id == ven_id,
+                                                   ReportRequest.cancelled_at.is_(None))
+                       .values(cancelled_at=disabled_at))
+            s.add(ven)
+            s.commit()
+        return ven
+
     def seen(self, ven_id: str, at: datetime) -> None:
         """Last contact: informational, so PostgreSQL need not wait for the disk."""
         with self.session() as s:

@@ -56,6 +56,10 @@ class Ven(SQLModel, table=True):
     registration_id: str | None = None
     registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An operator's `vtn vens disable|revoke`: every request of the VEN is refused (463).
+    disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    disabled_reason: str | None = None
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)   # for good
 
 
 class Resource(SQLModel, table=True):
@@ -96,6 +100,7 @@ class Event(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     follow_up_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    forced_reason: str | None = None     # the operator's reason for overriding program rules
 
     @property
     def cancelled(self) -> bool:
