@@ -450,10 +450,10 @@ class AdminApi:
             except KeyError as err:
                 raise ApiError(404, f"no event {event_id}") from err
         else:
+            start, end = _query_time(request, "start"), _query_time(request, "end")
             ven_id = request.query.get("ven_id")
             if not ven_id or self.store.ven(ven_id) is None:
-                raise ApiError(400, "give event_id, or the ven_id of an enrolled VEN")
-            start, end = _query_time(request, "start"), _query_time(request, "end")
+                raise InputError.one("ven_id", "give event_id, or the ven_id of an enrolled VEN")
             text = telemetry_csv(self.store, [ven_id], start, end)
         return web.Response(text=text, content_type="text/csv")
 

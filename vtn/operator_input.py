@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       StrictBool, StrictInt, StringConstraints, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
@@ -67,6 +67,13 @@ def _time(value):
     return when
 
 
+def _minutes(value: int) -> int:
+    longest = MAX_EVENT // timedelta(minutes=1)
+    if not 1 <= value <= longest:
+        raise ValueError(f"must be positive, at most {longest} ({_hours(MAX_EVENT)} h)")
+    return value
+
+
 Time = Annotated[datetime, BeforeValidator(_time)]
 Kw = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_KW, le=MAX_KW)]
 Rating = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_KW)]
@@ -99,7 +106,7 @@ class EventRequest(_Forceable):
     program_id: ProgramId
     start: Time
     end: Time | None = None
-    minutes: Annotated[StrictInt, Field(ge=1, le=MAX_EVENT // timedelta(minutes=1))] | None = None
+    minutes: Annotated[StrictInt, AfterValidator(_minutes)] | None = None
     setpoint_kw: Kw | None = None
     ven_ids: Annotated[list[Id], Field(min_length=1, max_length=100_000)] | None = None
     test_event: StrictBool = False
