@@ -126,6 +126,7 @@ class Vtn:
         self._route_report_service()
         self._count_queries()
         self._own_service_state()
+        self._complete_event_errors()
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
@@ -143,6 +144,21 @@ class Vtn:
             service_._create_message = signer
         if not isinstance(messaging.NONCE_CACHE, NonceCache):
             install_nonce_cache()      # O(1) replay check instead of a scan per message
+
+    def _complete_event_errors(self) -> None:
+        """openleadr answers an oadrRequestEvent error (e.g. 463 for a disabled VEN) with an
+        oadrDistributeEvent that lacks its events, vtnID and requestID, so building it
+        fails (500). Fill them in: no events, our vtnID, a fresh requestID."""
+        service_ = self.server.services["event_service"]
+        original = service_.error_response
+
+        def error_response(message_type, error_code, error_description):
+            response_type, payload = original(message_type, error_code, error_description)
+            if response_type == "oadrDistributeEvent":
+                payload.update(events=[], vtn_id=self.config.vtn_id,
+                               request_id=uuid.uuid4().hex)
+            return response_type, payload
+        service_.error_response = error_response
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)
