@@ -257,3 +257,70 @@ async def test_more_than_twelve_opt_outs_in_a_season_are_flagged(api):
         status, body = await _call(session, "GET", "/api/optouts")
         assert body["season_counts"]["ev-1"] == {"count": day + 1, "limit": 12,
                                                  "over_limit": day + 1 > 12}
+
+
+# --- the admin plane: its own listener, TLS, failed-token limit, health ----------------------
+
+async def test_failed_tokens_are_limited_per_address(api):
+    from vtn.admin import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW
+    session, vtn, _, clock = api
+    wrong = {"Authorization": "Bearer guess"}
+    for _ in range(FAILED_AUTH_LIMIT):
+        assert (await _call(session, "GET", "/api/vens", headers=wrong))[0] == 401
+    async with session.get("/api/vens", headers=wrong) as response:
+        assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+    # The right token does not help the address while it is locked out ...
+    assert (await _call(session, "GET", "/api/vens"))[0] == 429
+    # ... another address is not affected ...
+    port = vtn.config.admin_port
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as other:
+        async with other.get(f"http://127.0.0.1:{port}/api/vens", headers=AUTH) as response:
+            assert response.status == 200
+    # ... and the window passing lets it in again.
+    clock.advance(FAILED_AUTH_WINDOW)
+    assert (await _call(session, "GET", "/api/vens"))[0] == 200
+
+
+async def test_health_answers_without_a_token_and_says_when_the_database_is_gone(api, tmp_path):
+    session, vtn, pki, _ = api
+    status, body = await _call(session, "GET", "/health", headers={})
+    assert (status, body["status"], body["database"]) == (200, "ok", "ok")
+    assert body["time"] == "2026-07-01T12:00:00Z"
+    from vtn.store import Store
+    gone = Store(f"sqlite:///{tmp_path}/no/such/dir/vtn.sqlite", migrate_schema=False)
+    admin_port = _free_port()
+    down = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", _free_port(), pki.vtn.cert, pki.vtn.key,
+                         pki.ca.cert, admin_port=admin_port), gone, ManualClock(NOW))
+    await down.start(run_ticker=False)
+    try:
+        async with session.get(f"http://127.0.0.1:{admin_port}/health") as response:
+            body = await response.json()
+            assert (response.status, body["status"]) == (503, "unavailable")
+    finally:
+        await down.stop()
+
+
+async def test_the_admin_listener_binds_its_own_address_and_can_speak_tls(tmp_path, store):
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    admin_port = _free_port()
+    vtn = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", _free_port(), pki.vtn.cert, pki.vtn.key,
+                        pki.ca.cert, admin_token=TOKEN, admin_port=admin_port,
+                        admin_host="127.0.0.2", admin_cert=pki.vtn.cert, admin_key=pki.vtn.key),
+              store, ManualClock(NOW))
+    await vtn.start(run_ticker=False)
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    try:
+        assert vtn._admin_runner.addresses == [("127.0.0.2", admin_port)]
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            with pytest.raises(aiohttp.ClientConnectorError):     # nothing on 127.0.0.1
+                await session.get(f"https://127.0.0.1:{admin_port}/health", ssl=context)
+            with pytest.raises(aiohttp.ClientError):              # no plain HTTP
+                await session.get(f"http://127.0.0.2:{admin_port}/health")
+            # The VTN certificate names 127.0.0.1 only: check the chain, not the name.
+            context.check_hostname = False
+            async with session.get(f"https://127.0.0.2:{admin_port}/api/vens", ssl=context,
+                                   headers=AUTH) as response:
+                assert response.status == 200
+    finally:
+        await vtn.stop()
