@@ -1,6 +1,7 @@
 """Participant notices through real channels: a local SMTP server (aiosmtpd) and an HTTP webhook."""
 import email
 import email.policy
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
@@ -39,6 +40,22 @@ def smtp():
     controller.stop()
 
 
+@asynccontextmanager
+async def http_server(**posts):
+    """A local HTTP server answering POST /NAME with posts[NAME]; yields its base URL."""
+    app = web.Application()
+    for name, handler in posts.items():
+        app.router.add_post(f"/{name}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def webhook():
     received = []
@@ -46,14 +63,8 @@ async def webhook():
     async def hook(request):
         received.append(await request.json())
         return web.json_response({"ok": True})
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield received, f"http://127.0.0.1:{port}/hook"
-    await runner.cleanup()
+    async with http_server(hook=hook) as url:
+        yield received, f"{url}/hook"
 
 
 def _setup(store, webhook_url):
@@ -222,15 +233,8 @@ async def redirecting_webhook():
     async def inside(request):
         hits["inside"] += 1
         return web.json_response({"ok": True})
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_post("/inside", inside)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield hits, f"http://127.0.0.1:{port}/hook"
-    await runner.cleanup()
+    async with http_server(hook=hook, inside=inside) as url:
+        yield hits, f"{url}/hook"
 
 
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",

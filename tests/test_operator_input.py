@@ -3,10 +3,10 @@
 import json
 import math
 
-import pytest
 from sqlalchemy import select
 
-from tests.test_admin import AUTH, NOW, _call, api  # noqa: F401  (api: the fixture)
+from tests.test_admin import AUTH, _call, api  # noqa: F401  (api: a fixture)
+from tests.test_cli import vtn_toml  # noqa: F401  (a fixture)
 from vtn import ven_control
 from vtn.cli import main
 from vtn.store import Ven
@@ -209,16 +209,6 @@ async def test_times_are_answered_in_utc_with_z(api):
 
 
 # --- the CLI reads through the same models ---------------------------------------------------
-
-@pytest.fixture
-def vtn_toml(tmp_path, database_url):
-    from certs.pki import ensure_dev_pki
-    pki = ensure_dev_pki(tmp_path / "pki", [])
-    path = tmp_path / "vtn.toml"
-    path.write_text(f'cert = "{pki.vtn.cert}"\nkey = "{pki.vtn.key}"\nca_file = "{pki.ca.cert}"\n'
-                    f'database = "{database_url}"\n')
-    return path
-
 
 def test_cli_verbs_refuse_bad_values_with_exit_2_and_store_nothing(vtn_toml, store, capsys):
     store.enrol(Ven(ven_id="batt-1", ven_name="batt-1", fingerprint="fp1",
