@@ -115,8 +115,8 @@ async def test_force_overrides_program_rules_only_and_the_reason_is_stored(api):
     forced = {"force": True, "force_reason": "grid emergency declared by the ISO"}
     before = snapshot(vtn.store)
     # Not forceable: shape, sign, bounds.
-    for change in ('"setpoint_kw": -5', '"setpoint_kw": Infinity', '"start": "9999-01-01T00:00:00Z"',
-                   '"minutes": 100000'):
+    for change in ('"setpoint_kw": -5', '"setpoint_kw": Infinity',
+                   '"start": "9999-01-01T00:00:00Z"', '"minutes": 100000'):
         status, body = await _raw(session, "POST", "/api/events",
                                   _body(change + ", " + json.dumps(forced)[1:-1]))
         assert status == 400, (change, body)
@@ -184,8 +184,8 @@ async def test_participant_enrolment_and_export_input(api):
         assert (status, body["field"]) == (400, field), (change, body)
     enrol = {"participant_id": "alice", "program_id": "managed_charging", "ven_name": "ev-1",
              "device_kind": "ev_managed", "fingerprint": pki.vens["ev-1"].fingerprint}
-    for text, field in [('"charger_kw": Infinity', "charger_kw"), ('"charger_kw": "7"', "charger_kw"),
-                        ('"charger_kw": -7', "charger_kw"), ('"ven_name": ["ev-1"]', "ven_name"),
+    for text, field in [('"charger_kw": Infinity', "charger_kw"),
+                        ('"charger_kw": "7"', "charger_kw"), ('"charger_kw": -7', "charger_kw"), ('"ven_name": ["ev-1"]', "ven_name"),
                         ('"fingerprint": "zz"', "fingerprint")]:
         status, body = await _raw(session, "POST", "/api/enrolments",
                                   json.dumps(enrol)[:-1] + ", " + text + "}")
@@ -202,7 +202,8 @@ async def test_times_are_answered_in_utc_with_z(api):
     session, vtn, pki, _ = api
     _enrol(vtn.store, pki)
     status, event = await _call(session, "POST", "/api/events", json=GOOD)
-    assert (event["start_utc"], event["end_utc"]) == ("2026-07-02T20:00:00Z", "2026-07-02T22:00:00Z")
+    assert (event["start_utc"], event["end_utc"]) == ("2026-07-02T20:00:00Z",
+                                                      "2026-07-02T22:00:00Z")
     status, events = await _call(session, "GET", "/api/events")
     assert all(e["created_at"].endswith("Z") for e in events)
     assert all(not math.isnan(e["signal_value"]) for e in events)

@@ -263,15 +263,17 @@ class Vtn:
     def ven_lookup(self, ven_id: str) -> dict | None:
         """openleadr asks this for every message that names a venID: a disabled, revoked or
         unenrolled VEN is refused (463) before any handler runs."""
-        ven = self.store.ven(ven_id)
+        ven, enrolments = self.store.ven_with_enrolments(ven_id)
         if ven is None:
             return None
-        self._refuse_if_disabled(ven)
+        self._refuse_if_disabled(ven, enrolments)
         return {"ven_id": ven.ven_id, "ven_name": ven.ven_name,
                 "fingerprint": ven.fingerprint, "registration_id": ven.registration_id}
 
-    def _refuse_if_disabled(self, ven) -> None:
-        why = ven_control.refusal_of(self.store, ven, self.clock)
+    def _refuse_if_disabled(self, ven, enrolments=None) -> None:
+        if enrolments is None:
+            enrolments = self.store.enrolments(ven_id=ven.ven_id, active_only=False)
+        why = ven_control.refusal(ven, enrolments, self.clock.now().date())
         if why is not None:
             log.warning("refused a request of VEN %s: it is %s", ven.ven_id, why)
             raise errors.NotRegisteredOrAuthorizedError(f"VEN {ven.ven_id} is {why}")

@@ -104,6 +104,16 @@ class Store:
         with self.session() as s:
             return s.get(Ven, ven_id)
 
+    def ven_with_enrolments(self, ven_id: str) -> tuple[Ven | None, Sequence[Enrolment]]:
+        """A VEN and all its enrolments (ended ones too), in one query: asked per message."""
+        with self.session() as s:
+            rows = s.exec(select(Ven, Enrolment)
+                          .join(Enrolment, Enrolment.ven_id == Ven.ven_id, isouter=True)
+                          .where(Ven.ven_id == ven_id)).all()
+        if not rows:
+            return None, []
+        return rows[0][0], [enrolment for _, enrolment in rows if enrolment is not None]
+
     def ven_by_fingerprint(self, fingerprint: str) -> Ven | None:
         with self.session() as s:
             return s.exec(select(Ven).where(Ven.fingerprint == fingerprint)).first()
