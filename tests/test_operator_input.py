@@ -233,6 +233,12 @@ def test_cli_verbs_refuse_bad_values_with_exit_2_and_store_nothing(vtn_toml, sto
         (["events", "modify", *config, "some-event", "--setpoint-kw", "inf"], "--setpoint-kw"),
         (["events", "modify", *config, "some-event"], "body"),
         (["vens", "disable", *config, "batt-1", "--reason", ""], "--reason"),
+        (["enrol", *config, "two words", str(vtn_toml), "--program", "connected_solutions",
+          "--kind", "battery"], "name"),
+        (["enrol", *config, "batt-2", str(vtn_toml), "--program", "no_such_program",
+          "--kind", "battery"], "--program"),
+        (["enrol", *config, "batt-2", str(vtn_toml), "--program", "connected_solutions",
+          "--kind", "battery"], str(vtn_toml)),         # a config file is not a certificate
     ]:
         code = main(argv)
         out, err = capsys.readouterr()

@@ -98,21 +98,29 @@ class FailedAuth:
 
     def blocked_for(self, remote: str) -> timedelta | None:
         """How long `remote` is still refused (None: it may try)."""
-        times = self._recent(remote)
+        times = self.failures.get(remote)
+        if times is None:
+            return None
+        self._prune(times)
+        if not times:
+            del self.failures[remote]
+            return None
         if len(times) < self.limit:
             return None
         return times[0] + self.window - self.clock.now()
 
     def failed(self, remote: str) -> None:
-        if remote not in self.failures and len(self.failures) >= TRACKED_ADDRESSES:
-            self.failures.pop(next(iter(self.failures)))
-        self._recent(remote).append(self.clock.now())
+        times = self.failures.get(remote)
+        if times is None:
+            if len(self.failures) >= TRACKED_ADDRESSES:
+                self.failures.pop(next(iter(self.failures)))   # the longest-tracked address
+            times = self.failures[remote] = deque()
+        self._prune(times)
+        times.append(self.clock.now())
 
-    def _recent(self, remote: str) -> deque[datetime]:
-        times = self.failures.setdefault(remote, deque())
+    def _prune(self, times: deque[datetime]) -> None:
         while times and times[0] <= self.clock.now() - self.window:
             times.popleft()
-        return times
 
 
 class AdminApi:

@@ -161,11 +161,15 @@ class ParticipantRequest(_Input):
         return self
 
 
-class EnrolmentRequest(_Input):
-    participant_id: Id
+class VenRequest(_Input):
+    """A device (VEN) by its name, program and kind: `vtn enrol`."""
     program_id: ProgramId
     ven_name: Id
     device_kind: Id
+
+
+class EnrolmentRequest(VenRequest):
+    participant_id: Id
     certificate_pem: Annotated[str, StringConstraints(strict=True, max_length=20_000)] | None = None
     fingerprint: Annotated[str, StringConstraints(strict=True, max_length=64,
                                                   pattern=r"^[0-9A-Fa-f:]+$")] | None = None

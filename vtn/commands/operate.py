@@ -19,7 +19,7 @@ from vtn.store import migrate
 
 ONLINE_WINDOW = 3   # poll intervals
 # Model field -> the flag that carries it, for error messages.
-FLAGS = {"program_id": "--program", "start": "--start", "end": "--end", "minutes": "--minutes",
+FLAGS = {"program_id": "--program", "ven_name": "name", "device_kind": "--kind", "start": "--start", "end": "--end", "minutes": "--minutes",
          "setpoint_kw": "--setpoint-kw", "ven_ids": "--ven", "force_reason": "--reason",
          "reason": "--reason", "test_event": "--test"}
 VEN_ACTIONS = {
@@ -143,7 +143,7 @@ def _force_arguments(parser) -> None:
     parser.add_argument("--reason", help="why the rules are overridden")
 
 
-def _refused(err: InputError) -> int:
+def refused(err: InputError) -> int:
     print("; ".join(f"{FLAGS.get(field, field)}: {problem}" for field, problem in err.problems),
           file=sys.stderr)
     return 2
@@ -170,7 +170,7 @@ def events_create(args) -> int:
         _, store = _store(args)
         event = event_control.create(store, SystemClock(), request, program)
     except InputError as err:
-        return _refused(err)
+        return refused(err)
     targets = store.targets(event.event_id)
     print(f"published {event.event_id} to {len(targets)} VENs"
           + (f" (forced: {event.forced_reason})" if event.forced_reason else ""))
@@ -185,7 +185,7 @@ def _events_modify(args) -> int:
         _, store = _store(args)
         event = event_control.change(store, SystemClock(), args.event_id, request)
     except InputError as err:
-        return _refused(err)
+        return refused(err)
     except lifecycle.EventNotChangeable as err:
         print(f"cannot modify: {err}", file=sys.stderr)
         return 1
@@ -200,7 +200,7 @@ def _ven_action(args) -> int:
         try:
             extra = [parse(VenAction, _given(reason=args.reason)).reason]
         except InputError as err:
-            return _refused(err)
+            return refused(err)
     _, store = _store(args)
     try:
         ven = action(store, args.ven_id, SystemClock(), *extra)

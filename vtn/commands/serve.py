@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from pathlib import Path
 
 from certs.pki import fingerprint
 from flexadr.clock import SystemClock
-from vtn import config
+from vtn import config, event_control
 from vtn.commands import operate
+from vtn.operator_input import InputError, VenRequest, parse
 from vtn.planning import PlanningSchedule
 from vtn.service import Vtn
 from vtn.store import Store, Ven
@@ -71,12 +73,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _enrol(args: argparse.Namespace) -> int:
+    try:
+        request = parse(VenRequest, {"ven_name": args.name, "program_id": args.program,
+                                     "device_kind": args.kind})
+        event_control.load_program(request.program_id)
+        cert_fingerprint = fingerprint(args.cert.read_bytes())
+    except InputError as err:
+        return operate.refused(err)
+    except OSError as err:
+        print(f"{args.cert}: {err.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as err:     # not a PEM certificate
+        print(f"{args.cert}: not a PEM certificate: {err}", file=sys.stderr)
+        return 2
     settings = config.load(args.config)
     store = Store(settings.database_url)
     if store.ven(args.name) is not None:
         print(f"VEN {args.name} is already enrolled")
         return 1
-    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=fingerprint(args.cert.read_bytes()),
+    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=cert_fingerprint,
                     program_id=args.program, device_kind=args.kind))
     print(f"enrolled {args.name} ({args.kind}, {args.program})")
     return 0
