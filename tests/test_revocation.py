@@ -217,3 +217,18 @@ async def test_the_vtn_cancels_a_registration_and_asks_for_a_reregistration(vtn,
     assert status == 409 and "not registered" in body["error"]
     assert main(["vens", "cancel-registration", "--config", str(toml), "stock-1"]) == 1
     assert "not registered" in capsys.readouterr().err
+
+
+def test_config_names_the_crl_and_the_admin_listener(tmp_path):
+    from vtn import config
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    base = (f'cert = "{pki.vtn.cert}"\nkey = "{pki.vtn.key}"\nca_file = "{pki.ca.cert}"\n'
+            f'admin_port = 9999\nadmin_host = "10.0.0.5"\n')
+    path = tmp_path / "vtn.toml"
+    path.write_text(base + 'crl_file = "pki/ca.crl"\n')
+    with pytest.raises(config.ConfigError, match="ca.crl: no such file"):
+        config.load(path)
+    write_crl(pki.ca)
+    server = config.load(path).server
+    assert (server.crl_file, server.admin_host) == (crl_path(pki.ca), "10.0.0.5")
+    assert server.webhook_allow_private is False
