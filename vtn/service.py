@@ -28,10 +28,9 @@ from openleadr.service import VTNService, handler, service
 
 from flexadr.clock import Clock
 from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
-from vtn import metrics
+from vtn import metrics, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import to_oadr, to_report_request
-from vtn import ven_control
 from vtn.security import signature_middleware
 from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
 
