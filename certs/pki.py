@@ -6,12 +6,14 @@ which costs ~1.5 ms with P-256 and ~90 ms with RSA-2048.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -135,3 +137,66 @@ def ensure_dev_pki(root: Path, ven_names: Iterable[str], key_type: KeyType = "ec
         paths = CertPaths(root / "vens" / f"{name}.crt", root / "vens" / f"{name}.key")
         vens[name] = paths if paths.cert.exists() else issue(ca, root / "vens", name, key_type=key_type)
     return DevPki(root, ca, vtn, vens)
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+def crl_path(ca: CertPaths) -> Path:
+    """Where the CA's certificate revocation list lives: next to its certificate."""
+    return ca.cert.with_suffix(".crl")
+
+
+def revoked_serials(crl_file: Path) -> set[int]:
+    if not crl_file.exists():
+        return set()
+    crl = x509.load_pem_x509_crl(crl_file.read_bytes())
+    return {entry.serial_number for entry in crl}
+
+
+def write_crl(ca: CertPaths, crl_file: Path | None = None, serials: Iterable[int] = (),
+              now: datetime | None = None) -> Path:
+    """(Re)issue the CA's CRL with `serials` added to those already revoked.
+
+    Valid until the CA itself expires, so a forgotten refresh never locks every VEN out.
+    A TLS server that loaded the previous list checks against the newest valid one (by
+    lastUpdate, whole seconds, not in the future): a second list within the same second
+    waits for the next one."""
+    crl_file = crl_file or crl_path(ca)
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    entries: dict[int, datetime] = {}
+    previous = x509.load_pem_x509_crl(crl_file.read_bytes()) if crl_file.exists() else None
+    if previous is not None:
+        entries = {e.serial_number: e.revocation_date_utc for e in previous}
+    if now is None:
+        now = datetime.now(timezone.utc)
+        if previous is not None and now < previous.last_update_utc + timedelta(seconds=1):
+            time.sleep((previous.last_update_utc + timedelta(seconds=1) - now).total_seconds())
+            now = datetime.now(timezone.utc)
+    now = now.replace(microsecond=0)
+    for serial in serials:
+        entries.setdefault(serial, now)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now)
+               .next_update(max(ca_cert.not_valid_after_utc, now + timedelta(days=1))))
+    for serial, when in sorted(entries.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    crl_file.parent.mkdir(parents=True, exist_ok=True)
+    crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return crl_file
+
+
+def revoke(ca: CertPaths, cert_pem: bytes, crl_file: Path | None = None,
+           now: datetime | None = None) -> Path:
+    """Add a certificate the CA issued to the CA's CRL; ValueError if another CA issued it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValueError(f"the certificate ({cert.subject.rfc4514_string()}) was not issued "
+                         f"by this CA") from None
+    return write_crl(ca, crl_file, [cert.serial_number], now)

@@ -56,6 +56,11 @@ def load(path: Path) -> VtnSettings:
         admin_token=_admin_token(data, path),
         admin_port=int(data["admin_port"]) if "admin_port" in data else None,
         public_url=data.get("public_url"),
+        admin_host=data.get("admin_host", "127.0.0.1"),
+        admin_cert=file("admin_cert") if "admin_cert" in data else None,
+        admin_key=file("admin_key") if "admin_cert" in data else None,
+        crl_file=_existing(file("crl_file"), path) if "crl_file" in data else None,
+        webhook_allow_private=bool(data.get("webhook_allow_private", False)),
     )
     database = data.get("database", "sqlite:///vtn.sqlite")
     if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):
@@ -74,6 +79,12 @@ def load(path: Path) -> VtnSettings:
         except ValueError as err:
             raise ConfigError(f"{path}: {err}") from err
     return VtnSettings(server, database, smtp, planner)
+
+
+def _existing(file: Path, path: Path) -> Path:
+    if not file.is_file():
+        raise ConfigError(f"{path}: {file}: no such file")
+    return file
 
 
 def _admin_token(data: dict, path: Path) -> str | None:

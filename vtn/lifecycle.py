@@ -30,7 +30,8 @@ class EventNotChangeable(ValueError):
 def publish(store: Store, program: Program, start_utc: datetime, end_utc: datetime,
             ven_ids: Sequence[str], clock: Clock, setpoint_kw: float | None = None,
             test_event: bool = False, follow_up: timedelta | None = None,
-            planned: bool = False, steps: Sequence[event_intervals.Step] | None = None) -> Event:
+            planned: bool = False, steps: Sequence[event_intervals.Step] | None = None,
+            forced_reason: str | None = None) -> Event:
     """Store an event for `ven_ids`; they receive it at their next poll.
 
     planned=True stores it as 'pending': nobody sees it until `publish_planned`.
@@ -75,6 +76,7 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
         status=PENDING if planned else status_at_publication(start_utc, end_utc, now),
         follow_up_at=(start_utc - follow_up) if follow_up else None,
         interval_schedule=interval_schedule,
+        forced_reason=forced_reason,
     )
     return store.add_event(event, ven_ids)
 
@@ -101,7 +103,8 @@ def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime)
 
 
 def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | None = None,
-           end_utc: datetime | None = None, signal_value: float | None = None) -> Event:
+           end_utc: datetime | None = None, signal_value: float | None = None,
+           forced_reason: str | None = None) -> Event:
     """Change an event: its modification number goes up and every target gets it again."""
     event = _changeable(store, event_id)
     start = start_utc or event.start_utc
@@ -114,9 +117,11 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
         changes["interval_schedule"] = None
     elif event.interval_schedule is not None and end - start != event.end_utc - event.start_utc:
         steps = event_intervals.loads(event.interval_schedule, event.signal_value,
-                               event.end_utc - event.start_utc)
+                                      event.end_utc - event.start_utc)
         changes["interval_schedule"] = event_intervals.dumps(
             event_intervals.fit(steps, end - start))
+    if forced_reason is not None:
+        changes["forced_reason"] = forced_reason
     now = clock.now()
     if event.follow_up_at is not None:
         changes["follow_up_at"] = start - (event.start_utc - event.follow_up_at)
