@@ -26,7 +26,7 @@ from typing import Any
 from openleadr import enums, objects, utils
 
 from adapters import registry
-from adapters.base import Adapter, AdapterError, Charge, Reading
+from adapters.base import Adapter, AdapterError, Charge, Command, Reading
 from flexadr.clock import Clock, ceil_to
 from ven import events
 from ven.events import Event, Identity
@@ -114,6 +114,7 @@ class VenAgent:
         self._device_backoff: timedelta | None = None
         self.conditions = Conditions()
         self._schedule_changed = asyncio.Event()
+        self._applied: list[Command] | None = None     # what the device holds; None: unknown
         self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle -----------------------------------------------------------
@@ -323,15 +324,21 @@ class VenAgent:
         An opted-out event carries no command, except the storm preparation charge,
         which a storm warning also brings without any event.
         """
+        now = self.clock.now()
+        commands = in_force([(_executed(stored), _decision(stored))
+                             for stored in self.store.events_not_ended(now)])
+        prepare = storm_preparation(self.conditions, self.profile, now)
+        if prepare is not None and not any(isinstance(c, Charge) for c in commands):
+            commands.append(prepare)
+        commands = [c for c in commands if c.end > now]
+        if self._applied is not None and commands == [c for c in self._applied if c.end > now]:
+            return      # unchanged: clearing and re-applying would leave the device uncommanded a moment
         try:
+            self._applied = None
             await self.adapter.clear()
-            commands = in_force([(_executed(stored), _decision(stored))
-                                 for stored in self.store.events_not_ended(self.clock.now())])
-            prepare = storm_preparation(self.conditions, self.profile, self.clock.now())
-            if prepare is not None and not any(isinstance(c, Charge) for c in commands):
-                commands.append(prepare)
             for command in commands:
                 await self.adapter.apply(command)
+            self._applied = commands
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
             self._device_failed(err)      # re-planned and re-applied once it answers
