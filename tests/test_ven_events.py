@@ -100,6 +100,14 @@ def test_the_randomized_start_stays_within_the_tolerance_and_the_same_after_a_re
     assert events.start_offset("ven-3", "e1", timedelta(0)) == timedelta(0)
 
 
+def test_a_randomized_start_moves_the_whole_schedule_and_its_boundaries():
+    event = events.from_openleadr(distributed("e1", T0, HOUR, [5.0, 2.0]))
+    late = event.shifted(timedelta(minutes=3))
+    assert (late.start, late.end) == (event.start + timedelta(minutes=3), event.end + timedelta(minutes=3))
+    assert late.boundaries() == [T0 + timedelta(minutes=3) + n * HOUR for n in range(3)]
+    assert event.shifted(timedelta(0)) is event
+
+
 @pytest.fixture
 def offline(tmp_path):
     """Agent configs whose VTN does not answer, and one local database."""
