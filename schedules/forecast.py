@@ -20,7 +20,7 @@ similar peak), which is what event windows are placed by. numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -101,6 +101,66 @@ class DailyWeather:
             return np.full(len(ordinals), np.nan)
         found = self.day[idx] == ordinals
         return np.where(found, values[idx], np.nan)
+
+
+# The issued weather forecast file holds, for each valid hour, the value from
+# the model run about 24 h before it (Open-Meteo "previous runs", day 1): that
+# is its issue time. A decision at 15:00 the day before sees the event day's
+# hours up to 14:00 only.
+WEATHER_FORECAST_LEAD_S = 24 * HOUR_S
+
+
+@dataclass(frozen=True)
+class ForecastTemps:
+    """Issued hourly temperature forecasts (deg C) of several cities, by local day.
+
+    `temp[i, c, h]`: city `c`, local hour `h` of day `ordinal[i]` (NaN: none);
+    `issued[i, h]`: when that hour's values were issued (epoch s). `as_of`
+    blanks every value issued after the cut-off."""
+    cities: tuple[str, ...]
+    ordinal: np.ndarray          # local date ordinals, consecutive
+    temp: np.ndarray             # (days, cities, 24)
+    issued: np.ndarray           # (days, 24) epoch s; a huge value where no row
+
+    @classmethod
+    def build(cls, cities: tuple[str, ...], city: np.ndarray, t: np.ndarray, temp: np.ndarray,
+              issued_s: np.ndarray, tz: ZoneInfo) -> "ForecastTemps":
+        """From rows: city index, valid hour start (epoch s), value, issue time."""
+        days, hours = local_day_hour(t, tz)
+        if not len(days):
+            return cls(cities, np.empty(0, dtype=np.int64), np.empty((0, len(cities), 24)),
+                       np.empty((0, 24), dtype=np.int64))
+        first = int(days.min())
+        n = int(days.max()) - first + 1
+        table = np.full((n, len(cities), 24), np.nan)
+        table[days - first, city, hours] = temp
+        when = np.full((n, 24), np.iinfo(np.int64).min, dtype=np.int64)
+        # an hour is known once every city's value for it is
+        np.maximum.at(when, (days - first, hours), issued_s)
+        when[np.isnan(table).all(axis=1)] = np.iinfo(np.int64).max
+        return cls(cities, np.arange(first, first + n, dtype=np.int64), table, when)
+
+    def as_of(self, cutoff_s: int) -> "ForecastTemps":
+        late = self.issued > cutoff_s
+        if not late.any():
+            return self
+        temp = self.temp.copy()
+        temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
+        return replace(self, temp=temp)
+
+    def day_max(self, ordinals: np.ndarray, hours: slice = slice(0, 24)) -> np.ndarray:
+        """Mean over cities of each day's highest forecast temperature in `hours`
+        (NaN where a city has no value there or the day is not in the table)."""
+        out = np.full(len(ordinals), np.nan)
+        idx = ordinals - (self.ordinal[0] if len(self.ordinal) else 0)
+        ok = (idx >= 0) & (idx < len(self.ordinal))
+        if ok.any():
+            part = self.temp[idx[ok], :, hours]
+            with np.errstate(all="ignore"):
+                highs = np.where(np.isnan(part).all(axis=2), np.nan,
+                                 np.nanmax(np.where(np.isnan(part), -np.inf, part), axis=2))
+            out[ok] = highs.mean(axis=1)
+        return out
 
 
 @dataclass(frozen=True)
@@ -203,7 +263,14 @@ class OwnForecastConfig:
     recent_days: int = 35             # ... plus the most recent days
     analogs: int = 12                 # days averaged for the hourly shape
     peak_analogs: int = 40            # days of similar peak that vote for the peak hour (0: off)
+    peak_analog_max_age_days: int = 1461      # ... from the last four years only
     ridge: float = 1e-3
+    # with issued temperature forecasts (`_peak_from_temps`)
+    temps_first_hour: int = 9         # the forecast high is taken from this local hour on
+    temps_min_days: int = 14          # past days with a forecast before it is used
+    temps_halflife_days: float = 120.0
+    temps_ridge: float = 0.02
+    cooling_knee_c: float = 24.0
 
 
 def _daily_table(load: HourlySeries, tz: ZoneInfo):
@@ -264,18 +331,19 @@ class DailyLoad:
                    np.array([d.month * 100 + d.day for d in dates], dtype=np.int64),
                    np.array([d.timetuple().tm_yday for d in dates], dtype=np.int64))
 
-    def _slice(self, part: slice) -> "DailyLoad":
+    def select(self, part: slice | np.ndarray) -> "DailyLoad":
+        """The rows in `part` (a slice, or row indices in order)."""
         return DailyLoad(self.ordinal[part], self.end_s[part], self.profile[part],
                          self.peak[part], self.off[part], self.year[part], self.month[part],
                          self.month_day[part], self.doy[part])
 
     def as_of(self, cutoff_s: int) -> "DailyLoad":
         n = int(np.searchsorted(self.end_s, cutoff_s, side="right"))
-        return self._slice(slice(0, n))
+        return self.select(slice(0, n))
 
     def since(self, ordinal: int) -> "DailyLoad":
         lo = int(np.searchsorted(self.ordinal, ordinal, side="left"))
-        return self._slice(slice(lo, None))
+        return self.select(slice(lo, None))
 
     def rows(self, ordinals: np.ndarray) -> np.ndarray:
         """Row index of each ordinal, -1 where that day is missing."""
@@ -287,13 +355,17 @@ class DailyLoad:
 
 def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz: ZoneInfo,
                  cutoff_s: int, config: OwnForecastConfig = OwnForecastConfig(),
-                 daily: DailyLoad | None = None) -> DayForecast | None:
+                 daily: DailyLoad | None = None,
+                 temps: ForecastTemps | None = None) -> DayForecast | None:
     """Day-ahead hourly forecast for `day` from data known at `cutoff_s` only.
 
     `daily` is `DailyLoad.build(load, tz)` when the caller has it (it is cut to
-    `cutoff_s` here as well); built from `load` otherwise."""
+    `cutoff_s` here as well); built from `load` otherwise. With issued weather
+    forecasts (`temps`, cut to `cutoff_s` here too) the daily peak comes from
+    them (`_peak_from_temps`) once enough past days have both."""
     load = load.as_of(cutoff_s)                       # hours that had ended
     daily = (daily or DailyLoad.build(load, tz)).as_of(cutoff_s)
+    temps = temps.as_of(cutoff_s) if temps is not None else None
     cutoff_day = int(local_day_hour(np.array([cutoff_s]), tz)[0][0])
     weather = weather.before(cutoff_day) if weather is not None else None   # days that had ended
     target = day.toordinal()
@@ -307,6 +379,18 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     partial = load.between(day_bounds_s(date.fromordinal(target - 1), tz)[0], cutoff_s)
     if len(partial.t) == 0:
         return None
+    # the day before D is seen only up to the decision moment
+    _, seen_hours = local_day_hour(partial.t, tz)
+    seen = (seen_hours >= seen_from) & (seen_hours < seen_to)
+    prev_level = float(np.mean(partial.mw[seen])) if seen.any() else float(partial.mw[-1])
+    from_temps = None
+    if temps is not None:
+        from_temps = _peak_from_temps(daily, temps, target, prev_level, (seen_from, seen_to),
+                                      config)
+    if from_temps is not None:
+        # the issued forecast replaces the days-old observed weather; the load
+        # regression below then only chooses the analog days of the hourly shape
+        weather = None
 
     # training days: same time of year in earlier years, plus the recent weeks
     ords = daily.ordinal
@@ -343,17 +427,14 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     a = xs.T @ (xs * w[:, None]) + config.ridge * np.eye(xs.shape[1]) * w.sum()
     beta = np.linalg.solve(a, xs.T @ (y * w))
 
-    # the row for D: the day before D is seen only up to the decision moment
-    _, seen_hours = local_day_hour(partial.t, tz)
-    seen = (seen_hours >= seen_from) & (seen_hours < seen_to)
-    prev_level = float(np.mean(partial.mw[seen])) if seen.any() else float(partial.mw[-1])
+    # the row for D
     r2 = daily.rows(np.array([target - 2]))[0]
     peak2 = daily.peak[r2] if r2 >= 0 else np.nan
     xt = features(np.array([target]), np.array([prev_level]), np.array([peak2]),
                   off_day(np.array([target])), off_day(np.array([target - 1])))
     xt = np.where(np.isfinite(xt), xt, np.r_[1.0, mu][None, :])
     xts = np.column_stack([xt[:, 0], (xt[:, 1:] - mu) / sd])
-    peak = float((xts @ beta)[0])
+    peak = from_temps if from_temps is not None else float((xts @ beta)[0])
 
     # hourly shape: mean normalised profile of the nearest analog days
     dist = ((xs[:, 1:] - xts[:, 1:]) ** 2).sum(axis=1) + (age_days / 60.0) ** 2
@@ -364,7 +445,9 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     hours = day_hours_s(day, tz)
     _, local_hours = local_day_hour(hours, tz)
     off_target = float(off_day(np.array([target]))[0])
-    chance = _peak_hour_chance(daily, rows[near_season[rows]], peak, off_target, config)
+    # the peak hour moves over the years (behind-the-meter solar pushes it later)
+    voters = rows[near_season[rows] & (target - ords[rows] <= config.peak_analog_max_age_days)]
+    chance = _peak_hour_chance(daily, voters, peak, off_target, config)
     return DayForecast(day, hours, peak * shape[local_hours], "own",
                        chance[local_hours] if chance is not None else None)
 
@@ -384,3 +467,54 @@ def _peak_hour_chance(daily: DailyLoad, rows: np.ndarray, peak_mw: float, off: f
     nearest = same[np.argsort(np.abs(daily.peak[same] - peak_mw))[:config.peak_analogs]]
     hours = np.argmax(daily.profile[nearest], axis=1)
     return np.bincount(hours, minlength=24)[:24] / len(nearest)
+
+
+def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_level: float,
+                     seen: tuple[int, int], config: OwnForecastConfig) -> float | None:
+    """Daily peak of day `target` from the issued temperature forecasts.
+
+    Weighted ridge regression on the past days that have a forecast:
+    peak ~ the day before's load at the hours seen at the decision (the recent
+    level: it absorbs the drift between years and data sources), the forecast
+    high of the target day over the hours issued by the decision (cities
+    averaged) with a cooling knee, the heat of the two days before (build-up),
+    weekend / holiday and the weekday. None while fewer than
+    `temps_min_days` such days are known."""
+    known = ~np.isnan(temps.temp[target - temps.ordinal[0]]).any(axis=0) \
+        if len(temps.ordinal) and 0 <= target - temps.ordinal[0] < len(temps.ordinal) \
+        else np.zeros(24, dtype=bool)
+    hours = np.flatnonzero(known[config.temps_first_hour:]) + config.temps_first_hour
+    if len(hours) < 3:
+        return None
+    span = slice(config.temps_first_hour, int(hours[-1]) + 1)
+
+    def features(ords: np.ndarray, level: np.ndarray) -> np.ndarray:
+        high = temps.day_max(ords, span)
+        before = 0.6 * temps.day_max(ords - 1) + 0.4 * temps.day_max(ords - 2)
+        weekday = (ords + 6) % 7
+        off = off_day(ords)
+        return np.column_stack([
+            np.ones(len(ords)), level, high, np.maximum(high - config.cooling_knee_c, 0.0),
+            np.maximum(before - config.cooling_knee_c, 0.0), off, off_day(ords - 1),
+            (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
+
+    prev = daily.rows(daily.ordinal - 1)
+    rows = np.flatnonzero(prev >= 0)
+    if not len(rows):
+        return None
+    x = features(daily.ordinal[rows], daily.profile[prev[rows], seen[0]:seen[1]].mean(axis=1))
+    y = daily.peak[rows]
+    ok = np.isfinite(x).all(axis=1)
+    if ok.sum() < config.temps_min_days:
+        return None
+    x, y, age = x[ok], y[ok], (target - daily.ordinal[rows[ok]]).astype(float)
+    w = 1.0 / (1.0 + age / config.temps_halflife_days)
+    xt = features(np.array([target]), np.array([prev_level]))
+    if not np.isfinite(xt).all():
+        return None
+    mu, sd = x[:, 1:].mean(axis=0), x[:, 1:].std(axis=0) + 1e-6
+    xs = np.column_stack([x[:, 0], (x[:, 1:] - mu) / sd])
+    penalty = config.temps_ridge * np.eye(xs.shape[1]) * w.sum()
+    penalty[0, 0] = 0.0
+    beta = np.linalg.solve(xs.T @ (xs * w[:, None]) + penalty, xs.T @ (y * w))
+    return float(np.r_[1.0, (xt[0, 1:] - mu) / sd] @ beta)

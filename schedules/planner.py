@@ -67,8 +67,9 @@ import numpy as np
 
 from flexadr.clock import Clock, ManualClock
 from schedules import calendar
-from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, HourlySeries,
-                                DailyLoad, OwnForecastConfig, day_bounds_s, forecast_iso,
+from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, ForecastTemps,
+                                HourlySeries, DailyLoad, OwnForecastConfig, day_bounds_s,
+                                forecast_iso,
                                 forecast_own, off_day, to_epoch_s)
 from schedules.model import MonthDay, Program
 from schedules.storms import Exclusion
@@ -141,11 +142,13 @@ class PlanInputs:
     exclusions: tuple[Exclusion, ...] = ()      # storm / emergency exclusion periods
     daily: DailyLoad | None = None              # complete days of `load`
     iso_daily: DailyLoad | None = None          # days of `iso_forecast`, by issue time
+    weather_forecast: ForecastTemps | None = None   # issued hourly temperature forecasts
 
     @classmethod
     def build(cls, load: HourlySeries, tz, iso_forecast: ForecastSeries | None = None,
               weather: DailyWeather | None = None,
-              exclusions: tuple[Exclusion, ...] | list[Exclusion] = ()) -> "PlanInputs":
+              exclusions: tuple[Exclusion, ...] | list[Exclusion] = (),
+              weather_forecast: ForecastTemps | None = None) -> "PlanInputs":
         iso_daily = None
         if iso_forecast is not None:
             table = DailyLoad.build(HourlySeries(iso_forecast.t, iso_forecast.mw), tz)
@@ -154,7 +157,7 @@ class PlanInputs:
             idx = np.clip(np.searchsorted(iso_forecast.t, first_hour), 0, len(iso_forecast.t) - 1)
             iso_daily = replace(table, end_s=iso_forecast.issued_s[idx])
         return cls(load, iso_forecast, weather, tuple(exclusions), DailyLoad.build(load, tz),
-                   iso_daily)
+                   iso_daily, weather_forecast)
 
     def as_of(self, cutoff_utc: datetime, tz) -> "PlanInputs":
         cutoff_s = to_epoch_s(cutoff_utc)
@@ -168,7 +171,9 @@ class PlanInputs:
             weather=weather,
             exclusions=tuple(e for e in self.exclusions if e.known_utc <= cutoff_utc),
             daily=daily.as_of(cutoff_s),
-            iso_daily=self.iso_daily.as_of(cutoff_s) if self.iso_daily is not None else None)
+            iso_daily=self.iso_daily.as_of(cutoff_s) if self.iso_daily is not None else None,
+            weather_forecast=(self.weather_forecast.as_of(cutoff_s)
+                              if self.weather_forecast is not None else None))
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,7 @@ def _forecast(program: Program, day: date, view: PlanInputs, cutoff: datetime,
             return None
         return forecast_iso(view.iso_forecast, day, program.timezone, cutoff_s)
     return forecast_own(view.load, view.weather, day, program.timezone, cutoff_s, config.own,
-                        daily=view.daily)
+                        daily=view.daily, temps=view.weather_forecast)
 
 
 def _forecast_errors(view: PlanInputs, state: SeasonState, ordinals: np.ndarray,
@@ -308,9 +313,7 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     earlier years' peaks on the chase dates still to come (weight 1/years),
     scaled by this summer's anomaly against those years on the recent dates
     (shrunk towards 1 while few days have been seen)."""
-    daily = view.daily.since(day.toordinal() - 366 * config.climate_years)
-    if not len(daily.ordinal):
-        return None
+    daily = _climate_days(program, day, view, config)
     in_chase = np.isin(daily.month, program.targeting.peak_months)
     prior = daily.year < day.year
     n_years = len(np.unique(daily.year[prior & in_chase]))
@@ -342,6 +345,23 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
     return float(values[order][min(k, len(order) - 1)])
+
+
+def _climate_days(program: Program, day: date, view: PlanInputs,
+                  config: PlannerConfig) -> DailyLoad:
+    """The known days of the last `climate_years` years; across a gap in the load
+    history (no chase month in those years), the last `climate_years` summers
+    before the gap, with this year's days."""
+    recent = view.daily.since(day.toordinal() - 366 * config.climate_years)
+    in_chase = np.isin(view.daily.month, program.targeting.peak_months)
+    earlier = np.unique(view.daily.year[in_chase & (view.daily.year < day.year)])
+    if not len(earlier) or (recent.year < day.year).any() and np.isin(
+            recent.month, program.targeting.peak_months)[recent.year < day.year].any():
+        return recent
+    first = date(int(earlier[-min(config.climate_years, len(earlier))]), 1, 1)
+    older = view.daily.since(first.toordinal())
+    keep = (older.year <= earlier[-1]) | (older.year == day.year)
+    return older.select(np.flatnonzero(keep))
 
 
 def _weather_climate(program: Program, day: date, view: PlanInputs,

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class PlannerSources:
     load_csv: Path                    # ISO-NE-style hourly load + day-ahead forecast
     weather_csv: Path | None = None   # daily temperatures (own forecaster)
+    weather_forecast: Path | None = None   # issued hourly temperature forecasts (own forecaster)
     alerts: tuple[Path, ...] = ()     # NWS CAP ATOM or api.weather.gov GeoJSON files
     emergencies: tuple[Path, ...] = ()   # declared emergencies CSV (schedules/emergencies.py)
     forecast: str = "iso"             # "iso" or "own"
@@ -50,7 +51,10 @@ def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
     raises sources.DataFileError for a file that cannot be used."""
     data = sources.read_isone_csv(found.load_csv, program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
-    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
+    issued = (sources.read_weather_forecast(found.weather_forecast, program.timezone)
+              if found.weather_forecast else None)
+    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather,
+                            weather_forecast=issued)
 
 
 def read_exclusions(found: PlannerSources,
@@ -193,6 +197,8 @@ def settings_from(table: dict[str, Any], base: Path) -> PlannerSettings:
             sources=PlannerSources(
                 load_csv=path(table["load_csv"]),
                 weather_csv=path(table["weather_csv"]) if table.get("weather_csv") else None,
+                weather_forecast=(path(table["weather_forecast"])
+                                  if table.get("weather_forecast") else None),
                 alerts=tuple(path(p) for p in table.get("alerts", [])),
                 emergencies=tuple(path(p) for p in table.get("emergencies", [])),
                 forecast=table.get("forecast", "iso"),

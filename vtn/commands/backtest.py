@@ -1,8 +1,8 @@
 """`vtn backtest`: replay seasons of a program's events against real load history.
 
     vtn backtest --program connected_solutions --load ISNE.csv \\
-        [--weather WEATHER.csv] [--alerts FEED.xml] [--emergencies DECLARED.csv] \\
-        [--forecast iso|own] \\
+        [--weather WEATHER.csv] [--weather-forecast ISSUED.csv] [--alerts FEED.xml] \\
+        [--emergencies DECLARED.csv] [--forecast iso|own] \\
         [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--plot FILE.png]
 
 Progress on stderr; JSON (with --json) or a table on stdout. A bad input file
@@ -30,12 +30,17 @@ def register(subparsers) -> None:
                     "it with 'error: FILE:LINE: column: ...' and exit status 1.")
     parser.add_argument("--program", required=True,
                         help="program name under schedules/programs, or a .toml path")
-    parser.add_argument("--load", required=True, metavar="CSV",
+    parser.add_argument("--load", required=True, metavar="CSV", action="append",
                         help="ISO-NE-style hourly CSV: utc_hour_ending (increasing), "
                              "demand_mw_clean or demand_mw, isone_dayahead_forecast_mw; "
-                             "empty numbers are missing hours")
+                             "empty numbers are missing hours (repeatable: older years and "
+                             "recent months, hours not overlapping)")
     parser.add_argument("--weather", metavar="CSV",
                         help="daily weather CSV: time (increasing dates), tmax, tavg")
+    parser.add_argument("--weather-forecast", metavar="CSV",
+                        help="issued hourly temperature forecasts for --forecast own: "
+                             "timestamp_local (wall clock, hour beginning), temperature_2m "
+                             "(deg C), city; each value issued 24 h before its hour")
     parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
                         help="NWS CAP ATOM feed or api.weather.gov GeoJSON (repeatable)")
     parser.add_argument("--emergencies", metavar="CSV", action="append", default=[],
@@ -85,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     lead = leader or program
     try:
-        data = sources.read_isone_csv(args.load, program.timezone)
+        data = sources.read_load_files(args.load, program.timezone)
         weather = sources.read_daily_weather(args.weather) if args.weather else None
+        weather_forecast = (sources.read_weather_forecast(args.weather_forecast, program.timezone)
+                            if args.weather_forecast else None)
         alerts = [a for path in args.alerts for a in sources.read_alerts(path)]
         declared = [e for path in args.emergencies for e in sources.read_emergencies(path)]
     except sources.DataFileError as err:
@@ -104,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
               f"{lead.id} excludes none of that type", file=sys.stderr)
     exclusions = sorted(storms.exclusions(lead, alerts) + emergencies.exclusions(lead, declared),
                         key=lambda e: (e.start_utc, e.end_utc))
-    inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions)
+    inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions,
+                              weather_forecast)
     config = PlannerConfig(forecast=args.forecast)
 
     total = sum(len(calendar.season_days(lead, y)) for y in args.seasons)
