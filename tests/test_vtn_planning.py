@@ -179,3 +179,12 @@ def test_planner_settings_read_emergency_files_relative_to_the_config(tmp_path):
     settings = settings_from({"programs": ["connected_solutions"], "load_csv": "load.csv",
                               "emergencies": ["ops/declared.csv"]}, tmp_path)
     assert settings.sources.emergencies == ((tmp_path / "ops" / "declared.csv").resolve(),)
+
+
+def test_planner_settings_read_the_issued_weather_forecast_file(tmp_path):
+    from vtn.planning import settings_from
+    settings = settings_from({"programs": ["connected_solutions"], "load_csv": "load.csv",
+                              "forecast": "own", "weather_forecast": "wx/issued.csv"}, tmp_path)
+    assert settings.sources.weather_forecast == (tmp_path / "wx" / "issued.csv").resolve()
+    assert settings_from({"programs": ["connected_solutions"], "load_csv": "load.csv"},
+                         tmp_path).sources.weather_forecast is None
