@@ -148,18 +148,18 @@ class ForecastTemps:
         temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
         return replace(self, temp=temp)
 
-    def day_max(self, ordinals: np.ndarray, hours: slice = slice(0, 24)) -> np.ndarray:
-        """Mean over cities of each day's highest forecast temperature in `hours`
-        (NaN where a city has no value there or the day is not in the table)."""
-        out = np.full(len(ordinals), np.nan)
+    def day_high(self, ordinals: np.ndarray, hours: slice = slice(0, 24),
+                 low: bool = False) -> np.ndarray:
+        """(days, cities): each day's highest (`low`: lowest) forecast temperature
+        in `hours`; NaN where a city has no value there or the day is not in the table."""
+        out = np.full((len(ordinals), len(self.cities)), np.nan)
         idx = ordinals - (self.ordinal[0] if len(self.ordinal) else 0)
         ok = (idx >= 0) & (idx < len(self.ordinal))
         if ok.any():
             part = self.temp[idx[ok], :, hours]
-            with np.errstate(all="ignore"):
-                highs = np.where(np.isnan(part).all(axis=2), np.nan,
-                                 np.nanmax(np.where(np.isnan(part), -np.inf, part), axis=2))
-            out[ok] = highs.mean(axis=1)
+            sign = -1.0 if low else 1.0
+            filled = np.where(np.isnan(part), -np.inf, sign * part)
+            out[ok] = np.where(np.isnan(part).all(axis=2), np.nan, sign * filled.max(axis=2))
         return out
 
 
@@ -489,13 +489,14 @@ def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_l
     span = slice(config.temps_first_hour, int(hours[-1]) + 1)
 
     def features(ords: np.ndarray, level: np.ndarray) -> np.ndarray:
-        high = temps.day_max(ords, span)
-        before = 0.6 * temps.day_max(ords - 1) + 0.4 * temps.day_max(ords - 2)
+        high = temps.day_high(ords, span)                     # (days, cities)
+        before = (0.6 * temps.day_high(ords - 1) + 0.4 * temps.day_high(ords - 2)).mean(axis=1)
+        night = temps.day_high(ords, slice(0, 7), low=True).mean(axis=1)   # humid nights stay warm
         weekday = (ords + 6) % 7
         off = off_day(ords)
         return np.column_stack([
             np.ones(len(ords)), level, high, np.maximum(high - config.cooling_knee_c, 0.0),
-            np.maximum(before - config.cooling_knee_c, 0.0), off, off_day(ords - 1),
+            np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_day(ords - 1),
             (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
 
     prev = daily.rows(daily.ordinal - 1)

@@ -124,9 +124,13 @@ class DayDecision:
     day: date
     decided_utc: datetime
     event: PlannedEvent | None
-    reason: str
+    reason: str                       # why called, or why not
     forecast_peak_mw: float | None = None
     threshold_mw: float | None = None
+    # what the decision saw, to explain it (`vtn backtest --why`)
+    rank: int | None = None           # the day's forecast peak among this season's so far (1: top)
+    budget_left: int | None = None    # events left before the season maximum
+    exclusions: tuple[str, ...] = ()  # known storm / emergency periods touching the day's window
 
 
 @dataclass(frozen=True)
@@ -436,8 +440,10 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     now = clock.now()
     deadline = decision_moment(program, day)
 
+    seen: dict = {}      # the inputs each decision records, filled in as they are known
+
     def no(reason: str, **extra) -> DayDecision:
-        return DayDecision(day, now, None, reason, **extra)
+        return DayDecision(day, now, None, reason, **extra, **seen)
 
     if now > deadline:
         return no("past the notice deadline")
@@ -445,6 +451,10 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if exclusion:
         return no(exclusion)
     view = inputs.as_of(now, program.timezone)
+    whole = calendar.window_utc(program, day, program.window.start, program.window.end)
+    seen["exclusions"] = tuple(dict.fromkeys(
+        e.reason for e in view.exclusions if e.overlaps(whole.start_utc, whole.end_utc)))
+    seen["budget_left"] = effective_max(program) - state.budget_used()
 
     if day == calendar.test_event_day(program, day.year):
         forecast = _forecast(program, day, view, now, config)
@@ -454,7 +464,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
                            "program test day")
             if program.test_event.count_in_budget:
                 event = replace(event, kind=EventKind.DISPATCH, reason="program test day (counted)")
-            return DayDecision(day, now, event, "program test day")
+            return DayDecision(day, now, event, "program test day", **seen)
 
     used = state.budget_used()
     if used >= effective_max(program):
@@ -467,6 +477,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if forecast is None:
         return no("no forecast")
     peak = forecast.peak_mw
+    seen["rank"] = 1 + sum(1 for _, earlier in state.forecast_peaks if earlier > peak)
     window = _place_window(program, day, forecast, view.exclusions)
     if window is None:
         return no("storm exclusion", forecast_peak_mw=peak)
@@ -477,7 +488,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
 
     def call(reason: str, threshold: float | None = None) -> DayDecision:
         event = _event(program, day, window, EventKind.DISPATCH, now, forecast, reason)
-        return DayDecision(day, now, event, reason, peak, threshold)
+        return DayDecision(day, now, event, reason, peak, threshold, **seen)
 
     # Season minimum: the allowed days left are just enough to reach it.
     allowed = _allowed_days(program, day.year)

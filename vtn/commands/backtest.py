@@ -3,7 +3,8 @@
     vtn backtest --program connected_solutions --load ISNE.csv \\
         [--weather WEATHER.csv] [--weather-forecast ISSUED.csv] [--alerts FEED.xml] \\
         [--emergencies DECLARED.csv] [--forecast iso|own] \\
-        [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--plot FILE.png]
+        [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--why] \\
+        [--plot FILE.png]
 
 Progress on stderr; JSON (with --json) or a table on stdout. A bad input file
 (missing, a missing column, a value that does not parse, hours out of order) or
@@ -58,6 +59,9 @@ def register(subparsers) -> None:
     parser.add_argument("--targeted", action="store_true",
                         help="the program's commercial targeted option (e.g. at most 8 events)")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    parser.add_argument("--why", action="store_true",
+                        help="also every day's decision and what it saw: forecast peak, its "
+                             "rank in the season so far, threshold, events left, exclusions")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of one season (matplotlib)")
     parser.add_argument("--plot-season", type=int, help="season to plot (default: the last)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -124,10 +128,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     if args.json:
-        json.dump(backtest.to_json(result, program), sys.stdout, indent=1)
+        json.dump(backtest.to_json(result, program, why=args.why), sys.stdout, indent=1)
         print()
     else:
         print(table(result))
+        if args.why:
+            print(why_table(result, program))
     if args.plot:
         year = args.plot_season or args.seasons[-1]
         season = next((s for s in result.seasons if s.year == year), None)
@@ -184,6 +190,30 @@ def table(result: backtest.BacktestResult) -> str:
                  f"{summary['peak_hour_hits']:>4}/{summary['seasons']:<4}  "
                  f"{summary['top40_hit_mean']:>10.3f}")
     return "\n".join(lines)
+
+
+def why_table(result: backtest.BacktestResult, program: model.Program) -> str:
+    """Every day's decision: called or not, forecast peak, rank so far, threshold,
+    events left, exclusions, and the reason."""
+    lines = [f"{'day':<10}  {'event':<11}  {'forecast':>8}  {'rank':>4}  {'threshold':>9}  "
+             f"{'left':>4}  reason"]
+    for season in result.seasons:
+        for d in season.decisions:
+            window = "-"
+            if d.event is not None:
+                start, end = d.event.local(program.timezone)
+                window = f"{start:%H:%M}-{end:%H:%M}"
+            reason = d.reason + (f" [exclusions: {'; '.join(d.exclusions)}]"
+                                 if d.exclusions else "")
+            lines.append(f"{d.day.isoformat():<10}  {window:<11}  {_mw(d.forecast_peak_mw):>8}  "
+                         f"{d.rank if d.rank is not None else '-':>4}  "
+                         f"{_mw(d.threshold_mw):>9}  "
+                         f"{d.budget_left if d.budget_left is not None else '-':>4}  {reason}")
+    return "\n".join(lines)
+
+
+def _mw(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
 
 
 def plot_season(program: model.Program, season: backtest.SeasonResult, inputs: PlanInputs,
