@@ -499,6 +499,7 @@ def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_l
             np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_day(ords - 1),
             (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
 
+    daily = daily.since(int(temps.ordinal[0]) + 2)     # the days whose features can be known
     prev = daily.rows(daily.ordinal - 1)
     rows = np.flatnonzero(prev >= 0)
     if not len(rows):

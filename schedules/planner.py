@@ -554,7 +554,10 @@ def _chase_threshold(program: Program, day: date, view: PlanInputs, state: Seaso
     chase_target = target - shoulder_used
     estimate = _season_threshold(program, day, view, chase_target + config.target_slack, config)
     if estimate is None:
-        return None, "no history: " + pacing
+        # no earlier summer in the history: the recent weeks are all there is
+        if recent_threshold is None:
+            return None, "no history: " + pacing
+        return recent_threshold, f"{recent_threshold:.0f} MW (no earlier summer; {pacing})"
     threshold = estimate - bias
     if config.reference == "hybrid" and recent_threshold is not None:
         # behind schedule: the more lenient of the season and the recent threshold
