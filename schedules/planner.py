@@ -54,6 +54,13 @@ How a day is decided (`plan_day`)
    chase day whose forecast beats the estimated season top-20 level by one
    recent forecast-error spread (at most 3 such events; never past the max).
 
+The targeted option (`PlannerConfig(stopping=True)`, `vtn backtest --targeted`:
+at most 8 events, aimed at the annual peak hour) replaces steps 5-7 by an
+optimal-stopping rule (`_stopping_decision`).
+
+Each decision records what it saw (`DayDecision`: forecast peak, its rank in
+the season so far, threshold, events left, exclusions) beside its reason.
+
 Everything here is pure: plain data and an injected clock in, dataclasses out.
 """
 from __future__ import annotations
@@ -198,6 +205,7 @@ class PlannerConfig:
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
     shoulder_margin: float = 0.05         # forecast may run this far under the year's max
     annual_peak_sigma: float = 1.0        # shoulder months: plus this many recent error spreads
+    stopping: bool = False                # targeted option: optimal stopping (`_stopping_decision`)
     own: OwnForecastConfig = OwnForecastConfig()
 
 
@@ -325,17 +333,7 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
         return None
     seen = (daily.year == day.year) & in_chase
     future = prior & in_chase & (daily.month_day >= day.month * 100 + day.day)
-    # anomaly: the last `anomaly_days` days against the same dates of earlier years
-    recent_md = [d.month * 100 + d.day for d in
-                 (day - timedelta(days=k) for k in range(1, config.anomaly_days + 1))]
-    recent = np.isin(daily.month_day, recent_md)
-    recent_now = daily.peak[(daily.year == day.year) & recent]
-    recent_then = daily.peak[prior & recent]
-    factor = 1.0
-    if len(recent_now) >= 5 and len(recent_then) >= 5:
-        ratio = float(np.mean(recent_now) / np.mean(recent_then))
-        weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
-        factor = 1.0 + (ratio - 1.0) * weight
+    factor = _anomaly(daily, day, config)
     future_peaks = daily.peak[future]
     synthetic = _weather_climate(program, day, view, config) if config.weather_years else None
     if synthetic is not None and len(synthetic[0]):
@@ -349,6 +347,77 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
     return float(values[order][min(k, len(order) - 1)])
+
+
+def _anomaly(daily: DailyLoad, day: date, config: PlannerConfig) -> float:
+    """This summer against earlier years: the last `anomaly_days` days' mean peak
+    over the same dates' mean in earlier years, shrunk towards 1 while few
+    days have been seen."""
+    recent_md = [d.month * 100 + d.day for d in
+                 (day - timedelta(days=k) for k in range(1, config.anomaly_days + 1))]
+    recent = np.isin(daily.month_day, recent_md)
+    recent_now = daily.peak[(daily.year == day.year) & recent]
+    recent_then = daily.peak[(daily.year < day.year) & recent]
+    if len(recent_now) < 5 or len(recent_then) < 5:
+        return 1.0
+    ratio = float(np.mean(recent_now) / np.mean(recent_then))
+    weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
+    return 1.0 + (ratio - 1.0) * weight
+
+
+def _days_to_beat(program: Program, day: date, view: PlanInputs, level_mw: float,
+                  config: PlannerConfig) -> float | None:
+    """How many days after `day` this season are expected to peak above
+    `level_mw`: earlier years' peaks on the season dates still to come, scaled
+    by this summer's anomaly, per year (None: no earlier season known)."""
+    daily = _climate_days(program, day, view, config)
+    prior = daily.year < day.year
+    years = np.unique(daily.year[prior])
+    if not len(years):
+        return None
+    future = prior & (daily.month_day > day.month * 100 + day.day) & np.array(
+        [program.season.contains(date.fromordinal(int(o))) for o in daily.ordinal])
+    beats = daily.peak[future] * _anomaly(daily, day, config) > level_mw
+    return float(beats.sum()) / len(years)
+
+
+def _stopping_decision(program: Program, day: date, view: PlanInputs, peak: float, bias: float,
+                       used: int, config: PlannerConfig) -> tuple[bool, str]:
+    """The targeted option as optimal stopping, aimed at the annual peak hour.
+
+    With k events left, call a day that could set the year's high when the
+    chance that no later day of the season beats it is at least 1 / (k + 1):
+    later days above it arrive about as a Poisson count with the mean N that
+    the climatology gives (`_days_to_beat`), so that chance is exp(-N). Many
+    events left: a fair chance is enough; the last one waits for a near-sure day.
+    And while no more later days are expected above the year's high so far than
+    there are events left, every possible new high is called: events unused at
+    the season's end are worth nothing."""
+    left = effective_max(program) - used
+    expected = peak + max(bias, 0.0)
+    year_max = _year_max_so_far(program, day, view)
+    if expected < (1 - config.shoulder_margin) * year_max:
+        return False, (f"stopping: forecast {expected:.0f} MW below the year's high so far "
+                       f"{year_max:.0f} MW")
+    better = _days_to_beat(program, day, view, expected, config)
+    if better is None:
+        return True, "stopping: no earlier season known"
+    chance = float(np.exp(-better))
+    # events to spare: fewer later days than events are expected to set a new high
+    candidates = _days_to_beat(program, day, view, year_max, config)
+    why = (f"stopping: {better:.1f} later days expected above {expected:.0f} MW (chance none is "
+           f"higher {chance:.2f}, needs 1/{left + 1}), {candidates:.1f} above the year's high "
+           f"so far, {left} events left")
+    return chance >= 1.0 / (left + 1) or candidates <= left, why
+
+
+def _year_max_so_far(program: Program, day: date, view: PlanInputs) -> float:
+    """The highest hourly load of the calendar year known at the decision."""
+    daily = view.daily
+    this_year = daily.peak[daily.year == day.year]
+    today = view.load.between(day_bounds_s(day - timedelta(days=1), program.timezone)[0],
+                              2**62).mw
+    return float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
 
 
 def _climate_days(program: Program, day: date, view: PlanInputs,
@@ -418,10 +487,7 @@ def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecas
     # annual peak of each earlier year, from what is known
     priors = [float(daily.peak[daily.year == y].max()) for y in np.unique(daily.year)
               if y < day.year]
-    this_year = daily.peak[daily.year == day.year]
-    today = view.load.between(day_bounds_s(day - timedelta(days=1), program.timezone)[0],
-                              2**62).mw
-    year_max = float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
+    year_max = _year_max_so_far(program, day, view)
     expected = forecast_peak + max(bias, 0.0)
     if config.annual_peak_sigma and np.isfinite(spread) \
             and day.month not in program.targeting.peak_months:
@@ -489,6 +555,10 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     def call(reason: str, threshold: float | None = None) -> DayDecision:
         event = _event(program, day, window, EventKind.DISPATCH, now, forecast, reason)
         return DayDecision(day, now, event, reason, peak, threshold, **seen)
+
+    if config.stopping:
+        verdict, why = _stopping_decision(program, day, view, peak, bias, used, config)
+        return call(why) if verdict else no(why, forecast_peak_mw=peak)
 
     # Season minimum: the allowed days left are just enough to reach it.
     allowed = _allowed_days(program, day.year)

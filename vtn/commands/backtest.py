@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
                         key=lambda e: (e.start_utc, e.end_utc))
     inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions,
                               weather_forecast)
-    config = PlannerConfig(forecast=args.forecast)
+    # the targeted option is an optimal-stopping problem (schedules/planner.py)
+    config = PlannerConfig(forecast=args.forecast, stopping=args.targeted)
 
     total = sum(len(calendar.season_days(lead, y)) for y in args.seasons)
     bar = _progress(total, f"{program.id} {args.policy}/{args.forecast}", args.no_progress)
