@@ -107,6 +107,15 @@ def test_the_backtest_command_reports_a_bad_forecast_file(tmp_path):
                       f"error: {path}:2: temperature_2m: not a number: 'warm'")
 
 
+def test_an_issued_forecast_with_the_iso_forecast_is_a_warning(tmp_path):
+    load = write(tmp_path / "load.csv", "utc_hour_ending,demand_mw,isone_dayahead_forecast_mw\n"
+                                        "2018-07-01 00:00,15000,14900\n")
+    issued = write(tmp_path / "issued.csv", HEADER + "2018-07-01 00:00:00,20,boston\n")
+    proc = backtest_cli("--load", load, "--seasons", "2018", "--weather-forecast", issued)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "warning: --weather-forecast is read by --forecast own only\n"
+
+
 def _spoiled_after(temps: F.ForecastTemps, day: date) -> F.ForecastTemps:
     """Every forecast value for a day after `day` replaced by noise."""
     later = temps.ordinal > day.toordinal()

@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if args.forecast == "iso" and data.iso_forecast is None:
         print("error: --forecast iso needs an isone_dayahead_forecast_mw column", file=sys.stderr)
         return 1
+    if args.forecast == "iso" and weather_forecast is not None:
+        print("warning: --weather-forecast is read by --forecast own only", file=sys.stderr)
     for stray in emergencies.unused([lead], declared):
         print(f"warning: declared emergency of type {stray.type!r} ({stray.start_utc:%Y-%m-%d}): "
               f"{lead.id} excludes none of that type", file=sys.stderr)
