@@ -5,8 +5,9 @@ Pure: numpy arrays in, numpy arrays out; no files. Times are epoch seconds
 
 Honesty is structural: every series has an `as_of(cutoff_s)` view holding only
 what was known at `cutoff_s` (load hours that had ENDED, ISO forecasts that
-had been ISSUED, weather days that had ENDED), and `forecast_own` re-applies
-the cut itself, so a decision can never see the decision day or later.
+had been ISSUED, weather days that had ENDED, issued weather forecasts by
+their issue time), and `forecast_own` re-applies the cut itself, so a decision
+can never see the decision day or later (except forecasts issued before it).
 
 The own forecaster (`forecast_own`) predicts day D's hourly load from
 - load history up to the decision moment (the day before D, mid-afternoon),
@@ -17,6 +18,11 @@ year in earlier years, plus the recent weeks), times an hourly shape averaged
 over the nearest analog days. It also says how likely each hour is to be the
 day's peak hour (`peak_hour_chance`: the peak hours of same-season days with a
 similar peak), which is what event windows are placed by. numpy only.
+
+Given issued hourly temperature forecasts of several cities (`ForecastTemps`,
+e.g. GFS day-ahead runs), the daily peak comes instead from a regression on
+them (`_peak_from_temps`: cooling degrees per city, heat build-up, night low,
+calendar, recent load level), refitted at each decision on the days before it.
 """
 from __future__ import annotations
 
@@ -106,7 +112,7 @@ class DailyWeather:
 # The issued weather forecast file holds, for each valid hour, the value from
 # the model run about 24 h before it (Open-Meteo "previous runs", day 1): that
 # is its issue time. A decision at 15:00 the day before sees the event day's
-# hours up to 14:00 only.
+# hours up to the one starting 15:00, not its evening.
 WEATHER_FORECAST_LEAD_S = 24 * HOUR_S
 
 
@@ -147,6 +153,13 @@ class ForecastTemps:
         temp = self.temp.copy()
         temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
         return replace(self, temp=temp)
+
+    def hours_known(self, ordinal: int) -> np.ndarray:
+        """(24,) bool: the local hours of day `ordinal` with a value for every city."""
+        i = ordinal - (int(self.ordinal[0]) if len(self.ordinal) else 0)
+        if not 0 <= i < len(self.ordinal):
+            return np.zeros(24, dtype=bool)
+        return ~np.isnan(self.temp[i]).any(axis=0)
 
     def day_high(self, ordinals: np.ndarray, hours: slice = slice(0, 24),
                  low: bool = False) -> np.ndarray:
@@ -268,7 +281,7 @@ class OwnForecastConfig:
     # with issued temperature forecasts (`_peak_from_temps`)
     temps_first_hour: int = 9         # the forecast high is taken from this local hour on
     temps_min_days: int = 14          # past days with a forecast before it is used
-    temps_halflife_days: float = 120.0
+    temps_halflife_days: float = 120.0   # a day this old weighs half as much as yesterday
     temps_ridge: float = 0.02
     cooling_knee_c: float = 24.0
 
@@ -475,14 +488,13 @@ def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_l
 
     Weighted ridge regression on the past days that have a forecast:
     peak ~ the day before's load at the hours seen at the decision (the recent
-    level: it absorbs the drift between years and data sources), the forecast
-    high of the target day over the hours issued by the decision (cities
-    averaged) with a cooling knee, the heat of the two days before (build-up),
-    weekend / holiday and the weekday. None while fewer than
-    `temps_min_days` such days are known."""
-    known = ~np.isnan(temps.temp[target - temps.ordinal[0]]).any(axis=0) \
-        if len(temps.ordinal) and 0 <= target - temps.ordinal[0] < len(temps.ordinal) \
-        else np.zeros(24, dtype=bool)
+    level: it absorbs the drift between years and data sources), each city's
+    forecast high of the target day over the hours issued by the decision,
+    with a cooling knee, the heat of the two days before (build-up), the
+    night's low (humid nights stay warm), weekend / holiday and the weekday.
+    Refitted at every decision; None while fewer than `temps_min_days` such
+    days are known."""
+    known = temps.hours_known(target)
     hours = np.flatnonzero(known[config.temps_first_hour:]) + config.temps_first_hour
     if len(hours) < 3:
         return None

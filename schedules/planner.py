@@ -76,8 +76,7 @@ from flexadr.clock import Clock, ManualClock
 from schedules import calendar
 from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, ForecastTemps,
                                 HourlySeries, DailyLoad, OwnForecastConfig, day_bounds_s,
-                                forecast_iso,
-                                forecast_own, off_day, to_epoch_s)
+                                forecast_iso, forecast_own, off_day, to_epoch_s)
 from schedules.model import MonthDay, Program
 from schedules.storms import Exclusion
 
@@ -425,16 +424,17 @@ def _climate_days(program: Program, day: date, view: PlanInputs,
     """The known days of the last `climate_years` years; across a gap in the load
     history (no chase month in those years), the last `climate_years` summers
     before the gap, with this year's days."""
+    months = program.targeting.peak_months
     recent = view.daily.since(day.toordinal() - 366 * config.climate_years)
-    in_chase = np.isin(view.daily.month, program.targeting.peak_months)
-    earlier = np.unique(view.daily.year[in_chase & (view.daily.year < day.year)])
-    if not len(earlier) or (recent.year < day.year).any() and np.isin(
-            recent.month, program.targeting.peak_months)[recent.year < day.year].any():
+    if np.isin(recent.month, months)[recent.year < day.year].any():
+        return recent
+    earlier = np.unique(view.daily.year[np.isin(view.daily.month, months)
+                                        & (view.daily.year < day.year)])
+    if not len(earlier):
         return recent
     first = date(int(earlier[-min(config.climate_years, len(earlier))]), 1, 1)
     older = view.daily.since(first.toordinal())
-    keep = (older.year <= earlier[-1]) | (older.year == day.year)
-    return older.select(np.flatnonzero(keep))
+    return older.select(np.flatnonzero((older.year <= earlier[-1]) | (older.year == day.year)))
 
 
 def _weather_climate(program: Program, day: date, view: PlanInputs,
