@@ -49,18 +49,14 @@ def tiled(load: HourlySeries, iso: ForecastSeries | None, copies: int, shift_s: 
 
 
 def tiled_temps(temps: ForecastTemps, copies: int) -> ForecastTemps:
-    """The issued forecasts with `copies` earlier copies, 52 weeks apart."""
-    days = len(temps.ordinal)
-    span = 364 * copies
-    temp = np.full((days + span,) + temps.temp.shape[1:], np.nan)
-    issued = np.full((days + span, 24), np.iinfo(np.int64).max, dtype=np.int64)
-    for k in range(copies + 1):
-        part = slice(span - 364 * k, span - 364 * k + days)
-        empty = np.isnan(temp[part]).all(axis=(1, 2)) & ~np.isnan(temps.temp).all(axis=(1, 2))
-        temp[part][empty] = temps.temp[empty]
-        issued[part][empty] = temps.issued[empty] - k * WEEKS_52_S
-    ordinal = np.arange(temps.ordinal[0] - span, temps.ordinal[-1] + 1, dtype=np.int64)
-    return replace(temps, ordinal=ordinal, temp=temp, issued=issued)
+    """The issued forecasts with `copies` earlier copies, 52 weeks apart; where
+    copies overlap, the later one is kept."""
+    shifts = range(copies + 1)
+    ordinal = np.concatenate([temps.ordinal - 364 * k for k in shifts])
+    temp = np.concatenate([temps.temp for _ in shifts])
+    issued = np.concatenate([temps.issued - k * WEEKS_52_S for k in shifts])
+    ordinal, first = np.unique(ordinal, return_index=True)
+    return replace(temps, ordinal=ordinal, temp=temp[first], issued=issued[first])
 
 
 def _time(program, leader, inputs, years, config, label, loading_s) -> None:

@@ -124,7 +124,7 @@ class ForecastTemps:
     `issued[i, h]`: when that hour's values were issued (epoch s). `as_of`
     blanks every value issued after the cut-off."""
     cities: tuple[str, ...]
-    ordinal: np.ndarray          # local date ordinals, consecutive
+    ordinal: np.ndarray          # local date ordinals of the days with a value, increasing
     temp: np.ndarray             # (days, cities, 24)
     issued: np.ndarray           # (days, 24) epoch s; a huge value where no row
 
@@ -133,18 +133,14 @@ class ForecastTemps:
               issued_s: np.ndarray, tz: ZoneInfo) -> "ForecastTemps":
         """From rows: city index, valid hour start (epoch s), value, issue time."""
         days, hours = local_day_hour(t, tz)
-        if not len(days):
-            return cls(cities, np.empty(0, dtype=np.int64), np.empty((0, len(cities), 24)),
-                       np.empty((0, 24), dtype=np.int64))
-        first = int(days.min())
-        n = int(days.max()) - first + 1
-        table = np.full((n, len(cities), 24), np.nan)
-        table[days - first, city, hours] = temp
-        when = np.full((n, 24), np.iinfo(np.int64).min, dtype=np.int64)
+        ordinal, row = np.unique(days, return_inverse=True)
+        table = np.full((len(ordinal), len(cities), 24), np.nan)
+        table[row, city, hours] = temp
+        when = np.full((len(ordinal), 24), np.iinfo(np.int64).min, dtype=np.int64)
         # an hour is known once every city's value for it is
-        np.maximum.at(when, (days - first, hours), issued_s)
+        np.maximum.at(when, (row, hours), issued_s)
         when[np.isnan(table).all(axis=1)] = np.iinfo(np.int64).max
-        return cls(cities, np.arange(first, first + n, dtype=np.int64), table, when)
+        return cls(cities, ordinal.astype(np.int64), table, when)
 
     def as_of(self, cutoff_s: int) -> "ForecastTemps":
         late = self.issued > cutoff_s
@@ -154,10 +150,17 @@ class ForecastTemps:
         temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
         return replace(self, temp=temp)
 
+    def _rows(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each ordinal in the table, and whether the table has that day."""
+        idx = np.clip(np.searchsorted(self.ordinal, ordinals), 0, max(len(self.ordinal) - 1, 0))
+        found = (self.ordinal[idx] == ordinals) if len(self.ordinal) else \
+            np.zeros(len(ordinals), dtype=bool)
+        return idx, found
+
     def hours_known(self, ordinal: int) -> np.ndarray:
         """(24,) bool: the local hours of day `ordinal` with a value for every city."""
-        i = ordinal - (int(self.ordinal[0]) if len(self.ordinal) else 0)
-        if not 0 <= i < len(self.ordinal):
+        (i,), (found,) = self._rows(np.array([ordinal]))
+        if not found:
             return np.zeros(24, dtype=bool)
         return ~np.isnan(self.temp[i]).any(axis=0)
 
@@ -166,8 +169,7 @@ class ForecastTemps:
         """(days, cities): each day's highest (`low`: lowest) forecast temperature
         in `hours`; NaN where a city has no value there or the day is not in the table."""
         out = np.full((len(ordinals), len(self.cities)), np.nan)
-        idx = ordinals - (self.ordinal[0] if len(self.ordinal) else 0)
-        ok = (idx >= 0) & (idx < len(self.ordinal))
+        idx, ok = self._rows(ordinals)
         if ok.any():
             part = self.temp[idx[ok], :, hours]
             sign = -1.0 if low else 1.0
@@ -282,6 +284,7 @@ class OwnForecastConfig:
     temps_first_hour: int = 9         # the forecast high is taken from this local hour on
     temps_min_days: int = 14          # past days with a forecast before it is used
     temps_halflife_days: float = 120.0   # a day this old weighs half as much as yesterday
+    temps_max_age_days: int = 730        # ... and older days are left out (bounded refits)
     temps_ridge: float = 0.02
     cooling_knee_c: float = 24.0
 
@@ -511,7 +514,8 @@ def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_l
             np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_day(ords - 1),
             (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
 
-    daily = daily.since(int(temps.ordinal[0]) + 2)     # the days whose features can be known
+    # the days whose features can be known, and not older than the age limit
+    daily = daily.since(max(int(temps.ordinal[0]) + 2, target - config.temps_max_age_days))
     prev = daily.rows(daily.ordinal - 1)
     rows = np.flatnonzero(prev >= 0)
     if not len(rows):

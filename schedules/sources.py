@@ -287,9 +287,13 @@ def _local_hour(tz: ZoneInfo) -> Callable[[str], int]:
         if wall.minute or wall.second:
             raise ValueError(f"not on the hour: {text!r}")
         local = wall.replace(tzinfo=tz)
-        if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
-            raise ValueError(f"{text!r} does not exist in {tz.key} (clocks spring forward)")
-        return int((local.astimezone(UTC) - _EPOCH).total_seconds())
+        try:
+            utc = local.astimezone(UTC)
+            if utc.astimezone(tz).replace(tzinfo=None) != wall:
+                raise ValueError(f"{text!r} does not exist in {tz.key} (clocks spring forward)")
+        except OverflowError:
+            raise ValueError(f"out of range: {text!r}") from None
+        return int((utc - _EPOCH).total_seconds())
     return parse
 
 
