@@ -126,12 +126,19 @@ def _spoiled_after(temps: F.ForecastTemps, day: date) -> F.ForecastTemps:
 
 def test_honesty_forecast_values_for_days_after_d_leave_earlier_decisions_unchanged(
         inputs, temps):
+    """Every forecast value for a day after D, and every load hour after D
+    began, replaced by noise: the decisions taken before D do not move."""
     d = date(2025, 7, 15)
     config = PlannerConfig(forecast="own")
-    real = planner.plan_season(CS, 2025, inputs, config)
-    spoiled = planner.plan_season(
-        CS, 2025, dataclasses.replace(inputs, weather_forecast=_spoiled_after(temps, d)), config)
     cut = datetime.combine(d, time(0), tzinfo=NY).astimezone(UTC)
+    real = planner.plan_season(CS, 2025, inputs, config)
+    # the load after the cut goes too: the forecaster's level and fit read it
+    mw = inputs.load.mw.copy()
+    late = inputs.load.t + 3600 > F.to_epoch_s(cut)
+    mw[late] = np.random.default_rng(4).uniform(5000, 30000, late.sum())
+    spoiled_inputs = PlanInputs.build(F.HourlySeries(inputs.load.t, mw), NY, inputs.iso_forecast,
+                                      weather_forecast=_spoiled_after(temps, d))
+    spoiled = planner.plan_season(CS, 2025, spoiled_inputs, config)
 
     def key(decision):
         e = decision.event
