@@ -209,6 +209,7 @@ def decision_json(decision: DayDecision, tz) -> dict:
             "event": decision.event is not None,
             "reason": decision.reason,
             "forecast_peak_mw": mw(decision.forecast_peak_mw),
+            "forecast_source": decision.forecast_source,
             "threshold_mw": mw(decision.threshold_mw),
             "rank": decision.rank,
             "budget_left": decision.budget_left,

@@ -184,7 +184,7 @@ class DayForecast:
     day: date
     t: np.ndarray         # hour starts (epoch s, UTC) of the local day
     mw: np.ndarray
-    source: str
+    source: str           # "iso", "own", "own+issued" (from issued weather forecasts)
     # chance that each hour is the day's peak hour, when the forecaster knows it
     peak_hour_chance: np.ndarray | None = None
 
@@ -464,7 +464,8 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     # the peak hour moves over the years (behind-the-meter solar pushes it later)
     voters = rows[near_season[rows] & (target - ords[rows] <= config.peak_analog_max_age_days)]
     chance = _peak_hour_chance(daily, voters, peak, off_target, config)
-    return DayForecast(day, hours, peak * shape[local_hours], "own",
+    source = "own+issued" if from_temps is not None else "own"
+    return DayForecast(day, hours, peak * shape[local_hours], source,
                        chance[local_hours] if chance is not None else None)
 
 

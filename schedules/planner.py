@@ -137,6 +137,7 @@ class DayDecision:
     rank: int | None = None           # the day's forecast peak among this season's so far (1: top)
     budget_left: int | None = None    # events left before the season maximum
     exclusions: tuple[str, ...] = ()  # known storm / emergency periods touching the day's window
+    forecast_source: str | None = None   # DayForecast.source of the forecast it used
 
 
 @dataclass(frozen=True)
@@ -544,6 +545,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
         return no("no forecast")
     peak = forecast.peak_mw
     seen["rank"] = 1 + sum(1 for _, earlier in state.forecast_peaks if earlier > peak)
+    seen["forecast_source"] = forecast.source
     window = _place_window(program, day, forecast, view.exclusions)
     if window is None:
         return no("storm exclusion", forecast_peak_mw=peak)

@@ -55,7 +55,9 @@ def test_why_lists_every_day_in_json_and_in_the_table(capsys):
     days = season["decisions"]
     assert len(days) == 122 and days[0]["day"] == "2019-06-01"
     assert set(days[0]) == {"day", "decided", "event", "reason", "forecast_peak_mw",
-                            "threshold_mw", "rank", "budget_left", "exclusions"}
+                            "forecast_source", "threshold_mw", "rank", "budget_left",
+                            "exclusions"}
+    assert days[0]["forecast_source"] == "iso"
     assert sum(d["event"] for d in days) == len(season["events"])
     (july_4,) = [d for d in days if d["day"] == "2019-07-04"]
     assert july_4["reason"] == "holiday: Independence Day" and not july_4["event"]

@@ -147,6 +147,10 @@ def test_honesty_forecast_values_for_days_after_d_leave_earlier_decisions_unchan
 
     before = [key(x) for x in real.decisions if x.decided_utc < cut]
     assert len(before) == 45            # June 1 to July 15 (decided July 14, 15:00)
+    # the issued forecasts were used once 14 days with them had passed
+    sources_used = {x.day: x.forecast_source for x in real.decisions}
+    assert sources_used[date(2025, 6, 5)] == "own"
+    assert sources_used[date(2025, 7, 1)] == "own+issued"
     assert before == [key(x) for x in spoiled.decisions if x.decided_utc < cut]
     # and the forecast does reach the later decisions
     assert [key(x) for x in real.decisions if x.decided_utc >= cut] != \

@@ -196,10 +196,10 @@ def table(result: backtest.BacktestResult) -> str:
 
 
 def why_table(result: backtest.BacktestResult, program: model.Program) -> str:
-    """Every day's decision: called or not, forecast peak, rank so far, threshold,
-    events left, exclusions, and the reason."""
-    lines = [f"{'day':<10}  {'event':<11}  {'forecast':>8}  {'rank':>4}  {'threshold':>9}  "
-             f"{'left':>4}  reason"]
+    """Every day's decision: called or not, forecast peak and which forecast,
+    rank so far, threshold, events left, exclusions, and the reason."""
+    lines = [f"{'day':<10}  {'event':<11}  {'forecast':>8}  {'from':<10}  {'rank':>4}  "
+             f"{'threshold':>9}  {'left':>4}  reason"]
     for season in result.seasons:
         for d in season.decisions:
             window = "-"
@@ -209,6 +209,7 @@ def why_table(result: backtest.BacktestResult, program: model.Program) -> str:
             reason = d.reason + (f" [exclusions: {'; '.join(d.exclusions)}]"
                                  if d.exclusions else "")
             lines.append(f"{d.day.isoformat():<10}  {window:<11}  {_mw(d.forecast_peak_mw):>8}  "
+                         f"{d.forecast_source or '-':<10}  "
                          f"{d.rank if d.rank is not None else '-':>4}  "
                          f"{_mw(d.threshold_mw):>9}  "
                          f"{d.budget_left if d.budget_left is not None else '-':>4}  {reason}")
