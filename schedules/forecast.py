@@ -143,14 +143,17 @@ class ForecastTemps:
         return cls(cities, ordinal.astype(np.int64), table, when)
 
     def as_of(self, cutoff_s: int) -> "ForecastTemps":
-        late = self.issued > cutoff_s
-        if not late.any():
-            return self
-        temp = self.temp.copy()
-        temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
-        return replace(self, temp=temp)
+        """Days with a value issued by `cutoff_s`, later values blanked."""
+        some = np.flatnonzero((self.issued <= cutoff_s).any(axis=1))
+        n = int(some[-1]) + 1 if len(some) else 0
+        temp, issued = self.temp[:n], self.issued[:n]
+        late = issued > cutoff_s
+        if late.any():
+            temp = temp.copy()
+            temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
+        return replace(self, ordinal=self.ordinal[:n], temp=temp, issued=issued)
 
-    def _rows(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rows(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row of each ordinal in the table, and whether the table has that day."""
         idx = np.clip(np.searchsorted(self.ordinal, ordinals), 0, max(len(self.ordinal) - 1, 0))
         found = (self.ordinal[idx] == ordinals) if len(self.ordinal) else \
@@ -159,7 +162,7 @@ class ForecastTemps:
 
     def hours_known(self, ordinal: int) -> np.ndarray:
         """(24,) bool: the local hours of day `ordinal` with a value for every city."""
-        (i,), (found,) = self._rows(np.array([ordinal]))
+        (i,), (found,) = self.rows(np.array([ordinal]))
         if not found:
             return np.zeros(24, dtype=bool)
         return ~np.isnan(self.temp[i]).any(axis=0)
@@ -169,7 +172,7 @@ class ForecastTemps:
         """(days, cities): each day's highest (`low`: lowest) forecast temperature
         in `hours`; NaN where a city has no value there or the day is not in the table."""
         out = np.full((len(ordinals), len(self.cities)), np.nan)
-        idx, ok = self._rows(ordinals)
+        idx, ok = self.rows(ordinals)
         if ok.any():
             part = self.temp[idx[ok], :, hours]
             sign = -1.0 if low else 1.0
@@ -504,31 +507,33 @@ def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_l
         return None
     span = slice(config.temps_first_hour, int(hours[-1]) + 1)
 
-    def features(ords: np.ndarray, level: np.ndarray) -> np.ndarray:
+    def features(ords: np.ndarray, level: np.ndarray, off: np.ndarray,
+                 off_before: np.ndarray) -> np.ndarray:
         high = temps.day_high(ords, span)                     # (days, cities)
         before = (0.6 * temps.day_high(ords - 1) + 0.4 * temps.day_high(ords - 2)).mean(axis=1)
         night = temps.day_high(ords, slice(0, 7), low=True).mean(axis=1)   # humid nights stay warm
         weekday = (ords + 6) % 7
-        off = off_day(ords)
         return np.column_stack([
             np.ones(len(ords)), level, high, np.maximum(high - config.cooling_knee_c, 0.0),
-            np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_day(ords - 1),
+            np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_before,
             (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
 
     # the days whose features can be known, and not older than the age limit
     daily = daily.since(max(int(temps.ordinal[0]) + 2, target - config.temps_max_age_days))
     prev = daily.rows(daily.ordinal - 1)
-    rows = np.flatnonzero(prev >= 0)
+    rows = np.flatnonzero((prev >= 0) & temps.rows(daily.ordinal)[1])
     if not len(rows):
         return None
-    x = features(daily.ordinal[rows], daily.profile[prev[rows], seen[0]:seen[1]].mean(axis=1))
+    x = features(daily.ordinal[rows], daily.profile[prev[rows], seen[0]:seen[1]].mean(axis=1),
+                 daily.off[rows], daily.off[prev[rows]])
     y = daily.peak[rows]
     ok = np.isfinite(x).all(axis=1)
     if ok.sum() < config.temps_min_days:
         return None
     x, y, age = x[ok], y[ok], (target - daily.ordinal[rows[ok]]).astype(float)
     w = 1.0 / (1.0 + age / config.temps_halflife_days)
-    xt = features(np.array([target]), np.array([prev_level]))
+    xt = features(np.array([target]), np.array([prev_level]), off_day(np.array([target])),
+                  off_day(np.array([target - 1])))
     if not np.isfinite(xt).all():
         return None
     mu, sd = x[:, 1:].mean(axis=0), x[:, 1:].std(axis=0) + 1e-6
