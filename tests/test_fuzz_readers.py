@@ -66,6 +66,7 @@ def test_program_files(tmp_path_factory, data):
 CSV_READERS = [
     ("isone_hourly_load_2015-07_2019-12.csv", sources.read_isone_csv),
     ("boston_logan_daily_weather_2010-2019.csv", sources.read_daily_weather),
+    ("gfs_day_ahead_temperature_2025-2026_summers.csv", sources.read_weather_forecast),
     ("raw/nws_cap_atom_us_2018-08-15_IBM-cap.xml", sources.read_alerts),
 ]
 
