@@ -25,9 +25,11 @@ class Capability(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ChargeDelay:
-    """Do not charge inside [start, end); resume normal charging afterwards."""
+    """Charge at most `max_kw` inside [start, end) (0: not at all); resume normal
+    charging afterwards. A capacity cap (LOAD_CONTROL) is a delay with max_kw > 0."""
     start: datetime
     end: datetime
+    max_kw: float = 0.0
 
 
 @dataclass(frozen=True)

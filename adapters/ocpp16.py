@@ -1,7 +1,7 @@
 """`ocpp16`: OCPP 1.6J chargers; the VEN is their central system.
 
 Charge delay = one `SetChargingProfile` whose absolute schedule holds the
-limit at 0 for the event window, then `ClearChargingProfile` when it ends
+limit at 0 (or at the delay's charge cap) for the event window, then `ClearChargingProfile` when it ends
 (or on `clear()`). The profile carries its own start and duration, so the
 charger resumes on time even if the VEN is gone by then. Each pending command
 has its own profile (id and stack level), so several accepted events coexist.
@@ -125,7 +125,9 @@ class Ocpp16Adapter(OcppAdapterBase):
                 raise CommandRefused("OCPP 1.6 cannot stop charging at a state of charge; only full")
             # Full power for the window, over any lower-stack-level limit; the car stops when full.
             return {"startPeriod": 0, "limit": self.max_limit}
-        return {"startPeriod": 0, "limit": 0.0}
+        if command.max_kw > 0 and self.rate_unit != "W":
+            raise CommandRefused("a charge cap in kW needs rate_unit W (the supply voltage is unknown)")
+        return {"startPeriod": 0, "limit": command.max_kw * 1000}
 
     def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime,
                      period: dict[str, Any]) -> call.SetChargingProfile:

@@ -39,7 +39,7 @@ from ocpp import v21, v201
 from ocpp.routing import on
 
 from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
-from adapters.base import AdapterError, Capability, Charge, Command, CommandRefused, Discharge
+from adapters.base import AdapterError, Capability, Charge, ChargeDelay, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Ocpp2Adapter(OcppAdapterBase):
     def _period(self, command: Command) -> dict[str, Any]:
         if isinstance(command, Discharge):
             return self._discharge_period(command)
-        limit = 0.0
+        limit = command.max_kw * 1000 if isinstance(command, ChargeDelay) else 0.0
         if isinstance(command, Charge):
             if command.target_soc_pct < 100 and self.meter.soc_pct is None:
                 raise CommandRefused("the charger reports no SoC, so a charge target cannot be held")

@@ -117,13 +117,15 @@ class SimulatedDevice:
             if self.soc_pct <= floor + _EPS_PCT:
                 return 0.0, None
             return -min(command.max_kw, self.spec.max_discharge_kw), floor
-        if isinstance(command, ChargeDelay):
+        if isinstance(command, ChargeDelay) and command.max_kw <= 0:
             return 0.0, None
         target = self.spec.charge_target_pct
         if isinstance(command, Charge):
             target = command.target_soc_pct
         if target is None or self.soc_pct >= target - _EPS_PCT:
             return 0.0, None
+        if isinstance(command, ChargeDelay):
+            return min(command.max_kw, self.spec.max_charge_kw), target
         return self.spec.max_charge_kw, target
 
     def _soc_rate_pct_per_s(self, kw: float) -> float:

@@ -190,7 +190,7 @@ class SunSpecAdapter(Adapter):
                 self._grid_setting_before = storage.ChaGriSet.value
             settings, mode = [("InWRte", 100.0), ("ChaGriSet", GRID)], CHARGE_BIT
         else:
-            settings, mode = [("InWRte", 0.0)], CHARGE_BIT
+            settings, mode = [("InWRte", min(100.0, command.max_kw * 1000 / max_w * 100))], CHARGE_BIT
         # Limits first, the mode last: the battery never runs on the previous limits.
         for name, value in settings:
             point = getattr(storage, name)

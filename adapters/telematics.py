@@ -229,6 +229,8 @@ class TelematicsAdapter(Adapter):
     async def apply(self, command: Command) -> None:
         if not isinstance(command, (ChargeDelay, Charge)):
             raise CommandRefused("telematics APIs have no discharge command")
+        if isinstance(command, ChargeDelay) and command.max_kw > 0:
+            raise CommandRefused("telematics APIs can start and stop charging, not cap its power")
         await self.charge_status()  # reach and credentials checked in the caller's hands
         self._tasks = await hold_until_edges(command, self._commands, self._tasks,
                                                 self.clock.now, self._sync)

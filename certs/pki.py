@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -285,3 +286,64 @@ def install(paths: CertPaths, cert_file: Path, key_file: Path, trust: Path) -> C
     paths.cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in sent))
     write_private(paths.key, Path(key_file).read_bytes())
     return paths
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+def crl_path(ca: CertPaths) -> Path:
+    """Where the CA's certificate revocation list lives: next to its certificate."""
+    return ca.cert.with_suffix(".crl")
+
+
+def revoked_serials(crl_file: Path) -> set[int]:
+    if not crl_file.exists():
+        return set()
+    crl = x509.load_pem_x509_crl(crl_file.read_bytes())
+    return {entry.serial_number for entry in crl}
+
+
+def write_crl(ca: CertPaths, crl_file: Path | None = None, serials: Iterable[int] = (),
+              now: datetime | None = None) -> Path:
+    """(Re)issue the CA's CRL with `serials` added to those already revoked.
+
+    Valid until the CA itself expires, so a forgotten refresh never locks every VEN out.
+    A TLS server that loaded the previous list checks against the newest valid one (by
+    lastUpdate, whole seconds, not in the future): a second list within the same second
+    waits for the next one."""
+    crl_file = crl_file or crl_path(ca)
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    entries: dict[int, datetime] = {}
+    previous = x509.load_pem_x509_crl(crl_file.read_bytes()) if crl_file.exists() else None
+    if previous is not None:
+        entries = {e.serial_number: e.revocation_date_utc for e in previous}
+    if now is None:
+        now = datetime.now(timezone.utc)
+        if previous is not None and now < previous.last_update_utc + timedelta(seconds=1):
+            time.sleep((previous.last_update_utc + timedelta(seconds=1) - now).total_seconds())
+            now = datetime.now(timezone.utc)
+    now = now.replace(microsecond=0)
+    for serial in serials:
+        entries.setdefault(serial, now)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now)
+               .next_update(max(ca_cert.not_valid_after_utc, now + timedelta(days=1))))
+    for serial, when in sorted(entries.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    crl_file.parent.mkdir(parents=True, exist_ok=True)
+    crl_file.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return crl_file
+
+
+def revoke(ca: CertPaths, cert_pem: bytes, crl_file: Path | None = None,
+           now: datetime | None = None) -> Path:
+    """Add a certificate the CA issued to the CA's CRL; ValueError if another CA issued it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    if not _issued_by(cert, ca_cert):
+        raise ValueError(f"the certificate ({cert.subject.rfc4514_string()}) was not issued "
+                         f"by this CA")
+    return write_crl(ca, crl_file, [cert.serial_number], now)

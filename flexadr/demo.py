@@ -142,6 +142,7 @@ async def run_demo(options: DemoOptions, clock: Clock | None = None,
             vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
             adapter_config=dict(spec, time_scale=scale),
             capacity_kwh=spec["capacity_kwh"], max_discharge_kw=spec.get("max_discharge_kw", 0.0),
+            max_charge_kw=spec["max_charge_kw"],
             prefs=OwnerPrefs(min_soc_pct=program.min_soc_pct), time_scale=scale,
             state_url=f"sqlite:///{workdir / 'state' / 'vens.sqlite'}"))
     fleet = Fleet(configs, clock)

@@ -87,12 +87,15 @@ class MessageSigner:
 
     def __call__(self, message_type: str, **message_payload: Any) -> str:
         # Same steps as openleadr.messaging.create_message; only the key handling differs.
+        signed_object = self.render(message_type, **message_payload)
+        return messaging.TEMPLATES.get_template("oadrPayload.xml").render(
+            template=message_type, signature=self.sign(signed_object), signed_object=signed_object)
+
+    def render(self, message_type: str, **message_payload: Any) -> str:
+        """The oadrSignedObject of a message, not yet signed."""
         message_payload = preflight_message(message_type, message_payload)
         template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
-        signed_object = utils.flatten_xml(template.render(**message_payload))
-        signature = self.sign(signed_object)
-        return messaging.TEMPLATES.get_template("oadrPayload.xml").render(
-            template=message_type, signature=signature, signed_object=signed_object)
+        return utils.flatten_xml(template.render(**message_payload))
 
     def sign(self, signed_object: str) -> str:
         """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect."""
@@ -105,7 +108,8 @@ class MessageSigner:
         return etree.tostring(signature_tree).decode("utf-8")
 
 
-def client_signer(create_message: Any) -> Callable[..., str]:
+def client_signer(create_message: Any,
+                  signer_class: type[MessageSigner] = MessageSigner) -> Callable[..., str]:
     """The cached signer equivalent to an OpenADRClient's `_create_message` partial.
 
     Returns the partial unchanged when it does not sign (no cert/key, or signatures
@@ -115,7 +119,7 @@ def client_signer(create_message: Any) -> Callable[..., str]:
     cert, key = keywords.get("cert"), keywords.get("key")
     if not cert or not key or keywords.get("disable_signature"):
         return create_message
-    return MessageSigner(cert, key, keywords.get("passphrase"))
+    return signer_class(cert, key, keywords.get("passphrase"))
 
 
 # --- receiving side ------------------------------------------------------------

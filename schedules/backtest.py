@@ -23,7 +23,7 @@ Pure apart from the optional progress callback: plain data in, dataclasses out.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Callable
 
@@ -32,7 +32,7 @@ import numpy as np
 from schedules import calendar
 from schedules.forecast import DayForecast, HourlySeries, day_bounds_s, from_epoch_s, to_epoch_s
 from schedules.model import Program
-from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfig, SeasonPlan,
+from schedules.planner import (DayDecision, EventKind, PlanInputs, PlannedEvent, PlannerConfig, SeasonPlan,
                                _event, _forecast, _place_window, decision_moment, effective_max,
                                plan_season)
 
@@ -50,6 +50,7 @@ class SeasonResult:
     event_count: int
     annual_peak_utc: datetime | None = None
     cancelled: int = 0
+    decisions: tuple[DayDecision, ...] = ()   # the planner's, day by day (baselines: none)
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,32 @@ def run(program: Program, inputs: PlanInputs, years: list[int],
         if policy != "planner" and progress:
             for day in calendar.season_days(leader or program, year):
                 progress(day)
-        seasons.append(score_season(program, year, events, inputs.load))
+        score = score_season(program, year, events, inputs.load)
+        seasons.append(replace(score, decisions=plan.decisions) if policy == "planner" else score)
     return BacktestResult(program.id, policy, config.forecast, tuple(seasons))
 
 
-def to_json(result: BacktestResult, program: Program) -> dict:
+def decision_json(decision: DayDecision, tz) -> dict:
+    """One day's decision and what it saw (`vtn backtest --why`)."""
+    def mw(value: float | None) -> float | None:
+        return round(value, 1) if value is not None else None
+
+    return {"day": decision.day.isoformat(),
+            "decided": decision.decided_utc.astimezone(tz).isoformat(),
+            "event": decision.event is not None,
+            "reason": decision.reason,
+            "forecast_peak_mw": mw(decision.forecast_peak_mw),
+            "forecast_source": decision.forecast_source,
+            "threshold_mw": mw(decision.threshold_mw),
+            "rank": decision.rank,
+            "budget_left": decision.budget_left,
+            "exclusions": list(decision.exclusions)}
+
+
+def to_json(result: BacktestResult, program: Program, why: bool = False) -> dict:
     """The `vtn backtest --json` document, in the issue's shape; event times in
-    program-local ISO 8601; a test event carries `"testEvent": true`."""
+    program-local ISO 8601; a test event carries `"testEvent": true`. With `why`,
+    each season also lists every day's decision (`decision_json`)."""
     tz = program.timezone
 
     def event_json(e: PlannedEvent) -> dict:
@@ -217,6 +237,7 @@ def to_json(result: BacktestResult, program: Program) -> dict:
             "peak_hour_hit": s.peak_hour_hit,
             "top40_hit": round(s.top40_hit, 4),
             "event_count": s.event_count,
+            **({"decisions": [decision_json(d, tz) for d in s.decisions]} if why else {}),
         } for s in result.seasons],
         "summary": result.summary,
     }

@@ -63,7 +63,16 @@ def _instant(text: str, column: str, problems: list, line: int) -> datetime | No
 
 def parse_emergencies(text: str) -> list[Emergency]:
     """Rows of an emergencies CSV; EmergencyFormatError lists every bad row."""
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": the csv module itself ends rows at CR, LF or CRLF (a file edited on
+    # Windows or an old Mac), as its documentation asks.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _rows(reader)
+    except csv.Error as err:
+        raise EmergencyFormatError([(reader.line_num, f"not valid CSV: {err}")]) from None
+
+
+def _rows(reader: csv.DictReader) -> list[Emergency]:
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
     if missing:
         raise EmergencyFormatError([(1, f"missing column {', '.join(missing)} (needs "

@@ -5,8 +5,9 @@ Pure: numpy arrays in, numpy arrays out; no files. Times are epoch seconds
 
 Honesty is structural: every series has an `as_of(cutoff_s)` view holding only
 what was known at `cutoff_s` (load hours that had ENDED, ISO forecasts that
-had been ISSUED, weather days that had ENDED), and `forecast_own` re-applies
-the cut itself, so a decision can never see the decision day or later.
+had been ISSUED, weather days that had ENDED, issued weather forecasts by
+their issue time), and `forecast_own` re-applies the cut itself, so a decision
+can never see the decision day or later (except forecasts issued before it).
 
 The own forecaster (`forecast_own`) predicts day D's hourly load from
 - load history up to the decision moment (the day before D, mid-afternoon),
@@ -17,10 +18,15 @@ year in earlier years, plus the recent weeks), times an hourly shape averaged
 over the nearest analog days. It also says how likely each hour is to be the
 day's peak hour (`peak_hour_chance`: the peak hours of same-season days with a
 similar peak), which is what event windows are placed by. numpy only.
+
+Given issued hourly temperature forecasts of several cities (`ForecastTemps`,
+e.g. GFS day-ahead runs), the daily peak comes instead from a regression on
+them (`_peak_from_temps`: cooling degrees per city, heat build-up, night low,
+calendar, recent load level), refitted at each decision on the days before it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -103,13 +109,85 @@ class DailyWeather:
         return np.where(found, values[idx], np.nan)
 
 
+# The issued weather forecast file holds, for each valid hour, the value from
+# the model run about 24 h before it (Open-Meteo "previous runs", day 1): that
+# is its issue time. A decision at 15:00 the day before sees the event day's
+# hours up to the one starting 15:00, not its evening.
+WEATHER_FORECAST_LEAD_S = 24 * HOUR_S
+
+
+@dataclass(frozen=True)
+class ForecastTemps:
+    """Issued hourly temperature forecasts (deg C) of several cities, by local day.
+
+    `temp[i, c, h]`: city `c`, local hour `h` of day `ordinal[i]` (NaN: none);
+    `issued[i, h]`: when that hour's values were issued (epoch s). `as_of`
+    blanks every value issued after the cut-off."""
+    cities: tuple[str, ...]
+    ordinal: np.ndarray          # local date ordinals of the days with a value, increasing
+    temp: np.ndarray             # (days, cities, 24)
+    issued: np.ndarray           # (days, 24) epoch s; a huge value where no row
+
+    @classmethod
+    def build(cls, cities: tuple[str, ...], city: np.ndarray, t: np.ndarray, temp: np.ndarray,
+              issued_s: np.ndarray, tz: ZoneInfo) -> "ForecastTemps":
+        """From rows: city index, valid hour start (epoch s), value, issue time."""
+        days, hours = local_day_hour(t, tz)
+        ordinal, row = np.unique(days, return_inverse=True)
+        table = np.full((len(ordinal), len(cities), 24), np.nan)
+        table[row, city, hours] = temp
+        when = np.full((len(ordinal), 24), np.iinfo(np.int64).min, dtype=np.int64)
+        # an hour is known once every city's value for it is
+        np.maximum.at(when, (row, hours), issued_s)
+        when[np.isnan(table).all(axis=1)] = np.iinfo(np.int64).max
+        return cls(cities, ordinal.astype(np.int64), table, when)
+
+    def as_of(self, cutoff_s: int) -> "ForecastTemps":
+        """Days with a value issued by `cutoff_s`, later values blanked."""
+        some = np.flatnonzero((self.issued <= cutoff_s).any(axis=1))
+        n = int(some[-1]) + 1 if len(some) else 0
+        temp, issued = self.temp[:n], self.issued[:n]
+        late = issued > cutoff_s
+        if late.any():
+            temp = temp.copy()
+            temp[np.broadcast_to(late[:, None, :], temp.shape)] = np.nan
+        return replace(self, ordinal=self.ordinal[:n], temp=temp, issued=issued)
+
+    def rows(self, ordinals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row of each ordinal in the table, and whether the table has that day."""
+        idx = np.clip(np.searchsorted(self.ordinal, ordinals), 0, max(len(self.ordinal) - 1, 0))
+        found = (self.ordinal[idx] == ordinals) if len(self.ordinal) else \
+            np.zeros(len(ordinals), dtype=bool)
+        return idx, found
+
+    def hours_known(self, ordinal: int) -> np.ndarray:
+        """(24,) bool: the local hours of day `ordinal` with a value for every city."""
+        (i,), (found,) = self.rows(np.array([ordinal]))
+        if not found:
+            return np.zeros(24, dtype=bool)
+        return ~np.isnan(self.temp[i]).any(axis=0)
+
+    def day_high(self, ordinals: np.ndarray, hours: slice = slice(0, 24),
+                 low: bool = False) -> np.ndarray:
+        """(days, cities): each day's highest (`low`: lowest) forecast temperature
+        in `hours`; NaN where a city has no value there or the day is not in the table."""
+        out = np.full((len(ordinals), len(self.cities)), np.nan)
+        idx, ok = self.rows(ordinals)
+        if ok.any():
+            part = self.temp[idx[ok], :, hours]
+            sign = -1.0 if low else 1.0
+            filled = np.where(np.isnan(part), -np.inf, sign * part)
+            out[ok] = np.where(np.isnan(part).all(axis=2), np.nan, sign * filled.max(axis=2))
+        return out
+
+
 @dataclass(frozen=True)
 class DayForecast:
     """Forecast hourly load for one local day."""
     day: date
     t: np.ndarray         # hour starts (epoch s, UTC) of the local day
     mw: np.ndarray
-    source: str
+    source: str           # "iso", "own", "own+issued" (from issued weather forecasts)
     # chance that each hour is the day's peak hour, when the forecaster knows it
     peak_hour_chance: np.ndarray | None = None
 
@@ -203,7 +281,15 @@ class OwnForecastConfig:
     recent_days: int = 35             # ... plus the most recent days
     analogs: int = 12                 # days averaged for the hourly shape
     peak_analogs: int = 40            # days of similar peak that vote for the peak hour (0: off)
+    peak_analog_max_age_days: int = 1461      # ... from the last four years only
     ridge: float = 1e-3
+    # with issued temperature forecasts (`_peak_from_temps`)
+    temps_first_hour: int = 9         # the forecast high is taken from this local hour on
+    temps_min_days: int = 14          # past days with a forecast before it is used
+    temps_halflife_days: float = 120.0   # a day this old weighs half as much as yesterday
+    temps_max_age_days: int = 730        # ... and older days are left out (bounded refits)
+    temps_ridge: float = 0.02
+    cooling_knee_c: float = 24.0
 
 
 def _daily_table(load: HourlySeries, tz: ZoneInfo):
@@ -264,18 +350,19 @@ class DailyLoad:
                    np.array([d.month * 100 + d.day for d in dates], dtype=np.int64),
                    np.array([d.timetuple().tm_yday for d in dates], dtype=np.int64))
 
-    def _slice(self, part: slice) -> "DailyLoad":
+    def select(self, part: slice | np.ndarray) -> "DailyLoad":
+        """The rows in `part` (a slice, or row indices in order)."""
         return DailyLoad(self.ordinal[part], self.end_s[part], self.profile[part],
                          self.peak[part], self.off[part], self.year[part], self.month[part],
                          self.month_day[part], self.doy[part])
 
     def as_of(self, cutoff_s: int) -> "DailyLoad":
         n = int(np.searchsorted(self.end_s, cutoff_s, side="right"))
-        return self._slice(slice(0, n))
+        return self.select(slice(0, n))
 
     def since(self, ordinal: int) -> "DailyLoad":
         lo = int(np.searchsorted(self.ordinal, ordinal, side="left"))
-        return self._slice(slice(lo, None))
+        return self.select(slice(lo, None))
 
     def rows(self, ordinals: np.ndarray) -> np.ndarray:
         """Row index of each ordinal, -1 where that day is missing."""
@@ -287,13 +374,17 @@ class DailyLoad:
 
 def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz: ZoneInfo,
                  cutoff_s: int, config: OwnForecastConfig = OwnForecastConfig(),
-                 daily: DailyLoad | None = None) -> DayForecast | None:
+                 daily: DailyLoad | None = None,
+                 temps: ForecastTemps | None = None) -> DayForecast | None:
     """Day-ahead hourly forecast for `day` from data known at `cutoff_s` only.
 
     `daily` is `DailyLoad.build(load, tz)` when the caller has it (it is cut to
-    `cutoff_s` here as well); built from `load` otherwise."""
+    `cutoff_s` here as well); built from `load` otherwise. With issued weather
+    forecasts (`temps`, cut to `cutoff_s` here too) the daily peak comes from
+    them (`_peak_from_temps`) once enough past days have both."""
     load = load.as_of(cutoff_s)                       # hours that had ended
     daily = (daily or DailyLoad.build(load, tz)).as_of(cutoff_s)
+    temps = temps.as_of(cutoff_s) if temps is not None else None
     cutoff_day = int(local_day_hour(np.array([cutoff_s]), tz)[0][0])
     weather = weather.before(cutoff_day) if weather is not None else None   # days that had ended
     target = day.toordinal()
@@ -307,6 +398,18 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     partial = load.between(day_bounds_s(date.fromordinal(target - 1), tz)[0], cutoff_s)
     if len(partial.t) == 0:
         return None
+    # the day before D is seen only up to the decision moment
+    _, seen_hours = local_day_hour(partial.t, tz)
+    seen = (seen_hours >= seen_from) & (seen_hours < seen_to)
+    prev_level = float(np.mean(partial.mw[seen])) if seen.any() else float(partial.mw[-1])
+    from_temps = None
+    if temps is not None:
+        from_temps = _peak_from_temps(daily, temps, target, prev_level, (seen_from, seen_to),
+                                      config)
+    if from_temps is not None:
+        # the issued forecast replaces the days-old observed weather; the load
+        # regression below then only chooses the analog days of the hourly shape
+        weather = None
 
     # training days: same time of year in earlier years, plus the recent weeks
     ords = daily.ordinal
@@ -343,17 +446,14 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     a = xs.T @ (xs * w[:, None]) + config.ridge * np.eye(xs.shape[1]) * w.sum()
     beta = np.linalg.solve(a, xs.T @ (y * w))
 
-    # the row for D: the day before D is seen only up to the decision moment
-    _, seen_hours = local_day_hour(partial.t, tz)
-    seen = (seen_hours >= seen_from) & (seen_hours < seen_to)
-    prev_level = float(np.mean(partial.mw[seen])) if seen.any() else float(partial.mw[-1])
+    # the row for D
     r2 = daily.rows(np.array([target - 2]))[0]
     peak2 = daily.peak[r2] if r2 >= 0 else np.nan
     xt = features(np.array([target]), np.array([prev_level]), np.array([peak2]),
                   off_day(np.array([target])), off_day(np.array([target - 1])))
     xt = np.where(np.isfinite(xt), xt, np.r_[1.0, mu][None, :])
     xts = np.column_stack([xt[:, 0], (xt[:, 1:] - mu) / sd])
-    peak = float((xts @ beta)[0])
+    peak = from_temps if from_temps is not None else float((xts @ beta)[0])
 
     # hourly shape: mean normalised profile of the nearest analog days
     dist = ((xs[:, 1:] - xts[:, 1:]) ** 2).sum(axis=1) + (age_days / 60.0) ** 2
@@ -364,8 +464,11 @@ def forecast_own(load: HourlySeries, weather: DailyWeather | None, day: date, tz
     hours = day_hours_s(day, tz)
     _, local_hours = local_day_hour(hours, tz)
     off_target = float(off_day(np.array([target]))[0])
-    chance = _peak_hour_chance(daily, rows[near_season[rows]], peak, off_target, config)
-    return DayForecast(day, hours, peak * shape[local_hours], "own",
+    # the peak hour moves over the years (behind-the-meter solar pushes it later)
+    voters = rows[near_season[rows] & (target - ords[rows] <= config.peak_analog_max_age_days)]
+    chance = _peak_hour_chance(daily, voters, peak, off_target, config)
+    source = "own+issued" if from_temps is not None else "own"
+    return DayForecast(day, hours, peak * shape[local_hours], source,
                        chance[local_hours] if chance is not None else None)
 
 
@@ -384,3 +487,58 @@ def _peak_hour_chance(daily: DailyLoad, rows: np.ndarray, peak_mw: float, off: f
     nearest = same[np.argsort(np.abs(daily.peak[same] - peak_mw))[:config.peak_analogs]]
     hours = np.argmax(daily.profile[nearest], axis=1)
     return np.bincount(hours, minlength=24)[:24] / len(nearest)
+
+
+def _peak_from_temps(daily: DailyLoad, temps: ForecastTemps, target: int, prev_level: float,
+                     seen: tuple[int, int], config: OwnForecastConfig) -> float | None:
+    """Daily peak of day `target` from the issued temperature forecasts.
+
+    Weighted ridge regression on the past days that have a forecast:
+    peak ~ the day before's load at the hours seen at the decision (the recent
+    level: it absorbs the drift between years and data sources), each city's
+    forecast high of the target day over the hours issued by the decision,
+    with a cooling knee, the heat of the two days before (build-up), the
+    night's low (humid nights stay warm), weekend / holiday and the weekday.
+    Refitted at every decision; None while fewer than `temps_min_days` such
+    days are known."""
+    known = temps.hours_known(target)
+    hours = np.flatnonzero(known[config.temps_first_hour:]) + config.temps_first_hour
+    if len(hours) < 3:
+        return None
+    span = slice(config.temps_first_hour, int(hours[-1]) + 1)
+
+    def features(ords: np.ndarray, level: np.ndarray, off: np.ndarray,
+                 off_before: np.ndarray) -> np.ndarray:
+        high = temps.day_high(ords, span)                     # (days, cities)
+        before = (0.6 * temps.day_high(ords - 1) + 0.4 * temps.day_high(ords - 2)).mean(axis=1)
+        night = temps.day_high(ords, slice(0, 7), low=True).mean(axis=1)   # humid nights stay warm
+        weekday = (ords + 6) % 7
+        return np.column_stack([
+            np.ones(len(ords)), level, high, np.maximum(high - config.cooling_knee_c, 0.0),
+            np.maximum(before - config.cooling_knee_c, 0.0), night, off, off_before,
+            (weekday == 0) * (1 - off), (weekday == 4) * (1 - off)])
+
+    # the days whose features can be known, and not older than the age limit
+    daily = daily.since(max(int(temps.ordinal[0]) + 2, target - config.temps_max_age_days))
+    prev = daily.rows(daily.ordinal - 1)
+    rows = np.flatnonzero((prev >= 0) & temps.rows(daily.ordinal)[1])
+    if not len(rows):
+        return None
+    x = features(daily.ordinal[rows], daily.profile[prev[rows], seen[0]:seen[1]].mean(axis=1),
+                 daily.off[rows], daily.off[prev[rows]])
+    y = daily.peak[rows]
+    ok = np.isfinite(x).all(axis=1)
+    if ok.sum() < config.temps_min_days:
+        return None
+    x, y, age = x[ok], y[ok], (target - daily.ordinal[rows[ok]]).astype(float)
+    w = 1.0 / (1.0 + age / config.temps_halflife_days)
+    xt = features(np.array([target]), np.array([prev_level]), off_day(np.array([target])),
+                  off_day(np.array([target - 1])))
+    if not np.isfinite(xt).all():
+        return None
+    mu, sd = x[:, 1:].mean(axis=0), x[:, 1:].std(axis=0) + 1e-6
+    xs = np.column_stack([x[:, 0], (x[:, 1:] - mu) / sd])
+    penalty = config.temps_ridge * np.eye(xs.shape[1]) * w.sum()
+    penalty[0, 0] = 0.0
+    beta = np.linalg.solve(xs.T @ (xs * w[:, None]) + penalty, xs.T @ (y * w))
+    return float(np.r_[1.0, (xt[0, 1:] - mu) / sd] @ beta)

@@ -12,6 +12,7 @@ them all at once instead of one per run.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -308,6 +309,9 @@ class _Reader:
         if not isinstance(value, kinds):
             self.problem(path, f"must be {kinds[0].__name__}, got {value!r}")
             return default
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem(path, f"must be a finite number, got {value!r}")
+            return default
         return value
 
     def unknown(self, data: dict, allowed: set[str], path: str) -> None:
@@ -347,6 +351,9 @@ class _Reader:
         if value < 0 or (positive and value == 0):
             self.problem(path, f"must be {'> 0' if positive else '>= 0'} hours, got {value}")
             return None
+        if value > MAX_HOURS:
+            self.problem(path, f"must be at most {MAX_HOURS} hours (a year), got {value}")
+            return None
         return timedelta(hours=value)
 
     def count(self, data: dict, key: str, path: str, required: bool = True) -> int | None:
@@ -377,6 +384,10 @@ _TOP_KEYS = {"id", "name", "market_context", "timezone", "dispatch", "notice_h",
              "signal", "window", "season", "days", "events", "targeting", "test_event",
              "storms", "emergencies", "clean_peak", "limits", "payment", "payment_schedule", "description",
              "conflicts_with", "connectivity", "performance"}
+
+
+# Every duration in a program file (notice, follow-up, storm margins) is well under a year.
+MAX_HOURS = 366 * 24
 
 
 def from_mapping(data: dict, source: str = "<program>") -> Program:
@@ -501,7 +512,8 @@ def _window(r: _Reader, data: dict):
     hours = r.get(table, "durations_h", "window.durations_h", list)
     for i, h in enumerate(hours or []):
         path = f"window.durations_h[{i}]"
-        if isinstance(h, bool) or not isinstance(h, (int, float)) or h <= 0:
+        if (isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h)
+                or h <= 0):
             r.problem(path, f"must be a positive number of hours, got {h!r}")
             continue
         length = timedelta(hours=h)
@@ -788,6 +800,8 @@ def _payment(r: _Reader, data: dict) -> dict[str, float]:
             r.problem(path, f"name must end with a unit, one of {list(PAYMENT_SUFFIXES)}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             r.problem(path, f"must be a number, got {value!r}")
+        elif not math.isfinite(value):
+            r.problem(path, f"must be a finite number, got {value!r}")
         elif value < 0:
             r.problem(path, f"must be >= 0, got {value}")
         else:
@@ -809,9 +823,11 @@ def load(path: str | Path) -> Program:
     if not path.suffix:
         path = PROGRAMS_DIR / f"{path}.toml"
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ProgramError(str(path), [f"file: cannot read: {err.strerror}"]) from err
+    except UnicodeDecodeError as err:
+        raise ProgramError(str(path), [f"file: not UTF-8 text (byte {err.start})"]) from err
     return parse(text, str(path))
 
 

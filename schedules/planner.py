@@ -54,6 +54,13 @@ How a day is decided (`plan_day`)
    chase day whose forecast beats the estimated season top-20 level by one
    recent forecast-error spread (at most 3 such events; never past the max).
 
+The targeted option (`PlannerConfig(stopping=True)`, `vtn backtest --targeted`:
+at most 8 events, aimed at the annual peak hour) replaces steps 5-7 by an
+optimal-stopping rule (`_stopping_decision`).
+
+Each decision records what it saw (`DayDecision`: forecast peak, its rank in
+the season so far, threshold, events left, exclusions) beside its reason.
+
 Everything here is pure: plain data and an injected clock in, dataclasses out.
 """
 from __future__ import annotations
@@ -67,9 +74,9 @@ import numpy as np
 
 from flexadr.clock import Clock, ManualClock
 from schedules import calendar
-from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, HourlySeries,
-                                DailyLoad, OwnForecastConfig, day_bounds_s, forecast_iso,
-                                forecast_own, off_day, to_epoch_s)
+from schedules.forecast import (DayForecast, DailyWeather, ForecastSeries, ForecastTemps,
+                                HourlySeries, DailyLoad, OwnForecastConfig, day_bounds_s,
+                                forecast_iso, forecast_own, off_day, to_epoch_s)
 from schedules.model import MonthDay, Program
 from schedules.storms import Exclusion
 
@@ -123,9 +130,14 @@ class DayDecision:
     day: date
     decided_utc: datetime
     event: PlannedEvent | None
-    reason: str
+    reason: str                       # why called, or why not
     forecast_peak_mw: float | None = None
     threshold_mw: float | None = None
+    # what the decision saw, to explain it (`vtn backtest --why`)
+    rank: int | None = None           # the day's forecast peak among this season's so far (1: top)
+    budget_left: int | None = None    # events left before the season maximum
+    exclusions: tuple[str, ...] = ()  # known storm / emergency periods touching the day's window
+    forecast_source: str | None = None   # DayForecast.source of the forecast it used
 
 
 @dataclass(frozen=True)
@@ -141,11 +153,13 @@ class PlanInputs:
     exclusions: tuple[Exclusion, ...] = ()      # storm / emergency exclusion periods
     daily: DailyLoad | None = None              # complete days of `load`
     iso_daily: DailyLoad | None = None          # days of `iso_forecast`, by issue time
+    weather_forecast: ForecastTemps | None = None   # issued hourly temperature forecasts
 
     @classmethod
     def build(cls, load: HourlySeries, tz, iso_forecast: ForecastSeries | None = None,
               weather: DailyWeather | None = None,
-              exclusions: tuple[Exclusion, ...] | list[Exclusion] = ()) -> "PlanInputs":
+              exclusions: tuple[Exclusion, ...] | list[Exclusion] = (),
+              weather_forecast: ForecastTemps | None = None) -> "PlanInputs":
         iso_daily = None
         if iso_forecast is not None:
             table = DailyLoad.build(HourlySeries(iso_forecast.t, iso_forecast.mw), tz)
@@ -154,7 +168,7 @@ class PlanInputs:
             idx = np.clip(np.searchsorted(iso_forecast.t, first_hour), 0, len(iso_forecast.t) - 1)
             iso_daily = replace(table, end_s=iso_forecast.issued_s[idx])
         return cls(load, iso_forecast, weather, tuple(exclusions), DailyLoad.build(load, tz),
-                   iso_daily)
+                   iso_daily, weather_forecast)
 
     def as_of(self, cutoff_utc: datetime, tz) -> "PlanInputs":
         cutoff_s = to_epoch_s(cutoff_utc)
@@ -168,7 +182,9 @@ class PlanInputs:
             weather=weather,
             exclusions=tuple(e for e in self.exclusions if e.known_utc <= cutoff_utc),
             daily=daily.as_of(cutoff_s),
-            iso_daily=self.iso_daily.as_of(cutoff_s) if self.iso_daily is not None else None)
+            iso_daily=self.iso_daily.as_of(cutoff_s) if self.iso_daily is not None else None,
+            weather_forecast=(self.weather_forecast.as_of(cutoff_s)
+                              if self.weather_forecast is not None else None))
 
 
 @dataclass(frozen=True)
@@ -189,6 +205,7 @@ class PlannerConfig:
     shoulder_prior_fraction: float = 0.88  # of earlier years' median annual peak
     shoulder_margin: float = 0.05         # forecast may run this far under the year's max
     annual_peak_sigma: float = 1.0        # shoulder months: plus this many recent error spreads
+    stopping: bool = False                # targeted option: optimal stopping (`_stopping_decision`)
     own: OwnForecastConfig = OwnForecastConfig()
 
 
@@ -274,7 +291,7 @@ def _forecast(program: Program, day: date, view: PlanInputs, cutoff: datetime,
             return None
         return forecast_iso(view.iso_forecast, day, program.timezone, cutoff_s)
     return forecast_own(view.load, view.weather, day, program.timezone, cutoff_s, config.own,
-                        daily=view.daily)
+                        daily=view.daily, temps=view.weather_forecast)
 
 
 def _forecast_errors(view: PlanInputs, state: SeasonState, ordinals: np.ndarray,
@@ -308,9 +325,7 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     earlier years' peaks on the chase dates still to come (weight 1/years),
     scaled by this summer's anomaly against those years on the recent dates
     (shrunk towards 1 while few days have been seen)."""
-    daily = view.daily.since(day.toordinal() - 366 * config.climate_years)
-    if not len(daily.ordinal):
-        return None
+    daily = _climate_days(program, day, view, config)
     in_chase = np.isin(daily.month, program.targeting.peak_months)
     prior = daily.year < day.year
     n_years = len(np.unique(daily.year[prior & in_chase]))
@@ -318,17 +333,7 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
         return None
     seen = (daily.year == day.year) & in_chase
     future = prior & in_chase & (daily.month_day >= day.month * 100 + day.day)
-    # anomaly: the last `anomaly_days` days against the same dates of earlier years
-    recent_md = [d.month * 100 + d.day for d in
-                 (day - timedelta(days=k) for k in range(1, config.anomaly_days + 1))]
-    recent = np.isin(daily.month_day, recent_md)
-    recent_now = daily.peak[(daily.year == day.year) & recent]
-    recent_then = daily.peak[prior & recent]
-    factor = 1.0
-    if len(recent_now) >= 5 and len(recent_then) >= 5:
-        ratio = float(np.mean(recent_now) / np.mean(recent_then))
-        weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
-        factor = 1.0 + (ratio - 1.0) * weight
+    factor = _anomaly(daily, day, config)
     future_peaks = daily.peak[future]
     synthetic = _weather_climate(program, day, view, config) if config.weather_years else None
     if synthetic is not None and len(synthetic[0]):
@@ -342,6 +347,95 @@ def _season_threshold(program: Program, day: date, view: PlanInputs, chase_targe
     cumulative = np.cumsum(weights[order])
     k = int(np.searchsorted(cumulative, chase_target))
     return float(values[order][min(k, len(order) - 1)])
+
+
+def _anomaly(daily: DailyLoad, day: date, config: PlannerConfig) -> float:
+    """This summer against earlier years: the last `anomaly_days` days' mean peak
+    over the same dates' mean in earlier years, shrunk towards 1 while few
+    days have been seen."""
+    recent_md = [d.month * 100 + d.day for d in
+                 (day - timedelta(days=k) for k in range(1, config.anomaly_days + 1))]
+    recent = np.isin(daily.month_day, recent_md)
+    recent_now = daily.peak[(daily.year == day.year) & recent]
+    recent_then = daily.peak[(daily.year < day.year) & recent]
+    if len(recent_now) < 5 or len(recent_then) < 5:
+        return 1.0
+    ratio = float(np.mean(recent_now) / np.mean(recent_then))
+    weight = len(recent_now) / (len(recent_now) + config.anomaly_shrink_days)
+    return 1.0 + (ratio - 1.0) * weight
+
+
+def _days_to_beat(program: Program, day: date, view: PlanInputs, level_mw: float,
+                  config: PlannerConfig) -> float | None:
+    """How many days after `day` this season are expected to peak above
+    `level_mw`: earlier years' peaks on the season dates still to come, scaled
+    by this summer's anomaly, per year (None: no earlier season known)."""
+    daily = _climate_days(program, day, view, config)
+    prior = daily.year < day.year
+    years = np.unique(daily.year[prior])
+    if not len(years):
+        return None
+    future = prior & (daily.month_day > day.month * 100 + day.day) & np.array(
+        [program.season.contains(date.fromordinal(int(o))) for o in daily.ordinal])
+    beats = daily.peak[future] * _anomaly(daily, day, config) > level_mw
+    return float(beats.sum()) / len(years)
+
+
+def _stopping_decision(program: Program, day: date, view: PlanInputs, peak: float, bias: float,
+                       used: int, config: PlannerConfig) -> tuple[bool, str]:
+    """The targeted option as optimal stopping, aimed at the annual peak hour.
+
+    With k events left, call a day that could set the year's high when the
+    chance that no later day of the season beats it is at least 1 / (k + 1):
+    later days above it arrive about as a Poisson count with the mean N that
+    the climatology gives (`_days_to_beat`), so that chance is exp(-N). Many
+    events left: a fair chance is enough; the last one waits for a near-sure day.
+    And while no more later days are expected above the year's high so far than
+    there are events left, every possible new high is called: events unused at
+    the season's end are worth nothing."""
+    left = effective_max(program) - used
+    expected = peak + max(bias, 0.0)
+    year_max = _year_max_so_far(program, day, view)
+    if expected < (1 - config.shoulder_margin) * year_max:
+        return False, (f"stopping: forecast {expected:.0f} MW below the year's high so far "
+                       f"{year_max:.0f} MW")
+    better = _days_to_beat(program, day, view, expected, config)
+    if better is None:
+        return True, "stopping: no earlier season known"
+    chance = float(np.exp(-better))
+    # events to spare: fewer later days than events are expected to set a new high
+    candidates = _days_to_beat(program, day, view, year_max, config)
+    why = (f"stopping: {better:.1f} later days expected above {expected:.0f} MW (chance none is "
+           f"higher {chance:.2f}, needs 1/{left + 1}), {candidates:.1f} above the year's high "
+           f"so far, {left} events left")
+    return chance >= 1.0 / (left + 1) or candidates <= left, why
+
+
+def _year_max_so_far(program: Program, day: date, view: PlanInputs) -> float:
+    """The highest hourly load of the calendar year known at the decision."""
+    daily = view.daily
+    this_year = daily.peak[daily.year == day.year]
+    today = view.load.between(day_bounds_s(day - timedelta(days=1), program.timezone)[0],
+                              2**62).mw
+    return float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
+
+
+def _climate_days(program: Program, day: date, view: PlanInputs,
+                  config: PlannerConfig) -> DailyLoad:
+    """The known days of the last `climate_years` years; across a gap in the load
+    history (no chase month in those years), the last `climate_years` summers
+    before the gap, with this year's days."""
+    months = program.targeting.peak_months
+    recent = view.daily.since(day.toordinal() - 366 * config.climate_years)
+    if np.isin(recent.month, months)[recent.year < day.year].any():
+        return recent
+    earlier = np.unique(view.daily.year[np.isin(view.daily.month, months)
+                                        & (view.daily.year < day.year)])
+    if not len(earlier):
+        return recent
+    first = date(int(earlier[-min(config.climate_years, len(earlier))]), 1, 1)
+    older = view.daily.since(first.toordinal())
+    return older.select(np.flatnonzero((older.year <= earlier[-1]) | (older.year == day.year)))
 
 
 def _weather_climate(program: Program, day: date, view: PlanInputs,
@@ -394,10 +488,7 @@ def _annual_peak_possible(program: Program, day: date, view: PlanInputs, forecas
     # annual peak of each earlier year, from what is known
     priors = [float(daily.peak[daily.year == y].max()) for y in np.unique(daily.year)
               if y < day.year]
-    this_year = daily.peak[daily.year == day.year]
-    today = view.load.between(day_bounds_s(day - timedelta(days=1), program.timezone)[0],
-                              2**62).mw
-    year_max = float(max(this_year.max(initial=0.0), today.max(initial=0.0)))
+    year_max = _year_max_so_far(program, day, view)
     expected = forecast_peak + max(bias, 0.0)
     if config.annual_peak_sigma and np.isfinite(spread) \
             and day.month not in program.targeting.peak_months:
@@ -416,8 +507,10 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     now = clock.now()
     deadline = decision_moment(program, day)
 
+    seen: dict = {}      # the inputs each decision records, filled in as they are known
+
     def no(reason: str, **extra) -> DayDecision:
-        return DayDecision(day, now, None, reason, **extra)
+        return DayDecision(day, now, None, reason, **extra, **seen)
 
     if now > deadline:
         return no("past the notice deadline")
@@ -425,6 +518,10 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if exclusion:
         return no(exclusion)
     view = inputs.as_of(now, program.timezone)
+    whole = calendar.window_utc(program, day, program.window.start, program.window.end)
+    seen["exclusions"] = tuple(dict.fromkeys(
+        e.reason for e in view.exclusions if e.overlaps(whole.start_utc, whole.end_utc)))
+    seen["budget_left"] = effective_max(program) - state.budget_used()
 
     if day == calendar.test_event_day(program, day.year):
         forecast = _forecast(program, day, view, now, config)
@@ -434,7 +531,7 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
                            "program test day")
             if program.test_event.count_in_budget:
                 event = replace(event, kind=EventKind.DISPATCH, reason="program test day (counted)")
-            return DayDecision(day, now, event, "program test day")
+            return DayDecision(day, now, event, "program test day", **seen)
 
     used = state.budget_used()
     if used >= effective_max(program):
@@ -447,6 +544,8 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
     if forecast is None:
         return no("no forecast")
     peak = forecast.peak_mw
+    seen["rank"] = 1 + sum(1 for _, earlier in state.forecast_peaks if earlier > peak)
+    seen["forecast_source"] = forecast.source
     window = _place_window(program, day, forecast, view.exclusions)
     if window is None:
         return no("storm exclusion", forecast_peak_mw=peak)
@@ -457,7 +556,11 @@ def plan_day(program: Program, day: date, inputs: PlanInputs, state: SeasonState
 
     def call(reason: str, threshold: float | None = None) -> DayDecision:
         event = _event(program, day, window, EventKind.DISPATCH, now, forecast, reason)
-        return DayDecision(day, now, event, reason, peak, threshold)
+        return DayDecision(day, now, event, reason, peak, threshold, **seen)
+
+    if config.stopping:
+        verdict, why = _stopping_decision(program, day, view, peak, bias, used, config)
+        return call(why) if verdict else no(why, forecast_peak_mw=peak)
 
     # Season minimum: the allowed days left are just enough to reach it.
     allowed = _allowed_days(program, day.year)
@@ -523,7 +626,10 @@ def _chase_threshold(program: Program, day: date, view: PlanInputs, state: Seaso
     chase_target = target - shoulder_used
     estimate = _season_threshold(program, day, view, chase_target + config.target_slack, config)
     if estimate is None:
-        return None, "no history: " + pacing
+        # no earlier summer in the history: the recent weeks are all there is
+        if recent_threshold is None:
+            return None, "no history: " + pacing
+        return recent_threshold, f"{recent_threshold:.0f} MW (no earlier summer; {pacing})"
     threshold = estimate - bias
     if config.reference == "hybrid" and recent_threshold is not None:
         # behind schedule: the more lenient of the season and the recent threshold

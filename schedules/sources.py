@@ -1,9 +1,11 @@
 """Readers at the edge: files -> the plain data the pure planner takes.
 
-- `read_isone_csv`: ISO-NE-style hourly CSV (columns `utc_hour_ending`,
+- `read_isone_csv` (`read_load_files` for several): ISO-NE-style hourly CSV (columns `utc_hour_ending`,
   `demand_mw_clean` or `demand_mw`, `isone_dayahead_forecast_mw`; see
   shared/data/PROVENANCE.md) -> actual load and ISO's day-ahead forecast series.
 - `read_daily_weather`: Meteostat-style daily CSV (`time`, `tavg`, `tmin`, `tmax`).
+- `read_weather_forecast`: issued hourly temperature forecasts of several cities
+  (`timestamp_local`, `temperature_2m`, `city`).
 - `read_alerts`: an NWS CAP ATOM feed or api.weather.gov GeoJSON file.
 - `read_emergencies`: declared emergencies (`type,start,end[,declared,description]`).
 
@@ -29,8 +31,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from lxml import etree
 
-from schedules.forecast import (HOUR_S, DailyWeather, ForecastSeries, HourlySeries,
-                                iso_issue_times)
+from schedules.forecast import (HOUR_S, WEATHER_FORECAST_LEAD_S, DailyWeather, ForecastSeries,
+                                ForecastTemps, HourlySeries, iso_issue_times)
 from schedules.emergencies import Emergency, EmergencyFormatError, parse_emergencies
 from schedules.storms import Alert, AlertFormatError, parse_alerts
 
@@ -130,24 +132,34 @@ class _CsvFile:
             self.problems.add(first, f"not CSV: {err}")
 
     def series(self, time_column: str, parse: Callable[[str], int], show: Callable[[int], str],
-               number_columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+               number_columns: tuple[str, ...], group_column: str | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Times (`parse` of `time_column`, increasing) and one row of floats per
-        number column (NaN where empty or absent). Raises DataFileError with every
-        problem found."""
+        number column (NaN where empty or absent). With `group_column`, times
+        increase within each group and `self.groups` holds each row's group.
+        Raises DataFileError with every problem found."""
         wanted = [(self.columns.get(name), name) for name in number_columns]
         number = self._number
-        times, lines, values = [], [], []
+        times, lines, values, groups = [], [], [], []
         for line, row in self._rows():
             when = self._time(parse, row, time_column, line)
             numbers = [number(row, index, name, line) for index, name in wanted]
-            if when is not None:
+            group = row[self.columns[group_column]].strip() if group_column else ""
+            if group_column and not group:
+                self.problems.add(line, f"{group_column}: empty")
+            elif when is not None:
                 times.append(when)
                 lines.append(line)
                 values.append(numbers)
-        self._check_rising(time_column, times, lines, show)
+                groups.append(group)
+        for name in dict.fromkeys(groups):
+            rows = [i for i, g in enumerate(groups) if g == name]
+            self._check_rising(time_column, [times[i] for i in rows], [lines[i] for i in rows],
+                               show)
         if not lines and not self.problems.count:
             self.problems.add(None, "no data rows")
         self.problems.raise_any()
+        self.groups = groups
         columns = np.array(values, dtype=np.float64).reshape(-1, len(wanted)).T.copy()
         return np.asarray(times, dtype=np.int64), columns
 
@@ -234,12 +246,75 @@ def read_isone_csv(path: str | Path, tz: ZoneInfo = ZoneInfo("America/New_York")
     return LoadFile(HourlySeries(t, np.where(np.isnan(clean), raw, clean)), iso_forecast)
 
 
+def read_load_files(paths: Iterable[str | Path],
+                    tz: ZoneInfo = ZoneInfo("America/New_York")) -> LoadFile:
+    """Several `read_isone_csv` files as one history (e.g. older years from one
+    source and recent months from another, with a gap between): taken in time
+    order; hours may not overlap. Raises DataFileError."""
+    files = sorted(((read_isone_csv(path, tz), path) for path in paths),
+                   key=lambda item: int(item[0].load.t[0]))
+    for (before, first), (after, second) in zip(files, files[1:]):
+        if after.load.t[0] <= before.load.t[-1]:
+            raise DataFileError(second, [(None, f"its hours overlap those of {first} (from "
+                                                f"{_show_hour_ending(int(after.load.t[0]))} to "
+                                                f"{_show_hour_ending(int(before.load.t[-1]))} "
+                                                f"UTC, hour ending)")])
+    load = HourlySeries(np.concatenate([f.load.t for f, _ in files]),
+                        np.concatenate([f.load.mw for f, _ in files]))
+    forecasts = [f.iso_forecast for f, _ in files if f.iso_forecast is not None]
+    iso = ForecastSeries(*(np.concatenate([getattr(fc, name) for fc in forecasts])
+                           for name in ("t", "mw", "issued_s"))) if forecasts else None
+    return LoadFile(load, iso)
+
+
 def read_daily_weather(path: str | Path) -> DailyWeather:
     """Daily `tmax`, `tmin` (optional) and `tavg` by `time` (a date; days must
     increase). Raises DataFileError for a file it cannot use."""
     table = _CsvFile(path, (("time",), ("tmax",), ("tavg",)))
     days, (tmax, tmin, tavg) = table.series("time", _day, _show_day, ("tmax", "tmin", "tavg"))
     return DailyWeather(days, tmax, tmin, tavg)
+
+
+def _local_hour(tz: ZoneInfo) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        """Epoch seconds of a local wall-clock hour start (`YYYY-MM-DD HH:MM[:SS]`)."""
+        try:
+            if not _LOCAL_HOUR.fullmatch(text):
+                raise ValueError
+            wall = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a 'YYYY-MM-DD HH:MM:SS' time: {text!r}") from None
+        if wall.minute or wall.second:
+            raise ValueError(f"not on the hour: {text!r}")
+        local = wall.replace(tzinfo=tz)
+        try:
+            utc = local.astimezone(UTC)
+            if utc.astimezone(tz).replace(tzinfo=None) != wall:
+                raise ValueError(f"{text!r} does not exist in {tz.key} (clocks spring forward)")
+        except OverflowError:
+            raise ValueError(f"out of range: {text!r}") from None
+        return int((utc - _EPOCH).total_seconds())
+    return parse
+
+
+_LOCAL_HOUR = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?")
+
+
+def read_weather_forecast(path: str | Path,
+                          tz: ZoneInfo = ZoneInfo("America/New_York")) -> ForecastTemps:
+    """Issued hourly temperature forecasts: `timestamp_local` (wall clock in `tz`,
+    hour beginning; increasing within each city), `temperature_2m` (deg C), `city`.
+    Each value counts as issued WEATHER_FORECAST_LEAD_S before its hour (the
+    file's day-ahead runs). Raises DataFileError for a file it cannot use."""
+    table = _CsvFile(path, (("timestamp_local",), ("temperature_2m",), ("city",)))
+    parse = _local_hour(tz)
+    t, (temp,) = table.series("timestamp_local", parse,
+                              lambda s: datetime.fromtimestamp(s, tz).strftime("%Y-%m-%d %H:%M"),
+                              ("temperature_2m",), group_column="city")
+    cities = tuple(dict.fromkeys(table.groups))
+    index = {name: i for i, name in enumerate(cities)}
+    city = np.fromiter((index[g] for g in table.groups), dtype=np.int64, count=len(t))
+    return ForecastTemps.build(cities, city, t, temp, t - WEATHER_FORECAST_LEAD_S, tz)
 
 
 def read_alerts(path: str | Path) -> list[Alert]:

@@ -39,23 +39,24 @@ async def _call(session, method, path, json=None, headers=AUTH):
 
 
 async def test_no_admin_route_answers_without_the_token(api):
-    session, vtn, pki, _ = api
+    session, vtn, pki, clock = api
     routes = [(method, path.replace("{program_id}", "managed_charging")
-               .replace("{event_id}", "x")) for method, path, *_ in vtn.admin.routes]
-    assert len(routes) >= 15
+               .replace("{event_id}", "x").replace("{ven_id}", "x"))
+              for method, path, *_ in vtn.admin.routes]
+    assert len(routes) >= 20
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         for method, path in routes:
+            clock.advance(timedelta(minutes=1))     # stay under the failed-token limit
             status, body = await _call(session, method, path, json={}, headers=headers)
             assert status == 401, (method, path, headers, status)
-    # The same routes, over the OpenADR mTLS port, are guarded as well.
+    # The OpenADR mTLS port serves no admin route, even to an enrolled certificate.
     context = ssl.create_default_context(cafile=str(pki.ca.cert))
     context.load_cert_chain(str(pki.vens["rogue"].cert), str(pki.vens["rogue"].key))
     async with aiohttp.ClientSession(timeout=TIMEOUT) as tls:
-        url = f"https://127.0.0.1:{vtn.config.port}/api/vens"
-        async with tls.get(url, ssl=context) as response:
-            assert response.status == 401
-        async with tls.get(url, ssl=context, headers=AUTH) as response:
-            assert response.status == 200
+        for path in ("/api/vens", "/metrics", "/health", "/optout/x"):
+            async with tls.get(f"https://127.0.0.1:{vtn.config.port}{path}", ssl=context,
+                               headers=AUTH) as response:
+                assert response.status in (404, 405), (path, response.status)
 
 
 async def test_openapi_document_lists_every_route(api):
@@ -126,7 +127,7 @@ async def test_bad_enrolment_input_is_refused_precisely(api):
     session, vtn, _, _ = api
     await _participant(session, "alice", "house-1")
     for body, fragment in [
-        ({"participant_id": "alice"}, "missing field"),
+        ({"participant_id": "alice"}, "program_id: missing"),
         ({"participant_id": "nobody", "program_id": "managed_charging", "ven_name": "x",
           "device_kind": "ev_managed", "fingerprint": "aa"}, "no participant"),
         ({"participant_id": "alice", "program_id": "managed_charging", "ven_name": "x",
@@ -146,7 +147,7 @@ async def test_events_create_modify_cancel_and_list(api):
     store = vtn.store
     store.enrol(Ven(ven_id="batt-1", ven_name="batt-1", fingerprint=pki.vens["batt-1"].fingerprint,
                     program_id="connected_solutions", device_kind="battery"))
-    start = (NOW + timedelta(days=1)).isoformat()
+    start = "2026-07-02T16:00:00-04:00"      # inside the window, a day and more ahead
     status, event = await _call(session, "POST", "/api/events", json={
         "program_id": "connected_solutions", "start": start, "minutes": 120, "setpoint_kw": 5})
     assert status == 201, event
@@ -185,10 +186,11 @@ async def test_vens_telemetry_csv_optouts_and_metrics(api):
     store = vtn.store
     store.enrol(Ven(ven_id="batt-1", ven_name="batt-1", fingerprint=pki.vens["batt-1"].fingerprint,
                     program_id="connected_solutions", device_kind="battery"))
-    start = NOW + timedelta(hours=1)
+    start = datetime(2026, 7, 2, 20, 0, tzinfo=timezone.utc)
     status, event = await _call(session, "POST", "/api/events", json={
         "program_id": "connected_solutions", "start": start.isoformat(), "minutes": 30,
         "setpoint_kw": 5})
+    assert status == 201, event
     store.seen("batt-1", NOW)
     store.record_points("batt-1", [
         (start + timedelta(minutes=15 * i), start + timedelta(minutes=15 * (i + 1)),
@@ -226,7 +228,7 @@ async def test_plan_then_publish_an_event(api):
                         fingerprint=pki.vens["batt-1"].fingerprint,
                         program_id="connected_solutions", device_kind="battery"))
     status, event = await _call(session, "POST", "/api/events", json={
-        "program_id": "connected_solutions", "start": (NOW + timedelta(days=1)).isoformat(),
+        "program_id": "connected_solutions", "start": "2026-07-02T15:00:00-04:00",
         "minutes": 180, "setpoint_kw": 5, "plan": True})
     assert (status, event["status"]) == (201, "pending")
     assert vtn.store.pending_messages("batt-1") == []
@@ -255,3 +257,70 @@ async def test_more_than_twelve_opt_outs_in_a_season_are_flagged(api):
         status, body = await _call(session, "GET", "/api/optouts")
         assert body["season_counts"]["ev-1"] == {"count": day + 1, "limit": 12,
                                                  "over_limit": day + 1 > 12}
+
+
+# --- the admin plane: its own listener, TLS, failed-token limit, health ----------------------
+
+async def test_failed_tokens_are_limited_per_address(api):
+    from vtn.admin import FAILED_AUTH_LIMIT, FAILED_AUTH_WINDOW
+    session, vtn, _, clock = api
+    wrong = {"Authorization": "Bearer guess"}
+    for _ in range(FAILED_AUTH_LIMIT):
+        assert (await _call(session, "GET", "/api/vens", headers=wrong))[0] == 401
+    async with session.get("/api/vens", headers=wrong) as response:
+        assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+    # The right token does not help the address while it is locked out ...
+    assert (await _call(session, "GET", "/api/vens"))[0] == 429
+    # ... another address is not affected ...
+    port = vtn.config.admin_port
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as other:
+        async with other.get(f"http://127.0.0.1:{port}/api/vens", headers=AUTH) as response:
+            assert response.status == 200
+    # ... and the window passing lets it in again.
+    clock.advance(FAILED_AUTH_WINDOW)
+    assert (await _call(session, "GET", "/api/vens"))[0] == 200
+
+
+async def test_health_answers_without_a_token_and_says_when_the_database_is_gone(api, tmp_path):
+    session, vtn, pki, _ = api
+    status, body = await _call(session, "GET", "/health", headers={})
+    assert (status, body["status"], body["database"]) == (200, "ok", "ok")
+    assert body["time"] == "2026-07-01T12:00:00Z"
+    from vtn.store import Store
+    gone = Store(f"sqlite:///{tmp_path}/no/such/dir/vtn.sqlite", migrate_schema=False)
+    admin_port = _free_port()
+    down = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", _free_port(), pki.vtn.cert, pki.vtn.key,
+                         pki.ca.cert, admin_port=admin_port), gone, ManualClock(NOW))
+    await down.start(run_ticker=False)
+    try:
+        async with session.get(f"http://127.0.0.1:{admin_port}/health") as response:
+            body = await response.json()
+            assert (response.status, body["status"]) == (503, "unavailable")
+    finally:
+        await down.stop()
+
+
+async def test_the_admin_listener_binds_its_own_address_and_can_speak_tls(tmp_path, store):
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    admin_port = _free_port()
+    vtn = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", _free_port(), pki.vtn.cert, pki.vtn.key,
+                        pki.ca.cert, admin_token=TOKEN, admin_port=admin_port,
+                        admin_host="127.0.0.2", admin_cert=pki.vtn.cert, admin_key=pki.vtn.key),
+              store, ManualClock(NOW))
+    await vtn.start(run_ticker=False)
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    try:
+        assert vtn._admin_runner.addresses == [("127.0.0.2", admin_port)]
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            with pytest.raises(aiohttp.ClientConnectorError):     # nothing on 127.0.0.1
+                await session.get(f"https://127.0.0.1:{admin_port}/health", ssl=context)
+            with pytest.raises(aiohttp.ClientError):              # no plain HTTP
+                await session.get(f"http://127.0.0.2:{admin_port}/health")
+            # The VTN certificate names 127.0.0.1 only: check the chain, not the name.
+            context.check_hostname = False
+            async with session.get(f"https://127.0.0.2:{admin_port}/api/vens", ssl=context,
+                                   headers=AUTH) as response:
+                assert response.status == 200
+    finally:
+        await vtn.stop()

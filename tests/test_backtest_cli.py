@@ -47,6 +47,25 @@ def test_json_shape_and_progress_bar_on_stderr(capsys):
     assert doc["summary"]["peak_hour_hits"] == int(season["peak_hour_hit"])
 
 
+def test_why_lists_every_day_in_json_and_in_the_table(capsys):
+    args = ["backtest", "--program", "connected_solutions", "--load", LOAD, "--seasons", "2019",
+            "--no-progress", "--why"]
+    assert backtest_cmd.main(args + ["--json"]) == 0
+    (season,) = json.loads(capsys.readouterr().out)["seasons"]
+    days = season["decisions"]
+    assert len(days) == 122 and days[0]["day"] == "2019-06-01"
+    assert set(days[0]) == {"day", "decided", "event", "reason", "forecast_peak_mw",
+                            "forecast_source", "threshold_mw", "rank", "budget_left",
+                            "exclusions"}
+    assert days[0]["forecast_source"] == "iso"
+    assert sum(d["event"] for d in days) == len(season["events"])
+    (july_4,) = [d for d in days if d["day"] == "2019-07-04"]
+    assert july_4["reason"] == "holiday: Independence Day" and not july_4["event"]
+    assert backtest_cmd.main(args) == 0
+    out = capsys.readouterr().out
+    assert "rank" in out and "2019-07-04" in out and "season threshold" in out
+
+
 def test_table_output_and_bad_arguments(capsys):
     code = backtest_cmd.main(["backtest", "--program", "managed_charging", "--load", LOAD,
                               "--seasons", "2019", "--no-progress"])

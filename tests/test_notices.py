@@ -1,6 +1,7 @@
 """Participant notices through real channels: a local SMTP server (aiosmtpd) and an HTTP webhook."""
 import email
 import email.policy
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
@@ -39,6 +40,22 @@ def smtp():
     controller.stop()
 
 
+@asynccontextmanager
+async def http_server(**posts):
+    """A local HTTP server answering POST /NAME with posts[NAME]; yields its base URL."""
+    app = web.Application()
+    for name, handler in posts.items():
+        app.router.add_post(f"/{name}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def webhook():
     received = []
@@ -46,14 +63,8 @@ async def webhook():
     async def hook(request):
         received.append(await request.json())
         return web.json_response({"ok": True})
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield received, f"http://127.0.0.1:{port}/hook"
-    await runner.cleanup()
+    async with http_server(hook=hook) as url:
+        yield received, f"{url}/hook"
 
 
 def _setup(store, webhook_url):
@@ -74,7 +85,7 @@ async def test_publication_and_follow_up_notices_reach_email_and_webhook(store, 
     _setup(store, hook_url)
     clock = ManualClock(T0 - timedelta(hours=24))
     notifier = ChannelNotifier(email=EmailNotifier("127.0.0.1", smtp_port, "vtn@utility.example"),
-                               webhook=WebhookNotifier())
+                               webhook=WebhookNotifier(allow_private=True))
     notices = NoticeService(store, notifier, clock, public_url="https://vtn.example/")
     event = lifecycle.publish(store, model.load("managed_charging"), T0, T0 + timedelta(hours=8),
                               ["ev-alice", "ev-bob", "ev-nobody"], clock)
@@ -122,7 +133,7 @@ async def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(store,
     _setup(store, "http://127.0.0.1:9/nowhere")       # nothing listens on port 9
     clock = ManualClock(T0 - timedelta(hours=24))
     notifier = ChannelNotifier(email=EmailNotifier("127.0.0.1", smtp_port, "vtn@utility.example"),
-                               webhook=WebhookNotifier(timeout_s=5))
+                               webhook=WebhookNotifier(timeout_s=5, allow_private=True))
     notices = NoticeService(store, notifier, clock)
     lifecycle.publish(store, model.load("managed_charging"), T0, T0 + timedelta(hours=8),
                       ["ev-alice", "ev-bob"], clock)
@@ -132,7 +143,8 @@ async def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(store,
     assert stored.delivered is False and stored.error
 
 
-async def test_opt_out_link_over_http_records_the_opt_out(tmp_path, store, smtp):
+async def test_opt_out_link_opens_a_confirmation_page_and_the_post_records_it(tmp_path, store,
+                                                                              smtp):
     from certs.pki import ensure_dev_pki
     from vtn.service import Vtn, VtnConfig
     inbox, smtp_port = smtp
@@ -152,10 +164,17 @@ async def test_opt_out_link_over_http_records_the_opt_out(tmp_path, store, smtp)
         link = next(line for line in inbox.messages[0][1].get_content().splitlines()
                     if "/optout/" in line)
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            async with session.get(link + "x") as response:
-                assert response.status == 404
+            for method in ("GET", "POST"):
+                async with session.request(method, link + "x") as response:
+                    assert response.status == 404
+            # A mail scanner following the link records nothing: GET only asks.
+            for _ in range(2):
+                async with session.get(link) as response:
+                    page = await response.text()
+                    assert response.status == 200 and '<form method="post"' in page
+                    assert event.event_id in page
             assert store.target(event.event_id, "ev-alice").opt_type is None
-            async with session.get(link) as response:
+            async with session.post(link) as response:
                 assert response.status == 200 and "opted out" in await response.text()
         assert store.target(event.event_id, "ev-alice").opt_type == "optOut"
     finally:
@@ -200,3 +219,47 @@ async def test_offline_for_more_than_three_events_notifies_once_and_flags_unenro
     store.record_points("ev-alice", [(clock.now(), clock.now() + timedelta(minutes=15),
                                       {"online": True})])
     assert notices.to_unenrol() == []
+
+
+@pytest.fixture
+async def redirecting_webhook():
+    """A webhook that answers 307 to another path, counting what reaches each."""
+    hits = {"hook": 0, "inside": 0}
+
+    async def hook(request):
+        hits["hook"] += 1
+        raise web.HTTPTemporaryRedirect("/inside")
+
+    async def inside(request):
+        hits["inside"] += 1
+        return web.json_response({"ok": True})
+    async with http_server(hook=hook, inside=inside) as url:
+        yield hits, f"{url}/hook"
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/",
+                                 "http://127.0.0.1:9/hook", "http://10.1.2.3/hook",
+                                 "http://[::1]/hook", "http://2130706433/hook",
+                                 "http://localhost/hook", "file:///etc/passwd"])
+async def test_webhooks_to_internal_addresses_are_not_called(store, url):
+    _setup(store, url)
+    clock = ManualClock(T0 - timedelta(hours=24))
+    notices = NoticeService(store, WebhookNotifier(timeout_s=5), clock)
+    lifecycle.publish(store, model.load("managed_charging"), T0, T0 + timedelta(hours=8),
+                      ["ev-bob"], clock)
+    await notices.dispatch_due()
+    [notice] = store.notices(ven_id="ev-bob")
+    assert notice.delivered is False
+    assert any(word in notice.error for word in ("loopback", "link-local", "private", "scheme"))
+
+
+async def test_a_webhook_redirect_is_not_followed(store, redirecting_webhook):
+    hits, url = redirecting_webhook
+    _setup(store, url)
+    clock = ManualClock(T0 - timedelta(hours=24))
+    notices = NoticeService(store, WebhookNotifier(timeout_s=5, allow_private=True), clock)
+    lifecycle.publish(store, model.load("managed_charging"), T0, T0 + timedelta(hours=8),
+                      ["ev-bob"], clock)
+    await notices.dispatch_due()
+    assert hits == {"hook": 1, "inside": 0}
+    assert store.notices(ven_id="ev-bob")[0].delivered is False

@@ -146,6 +146,9 @@ def test_storm_known_at_decision_moves_or_drops_the_event(inputs, cs_2018):
     stormy = dataclasses.replace(inputs, exclusions=(whole_window,))
     decision = planner.plan_day(CS, day, stormy, state, clock)
     assert decision.event is None and decision.reason == "storm exclusion"
+    # the decision says what it saw: the storm, the budget, the forecast's rank
+    assert decision.exclusions == ("test storm",)
+    assert decision.budget_left == CS.budget.max_per_season and decision.rank == 1
     first_hour = dataclasses.replace(whole_window, end_utc=start + timedelta(hours=1))
     moved = planner.plan_day(CS, day, dataclasses.replace(inputs, exclusions=(first_hour,)),
                              state, clock, PlannerConfig(reference="recent", target_events=60))
@@ -287,3 +290,37 @@ def test_plan_next_day_decides_tomorrow_for_every_program(inputs, cs_2018):
     assert decisions["v2x_demo"].event.start_utc == decisions["connected_solutions"].event.start_utc
     later = planner.plan_next_day(programs, inputs, so_far, ManualClock(now + timedelta(hours=4)))
     assert later["connected_solutions"].day == day + timedelta(days=1)
+
+
+def test_every_decision_records_its_rank_budget_and_reason(cs_2018):
+    decisions = cs_2018.decisions
+    assert len(decisions) == len(calendar.season_days(CS, 2018))
+    called = [d for d in decisions if d.event is not None and d.event.kind is EventKind.DISPATCH]
+    # events left before each call fall by one per call
+    assert [d.budget_left for d in called] == list(range(CS.budget.max_per_season,
+                                                         CS.budget.max_per_season - len(called),
+                                                         -1))
+    for d in decisions:
+        assert d.reason
+        if d.forecast_peak_mw is not None:
+            earlier = [x.forecast_peak_mw for x in decisions
+                       if x.day < d.day and x.forecast_peak_mw is not None]
+            assert d.rank == 1 + sum(p > d.forecast_peak_mw for p in earlier)
+    skipped = [d for d in decisions if d.event is None and d.threshold_mw is not None]
+    assert skipped and all(d.forecast_peak_mw < d.threshold_mw and "<" in d.reason
+                           for d in skipped)
+
+
+def test_targeted_option_as_optimal_stopping_keeps_events_for_later_highs(inputs):
+    targeted = model.targeted(CS)
+    config = PlannerConfig(stopping=True)
+    result = backtest.run(targeted, inputs, [2016, 2017, 2018, 2019], config)
+    assert all(s.event_count <= 8 for s in result.seasons)
+    # measured 3/4 (2017's June 13 peak is missed), where the 45-event rules
+    # with an 8-event budget hit 2/4 (docs/backtest.md)
+    assert result.summary["peak_hour_hits"] >= 3
+    plan = planner.plan_season(targeted, 2018, inputs, config)
+    reasons = [d.reason for d in plan.decisions if d.forecast_peak_mw is not None]
+    assert reasons and all(r.startswith("stopping: ") for r in reasons)
+    # 2018: an event is still left for the annual peak day, after the early heat waves
+    assert plan.active_events[-1].day == date(2018, 8, 29)

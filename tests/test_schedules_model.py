@@ -176,3 +176,23 @@ def test_remaining_program_rules_are_fields():
 ])
 def test_more_error_classes(edit, field, words):
     assert _has(_broken(edit), field, words)
+
+
+@pytest.mark.parametrize("edit, field, words", [
+    (lambda d: d["storms"][0].update(after_h=float("inf")), "storms[0].after_h", "finite"),
+    (lambda d: d.update(notice_h=float("nan")), "notice_h", "finite"),
+    (lambda d: d.update(notice_h=1e12), "notice_h", "at most"),
+    (lambda d: d["window"].update(durations_h=[float("inf")]), "window.durations_h[0]",
+     "positive number"),
+    (lambda d: d["payment"].update(residential_usd_per_kw=float("inf")),
+     "payment.residential_usd_per_kw", "finite"),
+])
+def test_numbers_must_be_finite_and_durations_bounded(edit, field, words):
+    assert _has(_broken(edit), field, words)
+
+
+def test_a_program_file_that_is_not_utf8_is_a_problem_not_a_traceback(tmp_path: Path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"\xff\xfe" + CS_TEXT.encode())
+    assert programs_cmd.main(["programs", "check", str(bad)]) == 1
+    assert "file: not UTF-8 text (byte 0)" in capsys.readouterr().out

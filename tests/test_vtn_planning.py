@@ -1,6 +1,6 @@
 """The VTN plans tomorrow's events from the real ISO-NE data and publishes them with notice."""
 import dataclasses
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ from flexadr.clock import ManualClock
 from schedules import model
 from schedules.forecast import from_epoch_s
 from schedules.planner import decision_moment
-from vtn.planning import PlannerSources, publish_due, run_once
+from vtn.planning import PlannerSources, publish_due, read_inputs, run_once
 from vtn.store import CANCELLED, PENDING, Ven
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -183,3 +183,39 @@ def test_planner_settings_read_emergency_files_relative_to_the_config(tmp_path):
     settings = planner_settings({"programs": ["connected_solutions"], "load_csv": "load.csv",
                                  "emergencies": ["ops/declared.csv"]}, tmp_path)
     assert settings.sources.emergencies == ((tmp_path / "ops" / "declared.csv").resolve(),)
+
+
+def test_planner_settings_read_the_issued_weather_forecast_file(tmp_path):
+    from vtn.config import planner_settings
+    for name in ("load.csv", "old/2016-2019.csv", "wx/issued.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    settings = planner_settings({"programs": ["connected_solutions"], "load_csv": "load.csv",
+                                 "load_history": ["old/2016-2019.csv"],
+                                 "forecast": "own", "weather_forecast": "wx/issued.csv"},
+                                tmp_path)
+    assert settings.sources.weather_forecast == (tmp_path / "wx" / "issued.csv").resolve()
+    assert settings.sources.load_history == ((tmp_path / "old" / "2016-2019.csv").resolve(),)
+    assert planner_settings({"programs": ["connected_solutions"], "load_csv": "load.csv"},
+                            tmp_path).sources.weather_forecast is None
+
+
+def test_the_vtn_plans_from_the_issued_weather_forecast(store):
+    """`[planner] forecast = "own"` with `weather_forecast`: the VTN reads the
+    issued forecasts and plans 2025's annual peak day (June 24, 17:00 EDT) with
+    its window on the peak hour."""
+    program = model.load("connected_solutions")
+    _enrol(store)
+    found = PlannerSources(load_csv=DATA / "isone_hourly_load_eei_2025-01_2026-07.csv",
+                           load_history=(DATA / "isone_hourly_load_2015-07_2019-12.csv",),
+                           weather_forecast=DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv",
+                           forecast="own")
+    day = date(2025, 6, 24)
+    clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))
+    inputs = read_inputs(found, program)
+    assert inputs.weather_forecast is not None and inputs.weather_forecast.cities == (
+        "boston", "hartford")
+    assert len(inputs.load.t) > 50000          # the older years are read before the recent months
+    (event,) = run_once(store, {program.id: program}, found, clock).planned
+    peak = datetime(2025, 6, 24, 17, tzinfo=program.timezone)
+    assert event.start_utc <= peak < event.end_utc

@@ -1,9 +1,13 @@
 """One VEN agent: an openleadr client, one device adapter, the dispatch policy,
 and a local store that keeps accepted events and unsent telemetry.
 
-- Events come in through openleadr's `on_event`; the policy turns each into
-  device commands; accepted events are stored, so a restarted agent re-applies
-  them even if the VTN is unreachable.
+- Events come in through openleadr's `on_event` and are kept whole (every
+  signal's interval schedule, priority, targets, tolerance); events for other
+  VENs or resources are ignored. The policy turns each interval into device
+  commands on that interval's window, overlapping events resolve by priority,
+  and the agent re-plans at every interval boundary. Accepted events are
+  stored, so a restarted agent resumes the interval in force even if the VTN
+  is unreachable.
 - A sampling loop reads the adapter every `sample_period`, closes reporting
   intervals into the outbox, and re-plans when the device is (un)plugged.
 - The uplink sends the outbox (TELEMETRY_USAGE, TELEMETRY_STATUS) and deletes
@@ -22,11 +26,13 @@ from typing import Any
 from openleadr import enums, objects, utils
 
 from adapters import registry
-from adapters.base import Adapter, AdapterError, Charge, Reading
+from adapters.base import Adapter, AdapterError, Charge, Command, Reading
 from flexadr.clock import Clock, ceil_to
-from ven.oadr_client import FlexClient, as_list
-from ven.policy import (Conditions, Decision, DeviceProfile, EventSignal, EventWindow, Opt,
-                        OwnerPrefs, decide, storm_preparation)
+from ven import events
+from ven.events import Event, Identity
+from ven.oadr_client import FlexClient
+from ven.policy import (Conditions, Decision, DeviceProfile, Opt, OwnerPrefs, decide, in_force,
+                        storm_preparation)
 from ven.storm_watch import StormWatchConfig
 from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
     commands_from_json, commands_to_json
@@ -43,6 +49,7 @@ USAGE_POINTS = {
     "soc": ("stateOfCharge", "%", "none"),
 }
 STATUS_POINTS = ("soc", "plugged_in", "online", "manual_override")
+RESOURCE_ID = "device"          # the one resource an agent reports on and answers to in targets
 SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
 READ_TIMEOUT = timedelta(seconds=10)
 MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
@@ -70,6 +77,8 @@ class AgentConfig:
     telemetry_interval: timedelta = timedelta(minutes=15)
     state_url: str = "sqlite:///ven-state.sqlite"
     storm_watch: StormWatchConfig | None = None    # NWS alerts read next to the device
+    group_ids: tuple[str, ...] = ()                 # eiTarget groups this VEN belongs to
+    party_ids: tuple[str, ...] = ()
 
 
 def _wall(period: timedelta, time_scale: float) -> timedelta:
@@ -104,6 +113,8 @@ class VenAgent:
         self._device_retry_at: datetime | None = None
         self._device_backoff: timedelta | None = None
         self.conditions = Conditions()
+        self._schedule_changed = asyncio.Event()
+        self._applied: list[Command] | None = None     # what the device holds; None: unknown
         self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle -----------------------------------------------------------
@@ -115,6 +126,10 @@ class VenAgent:
     def registered(self) -> bool:
         return self.client.registration_id is not None
 
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.ven_id, (RESOURCE_ID,), self.config.group_ids, self.config.party_ids)
+
     async def start(self) -> None:
         """Start executing and recording at once; register (and keep trying) with the VTN."""
         try:
@@ -124,7 +139,9 @@ class VenAgent:
             self._device_failed(err)
         await self._restore_events()
         self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
-                       asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink")]
+                       asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink"),
+                       asyncio.create_task(self._boundary_loop(),
+                                           name=f"{self.config.ven_name}-boundaries")]
         if not await self._register():
             self._tasks.append(asyncio.create_task(self._register_loop()))
 
@@ -156,12 +173,12 @@ class VenAgent:
     def _describe_reports(self) -> None:
         specifier = f"{self.config.ven_name}-usage"
         for r_id, (measurement, unit, scale) in USAGE_POINTS.items():
-            self.client.add_report(callback=_pushed_from_outbox, resource_id="device",
+            self.client.add_report(callback=_pushed_from_outbox, resource_id=RESOURCE_ID,
                                    measurement=measurement, unit=unit, scale=scale, r_id=r_id,
                                    report_specifier_id=specifier, report_name=USAGE,
                                    sampling_rate=SAMPLING, report_duration=timedelta(hours=1))
         for r_id in STATUS_POINTS:
-            self.client.add_report(callback=_pushed_from_outbox, resource_id="device", r_id=r_id,
+            self.client.add_report(callback=_pushed_from_outbox, resource_id=RESOURCE_ID, r_id=r_id,
                                    report_specifier_id=f"{self.config.ven_name}-status",
                                    report_name=STATUS, sampling_rate=SAMPLING,
                                    report_duration=timedelta(hours=1))
@@ -240,78 +257,121 @@ class VenAgent:
         self._device_retry_at = self.clock.now() + self._device_backoff
 
     # --- events --------------------------------------------------------------
-    async def on_event(self, event: dict) -> str:
-        descriptor = event["event_descriptor"]
-        event_id = descriptor["event_id"]
-        stored = self.store.event(event_id)
-        if descriptor["event_status"] == enums.EVENT_STATUS.CANCELLED:
-            if stored is not None:
-                stored.opt, stored.reason, stored.commands_json = Opt.OUT.value, "cancelled", "[]"
-                self.store.save_event(stored)
-            await self._reapply_all()
-            return Opt.IN.value
+    async def on_event(self, raw: dict) -> str:
+        event = events.from_openleadr(raw)
+        stored = self.store.event(event.event_id)
+        if event.status == enums.EVENT_STATUS.CANCELLED:
+            return await self._cancelled(event, stored)
+        if not self.identity.targeted_by(event.targets):
+            log.info("VEN %s ignores event %s: it targets neither this VEN nor its resources",
+                     self.config.ven_name, event.event_id)
+            return Opt.OUT.value
         if stored is not None and stored.owner_opted_out:
             return Opt.OUT.value
-        window = _window(event)
-        decision = await self._decide(window)
-        self._save(window, int(descriptor["modification_number"]), decision)
-        await self._reapply_all()
-        return self.decisions[event_id].opt.value
-
-    async def _decide(self, window: EventWindow) -> Decision:
+        offset = events.start_offset(self.config.ven_name, event.event_id, event.start_after)
+        executed = event.shifted(offset)
         reading = await self._read()
         if reading is None:
-            return Decision(Opt.OUT, "device not answering")
-        return self._policy(window, reading)
+            decision, baseline_kw = Decision(Opt.OUT, "device not answering"), 0.0
+        else:
+            # delta / multiplier / offsets are relative to the load before the event's first copy.
+            baseline_kw = stored.baseline_kw if stored is not None else reading.kw
+            decision = self._policy(executed, reading, baseline_kw)
+        self._save(event, offset, baseline_kw, decision)
+        await self._reapply_all()
+        return decision.opt.value
 
-    def _policy(self, window: EventWindow, reading: Reading) -> Decision:
+    async def _cancelled(self, event: Event, stored: AcceptedEvent | None) -> str:
+        if stored is None:
+            # A cancellation of an event this VEN never had (or already forgot): nothing to stop.
+            log.info("VEN %s: event %s cancelled; it had no such event", self.config.ven_name,
+                     event.event_id)
+            return Opt.IN.value
+        stored.opt, stored.reason, stored.commands_json = Opt.OUT.value, "cancelled", "[]"
+        stored.cancelled = True
+        self.store.save_event(stored)
+        self.decisions[event.event_id] = Decision(Opt.OUT, "cancelled")
+        await self._reapply_all()
+        return Opt.IN.value
+
+    def _policy(self, event: Event, reading: Reading, baseline_kw: float) -> Decision:
         baseline = self.store.exported_at_year_start(reading.at.year, reading.kwh_exported)
         conditions = Conditions(
             islanded=self.conditions.islanded,
             storm_warning_until=self.conditions.storm_warning_until,
             cycles_used=(reading.kwh_exported - baseline) / self.config.capacity_kwh)
-        return decide(window, reading, self.profile, self.config.prefs, self.clock.now(),
-                      self.config.time_scale, conditions)
+        return decide(event, reading, self.profile, self.config.prefs, self.clock.now(),
+                      self.config.time_scale, conditions, baseline_kw)
 
-    def _save(self, window: EventWindow, modification_number: int, decision: Decision,
+    def _save(self, event: Event, offset: timedelta, baseline_kw: float, decision: Decision,
               owner_opted_out: bool = False) -> None:
-        self.decisions[window.event_id] = decision
+        executed = event.shifted(offset)
+        self.decisions[event.event_id] = decision
         self.store.save_event(AcceptedEvent(
-            event_id=window.event_id, modification_number=modification_number,
-            start=window.start, end=window.end, signal_name=window.signal.name,
-            signal_type=window.signal.type, signal_value=window.signal.value,
+            event_id=event.event_id, modification_number=event.modification_number,
+            start=executed.start, end=executed.end, event_json=events.to_json(event),
+            start_offset_s=offset.total_seconds(), baseline_kw=baseline_kw,
             opt=decision.opt.value, reason=decision.reason, owner_opted_out=owner_opted_out,
             commands_json=commands_to_json(decision.commands)))
-        log.info("VEN %s event %s: %s (%s)", self.config.ven_name, window.event_id, decision.opt,
+        self._schedule_changed.set()
+        log.info("VEN %s event %s: %s (%s)", self.config.ven_name, event.event_id, decision.opt,
                  decision.reason)
 
     async def _reapply_all(self) -> None:
-        """The device gets exactly the commands of the current decisions.
+        """The device gets exactly the commands of the current decisions, the event
+        that takes precedence governing where events overlap.
 
         An opted-out event carries no command, except the storm preparation charge,
         which a storm warning also brings without any event.
         """
+        now = self.clock.now()
+        commands = in_force([(_executed(stored), _decision(stored))
+                             for stored in self.store.events_not_ended(now)])
+        prepare = storm_preparation(self.conditions, self.profile, now)
+        if prepare is not None and not any(isinstance(c, Charge) for c in commands):
+            commands.append(prepare)
+        commands = [c for c in commands if c.end > now]
+        if self._applied is not None and commands == [c for c in self._applied if c.end > now]:
+            return      # unchanged: clearing and re-applying would leave the device uncommanded a moment
         try:
+            self._applied = None
             await self.adapter.clear()
-            commands = [command for stored in self.store.events_not_ended(self.clock.now())
-                        for command in commands_from_json(stored.commands_json)]
-            prepare = storm_preparation(self.conditions, self.profile, self.clock.now())
-            if prepare is not None and not any(isinstance(c, Charge) for c in commands):
-                commands.append(prepare)
             for command in commands:
                 await self.adapter.apply(command)
+            self._applied = commands
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
             self._device_failed(err)      # re-planned and re-applied once it answers
 
     async def _restore_events(self) -> None:
         for stored in self.store.events_not_ended(self.clock.now()):
-            self.decisions[stored.event_id] = Decision(Opt(stored.opt), stored.reason,
-                                                       tuple(commands_from_json(stored.commands_json)))
+            self.decisions[stored.event_id] = _decision(stored)
         if self.decisions:
             log.info("VEN %s resumes %d event(s) from its local store", self.config.ven_name,
                      len(self.decisions))
             await self._reapply_all()
+
+    async def _boundary_loop(self) -> None:
+        """Re-plan at every interval boundary: each interval starts from the device's state then."""
+        while True:
+            self._schedule_changed.clear()
+            now = self.clock.now()
+            upcoming = [t for stored in self.store.events_not_ended(now)
+                        for t in _executed(stored).boundaries() if t > now]
+            wait_s = (min(upcoming) - now).total_seconds() if upcoming else None
+            try:
+                async with asyncio.timeout(wait_s):
+                    await self._schedule_changed.wait()
+                continue                                  # the schedule changed: look again
+            except TimeoutError:
+                pass
+            try:
+                reading = await self._read()
+                if reading is not None:
+                    await self._replan(reading)
+            except Exception:    # one failed re-plan must not stop the next boundaries
+                log.exception("VEN %s: re-planning at an interval boundary failed",
+                              self.config.ven_name)
 
     async def _on_device_state(self, reading: Reading, back_online: bool = False) -> None:
         """Re-plan the events still ahead when the car is (un)plugged or the device is back."""
@@ -330,11 +390,12 @@ class VenAgent:
 
     async def _replan(self, reading: Reading) -> None:
         for stored in self.store.events_not_ended(self.clock.now()):
-            if stored.owner_opted_out:
+            if stored.owner_opted_out or stored.cancelled:
                 continue
-            window = _stored_window(stored)
-            decision = self._policy(window, reading)
-            self._save(window, stored.modification_number, decision)
+            event = events.from_json(stored.event_json)
+            offset = timedelta(seconds=stored.start_offset_s)
+            decision = self._policy(event.shifted(offset), reading, stored.baseline_kw)
+            self._save(event, offset, stored.baseline_kw, decision)
             if decision.opt.value != stored.opt:
                 await self._tell_vtn(stored.event_id, stored.modification_number, decision.opt,
                                      enums.OPT_REASON.PARTICIPATING if decision.opt is Opt.IN
@@ -346,8 +407,8 @@ class VenAgent:
         stored = self.store.event(event_id)
         if stored is None:
             raise KeyError(f"VEN {self.config.ven_name} has no event {event_id}")
-        self._save(_stored_window(stored), stored.modification_number, Decision(Opt.OUT, reason),
-                   owner_opted_out=True)
+        self._save(events.from_json(stored.event_json), timedelta(seconds=stored.start_offset_s),
+                   stored.baseline_kw, Decision(Opt.OUT, reason), owner_opted_out=True)
         await self._reapply_all()
         await self._tell_vtn(event_id, stored.modification_number, Opt.OUT,
                              enums.OPT_REASON.OVERRIDE_STATUS)
@@ -366,19 +427,10 @@ def _pushed_from_outbox(*_args, **_kwargs):
     raise RuntimeError("telemetry is pushed from the outbox, not sampled by openleadr")
 
 
-def _window(event: dict) -> EventWindow:
-    active = event["active_period"]
-    signal = as_list(event["event_signals"])[0]
-    interval = as_list(signal["intervals"])[0]
-    return EventWindow(
-        event_id=event["event_descriptor"]["event_id"],
-        start=active["dtstart"],
-        end=active["dtstart"] + active["duration"],
-        signal=EventSignal(signal["signal_name"], signal["signal_type"],
-                           float(interval["signal_payload"])),
-    )
+def _executed(stored: AcceptedEvent) -> Event:
+    """A stored event as this VEN executes it: randomized start applied."""
+    return events.from_json(stored.event_json).shifted(timedelta(seconds=stored.start_offset_s))
 
 
-def _stored_window(stored: AcceptedEvent) -> EventWindow:
-    return EventWindow(stored.event_id, stored.start, stored.end,
-                       EventSignal(stored.signal_name, stored.signal_type, stored.signal_value))
+def _decision(stored: AcceptedEvent) -> Decision:
+    return Decision(Opt(stored.opt), stored.reason, tuple(commands_from_json(stored.commands_json)))

@@ -121,6 +121,8 @@ class AgentFile(Strict):
     telemetry_interval_min: Positive = 15
     state_url: str = "sqlite:///ven-state.sqlite"
     storm_watch: StormWatchFile | None = None
+    group_ids: list[str] = []           # eiTarget groups this VEN belongs to
+    party_ids: list[str] = []
 
     @field_validator("vtn_url")
     @classmethod
@@ -150,7 +152,8 @@ class AgentFile(Strict):
             sample_period=timedelta(seconds=self.sample_period_s),
             telemetry_interval=timedelta(minutes=self.telemetry_interval_min),
             state_url=sqlite_relative_to(base, self.state_url),
-            storm_watch=self.storm_watch.settings(base) if self.storm_watch else None)
+            storm_watch=self.storm_watch.settings(base) if self.storm_watch else None,
+            group_ids=tuple(self.group_ids), party_ids=tuple(self.party_ids))
 
 
 class FleetFile(Strict):

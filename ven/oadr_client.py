@@ -3,19 +3,26 @@
 Stock openleadr samples report callbacks on its own timer and drops a report
 whose send failed. Here the VTN's report requests are only recorded; the
 agent's uplink sends what the outbox holds, and deletes it once acknowledged.
+
+Registration tells the truth: stock openleadr says oadrXmlSignature false
+although it signs every message, and writes oadrTransportAddress as the text
+"None" for a pull VEN (the element is optional: "not required if http pull
+model"); here the flag follows the signing and the empty address is left out.
 """
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiohttp
 from openleadr import OpenADRClient, objects, utils
 
-from flexadr.signing import client_signer
+from flexadr.signing import MessageSigner, client_signer
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 # every open TLS connection holds asyncio's 256 KiB read buffer. aiohttp's
 # default of 15 s kept a quarter of a 60 s-polling fleet's connections open.
 IDLE_CONNECTION = timedelta(seconds=1)
+_NO_ADDRESS = re.compile(r"<oadr:oadrTransportAddress>\s*(None)?\s*</oadr:oadrTransportAddress>")
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,29 @@ def as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+class VenSigner(MessageSigner):
+    """The cached signer; a pull VEN's registration leaves the empty address out."""
+
+    def render(self, message_type: str, **message_payload: Any) -> str:
+        signed_object = super().render(message_type, **message_payload)
+        if message_type == "oadrCreatePartyRegistration" \
+                and not message_payload.get("transport_address"):
+            signed_object = _NO_ADDRESS.sub("", signed_object)
+        return signed_object
+
+
 class FlexClient(OpenADRClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # openleadr re-parses the PEM key for every message it signs; parse it once.
-        self._create_message = client_signer(self._create_message)
+        self._create_message = client_signer(self._create_message, VenSigner)
+        self.signs = isinstance(self._create_message, MessageSigner)
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
+
+    async def create_party_registration(self, *args, **kwargs):
+        kwargs.setdefault("xml_signature", self.signs)
+        return await super().create_party_registration(*args, **kwargs)
 
     async def _ensure_client_session(self) -> None:
         """openleadr's session (same TLS setup, headers and timeouts), with short-lived idle connections."""

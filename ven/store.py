@@ -1,7 +1,9 @@
 """The agent's local SQLite store: the telemetry outbox and the events it accepted.
 
 A reading is written here before anything is sent and deleted only once the
-VTN acknowledged it, so a network outage or a restart loses nothing.
+VTN acknowledged it, so a network outage or a restart loses nothing. An event
+is kept whole (every signal and interval, as the VTN sent it), so an agent
+restarted mid-event resumes the interval in force.
 """
 from __future__ import annotations
 
@@ -32,18 +34,21 @@ class OutboxInterval(SQLModel, table=True):
 
 
 class AcceptedEvent(SQLModel, table=True):
-    __tablename__ = "ven_event"
+    # Not "ven_event": that table held one signal value per event; a state file
+    # from before keeps it, unread, and the VTN sends its events again.
+    __tablename__ = "ven_event_schedule"
     ven_name: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
     modification_number: int
-    start: datetime = Field(sa_type=UTCDateTime)
+    start: datetime = Field(sa_type=UTCDateTime)     # as executed (randomized start applied)
     end: datetime = Field(sa_type=UTCDateTime)
-    signal_name: str
-    signal_type: str
-    signal_value: float
+    event_json: str                                  # ven.events.to_json, as the VTN sent it
+    start_offset_s: float = 0.0                      # this VEN's randomized start (startafter)
+    baseline_kw: float = 0.0                         # device load when the event arrived
     opt: str
     reason: str
     owner_opted_out: bool = False
+    cancelled: bool = False
     commands_json: str = "[]"
 
 

@@ -1,29 +1,51 @@
-"""Admin REST API (JSON over aiohttp), served next to the OpenADR endpoints.
+"""Admin REST API (JSON over aiohttp) on the admin listener (VtnConfig.admin_host:admin_port,
+127.0.0.1 by default, HTTPS with admin_cert / admin_key); never on the OpenADR port.
 
 Every route under /api, and /metrics, needs the admin token
-(`Authorization: Bearer TOKEN`); without a configured token they all answer 401.
-The only public route is /optout/{token}: the notice's one-time token is its credential.
+(`Authorization: Bearer TOKEN`); without a configured token they all answer 401. An
+address that fails the token FAILED_AUTH_LIMIT times within FAILED_AUTH_WINDOW gets 429
+until the window has passed. Public routes: /health (database reachable?) and
+/optout/{token}, where the notice's one-time token is the credential: GET shows a
+confirmation page (and changes nothing), POST records the opt-out.
+
+Input goes through the models of vtn.operator_input: a bad field is a 400 naming the field,
+and nothing is stored. Times are answered in UTC, as ISO 8601 with `Z`.
 """
 from __future__ import annotations
 
 import hmac
+import html
 import json
-from datetime import date, datetime, timedelta
+import logging
+from collections import deque
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
 
 from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
-from vtn import lifecycle, metrics
-from vtn.enrolment_rules import EnrolmentRequest, check
+from vtn import event_control, lifecycle, metrics, ven_control
+from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
+from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
-from vtn.notify import record_opt_out
+from vtn.notify import opt_out_target, record_opt_out
+from vtn.operator_input import (EnrolmentRequest, EventChange, EventRequest, InputError,
+                                ParticipantRequest, Time, VenAction, parse)
 from vtn.programs import ensure_program
 from vtn.store import EVENT_STATUSES, Enrolment, Participant, Resource, Ven
 
+log = logging.getLogger(__name__)
+
 ONLINE_POLLS = 3     # a VEN is online if seen within this many poll intervals
+FAILED_AUTH_LIMIT = 10
+FAILED_AUTH_WINDOW = timedelta(minutes=1)
+TRACKED_ADDRESSES = 10_000   # bound the memory a scan from many addresses can take
+_TIME = TypeAdapter(Time)
 
 
 class ApiError(Exception):
@@ -37,42 +59,76 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _default(value):
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, datetime):
+        when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _time(value: Any, field: str) -> datetime:
+def _query_time(request: web.Request, name: str) -> datetime | None:
+    if name not in request.query:
+        return None
     try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError as err:
-        raise ApiError(400, f"{field}: not an ISO 8601 time: {value!r}") from err
-    if when.tzinfo is None:
-        raise ApiError(400, f"{field}: needs a UTC offset, e.g. 2026-07-01T16:00:00-04:00")
-    return when
+        return _TIME.validate_python(request.query[name])
+    except ValidationError as err:
+        raise InputError.one(name, err.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 async def _body(request: web.Request) -> dict:
+    if not request.can_read_body:
+        return {}
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the body is not JSON: {err}") from err
     if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
+        raise InputError.one("body", "must be a JSON object")
     return body
 
 
-def _require(body: dict, *names: str) -> list:
-    missing = [n for n in names if body.get(n) in (None, "")]
-    if missing:
-        raise ApiError(400, f"missing field(s): {', '.join(missing)}")
-    return [body[n] for n in names]
+class FailedAuth:
+    """Failed token attempts per remote address, on the VTN's clock."""
+
+    def __init__(self, clock, limit: int = FAILED_AUTH_LIMIT,
+                 window: timedelta = FAILED_AUTH_WINDOW):
+        self.clock, self.limit, self.window = clock, limit, window
+        self.failures: dict[str, deque[datetime]] = {}
+
+    def blocked_for(self, remote: str) -> timedelta | None:
+        """How long `remote` is still refused (None: it may try)."""
+        times = self.failures.get(remote)
+        if times is None:
+            return None
+        self._prune(times)
+        if not times:
+            del self.failures[remote]
+            return None
+        if len(times) < self.limit:
+            return None
+        return times[0] + self.window - self.clock.now()
+
+    def failed(self, remote: str) -> None:
+        times = self.failures.get(remote)
+        if times is None:
+            if len(self.failures) >= TRACKED_ADDRESSES:
+                self.failures.pop(next(iter(self.failures)))   # the longest-tracked address
+            times = self.failures[remote] = deque()
+        self._prune(times)
+        times.append(self.clock.now())
+
+    def _prune(self, times: deque[datetime]) -> None:
+        while times and times[0] <= self.clock.now() - self.window:
+            times.popleft()
 
 
 class AdminApi:
     def __init__(self, vtn, token: str | None):
         self.vtn = vtn
         self.token = token
+        self.failed_auth = FailedAuth(vtn.clock)
+        reason = {"reason": "string"}
         # (method, path, handler, summary, request body fields)
         self.routes: list[tuple[str, str, Callable, str, dict | None]] = [
             ("GET", "/api/openapi.json", self.openapi, "This document", None),
@@ -89,18 +145,32 @@ class AdminApi:
               "certificate_pem": "string", "fingerprint": "string", "device_kind": "string",
               "charger_kw": "number", "inverter_kw": "number"}),
             ("GET", "/api/vens", self.list_vens, "VENs: registration, online, last seen", None),
+            ("POST", "/api/vens/{ven_id}/disable", self.disable_ven,
+             "Refuse every request of the VEN (463) and end its registration", reason),
+            ("POST", "/api/vens/{ven_id}/enable", self.enable_ven,
+             "Serve a disabled VEN again (it registers afresh)", None),
+            ("POST", "/api/vens/{ven_id}/revoke", self.revoke_ven,
+             "Disable the VEN for good", reason),
+            ("POST", "/api/vens/{ven_id}/cancel-registration", self.cancel_registration,
+             "Queue oadrCancelPartyRegistration for the VEN's next poll", None),
+            ("POST", "/api/vens/{ven_id}/reregister", self.reregister,
+             "Queue oadrRequestReregistration for the VEN's next poll", None),
             ("GET", "/api/events", self.list_events, "Events (?status=)", None),
             ("POST", "/api/events", self.post_event,
-             "Create an event: published at once, or only planned (plan: true)",
+             "Create an event: published at once, or only planned (plan: true); program "
+             "rules (season, days, window, duration, notice) hold unless force with a "
+             "force_reason, which is stored",
              {"program_id": "string", "start": "date-time", "end": "date-time",
               "minutes": "integer", "setpoint_kw": "number", "ven_ids": "array",
-              "test_event": "boolean", "plan": "boolean"}),
+              "test_event": "boolean", "plan": "boolean", "force": "boolean",
+              "force_reason": "string"}),
             ("POST", "/api/events/{event_id}/publish", self.publish_event,
              "Publish a planned event", None),
             ("GET", "/api/events/{event_id}", self.get_event,
              "An event with its targets and transitions", None),
             ("PATCH", "/api/events/{event_id}", self.patch_event, "Modify an event",
-             {"start": "date-time", "end": "date-time", "setpoint_kw": "number"}),
+             {"start": "date-time", "end": "date-time", "setpoint_kw": "number",
+              "force": "boolean", "force_reason": "string"}),
             ("POST", "/api/events/{event_id}/cancel", self.cancel_event, "Cancel an event", None),
             ("GET", "/api/optouts", self.list_optouts, "Opt-outs (?event_id=)", None),
             ("GET", "/api/telemetry.csv", self.telemetry_export,
@@ -113,16 +183,30 @@ class AdminApi:
     def install(self, app: web.Application) -> None:
         for method, path, handler, _, _ in self.routes:
             app.router.add_route(method, path, self._guard(handler))
-        app.router.add_get("/optout/{token}", self.opt_out)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/optout/{token}", self.opt_out_page)
+        app.router.add_post("/optout/{token}", self.opt_out)
 
     def _guard(self, handler):
         async def guarded(request: web.Request):
+            remote = request.remote or "?"
+            wait = self.failed_auth.blocked_for(remote)
+            if wait is not None:
+                return web.json_response(
+                    {"error": "too many failed admin tokens from this address"}, status=429,
+                    headers={"Retry-After": str(max(1, int(wait.total_seconds()) + 1))})
             given = request.headers.get("Authorization", "")
             if not self.token or not hmac.compare_digest(given.encode(),
                                                          f"Bearer {self.token}".encode()):
+                self.failed_auth.failed(remote)
+                log.warning("admin request from %s without a valid token", remote)
                 return _json({"error": "admin token required"}, 401)
             try:
                 return await handler(request)
+            except InputError as err:
+                return _json({"error": str(err), "field": err.field,
+                              "problems": [{"field": f, "problem": p} for f, p in err.problems]},
+                             400)
             except ApiError as err:
                 return _json({"error": err.message, **err.extra}, err.status)
         return guarded
@@ -154,6 +238,9 @@ class AdminApi:
                 operation["parameters"] = [{"name": p, "in": "path", "required": True,
                                             "schema": {"type": "string"}} for p in params]
             paths.setdefault(path, {})[method.lower()] = operation
+        paths["/health"] = {"get": {"summary": "Liveness: the database answers (no token)",
+                                    "responses": {"200": {"description": "ok"},
+                                                  "503": {"description": "no database"}}}}
         return _json({"openapi": "3.0.3",
                       "info": {"title": "flexadr VTN admin API", "version": "1"},
                       "components": {"securitySchemes": {"bearer": {"type": "http",
@@ -188,54 +275,43 @@ class AdminApi:
         return _json(row.model_dump())
 
     async def post_participant(self, request):
-        body = await _body(request)
-        participant_id, name, household = _require(body, "participant_id", "name", "household_id")
-        channel = body.get("channel", "email")
-        if channel not in ("email", "webhook", "none"):
-            raise ApiError(400, f"channel must be email, webhook or none, not {channel!r}")
-        if channel == "email" and not body.get("email"):
-            raise ApiError(400, "channel email needs an email address")
-        if channel == "webhook" and not str(body.get("webhook_url", "")).startswith("http"):
-            raise ApiError(400, "channel webhook needs an http(s) webhook_url")
-        participant = self.store.add_participant(Participant(
-            participant_id=participant_id, name=name, household_id=household,
-            email=body.get("email"), webhook_url=body.get("webhook_url"), channel=channel))
+        body = parse(ParticipantRequest, await _body(request),
+                     {"allow_private": self.vtn.config.webhook_allow_private})
+        participant = self.store.add_participant(Participant(**body.model_dump()))
         return _json(participant.model_dump(), 201)
 
     async def list_enrolments(self, request):
         return _json([e.model_dump() for e in self.store.enrolments()])
 
     async def post_enrolment(self, request):
-        body = await _body(request)
-        participant_id, program_id, ven_name, kind = _require(
-            body, "participant_id", "program_id", "ven_name", "device_kind")
-        participant = self.store.participant(participant_id)
+        body = parse(EnrolmentRequest, await _body(request))
+        participant = self.store.participant(body.participant_id)
         if participant is None:
-            raise ApiError(404, f"no participant {participant_id}")
+            raise ApiError(404, f"no participant {body.participant_id}")
         try:
-            program = ensure_program(self.store, program_id)
+            program = ensure_program(self.store, body.program_id)
         except (FileNotFoundError, model.ProgramError) as err:
-            raise ApiError(404, f"no program {program_id}") from err
+            raise ApiError(404, f"no program {body.program_id}") from err
+        ven_name, kind = body.ven_name, body.device_kind
+        participant_id, program_id = body.participant_id, body.program_id
         ven = self.store.ven_by_name(ven_name)
-        fingerprint = body.get("fingerprint")
-        if body.get("certificate_pem"):
+        fingerprint = body.fingerprint
+        if body.certificate_pem:
             try:
-                fingerprint = cert_fingerprint(body["certificate_pem"])
+                fingerprint = cert_fingerprint(body.certificate_pem)
             except Exception as err:  # noqa: BLE001 - any parse failure is the caller's input
-                raise ApiError(400, f"certificate_pem: not a PEM certificate: {err}") from err
+                raise InputError.one("certificate_pem", f"not a PEM certificate: {err}") from err
         if ven is None and not fingerprint:
-            raise ApiError(400, "a new VEN needs certificate_pem or fingerprint")
+            raise InputError.one("certificate_pem", "a new VEN needs certificate_pem or "
+                                                    "fingerprint")
         if ven is not None and fingerprint and fingerprint != ven.fingerprint:
             raise ApiError(409, f"VEN {ven_name} is enrolled with another certificate")
         if ven is None and self.store.ven_by_fingerprint(fingerprint) is not None:
             raise ApiError(409, "this certificate is already enrolled for another VEN")
-        charger_kw, inverter_kw = body.get("charger_kw"), body.get("inverter_kw")
-        for name, value in (("charger_kw", charger_kw), ("inverter_kw", inverter_kw)):
-            if value is not None and not isinstance(value, (int, float)):
-                raise ApiError(400, f"{name} must be a number of kW")
+        charger_kw, inverter_kw = body.charger_kw, body.inverter_kw
         ven_id = ven.ven_id if ven else ven_name
         device_enrolments = self.store.enrolments(ven_id=ven_id) if ven else []
-        refusals = check(program, EnrolmentRequest(
+        refusals = check(program, RuleRequest(
             participant_id=participant_id, household_id=participant.household_id,
             program_id=program_id, ven_id=ven_id, device_kind=kind, charger_kw=charger_kw,
             inverter_kw=inverter_kw),
@@ -266,6 +342,32 @@ class AdminApi:
                        "online": bool(v.last_seen_at and v.last_seen_at >= online_after)}
                       for v in self.store.vens()])
 
+    async def _ven_action(self, request, action, *args):
+        try:
+            ven = action(self.store, request.match_info["ven_id"], self.clock, *args)
+        except ven_control.UnknownVen as err:
+            raise ApiError(404, str(err)) from err
+        except ven_control.NotAllowed as err:
+            raise ApiError(409, str(err)) from err
+        return _json(self.store.ven(ven.ven_id).model_dump())
+
+    async def disable_ven(self, request):
+        body = parse(VenAction, await _body(request))
+        return await self._ven_action(request, ven_control.disable, body.reason)
+
+    async def enable_ven(self, request):
+        return await self._ven_action(request, ven_control.enable)
+
+    async def revoke_ven(self, request):
+        body = parse(VenAction, await _body(request))
+        return await self._ven_action(request, ven_control.revoke, body.reason)
+
+    async def cancel_registration(self, request):
+        return await self._ven_action(request, ven_control.cancel_registration)
+
+    async def reregister(self, request):
+        return await self._ven_action(request, ven_control.request_reregistration)
+
     # --- events --------------------------------------------------------------
     async def list_events(self, request):
         status = request.query.get("status")
@@ -274,30 +376,9 @@ class AdminApi:
         return _json([e.model_dump() for e in self.store.events(status=status)])
 
     async def post_event(self, request):
-        body = await _body(request)
-        program_id, start = _require(body, "program_id", "start")
-        start = _time(start, "start")
-        if body.get("end"):
-            end = _time(body["end"], "end")
-        elif isinstance(body.get("minutes"), int) and body["minutes"] > 0:
-            end = start + timedelta(minutes=body["minutes"])
-        else:
-            raise ApiError(400, "give end or a positive whole number of minutes")
-        try:
-            program = model.load(program_id)
-        except (FileNotFoundError, model.ProgramError) as err:
-            raise ApiError(404, f"no program {program_id}") from err
-        ven_ids = body.get("ven_ids") or [v.ven_id for v in self.store.vens(program.id)]
-        unknown = [v for v in ven_ids if self.store.ven(v) is None]
-        if unknown:
-            raise ApiError(400, f"unknown VEN(s): {', '.join(unknown)}")
-        try:
-            event = lifecycle.publish(self.store, program, start, end, ven_ids, self.clock,
-                                      setpoint_kw=body.get("setpoint_kw"),
-                                      test_event=bool(body.get("test_event")),
-                                      planned=bool(body.get("plan")))
-        except lifecycle.EventOutsideRules as err:
-            raise ApiError(400, str(err)) from err
+        body = parse(EventRequest, await _body(request))
+        program = event_control.load_program(body.program_id)
+        event = event_control.create(self.store, self.clock, body, program)
         return _json(event.model_dump(), 201)
 
     async def get_event(self, request):
@@ -310,25 +391,12 @@ class AdminApi:
                       "transitions": [t.model_dump() for t in self.store.transitions(event_id)]})
 
     async def patch_event(self, request):
-        event_id = request.match_info["event_id"]
-        body = await _body(request)
-        changes = {}
-        if "start" in body:
-            changes["start_utc"] = _time(body["start"], "start")
-        if "end" in body:
-            changes["end_utc"] = _time(body["end"], "end")
-        if "setpoint_kw" in body:
-            if not isinstance(body["setpoint_kw"], (int, float)):
-                raise ApiError(400, "setpoint_kw must be a number")
-            changes["signal_value"] = float(body["setpoint_kw"])
-        if not changes:
-            raise ApiError(400, "nothing to change: give start, end or setpoint_kw")
+        body = parse(EventChange, await _body(request))
         try:
-            event = lifecycle.modify(self.store, event_id, self.clock, **changes)
+            event = event_control.change(self.store, self.clock, request.match_info["event_id"],
+                                         body)
         except lifecycle.EventNotChangeable as err:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
-        except lifecycle.EventOutsideRules as err:
-            raise ApiError(400, str(err)) from err
         return _json(event.model_dump())
 
     async def publish_event(self, request):
@@ -390,11 +458,10 @@ class AdminApi:
             except KeyError as err:
                 raise ApiError(404, f"no event {event_id}") from err
         else:
+            start, end = _query_time(request, "start"), _query_time(request, "end")
             ven_id = request.query.get("ven_id")
             if not ven_id or self.store.ven(ven_id) is None:
-                raise ApiError(400, "give event_id, or the ven_id of an enrolled VEN")
-            start = _time(request.query["start"], "start") if "start" in request.query else None
-            end = _time(request.query["end"], "end") if "end" in request.query else None
+                raise InputError.one("ven_id", "give event_id, or the ven_id of an enrolled VEN")
             text = telemetry_csv(self.store, [ven_id], start, end)
         return web.Response(text=text, content_type="text/csv")
 
@@ -408,7 +475,36 @@ class AdminApi:
         return _json({"offline_streaks": {k: v for k, v in streaks.items() if v},
                       "to_unenrol": notices.to_unenrol()})
 
-    # --- public: the notice's opt-out link -------------------------------------
+    # --- public: health and the notice's opt-out link ------------------------------
+    async def health(self, request):
+        """200 {"status": "ok"} when the database answers; 503 when it does not."""
+        try:
+            with self.store.session() as session:
+                session.connection().execute(text("SELECT 1"))
+        except SQLAlchemyError as err:
+            log.error("health: the database does not answer: %s", err)
+            return _json({"status": "unavailable", "database": "unreachable",
+                          "vtn_id": self.vtn.config.vtn_id, "time": self.clock.now()}, 503)
+        return _json({"status": "ok", "database": "ok", "vtn_id": self.vtn.config.vtn_id,
+                      "time": self.clock.now()})
+
+    async def opt_out_page(self, request):
+        """The link in the notice: a confirmation page; following it changes nothing."""
+        event, reason = opt_out_target(self.store, request.match_info["token"], self.clock)
+        if event is None:
+            return _page(reason, status=404)
+        start = event.start_utc.strftime("%Y-%m-%d %H:%M UTC")
+        return _page(f"Opt out of event {event.event_id} ({start})?",
+                     form=request.path)
+
     async def opt_out(self, request):
         recorded, message = record_opt_out(self.store, request.match_info["token"], self.clock)
-        return web.Response(text=message, status=200 if recorded else 404)
+        return _page(message, status=200 if recorded else 404)
+
+
+def _page(message: str, status: int = 200, form: str | None = None) -> web.Response:
+    button = (f'<form method="post" action="{html.escape(form)}">'
+              '<button type="submit">Opt out</button></form>') if form else ""
+    return web.Response(text=f"<!doctype html><meta charset=utf-8><title>Opt-out</title>"
+                             f"<p>{html.escape(message)}</p>{button}",
+                        status=status, content_type="text/html")

@@ -48,7 +48,9 @@ class SmtpFile(Strict):
 class PlannerFile(Strict):
     programs: list[str] = Field(min_length=1)
     load_csv: ReadableFile
+    load_history: list[ReadableFile] = []       # older load files, read before load_csv
     weather_csv: ReadableFile | None = None
+    weather_forecast: ReadableFile | None = None   # issued hourly temperature forecasts
     alerts: list[ReadableFile] = []
     emergencies: list[ReadableFile] = []
     forecast: Literal["iso", "own"] = "iso"
@@ -68,7 +70,9 @@ class PlannerFile(Strict):
     def settings(self) -> PlannerSettings:
         return PlannerSettings(
             programs=tuple(self.programs),
-            sources=PlannerSources(load_csv=self.load_csv, weather_csv=self.weather_csv,
+            sources=PlannerSources(load_csv=self.load_csv, load_history=tuple(self.load_history),
+                                   weather_csv=self.weather_csv,
+                                   weather_forecast=self.weather_forecast,
                                    alerts=tuple(self.alerts), emergencies=tuple(self.emergencies),
                                    forecast=self.forecast, setpoint_kw=self.setpoint_kw),
             every=timedelta(minutes=self.every_min))
@@ -82,6 +86,9 @@ class VtnFile(Strict):
     cert: ReadableFile
     key: ReadableFile
     ca_file: ReadableFile
+    alt_cert: ReadableFile | None = None     # with alt_key: an RSA identity beside an ECC one
+    alt_key: ReadableFile | None = None
+    tls_profile: Literal["default", "openadr"] = "default"   # flexadr/tls.py
     crl_file: ReadableFile | None = None
     poll_interval_s: Seconds = 10
     telemetry_interval_s: Seconds = 900
@@ -104,8 +111,9 @@ class VtnFile(Strict):
             raise ValueError(f"admin_port {self.admin_port} is also the OpenADR port")
         if self.admin_token is not None and self.admin_token_env is not None:
             raise ValueError("admin_token and admin_token_env: give one, not both")
-        if (self.admin_cert is None) != (self.admin_key is None):
-            raise ValueError("admin_cert and admin_key: give both or neither")
+        for pair in ("admin", "alt"):
+            if (getattr(self, f"{pair}_cert") is None) != (getattr(self, f"{pair}_key") is None):
+                raise ValueError(f"{pair}_cert and {pair}_key: give both or neither")
         return self
 
     def admin_secret(self, source: str) -> str | None:
@@ -128,6 +136,7 @@ class VtnFile(Strict):
             replay_future=timedelta(seconds=self.replay_future_s),
             admin_host=self.admin_host, crl_file=self.crl_file,
             admin_cert=self.admin_cert, admin_key=self.admin_key,
+            alt_cert=self.alt_cert, alt_key=self.alt_key, tls_profile=self.tls_profile,
             webhook_allow_private=self.webhook_allow_private)
 
 
@@ -136,8 +145,10 @@ def load(path: Path) -> VtnSettings:
     base = path.parent
     parsed = validate(VtnFile, read_toml(path), base, str(path))
     require_tls(str(path), "", parsed.cert, parsed.key, parsed.ca_file)
-    if parsed.admin_cert is not None:
-        require_tls(str(path), "admin_", parsed.admin_cert, parsed.admin_key)
+    for prefix in ("admin_", "alt_"):
+        if getattr(parsed, f"{prefix}cert") is not None:
+            require_tls(str(path), prefix, getattr(parsed, f"{prefix}cert"),
+                        getattr(parsed, f"{prefix}key"))
     smtp = parsed.smtp and SmtpSettings(parsed.smtp.host, parsed.smtp.port, parsed.smtp.sender)
     planner = parsed.planner.settings() if parsed.planner else None
     return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from flexadr.clock import Clock
 from schedules.model import Program
+from vtn import event_intervals
 from vtn.oadr_events import status_at
 from vtn.store import CANCELLED, COMPLETED, PENDING, Event, Store
 
@@ -29,10 +30,13 @@ class EventNotChangeable(ValueError):
 def publish(store: Store, program: Program, start_utc: datetime, end_utc: datetime,
             ven_ids: Sequence[str], clock: Clock, setpoint_kw: float | None = None,
             test_event: bool = False, follow_up: timedelta | None = None,
-            planned: bool = False) -> Event:
+            planned: bool = False, steps: Sequence[event_intervals.Step] | None = None,
+            forced_reason: str | None = None) -> Event:
     """Store an event for `ven_ids`; they receive it at their next poll.
 
     planned=True stores it as 'pending': nobody sees it until `publish_planned`.
+    `steps`: the signal's value interval by interval (covering the event exactly)
+    instead of one value throughout.
     """
     if start_utc.tzinfo is None or end_utc.tzinfo is None:
         raise EventOutsideRules("event times need a UTC offset")
@@ -41,7 +45,15 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
     now = clock.now()
     if end_utc <= now:
         raise EventOutsideRules(f"event ends ({end_utc}) in the past")
-    value = program.signal.value if program.signal.value is not None else setpoint_kw
+    interval_schedule = None
+    if steps is not None:
+        try:
+            steps = event_intervals.checked(steps, end_utc - start_utc)
+        except event_intervals.ScheduleError as err:
+            raise EventOutsideRules(str(err)) from err
+        interval_schedule = event_intervals.dumps(steps)
+    value = (steps[0].value if steps is not None
+             else program.signal.value if program.signal.value is not None else setpoint_kw)
     if value is None:
         raise EventOutsideRules(f"program {program.id} needs a setpoint in {program.signal.unit}")
     if not ven_ids:
@@ -63,6 +75,8 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
         created_at=now,
         status=PENDING if planned else status_at_publication(start_utc, end_utc, now),
         follow_up_at=(start_utc - follow_up) if follow_up else None,
+        interval_schedule=interval_schedule,
+        forced_reason=forced_reason,
     )
     return store.add_event(event, ven_ids)
 
@@ -89,7 +103,8 @@ def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime)
 
 
 def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | None = None,
-           end_utc: datetime | None = None, signal_value: float | None = None) -> Event:
+           end_utc: datetime | None = None, signal_value: float | None = None,
+           forced_reason: str | None = None) -> Event:
     """Change an event: its modification number goes up and every target gets it again."""
     event = _changeable(store, event_id)
     start = start_utc or event.start_utc
@@ -97,8 +112,16 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
     if end <= start:
         raise EventOutsideRules(f"event ends ({end}) before it starts ({start})")
     changes = {"start_utc": start, "end_utc": end}
-    if signal_value is not None:
+    if signal_value is not None:      # one value throughout replaces any profile
         changes["signal_value"] = signal_value
+        changes["interval_schedule"] = None
+    elif event.interval_schedule is not None and end - start != event.end_utc - event.start_utc:
+        steps = event_intervals.loads(event.interval_schedule, event.signal_value,
+                                      event.end_utc - event.start_utc)
+        changes["interval_schedule"] = event_intervals.dumps(
+            event_intervals.fit(steps, end - start))
+    if forced_reason is not None:
+        changes["forced_reason"] = forced_reason
     now = clock.now()
     if event.follow_up_at is not None:
         changes["follow_up_at"] = start - (event.start_utc - event.follow_up_at)

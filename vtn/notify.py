@@ -11,20 +11,24 @@ Channels are pluggable: anything with `async send(message)`; EmailNotifier
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import smtplib
+import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from typing import Protocol, Sequence
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
 
 from flexadr.clock import Clock
 from schedules import model
+from vtn.operator_input import check_url, refuse_address
 from vtn.store import CANCELLED, COMPLETED, PENDING, Event, Notice, Participant, Store
 
 log = logging.getLogger(__name__)
@@ -74,14 +78,33 @@ class EmailNotifier:
 
 
 class WebhookNotifier:
-    def __init__(self, timeout_s: float = 10.0):
+    """POSTs the notice as JSON. The URL's host must resolve to public addresses only (unless
+    allow_private), and redirects are not followed: a participant's URL cannot make the VTN
+    call into its own network (e.g. 169.254.169.254)."""
+
+    def __init__(self, timeout_s: float = 10.0, allow_private: bool = False):
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.allow_private = allow_private
 
     async def send(self, message: NoticeMessage) -> None:
+        await self._check(message.to)
         async with aiohttp.ClientSession(timeout=self.timeout) as session:
-            async with session.post(message.to, json=asdict(message)) as response:
+            async with session.post(message.to, json=asdict(message),
+                                    allow_redirects=False) as response:
                 if response.status >= 300:
                     raise RuntimeError(f"webhook {message.to} answered HTTP {response.status}")
+
+
+    async def _check(self, url: str) -> None:
+        check_url(url, self.allow_private)
+        if self.allow_private:
+            return
+        parts = urlsplit(url)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
+            type=socket.SOCK_STREAM)
+        for *_, sockaddr in infos:
+            refuse_address(ipaddress.ip_address(sockaddr[0].split("%", 1)[0]))
 
 
 class ChannelNotifier:
@@ -267,18 +290,28 @@ class NoticeService:
                      if p.online is not False]
             if not later:
                 due.append({"ven_id": notice.ven_id, "participant_id": notice.participant_id,
-                            "notified_at": notice.sent_at.isoformat(),
-                            "unenrol_after": (notice.sent_at + after).isoformat()})
+                            "notified_at": notice.sent_at,
+                            "unenrol_after": notice.sent_at + after})
         return due
 
 
-def record_opt_out(store: Store, token: str, clock: Clock) -> tuple[bool, str]:
-    """Follow an opt-out link: (recorded?, message for the participant)."""
+def opt_out_target(store: Store, token: str, clock: Clock) -> tuple[Event | None, str]:
+    """What an opt-out link stands for: (the event, or None with the reason it does not apply).
+
+    Reading it changes nothing: a mail scanner that follows the link records no opt-out."""
     notice = store.notice_by_token(token)
     if notice is None or notice.event_id is None or notice.kind == CONNECTIVITY:
-        return False, "This opt-out link is not valid."
+        return None, "This opt-out link is not valid."
     event = store.event(notice.event_id)
     if event.status in (CANCELLED, COMPLETED) or clock.now() >= event.end_utc:
-        return False, f"The event {event.event_id} is over or cancelled; nothing to opt out of."
-    store.record_opt(notice.ven_id, event.event_id, "optOut", clock.now(), source="notice")
+        return None, f"The event {event.event_id} is over or cancelled; nothing to opt out of."
+    return event, notice.ven_id
+
+
+def record_opt_out(store: Store, token: str, clock: Clock) -> tuple[bool, str]:
+    """Confirm an opt-out link (the POST of its page): (recorded?, message for the participant)."""
+    event, ven_id_or_reason = opt_out_target(store, token, clock)
+    if event is None:
+        return False, ven_id_or_reason
+    store.record_opt(ven_id_or_reason, event.event_id, "optOut", clock.now(), source="notice")
     return True, f"You have opted out of event {event.event_id}."

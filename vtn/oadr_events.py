@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from openleadr import enums, objects
 
+from vtn import event_intervals
 from vtn.store import CANCELLED, Event, ReportRequest
 
 # OpenADR 2.0b event status by position of `now` against the event; "near"
@@ -28,19 +29,45 @@ def status_at(event: Event, now: datetime) -> str:
 event_status = status_at   # the walking skeleton's name
 
 
+def in_profile_order(events: list[objects.Event]) -> list[objects.Event]:
+    """The 2.0b order for oadrDistributeEvent: active events first, then by priority
+    (1 is highest; 0 or none is lowest), then by start. Statuses are taken as given."""
+    def key(event: objects.Event):
+        priority = event.event_descriptor.priority or float("inf")
+        active = event.event_descriptor.event_status == enums.EVENT_STATUS.ACTIVE
+        return (not active, priority, event.active_period.dtstart)
+    return sorted(events, key=key)
+
+
+# openleadr's default itemBase says 50 Hz / 230 V; every program here is on New England's
+# 60 Hz grid with 240 V split-phase residential service.
+GRID_POWER = objects.PowerAttributes(hertz=60, voltage=240, ac=True)
+
+
 def _measurement(event: Event) -> objects.Measurement | None:
     if event.signal_unit != "kW":
         return None
     power = enums.MEASUREMENTS.REAL_POWER
     return objects.Measurement(name=power.name, description=power.description, unit=power.unit,
-                               scale="k", power_attributes=power.power_attributes)
+                               scale="k", power_attributes=GRID_POWER)
+
+
+def _intervals(event: Event) -> list[objects.Interval]:
+    """The signal's intervals, uid 0..n, back to back from the event's start."""
+    intervals, start = [], event.start_utc
+    steps = event_intervals.loads(event.interval_schedule, event.signal_value,
+                           event.end_utc - event.start_utc)
+    for uid, step in enumerate(steps):
+        intervals.append(objects.Interval(dtstart=start, duration=step.duration,
+                                          signal_payload=step.value, uid=uid))
+        start += step.duration
+    return intervals
 
 
 def to_oadr(event: Event, ven_id: str, now: datetime) -> objects.Event:
     duration = event.end_utc - event.start_utc
     signal = objects.EventSignal(
-        intervals=[objects.Interval(dtstart=event.start_utc, duration=duration,
-                                    signal_payload=event.signal_value, uid=0)],
+        intervals=_intervals(event),
         signal_name=event.signal_name,
         signal_type=event.signal_type,
         signal_id=f"{event.event_id}-0",

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PlannerSources:
     load_csv: Path                    # ISO-NE-style hourly load + day-ahead forecast
+    load_history: tuple[Path, ...] = ()   # older load files read before it (across a gap)
     weather_csv: Path | None = None   # daily temperatures (own forecaster)
+    weather_forecast: Path | None = None   # issued hourly temperature forecasts (own forecaster)
     alerts: tuple[Path, ...] = ()     # NWS CAP ATOM or api.weather.gov GeoJSON files
     emergencies: tuple[Path, ...] = ()   # declared emergencies CSV (schedules/emergencies.py)
     forecast: str = "iso"             # "iso" or "own"
@@ -48,9 +50,12 @@ class PlannerSources:
 def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
     """The I/O edge: read the load, forecast and weather files (exclusions apart);
     raises sources.DataFileError for a file that cannot be used."""
-    data = sources.read_isone_csv(found.load_csv, program.timezone)
+    data = sources.read_load_files((*found.load_history, found.load_csv), program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
-    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
+    issued = (sources.read_weather_forecast(found.weather_forecast, program.timezone)
+              if found.weather_forecast else None)
+    return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather,
+                            weather_forecast=issued)
 
 
 def read_exclusions(found: PlannerSources,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,11 +26,13 @@ from aiohttp import web
 from openleadr import OpenADRServer, errors, messaging
 from openleadr.service import VTNService, handler, service
 
+from flexadr import tls
 from flexadr.clock import Clock
 from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
-from vtn import metrics
+from flexadr.tls import CertKey, TlsProfile
+from vtn import metrics, ven_control
 from vtn.lifecycle import advance
-from vtn.oadr_events import to_oadr, to_report_request
+from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.security import signature_middleware
 from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
 
@@ -60,15 +63,26 @@ class VtnConfig:
     history_backfill: timedelta = timedelta(days=1)
     admin_token: str | None = None
     public_url: str | None = None     # base of the opt-out links in notices
-    admin_port: int | None = None     # also serve admin API / opt-out links here, without mTLS
+    admin_port: int | None = None     # admin API, /health and opt-out links (no admin without it)
     tick_interval: timedelta = timedelta(seconds=5)
+    tls_profile: TlsProfile = "default"
+    # A second server certificate of the other key type (RSA beside ECC): the profile
+    # wants both, and the suite the client offers picks one.
+    alt_cert: Path | None = None
+    alt_key: Path | None = None
+    admin_host: str = "127.0.0.1"     # the admin listener's own address, apart from `host`
+    admin_cert: Path | None = None    # with admin_key: the admin listener speaks HTTPS
+    admin_key: Path | None = None
+    crl_file: Path | None = None      # revoked client certificates, refused at the handshake
+    webhook_allow_private: bool = False   # allow webhooks to loopback / private addresses
     replay_past: timedelta = timedelta(seconds=30)     # oldest signed message accepted
     replay_future: timedelta = timedelta(seconds=5)    # newest (sender's clock ahead)
-    admin_host: str = "127.0.0.1"                      # where admin_port listens
-    crl_file: Path | None = None                       # revoked VEN certificates
-    admin_cert: Path | None = None                     # with admin_key: the admin plane on HTTPS
-    admin_key: Path | None = None
-    webhook_allow_private: bool = False                # notice webhooks to private addresses
+
+    def tls_identities(self) -> list[CertKey]:
+        identities = [CertKey(self.cert, self.key)]
+        if self.alt_cert is not None and self.alt_key is not None:
+            identities.append(CertKey(self.alt_cert, self.alt_key))
+        return identities
 
 
 @service("EiOpt")
@@ -86,6 +100,25 @@ class OptService(VTNService):
     @handler("oadrCancelOpt")
     async def cancel_opt(self, payload: dict):
         return self.vtn.on_cancel_opt(payload)
+
+
+# What this VTN serves (push and XMPP are not built yet): a VEN asking for anything else
+# would be told it is registered and then never hear from us.
+SERVED_TRANSPORTS = ("simpleHttp",)
+
+
+def _check_exchange(payload: dict) -> None:
+    transport = payload.get("transport_name")
+    if transport not in SERVED_TRANSPORTS:
+        log.warning("refused registration of %s: transport %s is not served",
+                    payload.get("ven_name"), transport)
+        raise errors.NotAllowedError(f"transport {transport!r} is not served by this VTN; "
+                                     f"use {' or '.join(SERVED_TRANSPORTS)}")
+    if payload.get("http_pull_model") is False:
+        log.warning("refused registration of %s: the push exchange model is not served",
+                    payload.get("ven_name"))
+        raise errors.NotAllowedError("the push exchange model (oadrHttpPullModel false) is not "
+                                     "served by this VTN; register with oadrHttpPullModel true")
 
 
 def _as_list(value) -> list:
@@ -106,6 +139,7 @@ class Vtn:
         self._ticked = False
         self._last_seen_written: dict[str, datetime] = {}
         self._admin_runner = None
+        self._crl_mtime: float | None = None
         self.server = OpenADRServer(
             vtn_id=config.vtn_id,
             cert=str(config.cert), key=str(config.key),
@@ -115,19 +149,25 @@ class Vtn:
             ven_lookup=self.ven_lookup,
             show_fingerprint=False,
         )
+        self.server.ssl_context = tls.server_context(config.tls_profile, config.tls_identities(),
+                                                     config.ca_file)
+        self._load_crl()
         for name in ("on_create_party_registration", "on_cancel_party_registration",
-                     "on_poll", "on_request_event", "on_created_event"):
+                     "on_poll", "on_created_event"):
             self.server.add_handler(name, getattr(self, name))
+        self.server.services["registration_service"].handlers[
+            "oadrCanceledPartyRegistration"] = self.canceled_party_registration
         self._route_opt_service()
         self._route_report_service()
+        self.server.services["event_service"].handlers["oadrRequestEvent"] = self.request_event
         self._count_queries()
         self._own_service_state()
+        self._complete_event_errors()
         create_message = self.server.services["poll_service"]._create_message
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
         from vtn.admin import AdminApi
-        self.admin = AdminApi(self, config.admin_token)
-        self.admin.install(self.server.app)
+        self.admin = AdminApi(self, config.admin_token)    # on its own listener (start)
 
     def _own_service_state(self) -> None:
         """openleadr keeps ven_lookup and the message signer on the VTNService class: the
@@ -140,6 +180,21 @@ class Vtn:
             service_._create_message = signer
         if not isinstance(messaging.NONCE_CACHE, NonceCache):
             install_nonce_cache()      # O(1) replay check instead of a scan per message
+
+    def _complete_event_errors(self) -> None:
+        """openleadr answers an oadrRequestEvent error (e.g. 463 for a disabled VEN) with an
+        oadrDistributeEvent that lacks its events, vtnID and requestID, so building it
+        fails (500). Fill them in: no events, our vtnID, a fresh requestID."""
+        service_ = self.server.services["event_service"]
+        original = service_.error_response
+
+        def error_response(message_type, error_code, error_description):
+            response_type, payload = original(message_type, error_code, error_description)
+            if response_type == "oadrDistributeEvent":
+                payload.update(events=[], vtn_id=self.config.vtn_id,
+                               request_id=uuid.uuid4().hex)
+            return response_type, payload
+        service_.error_response = error_response
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)
@@ -171,9 +226,33 @@ class Vtn:
             self.admin.install(app)
             self._admin_runner = web.AppRunner(app)
             await self._admin_runner.setup()
-            await web.TCPSite(self._admin_runner, self.config.host, self.config.admin_port).start()
+            await web.TCPSite(self._admin_runner, self.config.admin_host, self.config.admin_port,
+                              ssl_context=self._admin_tls()).start()
         if run_ticker:
             self._ticker = asyncio.create_task(self._tick_forever())
+
+    def _admin_tls(self) -> ssl.SSLContext | None:
+        if self.config.admin_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.config.admin_cert), str(self.config.admin_key))
+        return context
+
+    def _load_crl(self) -> None:
+        """Put the CRL file into the TLS server's trust store, again whenever it changes.
+
+        OpenSSL keeps every CRL loaded and checks against the newest of an issuer
+        (by lastUpdate), so a re-load takes effect for the next handshake."""
+        path = self.config.crl_file
+        if path is None or self.server.ssl_context is None:
+            return
+        mtime = path.stat().st_mtime
+        if mtime == self._crl_mtime:
+            return
+        self.server.ssl_context.load_verify_locations(cafile=str(path))
+        self.server.ssl_context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        self._crl_mtime = mtime
+        log.info("certificate revocation list %s loaded", path)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -186,6 +265,10 @@ class Vtn:
     async def tick(self) -> None:
         """Apply due event transitions and send due notices (idempotent)."""
         completed = False
+        try:
+            self._load_crl()
+        except OSError as err:    # keep the CRL already loaded; say so
+            log.error("cannot re-read the CRL %s: %s", self.config.crl_file, err)
         for event_id, status in advance(self.store, self.clock):
             log.info("event %s is now %s", event_id, status)
             completed = completed or status == COMPLETED
@@ -214,11 +297,22 @@ class Vtn:
 
     # --- EiRegisterParty ---------------------------------------------------
     def ven_lookup(self, ven_id: str) -> dict | None:
-        ven = self.store.ven(ven_id)
+        """openleadr asks this for every message that names a venID: a disabled, revoked or
+        unenrolled VEN is refused (463) before any handler runs."""
+        ven, enrolments = self.store.ven_with_enrolments(ven_id)
         if ven is None:
             return None
+        self._refuse_if_disabled(ven, enrolments)
         return {"ven_id": ven.ven_id, "ven_name": ven.ven_name,
                 "fingerprint": ven.fingerprint, "registration_id": ven.registration_id}
+
+    def _refuse_if_disabled(self, ven, enrolments=None) -> None:
+        if enrolments is None:
+            enrolments = self.store.enrolments(ven_id=ven.ven_id, active_only=False)
+        why = ven_control.refusal(ven, enrolments, self.clock.now().date())
+        if why is not None:
+            log.warning("refused a request of VEN %s: it is %s", ven.ven_id, why)
+            raise errors.NotRegisteredOrAuthorizedError(f"VEN {ven.ven_id} is {why}")
 
     def on_create_party_registration(self, payload: dict) -> tuple[str, str]:
         metrics.MESSAGES_IN.labels("oadrCreatePartyRegistration").inc()
@@ -231,9 +325,11 @@ class Vtn:
             raise errors.NotRegisteredOrAuthorizedError(
                 f"certificate {fingerprint} is enrolled as {ven.ven_name!r}, "
                 f"not {payload.get('ven_name')!r}")
+        self._refuse_if_disabled(ven)
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             raise errors.InvalidIdError(f"venID {payload['ven_id']} does not belong to this "
                                         f"certificate")
+        _check_exchange(payload)
         # A re-registration that names the current registration keeps it.
         asked = payload.get("registration_id")
         registration_id = (asked if asked and asked == ven.registration_id
@@ -249,17 +345,37 @@ class Vtn:
         if payload.get("registration_id") != ven.registration_id:
             raise errors.InvalidIdError(f"registrationID {payload.get('registration_id')} is not "
                                         f"the registration of VEN {ven.ven_id}")
-        now = self.clock.now()
-        self.store.set_registration(ven.ven_id, None, now)
-        for request in self.store.report_requests(ven.ven_id, active_only=True):
-            self.store.cancel_report_request(request.report_request_id, now)
+        self._end_registration(ven.ven_id)
         self._seen(ven.ven_id)
         return "oadrCanceledPartyRegistration", {"registration_id": payload.get("registration_id"),
                                                  "ven_id": payload["ven_id"]}
 
     def request_reregistration(self, ven_id: str) -> None:
         """Queue oadrRequestReregistration: the VEN gets it at its next poll."""
-        self.store.enqueue(ven_id, "oadrRequestReregistration", {}, self.clock.now())
+        ven_control.request_reregistration(self.store, ven_id, self.clock)
+
+    def cancel_registration(self, ven_id: str) -> None:
+        """Queue oadrCancelPartyRegistration: the VEN gets it at its next poll."""
+        ven_control.cancel_registration(self.store, ven_id, self.clock)
+
+    async def canceled_party_registration(self, payload: dict):
+        """The VEN confirms a cancellation the VTN sent: the registration ends here."""
+        metrics.MESSAGES_IN.labels("oadrCanceledPartyRegistration").inc()
+        ven = self.store.ven(payload["ven_id"])
+        code = int((payload.get("response") or {}).get("response_code") or 0)
+        if code == 200 and payload.get("registration_id") == ven.registration_id:
+            self._end_registration(ven.ven_id)
+            log.info("VEN %s confirmed the cancellation of its registration", ven.ven_id)
+        else:
+            log.warning("VEN %s did not cancel registration %s (code %s)", ven.ven_id,
+                        payload.get("registration_id"), code)
+        return "oadrResponse", {}
+
+    def _end_registration(self, ven_id: str) -> None:
+        now = self.clock.now()
+        self.store.set_registration(ven_id, None, now)
+        for request in self.store.report_requests(ven_id, active_only=True):
+            self.store.cancel_report_request(request.report_request_id, now)
 
     # --- EiEvent / OadrPoll ------------------------------------------------
     def _current_events(self, ven_id: str) -> list:
@@ -284,6 +400,8 @@ class Vtn:
         payload = json.loads(message.payload or "{}")
         kind = message.message_type
         if kind == "oadrDistributeEvent":
+            if not self.store.undelivered(ven_id):
+                return None     # every version already went out, e.g. in an oadrRequestEvent answer
             return "oadrDistributeEvent", {"events": self._current_events(ven_id)}
         if kind == "oadrCreateReport":
             request = self.store.report_request(payload["report_request_id"])
@@ -295,15 +413,27 @@ class Vtn:
             self.store.cancel_report_request(payload["report_request_id"], now)
             return "oadrCancelReport", {"report_request_id": payload["report_request_id"],
                                         "report_to_follow": False}
-        if kind == "oadrRequestReregistration":
+        if kind == ven_control.REQUEST_REREGISTRATION:
             return "oadrRequestReregistration", {"ven_id": ven_id}
+        if kind == ven_control.CANCEL_REGISTRATION:
+            if payload["registration_id"] != self.store.ven(ven_id).registration_id:
+                return None     # the VEN registered anew (or was cancelled) since
+            return "oadrCancelPartyRegistration", {"ven_id": ven_id,
+                                                   "registration_id": payload["registration_id"]}
         log.error("unknown queued message %s for %s", kind, ven_id)
         return None
 
-    def on_request_event(self, ven_id: str):
+    async def request_event(self, payload: dict):
+        """oadrRequestEvent, answered like the poll: openleadr's own handler re-derives each
+        status from the wall clock and resets createdDateTime, so the same event version
+        would read differently by the path it took."""
         metrics.MESSAGES_IN.labels("oadrRequestEvent").inc()
+        ven_id = payload["ven_id"]
         self._seen(ven_id)
-        return self._current_events(ven_id) or None
+        events = self._current_events(ven_id)
+        if not events:
+            return "oadrResponse", {}
+        return "oadrDistributeEvent", {"events": in_profile_order(events)}
 
     def on_created_event(self, ven_id: str, event_id: str, opt_type: str) -> None:
         metrics.MESSAGES_IN.labels("oadrCreatedEvent").inc()

@@ -1,9 +1,10 @@
 """`vtn backtest`: replay seasons of a program's events against real load history.
 
     vtn backtest --program connected_solutions --load ISNE.csv \\
-        [--weather WEATHER.csv] [--alerts FEED.xml] [--emergencies DECLARED.csv] \\
-        [--forecast iso|own] \\
-        [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--plot FILE.png]
+        [--weather WEATHER.csv] [--weather-forecast ISSUED.csv] [--alerts FEED.xml] \\
+        [--emergencies DECLARED.csv] [--forecast iso|own] \\
+        [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--why] \\
+        [--plot FILE.png]
 
 Progress on stderr; JSON (with --json) or a table on stdout. A bad input file
 (missing, a missing column, a value that does not parse, hours out of order) or
@@ -30,12 +31,17 @@ def register(subparsers) -> None:
                     "it with 'error: FILE:LINE: column: ...' and exit status 1.")
     parser.add_argument("--program", required=True,
                         help="program name under schedules/programs, or a .toml path")
-    parser.add_argument("--load", required=True, metavar="CSV",
+    parser.add_argument("--load", required=True, metavar="CSV", action="append",
                         help="ISO-NE-style hourly CSV: utc_hour_ending (increasing), "
                              "demand_mw_clean or demand_mw, isone_dayahead_forecast_mw; "
-                             "empty numbers are missing hours")
+                             "empty numbers are missing hours (repeatable: older years and "
+                             "recent months, hours not overlapping)")
     parser.add_argument("--weather", metavar="CSV",
                         help="daily weather CSV: time (increasing dates), tmax, tavg")
+    parser.add_argument("--weather-forecast", metavar="CSV",
+                        help="issued hourly temperature forecasts for --forecast own: "
+                             "timestamp_local (wall clock, hour beginning), temperature_2m "
+                             "(deg C), city; each value issued 24 h before its hour")
     parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
                         help="NWS CAP ATOM feed or api.weather.gov GeoJSON (repeatable)")
     parser.add_argument("--emergencies", metavar="CSV", action="append", default=[],
@@ -53,6 +59,9 @@ def register(subparsers) -> None:
     parser.add_argument("--targeted", action="store_true",
                         help="the program's commercial targeted option (e.g. at most 8 events)")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    parser.add_argument("--why", action="store_true",
+                        help="also every day's decision and what it saw: forecast peak, its "
+                             "rank in the season so far, threshold, events left, exclusions")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of one season (matplotlib)")
     parser.add_argument("--plot-season", type=int, help="season to plot (default: the last)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -85,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     lead = leader or program
     try:
-        data = sources.read_isone_csv(args.load, program.timezone)
+        data = sources.read_load_files(args.load, program.timezone)
         weather = sources.read_daily_weather(args.weather) if args.weather else None
+        weather_forecast = (sources.read_weather_forecast(args.weather_forecast, program.timezone)
+                            if args.weather_forecast else None)
         alerts = [a for path in args.alerts for a in sources.read_alerts(path)]
         declared = [e for path in args.emergencies for e in sources.read_emergencies(path)]
     except sources.DataFileError as err:
@@ -99,13 +110,17 @@ def run(args: argparse.Namespace) -> int:
     if args.forecast == "iso" and data.iso_forecast is None:
         print("error: --forecast iso needs an isone_dayahead_forecast_mw column", file=sys.stderr)
         return 1
+    if args.forecast == "iso" and weather_forecast is not None:
+        print("warning: --weather-forecast is read by --forecast own only", file=sys.stderr)
     for stray in emergencies.unused([lead], declared):
         print(f"warning: declared emergency of type {stray.type!r} ({stray.start_utc:%Y-%m-%d}): "
               f"{lead.id} excludes none of that type", file=sys.stderr)
     exclusions = sorted(storms.exclusions(lead, alerts) + emergencies.exclusions(lead, declared),
                         key=lambda e: (e.start_utc, e.end_utc))
-    inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions)
-    config = PlannerConfig(forecast=args.forecast)
+    inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather, exclusions,
+                              weather_forecast)
+    # the targeted option is an optimal-stopping problem (schedules/planner.py)
+    config = PlannerConfig(forecast=args.forecast, stopping=args.targeted)
 
     total = sum(len(calendar.season_days(lead, y)) for y in args.seasons)
     bar = _progress(total, f"{program.id} {args.policy}/{args.forecast}", args.no_progress)
@@ -116,10 +131,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     if args.json:
-        json.dump(backtest.to_json(result, program), sys.stdout, indent=1)
+        json.dump(backtest.to_json(result, program, why=args.why), sys.stdout, indent=1)
         print()
     else:
         print(table(result))
+        if args.why:
+            print(why_table(result, program))
     if args.plot:
         year = args.plot_season or args.seasons[-1]
         season = next((s for s in result.seasons if s.year == year), None)
@@ -176,6 +193,31 @@ def table(result: backtest.BacktestResult) -> str:
                  f"{summary['peak_hour_hits']:>4}/{summary['seasons']:<4}  "
                  f"{summary['top40_hit_mean']:>10.3f}")
     return "\n".join(lines)
+
+
+def why_table(result: backtest.BacktestResult, program: model.Program) -> str:
+    """Every day's decision: called or not, forecast peak and which forecast,
+    rank so far, threshold, events left, exclusions, and the reason."""
+    lines = [f"{'day':<10}  {'event':<11}  {'forecast':>8}  {'from':<10}  {'rank':>4}  "
+             f"{'threshold':>9}  {'left':>4}  reason"]
+    for season in result.seasons:
+        for d in season.decisions:
+            window = "-"
+            if d.event is not None:
+                start, end = d.event.local(program.timezone)
+                window = f"{start:%H:%M}-{end:%H:%M}"
+            reason = d.reason + (f" [exclusions: {'; '.join(d.exclusions)}]"
+                                 if d.exclusions else "")
+            lines.append(f"{d.day.isoformat():<10}  {window:<11}  {_mw(d.forecast_peak_mw):>8}  "
+                         f"{d.forecast_source or '-':<10}  "
+                         f"{d.rank if d.rank is not None else '-':>4}  "
+                         f"{_mw(d.threshold_mw):>9}  "
+                         f"{d.budget_left if d.budget_left is not None else '-':>4}  {reason}")
+    return "\n".join(lines)
+
+
+def _mw(value: float | None) -> str:
+    return f"{value:.0f}" if value is not None else "-"
 
 
 def plot_season(program: model.Program, season: backtest.SeasonResult, inputs: PlanInputs,

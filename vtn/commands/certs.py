@@ -1,12 +1,18 @@
-"""`vtn certs`: a CA for pilots, VTN and VEN certificates, fingerprints, and the import
-of production (OpenADR Alliance) certificates. Files go where certs/pki.py `Layout`
-says: the CA in --ca (keep it offline), what the VTN and VENs use in --pki.
+"""`vtn certs`: a CA for pilots, VTN and VEN certificates, fingerprints, the import of
+production (OpenADR Alliance) certificates, and revocation. Files go where certs/pki.py
+`Layout` says: the CA in --ca (keep it offline), what the VTN and VENs use in --pki.
 
-To add a verb (e.g. `revoke`), write `_add_<verb>(actions)` and list it in VERBS.
+`revoke` puts a certificate on its CA's revocation list (CRL): a VTN with `crl_file`
+pointing at that list refuses the certificate at the TLS handshake (it re-reads the file
+when it changes). Disable the VEN too (`vtn vens revoke VEN`): a connection opened before
+the revocation is not closed by it.
+
+To add a verb, write `_add_<verb>(actions)` and list it in VERBS.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from certs import pki
@@ -104,7 +110,18 @@ def _add_import(actions) -> None:
                         help="install --cert/--key as this VEN's (default: as the VTN's)")
 
 
-VERBS = [_add_init, _add_issue_vtn, _add_issue_ven, _add_fingerprint, _add_import]
+def _add_revoke(actions) -> None:
+    parser = _verb(actions, "revoke", "add a certificate to the CA's CRL",
+                   "vtn certs revoke pki/vens/ven-001.crt --ca-cert ca/ca.crt --ca-key ca/ca.key",
+                   _revoke)
+    parser.add_argument("cert", type=Path, help="the certificate to revoke (PEM)")
+    parser.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate")
+    parser.add_argument("--ca-key", type=Path, required=True, help="the CA's private key")
+    parser.add_argument("--crl", type=Path,
+                        help="the CRL to update (default: next to the CA certificate, .crl)")
+
+
+VERBS = [_add_init, _add_issue_vtn, _add_issue_ven, _add_fingerprint, _add_import, _add_revoke]
 
 
 def _layout(args) -> pki.Layout:
@@ -188,4 +205,18 @@ def _import(args) -> int:
             print(f"fingerprint {paths.fingerprint}")
     except pki.CertError as err:
         raise ConfigError(str(err)) from None
+    return 0
+
+
+def _revoke(args) -> int:
+    ca = pki.CertPaths(args.ca_cert, args.ca_key)
+    try:
+        written = pki.revoke(ca, args.cert.read_bytes(), args.crl or pki.crl_path(ca))
+    except OSError as err:
+        print(f"{err.filename}: {err.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as err:     # not a PEM certificate, or another CA's
+        print(f"{args.cert}: {err}", file=sys.stderr)
+        return 2
+    print(f"revoked {args.cert} in {written}")
     return 0

@@ -1,22 +1,37 @@
-"""Operator verbs on the store: `vtn vens list`, `vtn events list|create|cancel`,
-`vtn telemetry export`, `vtn db upgrade`. They act on the database directly, so
-they work whether or not a VTN is running (a running VTN picks changes up at the
-VENs' next poll).
+"""Operator verbs on the store: `vtn vens list|disable|enable|revoke|cancel-registration|
+reregister`, `vtn events list|create|modify|cancel`, `vtn telemetry export`, `vtn db upgrade`.
+They act on the database directly, so they work whether or not a VTN is running (a running
+VTN picks changes up at the VENs' next poll). Input goes through the admin API's models
+(vtn.operator_input): a bad value is one line on stderr and exit 2, nothing stored.
 """
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta
 from pathlib import Path
 
 from flexadr.clock import SystemClock
 from schedules import model
-from vtn import config, lifecycle
+from vtn import config, event_control, lifecycle, ven_control
 from vtn.export import event_telemetry_csv
+from vtn.operator_input import EventChange, EventRequest, InputError, VenAction, parse
 from vtn.store import EVENT_STATUSES, Store
 from vtn.store import migrate
 
 ONLINE_WINDOW = 3   # poll intervals
+# Model field -> the flag that carries it, for error messages.
+FLAGS = {"program_id": "--program", "ven_name": "name", "device_kind": "--kind", "start": "--start", "end": "--end", "minutes": "--minutes",
+         "setpoint_kw": "--setpoint-kw", "ven_ids": "--ven", "force_reason": "--reason",
+         "reason": "--reason", "test_event": "--test"}
+VEN_ACTIONS = {
+    "disable": (ven_control.disable, "refuse every request of the VEN (463), end its "
+                                     "registration", True),
+    "enable": (ven_control.enable, "serve a disabled VEN again (it registers afresh)", False),
+    "revoke": (ven_control.revoke, "disable the VEN for good", True),
+    "cancel-registration": (ven_control.cancel_registration,
+                            "queue oadrCancelPartyRegistration for its next poll", False),
+    "reregister": (ven_control.request_reregistration,
+                   "queue oadrRequestReregistration for its next poll", False),
+}
 
 
 def _config_arg(parser) -> None:
@@ -29,6 +44,13 @@ def register(subparsers) -> None:
     vens_list = vens_sub.add_parser("list", help="list enrolled VENs")
     _config_arg(vens_list)
     vens_list.set_defaults(func=_vens_list)
+    for action, (_, summary, takes_reason) in VEN_ACTIONS.items():
+        verb = vens_sub.add_parser(action, help=summary)
+        _config_arg(verb)
+        verb.add_argument("ven_id")
+        if takes_reason:
+            verb.add_argument("--reason", help="why (stored with the VEN)")
+        verb.set_defaults(func=_ven_action, ven_action=action)
 
     events = subparsers.add_parser("events", help="list, create or cancel events")
     events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -41,10 +63,16 @@ def register(subparsers) -> None:
     create.add_argument("--program", required=True, help="program id or program file")
     create.add_argument("--start", required=True,
                         help="start, ISO 8601 with offset, e.g. 2026-07-01T16:00:00-04:00")
-    create.add_argument("--minutes", required=True, type=int, help="duration in minutes")
-    create.add_argument("--setpoint-kw", type=float, help="kW for discharge programs")
-    create.add_argument("--test", action="store_true", help="a test event")
-    create.set_defaults(func=_events_create)
+    add_event_arguments(create)
+    create.set_defaults(func=events_create)
+    modify = events_sub.add_parser("modify", help="change an event's times or setpoint")
+    _config_arg(modify)
+    modify.add_argument("event_id")
+    modify.add_argument("--start", help="new start, ISO 8601 with offset")
+    modify.add_argument("--end", help="new end, ISO 8601 with offset")
+    modify.add_argument("--setpoint-kw", type=float, help="new kW for discharge programs")
+    _force_arguments(modify)
+    modify.set_defaults(func=_events_modify)
     cancel = events_sub.add_parser("cancel", help="cancel an event")
     _config_arg(cancel)
     cancel.add_argument("event_id")
@@ -75,13 +103,14 @@ def _vens_list(args) -> int:
     now = SystemClock().now()
     window = ONLINE_WINDOW * settings.server.poll_interval
     print(f"{'VEN':<28} {'program':<22} {'kind':<11} {'registered':<10} {'online':<6} "
-          f"{'last seen':<25} fingerprint")
+          f"{'last seen':<25} {'fingerprint':<29} access")
     for ven in store.vens():
         online = bool(ven.last_seen_at and now - ven.last_seen_at <= window)
         seen = ven.last_seen_at.isoformat(timespec="seconds") if ven.last_seen_at else "never"
+        access = ven_control.refusal_of(store, ven, SystemClock()) or "enabled"
         print(f"{ven.ven_id:<28} {ven.program_id:<22} {ven.device_kind:<11} "
               f"{'yes' if ven.registration_id else 'no':<10} {'yes' if online else 'no':<6} "
-              f"{seen:<25} {ven.fingerprint}")
+              f"{seen:<25} {ven.fingerprint:<29} {access}")
     return 0
 
 
@@ -95,33 +124,90 @@ def _events_list(args) -> int:
     return 0
 
 
-def _events_create(args) -> int:
-    try:
-        start = datetime.fromisoformat(args.start)
-    except ValueError:
-        print(f"--start {args.start!r} is not an ISO 8601 time", file=sys.stderr)
-        return 2
-    if start.tzinfo is None:
-        print("--start needs a UTC offset, e.g. 2026-07-01T16:00:00-04:00", file=sys.stderr)
-        return 2
-    if args.minutes <= 0:
-        print("--minutes must be positive", file=sys.stderr)
-        return 2
+def add_event_arguments(parser) -> None:
+    """--start, --minutes | --end, --setpoint-kw, --ven, --test, --force --reason."""
+    length = parser.add_mutually_exclusive_group(required=True)
+    length.add_argument("--minutes", type=int, help="duration in minutes")
+    length.add_argument("--end", help="end, ISO 8601 with offset")
+    parser.add_argument("--setpoint-kw", type=float, help="kW for discharge programs")
+    parser.add_argument("--ven", action="append", dest="ven_ids", metavar="VEN",
+                        help="target this VEN (repeat; default: every enabled VEN of the program)")
+    parser.add_argument("--test", action="store_true", help="a test event")
+    _force_arguments(parser)
+
+
+def _force_arguments(parser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="override the program's season / day / window / duration / notice "
+                             "rules (needs --reason, stored with the event)")
+    parser.add_argument("--reason", help="why the rules are overridden")
+
+
+def refused(err: InputError) -> int:
+    print("; ".join(f"{FLAGS.get(field, field)}: {problem}" for field, problem in err.problems),
+          file=sys.stderr)
+    return 2
+
+
+def _given(**values) -> dict:
+    return {name: value for name, value in values.items()
+            if value is not None and value is not False}
+
+
+def events_create(args) -> int:
+    """`vtn events create` and `vtn event`: one path from the flags to the store."""
     try:
         program = model.load(args.program)
     except (FileNotFoundError, model.ProgramError) as err:
-        print(f"no program {args.program}: {err}", file=sys.stderr)
+        print(f"--program: no program {args.program}: {err}", file=sys.stderr)
         return 2
-    _, store = _store(args)
-    targets = [ven.ven_id for ven in store.vens(program.id)]
     try:
-        event = lifecycle.publish(store, program, start, start + timedelta(minutes=args.minutes),
-                                  targets, SystemClock(), setpoint_kw=args.setpoint_kw,
-                                  test_event=args.test)
-    except lifecycle.EventOutsideRules as err:
-        print(f"event refused: {err}", file=sys.stderr)
+        request = parse(EventRequest, _given(
+            program_id=program.id, start=args.start, minutes=args.minutes,
+            end=getattr(args, "end", None), setpoint_kw=args.setpoint_kw,
+            ven_ids=getattr(args, "ven_ids", None), test_event=getattr(args, "test", False),
+            force=getattr(args, "force", False), force_reason=getattr(args, "reason", None)))
+        _, store = _store(args)
+        event = event_control.create(store, SystemClock(), request, program)
+    except InputError as err:
+        return refused(err)
+    targets = store.targets(event.event_id)
+    print(f"published {event.event_id} to {len(targets)} VENs"
+          + (f" (forced: {event.forced_reason})" if event.forced_reason else ""))
+    return 0
+
+
+def _events_modify(args) -> int:
+    try:
+        request = parse(EventChange, _given(start=args.start, end=args.end,
+                                            setpoint_kw=args.setpoint_kw, force=args.force,
+                                            force_reason=args.reason))
+        _, store = _store(args)
+        event = event_control.change(store, SystemClock(), args.event_id, request)
+    except InputError as err:
+        return refused(err)
+    except lifecycle.EventNotChangeable as err:
+        print(f"cannot modify: {err}", file=sys.stderr)
         return 1
-    print(f"published {event.event_id} to {len(targets)} VENs")
+    print(f"modified {event.event_id} (modification {event.modification_number})")
+    return 0
+
+
+def _ven_action(args) -> int:
+    action = VEN_ACTIONS[args.ven_action][0]
+    extra = []
+    if VEN_ACTIONS[args.ven_action][2]:
+        try:
+            extra = [parse(VenAction, _given(reason=args.reason)).reason]
+        except InputError as err:
+            return refused(err)
+    _, store = _store(args)
+    try:
+        ven = action(store, args.ven_id, SystemClock(), *extra)
+    except (ven_control.UnknownVen, ven_control.NotAllowed) as err:
+        print(f"{args.ven_action}: {err.args[0]}", file=sys.stderr)
+        return 1
+    print(f"{args.ven_action}: done for VEN {ven.ven_id}")
     return 0
 
 

@@ -8,15 +8,15 @@ import io
 import logging
 import signal
 import socket
-from datetime import datetime, timedelta
+import sys
 from pathlib import Path
 
 from certs.pki import CertError, file_fingerprint, fingerprint
 from flexadr import logs
 from flexadr.clock import SystemClock
-from schedules import model
-from vtn import config
-from vtn.lifecycle import publish
+from vtn import config, event_control
+from vtn.commands import operate
+from vtn.operator_input import InputError, VenRequest, parse
 from vtn.planning import PlanningSchedule
 from vtn.service import Vtn
 from vtn.store import Store, Ven
@@ -44,11 +44,10 @@ def register(subparsers) -> None:
                                   description="Publish an event of a program to all its VENs.")
     event.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
     event.add_argument("--program", required=True, help="program id or program file")
-    event.add_argument("--start", required=True, type=datetime.fromisoformat,
+    event.add_argument("--start", required=True,
                        help="start, ISO 8601 with offset, e.g. 2026-07-01T16:00:00-04:00")
-    event.add_argument("--minutes", required=True, type=int, help="duration in minutes")
-    event.add_argument("--setpoint-kw", type=float, help="kW for discharge programs")
-    event.set_defaults(func=_event)
+    operate.add_event_arguments(event)
+    event.set_defaults(func=operate.events_create)   # the same checks as `vtn events create`
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,7 +61,8 @@ def _serve(args: argparse.Namespace) -> int:
         from vtn.notify import ChannelNotifier, EmailNotifier, WebhookNotifier
         notifier = ChannelNotifier(email=EmailNotifier(settings.smtp.host, settings.smtp.port,
                                                        settings.smtp.sender),
-                                   webhook=WebhookNotifier())
+                                   webhook=WebhookNotifier(
+                                       allow_private=settings.server.webhook_allow_private))
     vtn = Vtn(settings.server, Store(settings.database_url), SystemClock(), notifier=notifier)
 
     async def run() -> None:
@@ -110,11 +110,17 @@ def _require_free(source: Path, key: str, host: str, port: int) -> None:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
     try:
+        request = parse(VenRequest, {"ven_name": args.name, "program_id": args.program,
+                                     "device_kind": args.kind})
+        event_control.load_program(request.program_id)
         cert_fingerprint = file_fingerprint(args.cert)
-    except CertError as err:
-        raise config.ConfigError(str(err)) from None
+    except InputError as err:
+        return operate.refused(err)
+    except CertError as err:      # no such file, not a PEM certificate
+        print(err, file=sys.stderr)
+        return 2
+    settings = config.load(args.config)
     store = Store(settings.database_url)
     if store.ven(args.name) is not None:
         print(f"VEN {args.name} is already enrolled")
@@ -122,19 +128,4 @@ def _enrol(args: argparse.Namespace) -> int:
     store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=cert_fingerprint,
                     program_id=args.program, device_kind=args.kind))
     print(f"enrolled {args.name} ({args.kind}, {args.program})")
-    return 0
-
-
-def _event(args: argparse.Namespace) -> int:
-    if args.start.tzinfo is None:
-        print("--start needs a UTC offset, e.g. 2026-07-01T16:00:00-04:00")
-        return 2
-    settings = config.load(args.config)
-    store = Store(settings.database_url)
-    program = model.load(args.program)
-    start = args.start
-    targets = [ven.ven_id for ven in store.vens(program.id)]
-    event = publish(store, program, start, start + timedelta(minutes=args.minutes), targets,
-                    SystemClock(), setpoint_kw=args.setpoint_kw)
-    print(f"published {event.event_id} to {len(targets)} VENs")
     return 0

@@ -104,6 +104,16 @@ class Store:
         with self.session() as s:
             return s.get(Ven, ven_id)
 
+    def ven_with_enrolments(self, ven_id: str) -> tuple[Ven | None, Sequence[Enrolment]]:
+        """A VEN and all its enrolments (ended ones too), in one query: asked per message."""
+        with self.session() as s:
+            rows = s.exec(select(Ven, Enrolment)
+                          .join(Enrolment, Enrolment.ven_id == Ven.ven_id, isouter=True)
+                          .where(Ven.ven_id == ven_id)).all()
+        if not rows:
+            return None, []
+        return rows[0][0], [enrolment for _, enrolment in rows if enrolment is not None]
+
     def ven_by_fingerprint(self, fingerprint: str) -> Ven | None:
         with self.session() as s:
             return s.exec(select(Ven).where(Ven.fingerprint == fingerprint)).first()
@@ -130,6 +140,23 @@ class Store:
             ven.registered_at = at if registration_id else None
             s.add(ven)
             s.commit()
+
+    def set_access(self, ven_id: str, disabled_at: datetime | None, reason: str | None,
+                   revoked_at: datetime | None = None) -> Ven:
+        """Disable (disabled_at set) or enable a VEN, in one transaction. Disabling ends its
+        registration and report requests: once enabled it registers afresh."""
+        with self.session() as s:
+            ven = s.get(Ven, ven_id)
+            ven.disabled_at, ven.disabled_reason = disabled_at, reason
+            ven.revoked_at = revoked_at or ven.revoked_at
+            if disabled_at is not None:
+                ven.registration_id, ven.registered_at = None, None
+                s.exec(update(ReportRequest).where(ReportRequest.ven_id == ven_id,
+                                                   ReportRequest.cancelled_at.is_(None))
+                       .values(cancelled_at=disabled_at))
+            s.add(ven)
+            s.commit()
+        return ven
 
     def seen(self, ven_id: str, at: datetime) -> None:
         """Last contact: informational, so PostgreSQL need not wait for the disk."""

@@ -56,6 +56,10 @@ class Ven(SQLModel, table=True):
     registration_id: str | None = None
     registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An operator's `vtn vens disable|revoke`: every request of the VEN is refused (463).
+    disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    disabled_reason: str | None = None
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)   # for good
 
 
 class Resource(SQLModel, table=True):
@@ -96,6 +100,10 @@ class Event(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     follow_up_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # JSON [[duration_s, value], ...] when the signal changes during the event (see
+    # vtn/event_intervals.py); None: one interval of signal_value over the whole event.
+    interval_schedule: str | None = Field(default=None, sa_type=Text)
+    forced_reason: str | None = None     # the operator's reason for overriding program rules
 
     @property
     def cancelled(self) -> bool:

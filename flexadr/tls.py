@@ -1,0 +1,64 @@
+"""TLS contexts for both ends of an OpenADR 2.0b link.
+
+The 2.0b profile (and the Alliance's test harness) requires TLS 1.2 with exactly
+two cipher suites: TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256 for ECC certificates
+and TLS_RSA_WITH_AES_128_CBC_SHA256 for RSA ones, and a VTN that holds both an ECC
+and an RSA certificate. OpenSSL picks the certificate that fits the suite the
+client offered, so one context carries both.
+
+Profiles:
+- "openadr": what certification expects, nothing else (TLS 1.2 only, the two suites);
+- "default": TLS 1.2 and 1.3 with OpenSSL's modern suites, plus the two Alliance
+  suites so a certified peer that offers only those still connects.
+"""
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+TlsProfile = Literal["default", "openadr"]
+PROFILES: tuple[str, ...] = ("default", "openadr")
+ALLIANCE_CIPHERS = "ECDHE-ECDSA-AES128-SHA256:AES128-SHA256"
+# OpenSSL's TLS 1.2 default list would not include the CBC-SHA256 suites at security level 2.
+MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:" + ALLIANCE_CIPHERS
+
+
+@dataclass(frozen=True)
+class CertKey:
+    cert: Path
+    key: Path
+
+
+def server_context(profile: TlsProfile, identities: list[CertKey], ca_file: Path) -> ssl.SSLContext:
+    """Mutual-TLS server context: every identity loaded (ECC and RSA side by side)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _apply_profile(context, profile)
+    for identity in identities:
+        context.load_cert_chain(str(identity.cert), str(identity.key))
+    context.load_verify_locations(str(ca_file))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(profile: TlsProfile, identity: CertKey, ca_file: Path,
+                   check_hostname: bool = True) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _apply_profile(context, profile)
+    context.load_cert_chain(str(identity.cert), str(identity.key))
+    context.load_verify_locations(str(ca_file))
+    context.check_hostname = check_hostname
+    return context
+
+
+def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown TLS profile {profile!r} (use one of {', '.join(PROFILES)})")
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if profile == "openadr":
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        # RSA key exchange (the second Alliance suite) is below OpenSSL 3's level 2.
+        context.set_ciphers(f"{ALLIANCE_CIPHERS}:@SECLEVEL=1")
+    else:
+        context.set_ciphers(f"{MODERN_CIPHERS}:@SECLEVEL=1")
