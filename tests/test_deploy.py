@@ -1,5 +1,5 @@
 """deploy/: the systemd unit's command lines, as written, run the VTN on the example
-production config (deploy/vtn.toml, with a pilot PKI next to it); the admin listener
+production config (deploy/vtn.toml, with a pilot PKI next to it); /health answers, /metrics
 answers with the token from the unit's environment file, and SIGTERM stops it cleanly."""
 import configparser
 import json
@@ -72,15 +72,19 @@ def test_the_units_command_serves_the_example_config(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
-                                                 headers={"Authorization": "Bearer s3cret"})
-                with urllib.request.urlopen(request, timeout=5) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health",
+                                            timeout=5) as response:
                     assert response.status == 200
-                    assert "flexadr_vtn_messages_received_total" in response.read().decode()
+                    health = json.loads(response.read())
                 break
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
                 time.sleep(0.2)
+        assert health["status"] == "ok" and health["vtn_id"] == "EXAMPLE_UTILITY_VTN"
+        request = urllib.request.Request(f"http://127.0.0.1:{admin_port}/metrics",
+                                         headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert "flexadr_vtn_messages_received_total" in response.read().decode()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
