@@ -27,6 +27,8 @@ EPILOG = """examples:
   vtn certs fingerprint /etc/flexadr/pki/vtn.crt
   vtn certs import --pki /etc/flexadr/pki alliance-root.pem alliance-intermediates.pem \\
       --cert vtn-issued.pem --key vtn.key
+  vtn certs revoke /etc/flexadr/pki/vens/ven-001.crt \
+      --ca-cert /srv/flexadr/ca/ca.crt --ca-key /srv/flexadr/ca/ca.key
 """
 
 
@@ -34,8 +36,8 @@ def register(subparsers) -> None:
     certs = subparsers.add_parser(
         "certs", help="certificates: a pilot CA, VTN/VEN certificates, fingerprints, import",
         description="Certificates for OpenADR's mutual TLS. A pilot runs its own CA (init, "
-                    "issue-vtn, issue-ven); production uses OpenADR Alliance certificates "
-                    "(import). See docs/operations.md.",
+                    "issue-vtn, issue-ven, revoke); production uses OpenADR Alliance "
+                    "certificates (import). See docs/operations.md.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = certs.add_subparsers(dest="action", required=True, metavar="ACTION")
     for add in VERBS:
