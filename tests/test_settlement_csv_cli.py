@@ -12,7 +12,7 @@ from vtn.commands import settle as settle_cmd
 from vtn.settlement import EventRecord, TelemetryInterval
 from vtn.settlement.csvio import CsvSource, SettlementInputError, parse_input
 from vtn.settlement.output import write_atomically
-from vtn.settlement.store_adapter import StoreDataError, from_store_rows
+from vtn.settlement.store_adapter import from_store_rows
 
 EVENTS = """event_id,start,end
 e1,2026-07-20T15:00:00-04:00,2026-07-20T17:00:00-04:00
