@@ -53,6 +53,7 @@ CLOCK_SKEW = timedelta(minutes=1)   # how far in the future an interval may star
 MAX_AGE = timedelta(days=400)       # no enrolment date known: a season and a bit of backlog
 MAX_INTERVALS = 1000          # per report: 96 rows x 3 points is our VEN's largest batch
 DURATION_SLACK = timedelta(seconds=1)
+SAME_SAMPLE = timedelta(seconds=1)  # rIDs of one sampling: stamped this close together
 ENERGY_WINDOW = timedelta(hours=1)  # kWh of an interval: at most max_kw for this long, or longer
 
 
@@ -234,9 +235,23 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
         if reason is not None:
             out.rejected.append(Rejected(r_id, start, end, payload, reason, "interval"))
             continue
+        start, end = _same_sample(out.points, start, end, duration)
         _sort_values(out, report_name, registrations.get(r_id), r_id, start, end, duration,
                      payload, lim)
     return out
+
+
+def _same_sample(points: dict[datetime, Point], start: datetime, end: datetime,
+                 duration: timedelta) -> tuple[datetime, datetime]:
+    """openleadr's client stamps each rID of one sampling with its own datetime.now(),
+    microseconds apart: values that close together are one interval."""
+    if start in points:
+        return start, points[start].end
+    tolerance = min(SAME_SAMPLE, duration / 4)
+    for known, point in points.items():
+        if abs(known - start) < tolerance:
+            return known, point.end
+    return start, end
 
 
 def _sort_values(out: Interpreted, report_name: str, registration: Registration | None,
