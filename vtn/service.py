@@ -432,9 +432,9 @@ class Vtn:
 
     async def update_report(self, payload: dict):
         """Store what each value means; keep what cannot be read raw and what cannot be
-        believed in quarantine. 200: every value stored by meaning or raw. 454: some
-        were quarantined (listed in the description) while the rest of the report was
-        stored, so a re-send cannot help and the VEN should move on."""
+        believed in quarantine. 200: every value stored by meaning or raw. 454 (invalid
+        data): some were quarantined (the first reasons in the description) and the rest
+        of the report was stored, so a re-send cannot help and the VEN should move on."""
         metrics.MESSAGES_IN.labels("oadrUpdateReport").inc()
         ven_id = payload["ven_id"]
         now = self.clock.now()
@@ -447,15 +447,13 @@ class Vtn:
                     f"reportRequestID {report.get('report_request_id')} was not requested "
                     f"from VEN {ven_id}")
             rejected += self._store_report(ven_id, request, _as_list(report.get("intervals")), now)
+        if rejected:
+            # Raised after the store committed: the accepted values stay stored.
+            more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+            raise errors.InvalidDataError(_safe(f"{len(rejected)} value(s) quarantined: "
+                                                + "; ".join(rejected[:3]) + more))
         metrics.MESSAGES_OUT.labels("oadrUpdatedReport").inc()
-        if not rejected:
-            return "oadrUpdatedReport", {}
-        more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
-        return "oadrUpdatedReport", {"response": {
-            "response_code": errors.InvalidDataError().response_code,
-            "response_description": _safe(f"{len(rejected)} value(s) quarantined: "
-                                          + "; ".join(rejected[:3]) + more),
-            "request_id": payload.get("request_id")}}
+        return "oadrUpdatedReport", {}
 
     def _store_report(self, ven_id: str, request: ReportRequest, intervals: list[dict],
                       now: datetime) -> list[str]:

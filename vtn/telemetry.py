@@ -227,7 +227,8 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
         return out
     for interval in intervals:
         start = interval.get("dtstart")
-        duration = interval.get("duration") or default_duration
+        duration = interval.get("duration")
+        duration = default_duration if duration is None else duration
         payload = interval.get("report_payload") or {}
         r_id = payload.get("r_id")
         end = start + duration if duration > timedelta(0) else start
