@@ -92,6 +92,17 @@ class Stock:
         return [xsd.message_type(xsd.validate(xml)) for xml in self.received]
 
 
+async def started_vtn(store, pki, telemetry_interval=timedelta(seconds=REPORT_S)):
+    """Our VTN on a free port (polls every second): the server and its OpenADR URL."""
+    port = _free_port()
+    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
+                           poll_interval=timedelta(seconds=1),
+                           telemetry_interval=telemetry_interval),
+                 store, SystemClock())
+    await server.start()
+    return server, f"https://127.0.0.1:{port}{PATH}"
+
+
 @pytest.fixture
 async def vtn(tmp_path, store):
     names = ["stock-1", "stock-2"]
@@ -99,13 +110,8 @@ async def vtn(tmp_path, store):
     for name in names:
         store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
                         program_id="connected_solutions", device_kind="battery"))
-    port = _free_port()
-    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                           poll_interval=timedelta(seconds=1),
-                           telemetry_interval=timedelta(seconds=REPORT_S)),
-                 store, SystemClock())
-    await server.start()
-    yield server, pki, f"https://127.0.0.1:{port}{PATH}"
+    server, url = await started_vtn(store, pki)
+    yield server, pki, url
     await server.stop()
 
 

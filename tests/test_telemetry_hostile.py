@@ -13,12 +13,10 @@ import pytest
 from openleadr import OpenADRClient, objects
 
 from certs.pki import ensure_dev_pki
-from flexadr.clock import SystemClock, ceil_to
-from flexadr.demo import _free_port
-from tests.test_openadr_20b import PATH
+from flexadr.clock import ceil_to
+from tests.test_openadr_20b import started_vtn
 from vtn import metrics, telemetry
 from vtn.programs import ensure_program
-from vtn.service import Vtn, VtnConfig
 from vtn.store import Enrolment, Participant, Resource, Ven
 
 INVALID_DATA = 454
@@ -41,13 +39,9 @@ async def ven(tmp_path, store):
     store.add_enrolment(Enrolment(participant_id="p1", program_id="managed_charging",
                                   ven_id="stock-ev", device_kind="ev",
                                   enrolled_on=datetime(2026, 1, 1).date()))
-    port = _free_port()
-    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                           poll_interval=timedelta(seconds=1)),
-                 store, SystemClock())
-    await server.start()
+    server, url = await started_vtn(store, pki)     # the program's 15 minutes win
     paths = pki.vens["stock-ev"]
-    client = OpenADRClient(ven_name="stock-ev", vtn_url=f"https://127.0.0.1:{port}{PATH}",
+    client = OpenADRClient(ven_name="stock-ev", vtn_url=url,
                            cert=str(paths.cert), key=str(paths.key), ca_file=str(pki.ca.cert),
                            vtn_fingerprint=pki.vtn.fingerprint, show_fingerprint=False)
     for r_id, measurement, unit, scale in [("kw", "REAL_POWER", "W", "k"),

@@ -16,16 +16,13 @@ import pytest
 from openleadr import OpenADRClient, enums, objects
 
 from certs.pki import ensure_dev_pki
-from flexadr.clock import SystemClock, ceil_to
-from flexadr.demo import _free_port
-from tests.test_openadr_20b import PATH, eventually
+from flexadr.clock import ceil_to
+from tests.test_openadr_20b import REPORT_S, eventually, started_vtn
 from ven.oadr_client import _report_payload
 from ven.telemetry import UPDATE_REPORT, resource_status
 from vtn import metrics
-from vtn.service import Vtn, VtnConfig
 from vtn.store import Resource, Ven
 
-REPORT_S = 2
 HOUR = timedelta(hours=1)
 RATE = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=HOUR, on_change=False)
 
@@ -62,13 +59,7 @@ async def site(tmp_path, store):
                     program_id="managed_charging", device_kind="ev"),
                 [Resource(ven_id="stock-ev", resource_id="device", device_kind="ev",
                           charger_kw=11.0)])
-    port = _free_port()
-    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                           poll_interval=timedelta(seconds=1),
-                           telemetry_interval=timedelta(seconds=REPORT_S)),
-                 store, SystemClock())
-    await server.start()
-    url = f"https://127.0.0.1:{port}{PATH}"
+    server, url = await started_vtn(store, pki)
     battery = _stock("stock-battery", pki, url, [
         ("power", "W", "none", -2500.0),              # customUnit "power", in W: -2.5 kW
         ("energy", "kWh", "none", 0.001),             # customUnit "energy", in kWh

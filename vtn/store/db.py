@@ -547,24 +547,20 @@ class Store:
         return new, revised
 
     def revisions(self, ven_id: str | None = None) -> Sequence[TelemetryRevision]:
-        with self.session() as s:
-            query = select(TelemetryRevision).order_by(TelemetryRevision.id)
-            if ven_id is not None:
-                query = query.where(TelemetryRevision.ven_id == ven_id)
-            return s.exec(query).all()
+        return self._kept(TelemetryRevision, ven_id)
 
     def raw_telemetry(self, ven_id: str | None = None) -> Sequence[TelemetryRaw]:
-        with self.session() as s:
-            query = select(TelemetryRaw).order_by(TelemetryRaw.id)
-            if ven_id is not None:
-                query = query.where(TelemetryRaw.ven_id == ven_id)
-            return s.exec(query).all()
+        return self._kept(TelemetryRaw, ven_id)
 
     def quarantine(self, ven_id: str | None = None) -> Sequence[TelemetryQuarantine]:
+        return self._kept(TelemetryQuarantine, ven_id)
+
+    def _kept(self, model, ven_id: str | None):
+        """Rows of an append-only telemetry table, in the order written."""
         with self.session() as s:
-            query = select(TelemetryQuarantine).order_by(TelemetryQuarantine.id)
+            query = select(model).order_by(model.id)
             if ven_id is not None:
-                query = query.where(TelemetryQuarantine.ven_id == ven_id)
+                query = query.where(model.ven_id == ven_id)
             return s.exec(query).all()
 
     def telemetry(self, ven_id: str, start: datetime | None = None,

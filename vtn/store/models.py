@@ -227,33 +227,29 @@ class TelemetryRevision(SQLModel, table=True):
     received_at: datetime = Field(sa_type=UTCDateTime)
 
 
-class TelemetryRaw(SQLModel, table=True):
-    """A value the VTN cannot store by meaning, kept with its rID and metadata."""
+class KeptTelemetry(SQLModel):
+    """A value as the VEN sent it (JSON), with why it is not a stored reading."""
     id: int | None = Field(default=None, primary_key=True)
     ven_id: str = Field(foreign_key="ven.ven_id", index=True)
     report_request_id: str | None = None
     report_name: str
     r_id: str | None = None
+    payload: str = Field(sa_type=Text)
+    reason: str = Field(sa_type=Text)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TelemetryRaw(KeptTelemetry, table=True):
+    """A value the VTN cannot store by meaning, kept with its rID and metadata."""
     interval_start: datetime = Field(sa_type=UTCDateTime)
     interval_end: datetime = Field(sa_type=UTCDateTime)
-    payload: str = Field(sa_column=Column(Text, nullable=False))        # JSON
-    registration: str = Field(sa_column=Column(Text, nullable=False))   # JSON metadata
-    reason: str
-    received_at: datetime = Field(sa_type=UTCDateTime)
+    registration: str = Field(sa_type=Text)     # JSON: what the VEN declared for the rID
 
 
-class TelemetryQuarantine(SQLModel, table=True):
-    """A value (or a whole report) the VTN did not believe, with the reason."""
-    id: int | None = Field(default=None, primary_key=True)
-    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
-    report_request_id: str | None = None
-    report_name: str
-    r_id: str | None = None
+class TelemetryQuarantine(KeptTelemetry, table=True):
+    """A value (or a whole report: no interval) the VTN did not believe, with the reason."""
     interval_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
     interval_end: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    payload: str = Field(sa_column=Column(Text, nullable=False))        # JSON, as received
-    reason: str = Field(sa_column=Column(Text, nullable=False))
-    received_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Notice(SQLModel, table=True):

@@ -54,7 +54,7 @@ def upgrade() -> None:
     sa.Column('interval_end', vtn.store.types.UTCDateTime(), nullable=False),
     sa.Column('payload', sa.Text(), nullable=False),
     sa.Column('registration', sa.Text(), nullable=False),
-    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('received_at', vtn.store.types.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['ven_id'], ['ven.ven_id'], ),
     sa.PrimaryKeyConstraint('id')
