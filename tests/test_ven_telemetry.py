@@ -1,4 +1,5 @@
 """Readings -> reporting intervals: energy-based kW, nothing invented."""
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -147,3 +148,31 @@ async def test_uplink_keeps_rows_until_the_vtn_has_asked_for_every_offered_repor
         client.requested[STATUS] = ReportRequest("r2", "ven-a-status", STATUS, ("soc",), None)
         client.first_request_at = time.monotonic()
         assert not client.waiting_for_requests(settle_s=30)     # everything offered is asked
+
+
+async def test_our_status_report_goes_out_as_oadr_payload_resource_status(tmp_path):
+    """TELEMETRY_STATUS carries oadrOnline / oadrManualOverride in oadrPayloadResourceStatus,
+    and the VTN stores them by that meaning (issue 12 item 8)."""
+    from flexadr import xsd
+    async with running_site(tmp_path, 900.0) as site:
+        agent = VenAgent(site.agent_config("ven-a"), SystemClock(), database=site.database)
+        sent: list[str] = []
+        agent.client.add_hook("before_send_xml", sent.append)
+        await agent.start()
+        site.agents.append(agent)
+        store = site.store
+
+        def status_points():
+            return [p for p in store.telemetry("ven-a")
+                    if p.online is not None and p.kw is not None]
+        deadline = time.monotonic() + 30
+        while not status_points():
+            assert time.monotonic() < deadline, "no status telemetry"
+            await asyncio.sleep(0.2)
+        point = status_points()[0]
+        assert (point.online, point.manual_override, point.plugged_in) == (True, False, True)
+        status = [x for x in sent if "TELEMETRY_STATUS" in x and "oadrUpdateReport" in x]
+        assert status and "<oadr:oadrPayloadResourceStatus>" in status[0]
+        assert "<oadr:oadrOnline>true</oadr:oadrOnline>" in status[0]
+        xsd.validate(status[0])
+        assert store.raw_telemetry("ven-a") == [] and store.quarantine("ven-a") == []
