@@ -85,3 +85,17 @@ def test_rids_of_one_sampling_share_an_interval_and_a_second_value_is_kept_raw()
     (raw,) = found.raw
     assert (raw.r_id, raw.reason) == ("b", "a second kw for this interval")
     assert found.rejected == []
+
+
+def test_a_raw_value_and_a_reading_of_one_sampling_share_its_interval():
+    regs = {"v": reg("voltage", "Voltage", "V", r_id="v"),
+            "a": reg("powerReal", "RealPower", "W", "k", r_id="a")}
+    start = NOW - Q
+    found = telemetry.interpret(USAGE, [
+        {"dtstart": start, "report_payload": {"r_id": "v", "value": 230.0}},
+        {"dtstart": start + timedelta(microseconds=40), "report_payload": {"r_id": "a", "value": 1.0}},
+        {"dtstart": start + Q, "report_payload": {"r_id": "a", "value": 2.0}}],
+        regs, Q, telemetry.limits(10.0, None, NOW, Q))
+    assert [(s, p.values) for s, p in found.points.items()] == [(start, {KW: 1.0}),
+                                                                  (start + Q, {KW: 2.0})]
+    assert [(r.r_id, r.start) for r in found.raw] == [("v", start)]

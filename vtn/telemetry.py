@@ -18,6 +18,7 @@ the reason). Nothing is dropped, nothing rejected is stored as a reading.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -225,6 +226,7 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
                                      f"{len(intervals)} intervals in one report: at most "
                                      f"{MAX_INTERVALS}", "report"))
         return out
+    samplings = _Samplings()
     for interval in intervals:
         start = interval.get("dtstart")
         duration = interval.get("duration")
@@ -236,23 +238,33 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
         if reason is not None:
             out.rejected.append(Rejected(r_id, start, end, payload, reason, "interval"))
             continue
-        start, end = _same_sample(out.points, start, end, duration)
+        start, end = samplings.interval(start, end, duration)
         _sort_values(out, report_name, registrations.get(r_id), r_id, start, end, duration,
                      payload, lim)
     return out
 
 
-def _same_sample(points: dict[datetime, Point], start: datetime, end: datetime,
-                 duration: timedelta) -> tuple[datetime, datetime]:
+class _Samplings:
     """openleadr's client stamps each rID of one sampling with its own datetime.now(),
     microseconds apart: values that close together are one interval."""
-    if start in points:
-        return start, points[start].end
-    tolerance = min(SAME_SAMPLE, duration / 4)
-    for known, point in points.items():
-        if abs(known - start) < tolerance:
-            return known, point.end
-    return start, end
+
+    def __init__(self):
+        self._starts: list[datetime] = []          # sorted
+        self._ends: dict[datetime, datetime] = {}
+
+    def interval(self, start: datetime, end: datetime,
+                 duration: timedelta) -> tuple[datetime, datetime]:
+        """The (start, end) this value belongs to: an earlier one of its sampling, or its own."""
+        if start in self._ends:
+            return start, self._ends[start]
+        tolerance = min(SAME_SAMPLE, duration / 4)
+        i = bisect_left(self._starts, start)
+        for known in self._starts[max(i - 1, 0):i + 1]:
+            if abs(known - start) < tolerance:
+                return known, self._ends[known]
+        self._starts.insert(i, start)
+        self._ends[start] = end
+        return start, end
 
 
 def _sort_values(out: Interpreted, report_name: str, registration: Registration | None,

@@ -503,7 +503,8 @@ class Store:
                 with self.session() as s:
                     counts = self._add_points(s, ven_id, points, received_at, report_request_id)
                     for row in (*raw, *quarantined):
-                        s.add(row)
+                        # a fresh row per attempt: a failed flush may have given it an id
+                        s.add(type(row)(**row.model_dump(exclude={"id"})))
                     s.commit()
                 return counts
             except IntegrityError:
