@@ -99,3 +99,11 @@ def test_a_raw_value_and_a_reading_of_one_sampling_share_its_interval():
     assert [(s, p.values) for s, p in found.points.items()] == [(start, {KW: 1.0}),
                                                                   (start + Q, {KW: 2.0})]
     assert [(r.r_id, r.start) for r in found.raw] == [("v", start)]
+
+
+def test_an_interval_without_a_start_is_rejected_not_a_crash():
+    found = telemetry.interpret(USAGE, [{"report_payload": {"r_id": "a", "value": 1.0}}],
+                                {}, Q, telemetry.limits(10.0, None, NOW, Q))
+    assert [(r.reason, r.check) for r in found.rejected] == [
+        ("interval without a dtstart and duration", "interval")]
+    assert found.points == {} and found.raw == []

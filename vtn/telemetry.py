@@ -233,6 +233,10 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
         duration = default_duration if duration is None else duration
         payload = interval.get("report_payload") or {}
         r_id = payload.get("r_id")
+        if not isinstance(start, datetime) or not isinstance(duration, timedelta):
+            out.rejected.append(Rejected(r_id, None, None, interval,
+                                         "interval without a dtstart and duration", "interval"))
+            continue
         end = start + duration if duration > timedelta(0) else start
         reason = check_interval(start, duration, lim)
         if reason is not None:
