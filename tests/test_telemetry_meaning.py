@@ -107,3 +107,12 @@ def test_an_interval_without_a_start_is_rejected_not_a_crash():
     assert [(r.reason, r.check) for r in found.rejected] == [
         ("interval without a dtstart and duration", "interval")]
     assert found.points == {} and found.raw == []
+
+
+def test_an_interval_ending_after_year_9999_is_rejected_not_a_crash():
+    start = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    found = telemetry.interpret(USAGE, [{"dtstart": start, "duration": timedelta(days=36500),
+                                         "report_payload": {"r_id": "a", "value": 1.0}}],
+                                {}, Q, telemetry.limits(10.0, None, NOW, Q))
+    (rejected,) = found.rejected
+    assert (rejected.start, rejected.end, rejected.check) == (start, None, "interval")

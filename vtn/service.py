@@ -439,14 +439,16 @@ class Vtn:
         ven_id = payload["ven_id"]
         now = self.clock.now()
         self._seen(ven_id)
-        rejected: list[str] = []
-        for report in payload.get("reports") or []:
+        reports = []
+        for report in payload.get("reports") or []:     # every ID checked before anything is stored
             request = self.store.report_request(report.get("report_request_id"))
             if request is None or request.ven_id != ven_id:
                 raise errors.InvalidIdError(
                     f"reportRequestID {report.get('report_request_id')} was not requested "
                     f"from VEN {ven_id}")
-            rejected += self._store_report(ven_id, request, _as_list(report.get("intervals")), now)
+            reports.append((request, _as_list(report.get("intervals"))))
+        rejected = [reason for request, intervals in reports
+                    for reason in self._store_report(ven_id, request, intervals, now)]
         if rejected:
             # Raised after the store committed: the accepted values stay stored.
             more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""

@@ -28,8 +28,6 @@ PLUGGED_IN, ONLINE, MANUAL_OVERRIDE = "plugged_in", "online", "manual_override"
 LOAD_CAPACITY, LOAD_LEVEL_OFFSET = "load_capacity", "load_level_offset"
 LOAD_PERCENT_OFFSET, LOAD_SETPOINT = "load_percent_offset", "load_setpoint"
 BOOLEANS = frozenset({PLUGGED_IN, ONLINE, MANUAL_OVERRIDE})
-QUANTITIES = (KW, KWH, SOC_PCT, PLUGGED_IN, ONLINE, MANUAL_OVERRIDE, LOAD_CAPACITY,
-              LOAD_LEVEL_OFFSET, LOAD_PERCENT_OFFSET, LOAD_SETPOINT)
 
 SI_SCALE = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "none": 1.0,
             "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, None: 1.0}
@@ -111,10 +109,9 @@ def _scaled(quantity: str, units: dict[str, float], unit: str | None, scale: flo
 
 def resource_status(status: dict) -> dict[str, object]:
     """oadrPayloadResourceStatus (as openleadr parses it) -> {quantity: value}."""
-    values: dict[str, object] = {}
-    for name, quantity in ((ONLINE, ONLINE), (MANUAL_OVERRIDE, MANUAL_OVERRIDE)):
-        if name in status:
-            values[quantity] = status[name]
+    # openleadr parses oadrOnline / oadrManualOverride to the names of our columns
+    values: dict[str, object] = {name: status[name] for name in (ONLINE, MANUAL_OVERRIDE)
+                                 if name in status}
     state = status.get("load_control_state") or {}
     for name, quantity in LOAD_CONTROL_STATE.items():
         element = state.get(name)
@@ -237,15 +234,24 @@ def interpret(report_name: str, intervals: list[dict], registrations: dict[str, 
             out.rejected.append(Rejected(r_id, None, None, interval,
                                          "interval without a dtstart and duration", "interval"))
             continue
-        end = start + duration if duration > timedelta(0) else start
         reason = check_interval(start, duration, lim)
         if reason is not None:
-            out.rejected.append(Rejected(r_id, start, end, payload, reason, "interval"))
+            out.rejected.append(Rejected(r_id, start, _end(start, duration), payload, reason,
+                                         "interval"))
             continue
+        end = start + duration
         start, end = samplings.interval(start, end, duration)
         _sort_values(out, report_name, registrations.get(r_id), r_id, start, end, duration,
                      payload, lim)
     return out
+
+
+def _end(start: datetime, duration: timedelta) -> datetime | None:
+    """The end of a rejected interval, if it is a time at all (year 9999 + a century is not)."""
+    try:
+        return start + max(duration, timedelta(0))
+    except OverflowError:
+        return None
 
 
 class _Samplings:
