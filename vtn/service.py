@@ -466,22 +466,21 @@ class Vtn:
                        else self._granularity(ven_id))
         found = telemetry.interpret(request.report_name, intervals, registrations, granularity,
                                     self._limits(ven_id, granularity, now))
-        raw = [TelemetryRaw(ven_id=ven_id, report_request_id=request.report_request_id,
-                            report_name=request.report_name, r_id=v.r_id, interval_start=v.start,
-                            interval_end=v.end, payload=_json(v.payload),
-                            registration=_json(asdict(v.registration) if v.registration else None),
-                            reason=v.reason, received_at=now) for v in found.raw]
-        quarantined = [TelemetryQuarantine(
-            ven_id=ven_id, report_request_id=request.report_request_id,
-            report_name=request.report_name, r_id=v.r_id, interval_start=v.start,
-            interval_end=v.end, payload=_json(v.payload), reason=v.reason, received_at=now)
-            for v in found.rejected]
+        raw, quarantined = _kept_rows(ven_id, request, found, now)
         points = [(start, point.end, point.values) for start, point in sorted(found.points.items())]
         new, revised = self.store.record_points(ven_id, points, now, request.report_request_id,
                                                 raw, quarantined)
+        self._account(ven_id, request, found, new, revised)
+        if points:
+            metrics.TELEMETRY_LAG.observe(max((now - points[-1][1]).total_seconds(), 0.0))
+        return [v.reason for v in found.rejected]
+
+    def _account(self, ven_id: str, request: ReportRequest, found: telemetry.Interpreted,
+                 new: int, revised: int) -> None:
+        """Metrics and log lines of one stored report (a raw rID is logged once per VEN)."""
         metrics.TELEMETRY_POINTS.inc(new)
         metrics.TELEMETRY_REVISIONS.inc(revised)
-        metrics.TELEMETRY_UNINTERPRETED.inc(len(raw))
+        metrics.TELEMETRY_UNINTERPRETED.inc(len(found.raw))
         for value in found.raw:
             if (ven_id, value.r_id) not in self._raw_logged:
                 self._raw_logged.add((ven_id, value.r_id))
@@ -494,15 +493,13 @@ class Vtn:
                         found.rejected[0].reason)
         if revised:
             log.warning("VEN %s re-sent %d value(s) that differ: kept as revisions", ven_id, revised)
-        if points:
-            metrics.TELEMETRY_LAG.observe(max((now - points[-1][1]).total_seconds(), 0.0))
-        return [v.reason for v in found.rejected]
 
     def _limits(self, ven_id: str, granularity: timedelta, now: datetime) -> telemetry.Limits:
         """The device's enrolled ratings (its resources, else its program's) and enrolment date."""
         ven = self.store.ven(ven_id)
-        ratings = [r.charger_kw or r.inverter_kw for r in self.store.resources(ven_id)]
-        capacity = sum(r for r in ratings if r) or None
+        # a V2G charger may have both ratings: the larger bounds its power either way
+        capacity = sum(max(r.charger_kw or 0.0, r.inverter_kw or 0.0)
+                       for r in self.store.resources(ven_id)) or None
         if capacity is None and ven is not None:
             program = self.store.program(ven.program_id)
             if program is not None:
@@ -512,6 +509,22 @@ class Vtn:
         enrolled_at = (datetime.combine(min(enrolled), datetime.min.time(), timezone.utc)
                        - timedelta(days=1)) if enrolled else None
         return telemetry.limits(capacity, enrolled_at, now, granularity)
+
+
+def _kept_rows(ven_id: str, request: ReportRequest, found: telemetry.Interpreted,
+               now: datetime) -> tuple[list[TelemetryRaw], list[TelemetryQuarantine]]:
+    """The raw and the quarantined values of one report as store rows, payloads as JSON."""
+    raw = [TelemetryRaw(ven_id=ven_id, report_request_id=request.report_request_id,
+                        report_name=request.report_name, r_id=v.r_id, interval_start=v.start,
+                        interval_end=v.end, payload=_json(v.payload),
+                        registration=_json(asdict(v.registration) if v.registration else None),
+                        reason=v.reason, received_at=now) for v in found.raw]
+    quarantined = [TelemetryQuarantine(ven_id=ven_id, report_request_id=request.report_request_id,
+                                       report_name=request.report_name, r_id=v.r_id,
+                                       interval_start=v.start, interval_end=v.end,
+                                       payload=_json(v.payload), reason=v.reason, received_at=now)
+                   for v in found.rejected]
+    return raw, quarantined
 
 
 def _registration_row(ven_id: str, specifier_id: str, report_name: str, description: dict,
@@ -539,7 +552,7 @@ def _registration(row: ReportRegistration) -> telemetry.Registration:
 
 
 def _json(value) -> str:
-    """Raw telemetry as JSON: datetimes and durations as ISO text, NaN and Inf as text."""
+    """Raw telemetry as JSON: datetimes as ISO text, durations in seconds, NaN and Inf as text."""
     def default(item):
         if isinstance(item, datetime):
             return item.isoformat()
