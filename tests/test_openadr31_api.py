@@ -360,6 +360,12 @@ async def test_paging_and_filters(api):
     assert [e["id"] for e in rest] == ids[2:]
     _, targeted = await api.call("GET", "/events?targets=ev-1", client="bl", expect=200)
     assert [e["programID"] for e in targeted] == ["managed_charging"]
+    _, both = await api.call("GET", "/events?targets=ven-a&targets=ven-b", client="bl",
+                             expect=200)
+    assert len(both) == 3          # every target must match (filters are additive)
+    _, none = await api.call("GET", "/events?targets=ven-a&targets=ev-1", client="bl",
+                             expect=200)
+    assert none == []
     _, active = await api.call("GET", "/events?active=true", client="ven-a-client", expect=200)
     assert len(active) == 3
     for query, name in [("limit=51", "limit"), ("skip=-1", "skip"), ("limit=x", "limit"),

@@ -120,12 +120,9 @@ class Api:
             if targets is not None and self._own_name(p) not in targets:
                 return []
             return [row for row in programs if row.program_id in mine]
-        if targets is not None:
-            wanted = set()
-            for name in targets:
-                ven = self.store.ven_by_name(name)
-                if ven is not None:
-                    wanted |= self._program_ids_of(ven.ven_id)
+        for name in targets or ():      # filters are additive: every target must match
+            ven = self.store.ven_by_name(name)
+            wanted = self._program_ids_of(ven.ven_id) if ven else set()
             programs = [row for row in programs if row.program_id in wanted]
         return programs
 
@@ -178,10 +175,11 @@ class Api:
                 return []
             query = query.join(EventTarget, EventTarget.event_id == Event.event_id).where(
                 EventTarget.ven_id == p.ven_id, Event.status != PENDING)
-        elif targets is not None:
-            query = query.where(Event.event_id.in_(
-                select(EventTarget.event_id).join(Ven, Ven.ven_id == EventTarget.ven_id)
-                .where(Ven.ven_name.in_(targets))))
+        else:
+            for name in targets or ():  # filters are additive: every target must match
+                query = query.where(Event.event_id.in_(
+                    select(EventTarget.event_id).join(Ven, Ven.ven_id == EventTarget.ven_id)
+                    .where(Ven.ven_name == name)))
         if program_id is not None:
             query = query.where(Event.program_id == program_id)
         if active:
@@ -480,8 +478,8 @@ class Api:
             query = query.where(Ven.ven_id == p.ven_id)   # None matches nothing
         if ven_name is not None:
             query = query.where(Ven.ven_name == ven_name)
-        if targets is not None:          # a VEN's one target is its name
-            query = query.where(Ven.ven_name.in_(targets))
+        for name in targets or ():      # a VEN's one target is its name; every one must match
+            query = query.where(Ven.ven_name == name)
         if ven_id is not None:
             query = query.where(Ven.ven_id == ven_id)
         with self.store.session() as s:
@@ -591,8 +589,8 @@ class Api:
             query = query.where(Resource.resource_id == resource_name)
         if ven_id is not None:
             query = query.where(Resource.ven_id == ven_id)
-        if targets is not None:
-            query = query.where(Ven.ven_name.in_(targets))
+        for name in targets or ():
+            query = query.where(Ven.ven_name == name)
         if row_id is not None:
             query = query.where(Resource.id == row_id)
         with self.store.session() as s:
