@@ -30,7 +30,7 @@ from vtn.openadr31.schemas import (NOW, RESOURCE_REQUEST, VEN_REQUEST, BlResourc
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
                                    ProgramRequest, ReportRequest, SubscriptionRequest, ValuesMap)
 from vtn.openadr31.settings import Settings
-from vtn.openadr31.telemetry import telemetry_points
+from vtn.openadr31.telemetry import later, telemetry_points
 from vtn.store import (CANCELLED, PENDING, Event, EventTarget, Oadr3Report,
                        Oadr3Subscription, Program, Resource, Store, Ven)
 
@@ -300,7 +300,7 @@ class Api:
             raise bad_request("intervalPeriod.duration", "an event needs a positive duration")
         if start == NOW:
             start = self.clock.now()
-        return start, start + duration
+        return start, later(start, duration, "intervalPeriod.duration")
 
     def _target_vens(self, targets: list[str] | None, program_id: str) -> list[str]:
         if targets is None:

@@ -51,8 +51,12 @@ def parse_duration(value) -> timedelta:
     sign, years, months, days, day_unit, hours, minutes, seconds = match.groups()
     if years or months:
         raise ValueError(f"{value!r}: years and months have no fixed length here; use days")
-    length = timedelta(days=int(days or 0) * (7 if day_unit == "W" else 1), hours=int(hours or 0),
-                       minutes=int(minutes or 0), seconds=float(seconds or 0))
+    try:
+        length = timedelta(days=int(days or 0) * (7 if day_unit == "W" else 1),
+                           hours=int(hours or 0), minutes=int(minutes or 0),
+                           seconds=float(seconds or 0))
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long") from None
     return -length if sign else length
 
 

@@ -74,9 +74,17 @@ def _interval_times(default: IntervalPeriod | None, own: IntervalPeriod | None, 
     if own is not None and own.start is not None:
         start = own.start
     elif default is not None and default.start is not None:
-        start = default.start + index * duration
+        start = later(default.start, duration, f"{where}.intervalPeriod", steps=index)
     else:
         raise bad_request(f"{where}.intervalPeriod", "needs a start (here or on the resource)")
     if NOW in (own and own.start, default and default.start):
         raise bad_request(f"{where}.intervalPeriod.start", "a report interval needs a real start")
-    return start, start + duration
+    return start, later(start, duration, f"{where}.intervalPeriod")
+
+
+def later(start: datetime, length: timedelta, where: str, steps: int = 1) -> datetime:
+    """start + steps * length, or a 400 naming `where` past the calendar's end."""
+    try:
+        return start + steps * length
+    except OverflowError:
+        raise bad_request(where, "ends past the year 9999") from None
