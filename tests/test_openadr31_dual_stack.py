@@ -2,15 +2,14 @@
 openleadr 2.0b VEN (mTLS, through our 2.0b Vtn) and a 3.1 VEN client, and both report into
 the same telemetry rows."""
 import asyncio
-from datetime import datetime, timedelta, timezone
-
-from tests.test_openadr31_api import SECRET, Api31, event_body, report_body
-from tests.test_openadr_20b import Stock, eventually, vtn  # noqa: F401  (fixture)
+from datetime import datetime, timezone
 
 import aiohttp
 
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
+from tests.test_openadr31_api import SECRET, Api31, event_body, report_body
+from tests.test_openadr_20b import Stock, eventually, vtn  # noqa: F401  (fixture)
 from vtn.openadr31 import Server, Settings
 from vtn.openadr31.auth import create_client
 

@@ -8,12 +8,12 @@ The interpreter: $FLEXADR_OPENADR3_CLIENT_PYTHON, else /work/venv312/bin/python
 import asyncio
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.test_openadr31_api import api, enrol  # noqa: F401  (fixture)
+from tests.test_openadr31_api import api  # noqa: F401  (fixture)
 
 PYTHON = Path(os.environ.get("FLEXADR_OPENADR3_CLIENT_PYTHON", "/work/venv312/bin/python"))
 

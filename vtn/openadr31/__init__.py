@@ -21,6 +21,9 @@ from vtn.store import Store
 
 __all__ = ["Server", "Settings", "build_app", "install", "start"]
 MAX_BODY_BYTES = 1024 * 1024
+# aiohttp answers a longer request line itself, in text/plain, before any problem body; a
+# 3.1 query (targets=...&targets=...) may well pass its 8 KiB default.
+MAX_LINE_BYTES = 64 * 1024
 
 
 def install(app: web.Application, store: Store, clock: Clock, settings: Settings) -> Api:
@@ -44,7 +47,9 @@ class Server:
 
     def __init__(self, store: Store, clock: Clock, settings: Settings):
         self.settings = settings
-        self.runner = web.AppRunner(build_app(store, clock, settings), access_log=None)
+        self.runner = web.AppRunner(build_app(store, clock, settings), access_log=None,
+                                    handler_args={"max_line_size": MAX_LINE_BYTES,
+                                                  "max_field_size": MAX_LINE_BYTES})
 
     async def start(self) -> None:
         await self.runner.setup()
