@@ -48,8 +48,8 @@ class Server:
     def __init__(self, store: Store, clock: Clock, settings: Settings):
         self.settings = settings
         self.runner = web.AppRunner(build_app(store, clock, settings), access_log=None,
-                                    handler_args={"max_line_size": MAX_LINE_BYTES,
-                                                  "max_field_size": MAX_LINE_BYTES})
+                                    max_line_size=MAX_LINE_BYTES,
+                                    max_field_size=MAX_LINE_BYTES)
 
     async def start(self) -> None:
         await self.runner.setup()

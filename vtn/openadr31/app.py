@@ -25,7 +25,7 @@ from flexadr.clock import Clock
 from schedules import model
 from vtn import lifecycle
 from vtn.openadr31 import auth, mapping
-from vtn.openadr31.auth import Principal, TokenIssuer
+from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
 from vtn.openadr31.problems import Problem, bad_request, from_validation
 from vtn.openadr31.schemas import (NOW, RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequest,
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
@@ -42,8 +42,10 @@ OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 class Api:
     def __init__(self, store: Store, clock: Clock, settings: Settings):
         self.store, self.clock, self.settings = store, clock, settings
+        external = (ExternalAuthority(settings.jwks_url, settings.audience,
+                                      settings.external_issuer) if settings.jwks_url else None)
         self.tokens = TokenIssuer(store, settings.token_secret, settings.token_ttl,
-                                  settings.issuer)
+                                  settings.issuer, external)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -73,8 +75,13 @@ class Api:
         ]
 
     # --- auth ----------------------------------------------------------------
-    def caller(self, request: web.Request, scope: str) -> Principal:
-        principal = self.tokens.principal(request.headers.get("Authorization"), self.clock.now())
+    async def caller(self, request: web.Request, scope: str) -> Principal:
+        header, now = request.headers.get("Authorization"), self.clock.now()
+        if self.tokens.external is not None:
+            # Fetching the external server's keys (now and then) must not stall the loop.
+            principal = await asyncio.to_thread(self.tokens.principal, header, now)
+        else:
+            principal = self.tokens.principal(header, now)
         principal.require(scope)
         return principal
 
@@ -106,7 +113,7 @@ class Api:
         return web.json_response({"tokenURL": base.rstrip("/") + "/auth/token"})
 
     async def notifiers(self, request: web.Request) -> web.Response:
-        self.caller(request, auth.READ_TARGETS)
+        await self.caller(request, auth.READ_TARGETS)
         return web.json_response({"WEBHOOK": True})
 
     # --- programs: program files, read-only here ----------------------------
@@ -129,7 +136,7 @@ class Api:
         return programs
 
     async def list_programs(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_TARGETS)
+        p = await self.caller(request, auth.READ_TARGETS)
         skip, limit = paging(request)
         rows = self._visible_programs(p, targets_query(request))[skip:skip + limit]
         return web.json_response([mapping.program_json(row) for row in rows])
@@ -141,11 +148,11 @@ class Api:
         raise Problem(404, f"no program {program_id}")
 
     async def get_program(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_TARGETS)
+        p = await self.caller(request, auth.READ_TARGETS)
         return web.json_response(mapping.program_json(self._program(p, request.match_info["id"])))
 
     async def create_program(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_PROGRAMS)
+        p = await self.caller(request, auth.WRITE_PROGRAMS)
         p.require_bl("writes programs")
         body = await parse(request, ProgramRequest)
         if self.store.program(body.programName) is not None:
@@ -155,7 +162,7 @@ class Api:
 
     async def put_program(self, request: web.Request) -> web.Response:
         """PUT and DELETE: the program file is the one source of a program's rules."""
-        p = self.caller(request, auth.WRITE_PROGRAMS)
+        p = await self.caller(request, auth.WRITE_PROGRAMS)
         p.require_bl("writes programs")
         row = self._program(p, request.match_info["id"])
         if request.method == "PUT":
@@ -213,7 +220,7 @@ class Api:
         return names
 
     async def list_events(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_TARGETS)
+        p = await self.caller(request, auth.READ_TARGETS)
         skip, limit = paging(request)
         events = self._events(p, object_id_query(request, "programID"), targets_query(request),
                               bool_query(request, "active"), skip=skip, limit=limit)
@@ -226,12 +233,12 @@ class Api:
         return events[0]
 
     async def get_event(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_TARGETS)
+        p = await self.caller(request, auth.READ_TARGETS)
         event = self._event(p, request.match_info["id"])
         return web.json_response(self._events_json(p, [event])[0])
 
     async def create_event(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_EVENTS)
+        p = await self.caller(request, auth.WRITE_EVENTS)
         p.require_bl("writes events")
         body = await parse(request, EventRequest)
         program = self._program_file(body.programID)
@@ -246,7 +253,7 @@ class Api:
         return web.json_response(self._events_json(p, [event])[0], status=201)
 
     async def update_event(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_EVENTS)
+        p = await self.caller(request, auth.WRITE_EVENTS)
         p.require_bl("writes events")
         event = self._event(p, request.match_info["id"])
         body = await parse(request, EventRequest)
@@ -269,7 +276,7 @@ class Api:
 
     async def delete_event(self, request: web.Request) -> web.Response:
         """A 3.1 delete is the 2.0b cancellation: targets get it; the event stays in the store."""
-        p = self.caller(request, auth.WRITE_EVENTS)
+        p = await self.caller(request, auth.WRITE_EVENTS)
         p.require_bl("writes events")
         event = self._event(p, request.match_info["id"])
         shown = self._events_json(p, [event])[0]
@@ -344,7 +351,7 @@ class Api:
         return self._owned(Oadr3Report, p, **filters)[skip:skip + limit]
 
     async def list_reports(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         skip, limit = paging(request)
         rows = self._reports(p, skip, limit, program_id=object_id_query(request, "programID"),
                              event_id=object_id_query(request, "eventID"),
@@ -358,7 +365,7 @@ class Api:
         return rows[0]
 
     async def get_report(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         return web.json_response(report_json(self._report(p, request.match_info["id"])))
 
     async def _report_body(self, request: web.Request, p: Principal):
@@ -370,7 +377,7 @@ class Api:
         return body, raw, telemetry_points(body)
 
     async def create_report(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_REPORTS)
+        p = await self.caller(request, auth.WRITE_REPORTS)
         body, raw, points = await self._report_body(request, p)
         now = self.clock.now()
         row = Oadr3Report(report_id=f"report-{uuid.uuid4().hex[:16]}", client_id=p.client_id,
@@ -382,7 +389,7 @@ class Api:
         return web.json_response(report_json(row), status=201)
 
     async def update_report(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_REPORTS)
+        p = await self.caller(request, auth.WRITE_REPORTS)
         row = self._report(p, request.match_info["id"])
         body, raw, points = await self._report_body(request, p)
         if body.eventID != row.event_id:
@@ -395,7 +402,7 @@ class Api:
 
     async def delete_report(self, request: web.Request) -> web.Response:
         """The report goes; its telemetry stays (it is settlement data)."""
-        p = self.caller(request, auth.WRITE_REPORTS)
+        p = await self.caller(request, auth.WRITE_REPORTS)
         row = self._report(p, request.match_info["id"])
         self._delete(Oadr3Report, row.report_id)
         return web.json_response(report_json(row))
@@ -409,7 +416,7 @@ class Api:
         return rows[skip:skip + limit]
 
     async def list_subscriptions(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         skip, limit = paging(request)
         objects = request.query.getall("objects", None)
         for i, name in enumerate(objects or ()):
@@ -427,7 +434,7 @@ class Api:
         return rows[0]
 
     async def get_subscription(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         return web.json_response(subscription_json(self._subscription(p,
                                                                       request.match_info["id"])))
 
@@ -446,7 +453,7 @@ class Api:
         return body, raw
 
     async def create_subscription(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_SUBSCRIPTIONS)
+        p = await self.caller(request, auth.WRITE_SUBSCRIPTIONS)
         body, raw = await self._subscription_body(request, p)
         now = self.clock.now()
         row = Oadr3Subscription(subscription_id=f"sub-{uuid.uuid4().hex[:16]}",
@@ -457,7 +464,7 @@ class Api:
         return web.json_response(subscription_json(row), status=201)
 
     async def update_subscription(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_SUBSCRIPTIONS)
+        p = await self.caller(request, auth.WRITE_SUBSCRIPTIONS)
         row = self._subscription(p, request.match_info["id"])
         body, raw = await self._subscription_body(request, p)
         row.client_name, row.program_id, row.body = body.clientName, body.programID, json.dumps(raw)
@@ -466,7 +473,7 @@ class Api:
         return web.json_response(subscription_json(row))
 
     async def delete_subscription(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_SUBSCRIPTIONS)
+        p = await self.caller(request, auth.WRITE_SUBSCRIPTIONS)
         row = self._subscription(p, request.match_info["id"])
         self._delete(Oadr3Subscription, row.subscription_id)
         return web.json_response(subscription_json(row))
@@ -488,7 +495,7 @@ class Api:
             return list(s.exec(query.order_by(Ven.ven_id).offset(skip).limit(limit)).all())
 
     async def list_vens(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         skip, limit = paging(request)
         rows = self._vens(p, skip, limit, name_query(request, "venName"), targets_query(request))
         return web.json_response([mapping.ven_json(row) for row in rows])
@@ -500,7 +507,7 @@ class Api:
         return rows[0]
 
     async def get_ven(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         return web.json_response(mapping.ven_json(self._ven(p, request.match_info["id"])))
 
     async def _ven_body(self, request: web.Request, p: Principal):
@@ -515,7 +522,7 @@ class Api:
         return body
 
     async def create_ven(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         body = await self._ven_body(request, p)
         if not p.is_bl:
             if p.ven_id is not None:    # (the YAML lists no 409 for POST /vens)
@@ -543,7 +550,7 @@ class Api:
         return web.json_response(mapping.ven_json(ven), status=201)
 
     async def update_ven(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         ven = self._ven(p, request.match_info["id"])
         body = await self._ven_body(request, p)
         if body.venName != ven.ven_name:
@@ -566,7 +573,7 @@ class Api:
         return web.json_response(mapping.ven_json(self.store.ven(ven.ven_id)))
 
     async def delete_ven(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         ven = self._ven(p, request.match_info["id"])
         p.require_bl("ends an enrolment (deletes a ven)")
         shown = mapping.ven_json(ven)
@@ -599,7 +606,7 @@ class Api:
             return list(s.exec(query.order_by(Resource.id).offset(skip).limit(limit)).all())
 
     async def list_resources(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         skip, limit = paging(request)
         rows = self._resources(p, skip, limit, name_query(request, "resourceName"),
                                object_id_query(request, "venID"), targets_query(request))
@@ -613,7 +620,7 @@ class Api:
         return rows[0]
 
     async def get_resource(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.READ_VEN_OBJECTS)
+        p = await self.caller(request, auth.READ_VEN_OBJECTS)
         return web.json_response(mapping.resource_json(*self._resource(p,
                                                                        request.match_info["id"])))
 
@@ -630,7 +637,7 @@ class Api:
         return body, ven[0]
 
     async def create_resource(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         body, ven = await self._resource_body(request, p)
         now = self.clock.now()
         resource = Resource(ven_id=ven.ven_id, resource_id=body.resourceName,
@@ -646,7 +653,7 @@ class Api:
         return web.json_response(mapping.resource_json(resource, ven), status=201)
 
     async def update_resource(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         resource, ven = self._resource(p, request.match_info["id"])
         body, _ = await self._resource_body(request, p)
         if body.venID != resource.ven_id:
@@ -665,7 +672,7 @@ class Api:
         return web.json_response(mapping.resource_json(row, ven))
 
     async def delete_resource(self, request: web.Request) -> web.Response:
-        p = self.caller(request, auth.WRITE_VENS)
+        p = await self.caller(request, auth.WRITE_VENS)
         resource, ven = self._resource(p, request.match_info["id"])
         self._delete(Resource, resource.id)
         return web.json_response(mapping.resource_json(resource, ven))

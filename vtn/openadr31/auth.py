@@ -34,6 +34,8 @@ ROLE_SCOPES = {
 }
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 _ALGORITHM = "HS256"
+_EXTERNAL_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+EXTERNAL = "external"     # secret_hash of a client whose tokens come from an external server
 
 
 class ClientError(ValueError):
@@ -72,6 +74,8 @@ def hash_secret(secret: str) -> str:
 
 
 def verify_secret(secret: str, stored: str) -> bool:
+    if not stored.startswith("scrypt$"):
+        return False          # an external client has no secret here
     _, n, r, p, salt, digest = stored.split("$")
     candidate = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
                                p=int(p))
@@ -79,11 +83,13 @@ def verify_secret(secret: str, stored: str) -> bool:
 
 
 def create_client(store: Store, client_id: str, role: str, at: datetime,
-                  ven_id: str | None = None, scopes: tuple[str, ...] | None = None
-                  ) -> tuple[Oadr3Client, str]:
+                  ven_id: str | None = None, scopes: tuple[str, ...] | None = None,
+                  external: bool = False) -> tuple[Oadr3Client, str | None]:
     """Store a new client with a fresh secret; returns it and the secret (shown only once).
 
     ven_id links a VEN client to an enrolled VEN (its 3.1 identity from then on).
+    external: the client gets its tokens from the external authorization server, so it
+    has no secret here (the row gives its role and the scopes it may use).
     """
     if role not in ROLE_SCOPES:
         raise ClientError(f"role must be {' or '.join(ROLE_SCOPES)}, not {role!r}")
@@ -95,9 +101,9 @@ def create_client(store: Store, client_id: str, role: str, at: datetime,
         raise ClientError(f"a {role} client may not hold {', '.join(not_allowed)}")
     if ven_id is not None and role != VEN:
         raise ClientError("only a ven client is tied to a VEN")
-    secret = secrets.token_urlsafe(32)
+    secret = None if external else secrets.token_urlsafe(32)
     client = Oadr3Client(client_id=client_id, role=role, scopes=" ".join(granted),
-                         secret_hash=hash_secret(secret), created_at=at)
+                         secret_hash=EXTERNAL if external else hash_secret(secret), created_at=at)
     with store.session() as s:
         if s.get(Oadr3Client, client_id) is not None:
             raise ClientError(f"client {client_id} exists already")
@@ -114,13 +120,38 @@ def create_client(store: Store, client_id: str, role: str, at: datetime,
     return client, secret
 
 
-class TokenIssuer:
-    """Issues and verifies the edge's access tokens."""
+class ExternalAuthority:
+    """An external OAuth 2.0 server's tokens, checked against its JWKS (keys cached)."""
 
-    def __init__(self, store: Store, secret: str, ttl: timedelta, issuer: str):
+    def __init__(self, jwks_url: str, audience: str | None, issuer: str | None):
+        self.keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300)
+        self.audience, self.issuer = audience, issuer
+
+    def claims(self, token: str) -> dict:
+        """Verified claims; raises jwt.InvalidTokenError (or PyJWKClientError)."""
+        key = self.keys.get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, key.key, algorithms=_EXTERNAL_ALGORITHMS,
+                            audience=self.audience, issuer=self.issuer,
+                            options={"require": ["exp"], "verify_exp": False,
+                                     "verify_aud": self.audience is not None})
+        # Servers name the client and the scopes differently (RFC 9068 / Azure / Okta).
+        claims["sub"] = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+        scopes = claims.get("scope", claims.get("scp", ""))
+        claims["scope"] = " ".join(scopes) if isinstance(scopes, list) else str(scopes)
+        if not claims["sub"]:
+            raise jwt.InvalidTokenError("the token names no client")
+        return claims
+
+
+class TokenIssuer:
+    """Issues and verifies the edge's access tokens (and an external server's, if trusted)."""
+
+    def __init__(self, store: Store, secret: str, ttl: timedelta, issuer: str,
+                 external: ExternalAuthority | None = None):
         if len(secret.encode()) < 32:
             raise ValueError("the OpenADR 3.1 token secret needs at least 32 bytes")
         self.store, self.secret, self.ttl, self.issuer = store, secret, ttl, issuer
+        self.external = external
 
     def grant(self, client_id: str, client_secret: str, scope: str | None,
               now: datetime) -> dict:
@@ -149,11 +180,8 @@ class TokenIssuer:
             raise Problem(401, "this operation needs a bearer token (POST /auth/token)",
                           headers=challenge)
         try:
-            claims = jwt.decode(authorization[len("Bearer "):].strip(), self.secret,
-                                algorithms=[_ALGORITHM], issuer=self.issuer,
-                                options={"require": ["exp", "sub", "scope"], "verify_exp": False,
-                                         "verify_iat": False})
-        except jwt.InvalidTokenError as err:
+            claims = self._claims(authorization[len("Bearer "):].strip())
+        except (jwt.InvalidTokenError, jwt.PyJWKClientError) as err:
             raise Problem(401, f"invalid token: {err}", headers=challenge) from None
         if claims["exp"] <= now.timestamp():   # the edge's clock, not the host's, decides
             raise Problem(401, "the token has expired", headers=challenge)
@@ -164,6 +192,13 @@ class TokenIssuer:
             ven = s.exec(select(Ven).where(Ven.client_id == client.client_id)).first()
         scopes = frozenset(claims["scope"].split()) & frozenset(client.scopes.split())
         return Principal(client.client_id, client.role, scopes, ven.ven_id if ven else None)
+
+    def _claims(self, token: str) -> dict:
+        if self.external is not None and jwt.get_unverified_header(token).get("alg") != _ALGORITHM:
+            return self.external.claims(token)
+        return jwt.decode(token, self.secret, algorithms=[_ALGORITHM], issuer=self.issuer,
+                          options={"require": ["exp", "sub", "scope"], "verify_exp": False,
+                                   "verify_iat": False})
 
     def store_client(self, client_id: str) -> Oadr3Client | None:
         with self.store.session() as s:

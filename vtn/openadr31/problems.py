@@ -19,6 +19,9 @@ TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not F
           500: "Internal Server Error"}
 
 
+MAX_URI = 8000      # the problem schema's maxLength of `instance`
+
+
 class Problem(Exception):
     """Raised by a handler; the middleware turns it into the response."""
 
@@ -42,7 +45,10 @@ def from_validation(err: ValidationError, prefix: str = "") -> Problem:
 
 def respond(request: web.Request, problem: Problem) -> web.Response:
     body = {"type": "about:blank", "title": TITLES.get(problem.status, "Error"),
-            "status": problem.status, "detail": problem.detail, "instance": str(request.url)}
+            "status": problem.status, "detail": problem.detail}
+    instance = str(request.url.with_query(None))
+    if len(instance) <= MAX_URI:
+        body["instance"] = instance
     if problem.errors:
         body["errors"] = problem.errors
     body.update(problem.extra)

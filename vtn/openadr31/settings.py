@@ -13,3 +13,7 @@ class Settings:
     token_ttl: timedelta = timedelta(hours=1)
     issuer: str = "flexadr-vtn"
     public_url: str | None = None       # base URL clients use (for /auth/server's tokenURL)
+    # Trusting an external authorization server as well: its JWKS, and what its tokens say.
+    jwks_url: str | None = None
+    audience: str | None = None         # required `aud` of external tokens
+    external_issuer: str | None = None  # required `iss` of external tokens
