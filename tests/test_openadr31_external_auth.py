@@ -8,6 +8,7 @@ import aiohttp
 import jwt
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flexadr.clock import SystemClock
@@ -29,12 +30,8 @@ async def authority():
         return web.json_response({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
     app = web.Application()
     app.router.add_get("/jwks", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield key, f"http://127.0.0.1:{port}/jwks"
-    await runner.cleanup()
+    async with TestServer(app, host="127.0.0.1") as server:    # a real socket
+        yield key, str(server.make_url("/jwks"))
 
 
 def external_token(key, client_id, scope, audience=AUDIENCE, kid="k1"):
