@@ -22,6 +22,7 @@ from sqlmodel import select
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from vtn.openadr31 import Server, Settings
+from vtn.openadr31.app import Api
 from vtn.openadr31.auth import create_client
 from vtn.openadr31.cli import add_arguments, create_client_command
 from vtn.store import Oadr3Client, Ven
@@ -379,7 +380,7 @@ async def test_a_ven_sees_only_its_own_objects(api, store):
     _, event = await api.call("POST", "/events", client="bl", expect=201,
                               json=event_body(targets=["ven-a"]))
     _, both = await api.call("POST", "/events", client="bl", expect=201,
-                             json=event_body(targets=["ven-a", "ven-b"]))
+                             json=event_body(targets=["ven-a", "ven-b", "ven-a"]))
     assert both["targets"] == ["ven-a", "ven-b"]
 
     # Events: ven-a reads its events, with targets hidden down to its own; ven-b not ven-a's.
@@ -556,10 +557,9 @@ def test_the_create_client_command_prints_the_secret_once(store):
         assert sorted(s.exec(select(Oadr3Client.client_id)).all()) == ["meter", "ops"]
 
 
-def test_every_operation_of_the_yaml_is_routed_or_listed_as_not_yet():
-    from vtn.openadr31.app import Api
-    routed = {(r.method, r.path.replace("{id}", "{x}")) for r in Api.routes(
-        Api.__new__(Api))}
+def test_every_operation_of_the_yaml_is_routed_or_listed_as_not_yet(store):
+    api = Api(store, SystemClock(), Settings(token_secret=SECRET))
+    routed = {(r.method, r.path.replace("{id}", "{x}")) for r in api.routes()}
     not_yet = {"/notifiers/mqtt"}   # the MQTT notifier's topic endpoints: a later slice
     for path, item in spec()["paths"].items():
         if any(path.startswith(prefix) for prefix in not_yet):

@@ -322,7 +322,7 @@ class Api:
             if program_id not in self._program_ids_of(ven.ven_id):
                 raise bad_request(f"targets.{i}", f"VEN {name} is not enrolled in {program_id}")
             ven_ids.append(ven.ven_id)
-        return ven_ids
+        return list(dict.fromkeys(ven_ids))     # a target named twice is one target
 
     # --- reports -------------------------------------------------------------
     def _owned(self, table, p: Principal, **filters) -> list:
