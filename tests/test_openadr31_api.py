@@ -570,3 +570,18 @@ def test_every_operation_of_the_yaml_is_routed_or_listed_as_not_yet(store):
                                                 for part in path.split("/")))
                 assert key in routed, key
     assert json.dumps(spec())   # the converted YAML is plain JSON Schema data
+
+
+async def test_unrouted_paths_and_methods_get_problem_bodies_too(api):
+    # Outside the YAML, so no schema to check beyond the problem's own shape.
+    for method, path, status in [("GET", "/nowhere", 404), ("PATCH", "/events", 405)]:
+        async with api.session.request(method, api.url + path) as response:
+            body = await response.json()
+            assert response.status == status and response.content_type == "application/json"
+        assert body["status"] == status and body["title"]
+        if status == 405:
+            assert "GET" in response.headers["Allow"]
+    _, body = await api.call("POST", "/auth/token", expect=401,
+                             headers={"Authorization": "Basic !!!"},
+                             data={"grant_type": "client_credentials"})
+    assert body["error"] == "invalid_client"
