@@ -60,6 +60,10 @@ class Ven(SQLModel, table=True):
     disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     disabled_reason: str | None = None
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)   # for good
+    # OpenADR 3.1: the OAuth client that speaks for this VEN (None: a 2.0b-only VEN).
+    client_id: str | None = Field(default=None, unique=True, index=True)
+    created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Resource(SQLModel, table=True):
@@ -71,6 +75,8 @@ class Resource(SQLModel, table=True):
     device_kind: str
     charger_kw: float | None = None
     inverter_kw: float | None = None
+    created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Enrolment(SQLModel, table=True):
@@ -275,9 +281,43 @@ class Notice(SQLModel, table=True):
     error: str | None = None
 
 
+class Oadr3Client(SQLModel, table=True):
+    """An OpenADR 3.1 OAuth 2.0 client (client-credentials grant): business logic or a VEN."""
+    client_id: str = Field(primary_key=True)
+    role: str                         # bl | ven
+    scopes: str                       # space-separated OAuth scopes it may be granted
+    secret_hash: str                  # scrypt$n$r$p$salt$hash (hex); the secret is never stored
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Oadr3Report(SQLModel, table=True):
+    """An OpenADR 3.1 report as posted; its USAGE/DEMAND/SoC values are also TelemetryPoints."""
+    report_id: str = Field(primary_key=True)
+    client_id: str = Field(index=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    client_name: str = Field(index=True)
+    event_id: str = Field(foreign_key="event.event_id", index=True)
+    program_id: str = Field(index=True)
+    body: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Oadr3Subscription(SQLModel, table=True):
+    """An OpenADR 3.1 subscription (webhook callbacks for object operations)."""
+    subscription_id: str = Field(primary_key=True)
+    client_id: str = Field(index=True)
+    client_name: str = Field(index=True)
+    program_id: str | None = Field(default=None, index=True)
+    body: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime = Field(sa_type=UTCDateTime)
+
+
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
-              TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice)
+              TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
+              Oadr3Client, Oadr3Report, Oadr3Subscription)
 
 
 def vtn_metadata():
