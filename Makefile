@@ -7,6 +7,11 @@ BIN := $(VENV)/bin
 FLEXADR_TEST_DATABASE_URL ?=
 PG_DEFAULT_URL ?= postgresql://flexadr:flexadr@127.0.0.1:5432/flexadr
 
+# Peers that need another Python live in venvs of their own under var/peers:
+# ElaadNL's openadr3-client needs Python >= 3.12 (pyenv's, when there is one).
+PYTHON312 ?= $(or $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1),$(shell command -v python3.12 2>/dev/null))
+OPENADR3_CLIENT := var/peers/openadr3
+
 .PHONY: demo test test-sqlite test-postgres clean
 
 $(BIN)/python:
@@ -29,7 +34,13 @@ demo: $(VENV)/.installed
 # when one is reachable.
 test: test-sqlite test-postgres
 
-test-sqlite: $(VENV)/.installed-test
+$(OPENADR3_CLIENT)/.installed:
+	@if [ -n "$(PYTHON312)" ]; then \
+		$(PYTHON312) -m venv $(OPENADR3_CLIENT) && \
+		$(OPENADR3_CLIENT)/bin/pip install --quiet 'openadr3-client==2.4.2' && touch $@; \
+	else echo "== no Python 3.12 here: the openadr3-client interop test is skipped"; fi
+
+test-sqlite: $(VENV)/.installed-test $(OPENADR3_CLIENT)/.installed
 	FLEXADR_TEST_DATABASE_URL= $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-postgres: $(VENV)/.installed-test

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -192,9 +193,12 @@ def test_vtn_serve_bad_certificates_and_keys_are_one_line(tmp_path, pki):
 
 
 def test_a_second_vtn_on_the_same_ports_is_one_line_and_the_first_stops_cleanly(tmp_path, pki):
-    port, admin_port = free_port(), free_port()
+    port, admin_port, port_31 = free_port(), free_port(), free_port()
+    secret = tmp_path / "oadr31.secret"
+    secret.write_text("x" * 32)
     first = serve_toml(tmp_path, pki, port=str(port), admin_port=str(admin_port),
-                       admin_token='"t0ken"')
+                       admin_token='"t0ken"',
+                       openadr31=f'{{ port = {port_31}, token_secret_file = "{secret}" }}')
     proc = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(first),
                              "--log-format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
@@ -211,6 +215,9 @@ def test_a_second_vtn_on_the_same_ports_is_one_line_and_the_first_stops_cleanly(
                            admin_port=str(admin_port))
         fails("vtn", "serve", third,
               f"admin_port: cannot listen on 127.0.0.1:{admin_port}: Address already in use")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port_31}/auth/server",
+                                    timeout=10) as answer:       # the OpenADR 3.1 edge
+            assert answer.status == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

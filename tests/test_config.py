@@ -127,6 +127,10 @@ def test_wrong_types_and_ranges_are_named(examples):
     assert vtn_error(path) == f"{path}: port: should be less than or equal to 65535, got 70000"
     path = write(examples, "vtn.toml", text + "admin_port = 8443\n")
     assert vtn_error(path) == f"{path}: (file): admin_port 8443 is also the OpenADR port"
+    (examples / "short.secret").write_text("too short")
+    path = write(examples, "vtn.toml", text + '[openadr31]\ntoken_secret_file = "short.secret"\n')
+    assert vtn_error(path) == (f"{path}: openadr31.token_secret_file: fewer than 32 bytes in "
+                               f"{examples / 'short.secret'} (e.g. `openssl rand -hex 32`)")
     path = write(examples, "vtn.toml", text + 'admin_cert = "pki/vtn.crt"\n'
                  'admin_key = "pki/vens/ven-001.key"\n')
     assert vtn_error(path) == (f"{path}: admin_key: not the key of {examples / 'pki/vtn.crt'}: "

@@ -92,6 +92,17 @@ class Stock:
         return [xsd.message_type(xsd.validate(xml)) for xml in self.received]
 
 
+async def started_vtn(store, pki, telemetry_interval=timedelta(seconds=REPORT_S)):
+    """Our VTN on a free port (polls every second): the server and its OpenADR URL."""
+    port = _free_port()
+    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
+                           poll_interval=timedelta(seconds=1),
+                           telemetry_interval=telemetry_interval),
+                 store, SystemClock())
+    await server.start()
+    return server, f"https://127.0.0.1:{port}{PATH}"
+
+
 @pytest.fixture
 async def vtn(tmp_path, store):
     names = ["stock-1", "stock-2"]
@@ -99,13 +110,8 @@ async def vtn(tmp_path, store):
     for name in names:
         store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
                         program_id="connected_solutions", device_kind="battery"))
-    port = _free_port()
-    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                           poll_interval=timedelta(seconds=1),
-                           telemetry_interval=timedelta(seconds=REPORT_S)),
-                 store, SystemClock())
-    await server.start()
-    yield server, pki, f"https://127.0.0.1:{port}{PATH}"
+    server, url = await started_vtn(store, pki)
+    yield server, pki, url
     await server.stop()
 
 
@@ -297,11 +303,12 @@ async def test_a_resent_report_with_durations_is_stored_once(vtn, stock):
     store = vtn[0].store
     request = [r for r in store.report_requests("stock-1") if r.report_name == "TELEMETRY_USAGE"][0]
     start = datetime(2026, 6, 30, 12, 0, tzinfo=timezone.utc)
+    step = timedelta(seconds=REPORT_S)     # the requested granularity
     intervals = []
     for i in range(3):
-        for r_id, value in [("kw", 2.0 + i), ("kwh", 0.5), ("soc", 50.0 + i)]:
+        for r_id, value in [("kw", 2.0 + i), ("kwh", 0.001), ("soc", 50.0 + i)]:
             intervals.append(objects.ReportInterval(
-                dtstart=start + timedelta(minutes=15 * i), duration=timedelta(minutes=15),
+                dtstart=start + step * i, duration=step,
                 report_payload=objects.ReportPayload(r_id=r_id, value=value)))
     report = objects.Report(report_request_id=request.report_request_id,
                             report_specifier_id=request.report_specifier_id,
@@ -312,8 +319,8 @@ async def test_a_resent_report_with_durations_is_stored_once(vtn, stock):
         assert (response_type, response["response"]["response_code"]) == ("oadrUpdatedReport", 200)
     stored = [p for p in store.telemetry("stock-1", start, start + timedelta(hours=1))]
     assert [(p.interval_start, p.interval_end, p.kw, p.soc_pct) for p in stored] == [
-        (start + timedelta(minutes=15 * i), start + timedelta(minutes=15 * (i + 1)), 2.0 + i,
-         50.0 + i) for i in range(3)]
+        (start + step * i, start + step * (i + 1), 2.0 + i, 50.0 + i) for i in range(3)]
+    assert store.revisions("stock-1") == [] and store.quarantine("stock-1") == []
 
 
 async def test_cancelling_someone_elses_registration_id_is_refused(vtn, stock):

@@ -73,13 +73,21 @@ class Acks:
                     _, payload = parse_message(message)
                     for report in payload["reports"]:
                         for interval in report.get("intervals") or []:
-                            self.acked.append((agent.config.ven_name, interval["dtstart"],
-                                               interval["report_payload"]["r_id"],
-                                               interval["report_payload"]["value"]))
+                            for r_id, value in _values(interval["report_payload"]):
+                                self.acked.append((agent.config.ven_name, interval["dtstart"],
+                                                   r_id, value))
                     if self.restarted:
                         self.after_restart[agent.config.ven_name] += 1
             return result
         client._perform_request = perform
+
+
+def _values(payload):
+    """(name, value) of a payloadFloat, or of each oadrPayloadResourceStatus flag."""
+    status = payload.get("payload_resource_status")
+    if status is None:
+        return [(payload["r_id"], payload["value"])]
+    return [(name, status[name]) for name in ("online", "manual_override")]
 
 
 def _bytes(message):

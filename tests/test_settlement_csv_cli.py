@@ -12,7 +12,7 @@ from vtn.commands import settle as settle_cmd
 from vtn.settlement import EventRecord, TelemetryInterval
 from vtn.settlement.csvio import CsvSource, SettlementInputError, parse_input
 from vtn.settlement.output import write_atomically
-from vtn.settlement.store_adapter import StoreDataError, from_store_rows
+from vtn.settlement.store_adapter import from_store_rows
 
 EVENTS = """event_id,start,end
 e1,2026-07-20T15:00:00-04:00,2026-07-20T17:00:00-04:00
@@ -93,8 +93,10 @@ def test_store_rows_get_the_same_checks_and_lose_non_event_data():
     rows = [TelemetryInterval("v1", t("2026-07-20T18:00:00+00:00"), t("2026-07-20T19:00:00+00:00"), 1.0),
             TelemetryInterval("v1", t("2026-07-20T19:00:00+00:00"), t("2026-07-20T21:00:00+00:00"), 2.0)]
     assert len(from_store_rows(events, rows, event_data_only=True).telemetry) == 1
-    with pytest.raises(StoreDataError, match="telemetry row 2 .* overlaps row 1"):
-        from_store_rows(events, rows + [rows[1]])
+    # An overlap (here a duplicate) is not an error: the first received counts, flagged.
+    resolved = from_store_rows(events, rows + [rows[1]])
+    assert resolved.telemetry == tuple(rows)
+    assert [(f.participant, f.kind) for f in resolved.flags] == [("v1", "overlap")]
 
 
 # ---------------------------------------------------------------- the command

@@ -1,4 +1,5 @@
 """Readings -> reporting intervals: energy-based kW, nothing invented."""
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -147,3 +148,60 @@ async def test_uplink_keeps_rows_until_the_vtn_has_asked_for_every_offered_repor
         client.requested[STATUS] = ReportRequest("r2", "ven-a-status", STATUS, ("soc",), None)
         client.first_request_at = time.monotonic()
         assert not client.waiting_for_requests(settle_s=30)     # everything offered is asked
+
+
+async def test_our_status_report_goes_out_as_oadr_payload_resource_status(tmp_path):
+    """TELEMETRY_STATUS carries oadrOnline / oadrManualOverride in oadrPayloadResourceStatus,
+    and the VTN stores them by that meaning (issue 12 item 8)."""
+    from flexadr import xsd
+    async with running_site(tmp_path, 900.0) as site:
+        agent = VenAgent(site.agent_config("ven-a"), SystemClock(), database=site.database)
+        sent: list[str] = []
+        agent.client.add_hook("before_send_xml", sent.append)
+        await agent.start()
+        site.agents.append(agent)
+        store = site.store
+
+        def status_points():
+            return [p for p in store.telemetry("ven-a")
+                    if p.online is not None and p.kw is not None]
+        deadline = time.monotonic() + 30
+        while not status_points():
+            assert time.monotonic() < deadline, "no status telemetry"
+            await asyncio.sleep(0.2)
+        point = status_points()[0]
+        assert (point.online, point.manual_override, point.plugged_in) == (True, False, True)
+        status = [x for x in sent if "TELEMETRY_STATUS" in x and "oadrUpdateReport" in x]
+        assert status and "<oadr:oadrPayloadResourceStatus>" in status[0]
+        assert "<oadr:oadrOnline>true</oadr:oadrOnline>" in status[0]
+        xsd.validate(status[0])
+        assert store.raw_telemetry("ven-a") == [] and store.quarantine("ven-a") == []
+
+
+async def test_a_quarantined_interval_leaves_the_outbox(tmp_path):
+    """454 means the VTN kept everything (the bad value quarantined): re-sending cannot
+    change that, so the uplink acknowledges the rows instead of retrying them forever."""
+    async with running_site(tmp_path, 900.0) as site:
+        agent = await site.add_agent(site.agent_config("ven-a"))
+        deadline = time.monotonic() + 30
+        while not ({USAGE, STATUS} <= agent.client.requested.keys()):
+            assert time.monotonic() < deadline, "reports not requested"
+            await asyncio.sleep(0.2)
+        start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+        agent.store.add_interval(OutboxInterval(ven_name="ven-a", interval_start=start,
+                                                interval_end=start + site.report_wall,
+                                                kw=5000.0, kwh=0.001, soc_pct=50.0))
+        agent.uplink.wake.set()
+
+        def quarantined():
+            return [q for q in site.store.quarantine("ven-a") if q.interval_start == start]
+        while not quarantined():
+            assert time.monotonic() < deadline + 30, "not quarantined"
+            await asyncio.sleep(0.2)
+        assert quarantined()[0].reason.startswith("kw 5000 is beyond +-1000 kW")
+        while any(row.interval_start == start for row in agent.store.oldest_intervals(1000)):
+            assert time.monotonic() < deadline + 30, "the row stayed in the outbox"
+            await asyncio.sleep(0.2)
+        # The rest of that interval was stored (and is not sent again).
+        (point,) = [p for p in site.store.telemetry("ven-a") if p.interval_start == start]
+        assert (point.kw, point.kwh, point.soc_pct) == (None, 0.001, 50.0)

@@ -48,7 +48,7 @@ USAGE_POINTS = {
     "kwh": ("ENERGY_REAL", "Wh", "k"),
     "soc": ("stateOfCharge", "%", "none"),
 }
-STATUS_POINTS = ("soc", "plugged_in", "online", "manual_override")
+STATUS_POINTS = ("status", "plugged_in")      # oadrPayloadResourceStatus, and the plug
 RESOURCE_ID = "device"          # the one resource an agent reports on and answers to in targets
 SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
 READ_TIMEOUT = timedelta(seconds=10)

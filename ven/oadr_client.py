@@ -23,6 +23,7 @@ import aiohttp
 from openleadr import OpenADRClient, objects, utils
 
 from flexadr.signing import MessageSigner, client_signer
+from ven.telemetry import UPDATE_REPORT
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ class ReportRequest:
 class Sent:
     ok: bool
     detail: str
+    code: int | None = None     # the VTN's responseCode, when it answered
+
+
+def _report_payload(r_id: str, value):
+    """A dict value is an oadrPayloadResourceStatus (see ven.telemetry.UPDATE_REPORT)."""
+    if isinstance(value, dict):
+        return {"r_id": r_id, "resource_status": value}
+    return objects.ReportPayload(r_id=r_id, value=value)
 
 
 def as_list(value) -> list:
@@ -139,7 +148,7 @@ class FlexClient(OpenADRClient):
         if request is None:
             return Sent(False, f"the VTN has not requested {name}")
         intervals = [objects.ReportInterval(dtstart=start, duration=duration,
-                                            report_payload=objects.ReportPayload(r_id=r_id, value=value))
+                                            report_payload=_report_payload(r_id, value))
                      for start, duration, values in rows
                      for r_id, value in values.items() if r_id in request.r_ids and value is not None]
         if not intervals:
@@ -148,11 +157,12 @@ class FlexClient(OpenADRClient):
                                 report_specifier_id=request.report_specifier_id,
                                 report_name=name, intervals=intervals,
                                 dtstart=min(i.dtstart for i in intervals))
-        message = self._create_message("oadrUpdateReport", reports=[report], ven_id=self.ven_id,
+        message = self._create_message(UPDATE_REPORT, reports=[report], ven_id=self.ven_id,
                                        request_id=utils.generate_id())
         result = await self._perform_request("EiReport", message)
         response_type, payload = result if result else (None, {})
         code = payload.get("response", {}).get("response_code")
         if response_type == "oadrUpdatedReport" and code == 200:
-            return Sent(True, "acknowledged")
-        return Sent(False, f"not acknowledged: {response_type} {code}")
+            return Sent(True, "acknowledged", code)
+        description = payload.get("response", {}).get("response_description")
+        return Sent(False, f"not acknowledged: {response_type} {code} {description}", code)

@@ -7,12 +7,14 @@ from datetime import timedelta
 
 from ven.oadr_client import FlexClient
 from ven.store import LocalStore, OutboxInterval
+from ven.telemetry import resource_status
 
 log = logging.getLogger(__name__)
 
 USAGE = "TELEMETRY_USAGE"
 STATUS = "TELEMETRY_STATUS"
 SETTLE_POLLS = 3      # polls a VTN gets to request each offered report (one per poll)
+INVALID_DATA = 454    # oadrUpdatedReport: some values quarantined, the rest stored
 
 
 def _usage(row: OutboxInterval) -> dict:
@@ -20,9 +22,10 @@ def _usage(row: OutboxInterval) -> dict:
 
 
 def _status(row: OutboxInterval) -> dict:
+    """oadrPayloadResourceStatus, and plugged_in, which it has no field for (a status point
+    carries no itemBase, so its rID names it: the VTN's documented status names)."""
     plugged = None if row.plugged_in is None else float(row.plugged_in)
-    return {"soc": row.soc_pct, "plugged_in": plugged, "online": float(row.online),
-            "manual_override": float(row.manual_override)}
+    return {"status": resource_status(row.online, row.manual_override), "plugged_in": plugged}
 
 
 class Uplink:
@@ -52,7 +55,12 @@ class Uplink:
             batch = [(row.interval_start, row.interval_end - row.interval_start, values(row))
                      for row in rows]
             sent = await self.client.send_intervals(name, batch)
-            if not sent.ok:
+            if sent.code == INVALID_DATA:
+                # The VTN kept all of it (stored, or quarantined with the reason): a
+                # re-send cannot change its answer, so these rows are done.
+                log.warning("VEN %s: the VTN quarantined some of %s: %s", self.client.ven_name,
+                            name, sent.detail)
+            elif not sent.ok:
                 log.warning("VEN %s: %s not sent (%s); %d intervals wait in the outbox",
                             self.client.ven_name, name, sent.detail, self.store.backlog())
                 return None

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, require_tls,
                             sqlite_relative_to, validate)
 from schedules import model as program_model
+from vtn.openadr31.settings import Settings as Openadr31Settings
 from vtn.planning import PlannerSettings, PlannerSources
 from vtn.service import VtnConfig
 
@@ -37,6 +38,7 @@ class VtnSettings:
     database_url: str
     smtp: SmtpSettings | None = None
     planner: PlannerSettings | None = None
+    openadr31: Openadr31Settings | None = None     # the OpenADR 3.1 edge (docs/openadr3.md)
 
 
 class SmtpFile(Strict):
@@ -78,6 +80,32 @@ class PlannerFile(Strict):
             every=timedelta(minutes=self.every_min))
 
 
+class Openadr31File(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    token_secret_file: ReadableFile           # HS256 key of the access tokens
+    token_ttl_min: Annotated[float, Field(gt=0)] = 60
+    issuer: str = "flexadr-vtn"
+    public_url: str | None = None
+    jwks_url: str | None = None               # also trust an external authorization server
+    audience: str | None = None
+    external_issuer: str | None = None
+
+    @field_validator("token_secret_file")
+    @classmethod
+    def _long_enough(cls, path: Path) -> Path:
+        if len(path.read_bytes().strip()) < 32:
+            raise ValueError(f"fewer than 32 bytes in {path} (e.g. `openssl rand -hex 32`)")
+        return path
+
+    def settings(self) -> Openadr31Settings:
+        return Openadr31Settings(
+            token_secret=self.token_secret_file.read_text().strip(), host=self.host,
+            port=self.port, token_ttl=timedelta(minutes=self.token_ttl_min), issuer=self.issuer,
+            public_url=self.public_url, jwks_url=self.jwks_url, audience=self.audience,
+            external_issuer=self.external_issuer)
+
+
 class VtnFile(Strict):
     vtn_id: str = Field("FLEXADR_VTN", min_length=1)
     database: str = "sqlite:///vtn.sqlite"
@@ -104,11 +132,15 @@ class VtnFile(Strict):
     webhook_allow_private: bool = False
     smtp: SmtpFile | None = None
     planner: PlannerFile | None = None
+    openadr31: Openadr31File | None = None
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "VtnFile":
         if self.admin_port == self.port:
             raise ValueError(f"admin_port {self.admin_port} is also the OpenADR port")
+        if self.openadr31 is not None and self.openadr31.port in (self.port, self.admin_port):
+            raise ValueError(f"openadr31.port {self.openadr31.port} is taken by port or "
+                             f"admin_port")
         if self.admin_token is not None and self.admin_token_env is not None:
             raise ValueError("admin_token and admin_token_env: give one, not both")
         for pair in ("admin", "alt"):
@@ -151,8 +183,9 @@ def load(path: Path) -> VtnSettings:
                         getattr(parsed, f"{prefix}key"))
     smtp = parsed.smtp and SmtpSettings(parsed.smtp.host, parsed.smtp.port, parsed.smtp.sender)
     planner = parsed.planner.settings() if parsed.planner else None
+    openadr31 = parsed.openadr31.settings() if parsed.openadr31 else None
     return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),
-                       smtp, planner)
+                       smtp, planner, openadr31)
 
 
 def planner_settings(table: dict[str, Any], base: Path,

@@ -19,6 +19,16 @@ SIGNATURE_FAILURES = Counter("flexadr_vtn_signature_failures_total",
                              "Messages rejected for their XML signature", registry=REGISTRY)
 TELEMETRY_POINTS = Counter("flexadr_vtn_telemetry_points_stored_total",
                            "New telemetry intervals stored", registry=REGISTRY)
+TELEMETRY_REVISIONS = Counter("flexadr_vtn_telemetry_revisions_total",
+                              "Re-sent telemetry values that differ from the first (kept as revisions)",
+                              registry=REGISTRY)
+TELEMETRY_UNINTERPRETED = Counter("flexadr_vtn_telemetry_uninterpreted_total",
+                                  "Telemetry values kept raw: no meaning the VTN can store",
+                                  registry=REGISTRY)
+TELEMETRY_REJECTED = Counter("flexadr_vtn_telemetry_rejected_total",
+                             "Telemetry values quarantined, by the check that failed "
+                             "(report, interval, value or the quantity)", ["check"],
+                             registry=REGISTRY)
 TELEMETRY_LAG = Histogram("flexadr_vtn_telemetry_lag_seconds",
                           "Receipt time minus end of the newest interval of a report",
                           buckets=(1, 5, 15, 60, 300, 900, 3600, 86400), registry=REGISTRY)

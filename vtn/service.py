@@ -8,7 +8,8 @@ so a restart (or a second VTN process on the same database) loses nothing:
 - EiEvent: events from the store, oadrCreatedEvent opt answers per event;
 - EiOpt: oadrCreateOpt / oadrCancelOpt (event opt-outs, availability schedules);
 - EiReport: register (TELEMETRY_USAGE / TELEMETRY_STATUS requested at the program's
-  interval, HISTORY_USAGE once for backfill), created, update (idempotent upsert);
+  interval, HISTORY_USAGE once for backfill), created, update (stored by the meaning
+  the VEN declared, checked, with revisions and quarantine: vtn/telemetry.py);
 - OadrPoll: the VEN's queue of messages, in order, from the database.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import ssl
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiohttp import web
@@ -30,22 +32,15 @@ from flexadr import tls
 from flexadr.clock import Clock
 from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
 from flexadr.tls import CertKey, TlsProfile
-from vtn import metrics, ven_control
+from vtn import metrics, telemetry, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.security import signature_middleware
-from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
+from vtn.store import (COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store,
+                       TelemetryQuarantine, TelemetryRaw)
 
 log = logging.getLogger(__name__)
 
-# What a VEN's report description measures -> the TelemetryPoint column it fills.
-MEASUREMENT_COLUMNS = {"RealPower": "kw", "RealEnergy": "kwh", "stateOfCharge": "soc_pct"}
-# TELEMETRY_STATUS points by r_id (the telemetry contract with our VEN agent).
-STATUS_COLUMNS = {"soc": "soc_pct", "plugged_in": "plugged_in", "online": "online",
-                  "manual_override": "manual_override"}
-BOOLEAN_COLUMNS = {"plugged_in", "online", "manual_override"}
-SI_SCALE = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "none": 1.0,
-            "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, None: 1.0}
 TELEMETRY_REPORTS = ("TELEMETRY_USAGE", "TELEMETRY_STATUS")
 HISTORY_REPORTS = ("HISTORY_USAGE",)
 
@@ -138,6 +133,7 @@ class Vtn:
         self._ticker: asyncio.Task | None = None
         self._ticked = False
         self._last_seen_written: dict[str, datetime] = {}
+        self._raw_logged: set[tuple[str, str | None]] = set()   # log raw values once per VEN and rID
         self._admin_runner = None
         self._crl_mtime: float | None = None
         self.server = OpenADRServer(
@@ -517,19 +513,8 @@ class Vtn:
             name = report["report_name"].removeprefix("METADATA_")
             rows = []
             for description in _as_list(report.get("report_descriptions")):
-                measurement = description.get("measurement") or {}
-                sampling = description.get("sampling_rate") or {}
-                source = description.get("report_data_source") or {}
-                rows.append(ReportRegistration(
-                    ven_id=ven_id, report_specifier_id=report["report_specifier_id"],
-                    report_name=name, r_id=description["r_id"],
-                    resource_id=source.get("resource_id") if isinstance(source, dict) else None,
-                    measurement=measurement.get("description") if measurement else "Status",
-                    unit=measurement.get("unit") if measurement else None,
-                    scale=measurement.get("scale") if measurement else None,
-                    min_period_s=_seconds(sampling.get("min_period")),
-                    max_period_s=_seconds(sampling.get("max_period")),
-                    registered_at=now))
+                rows.append(_registration_row(ven_id, report["report_specifier_id"], name,
+                                              description, now))
             self.store.register_report(rows)
             if not rows or name not in TELEMETRY_REPORTS + HISTORY_REPORTS:
                 continue
@@ -583,72 +568,152 @@ class Vtn:
                            {"report_request_id": report_request_id}, self.clock.now())
 
     async def update_report(self, payload: dict):
+        """Store what each value means; keep what cannot be read raw and what cannot be
+        believed in quarantine. 200: every value stored by meaning or raw. 454 (invalid
+        data): some were quarantined (the first reasons in the description) and the rest
+        of the report was stored, so a re-send cannot help and the VEN should move on."""
         metrics.MESSAGES_IN.labels("oadrUpdateReport").inc()
         ven_id = payload["ven_id"]
         now = self.clock.now()
         self._seen(ven_id)
-        stored = 0
-        for report in payload.get("reports") or []:
+        reports = []
+        for report in payload.get("reports") or []:     # every ID checked before anything is stored
             request = self.store.report_request(report.get("report_request_id"))
             if request is None or request.ven_id != ven_id:
                 raise errors.InvalidIdError(
                     f"reportRequestID {report.get('report_request_id')} was not requested "
                     f"from VEN {ven_id}")
-            points = self._points(ven_id, request, _as_list(report.get("intervals")))
-            stored += self.store.record_points(ven_id, points, received_at=now)
-            if points:
-                latest = max(end for _, end, _ in points)
-                metrics.TELEMETRY_LAG.observe(max((now - latest).total_seconds(), 0.0))
-        metrics.TELEMETRY_POINTS.inc(stored)
+            reports.append((request, _as_list(report.get("intervals"))))
+        rejected = [reason for request, intervals in reports
+                    for reason in self._store_report(ven_id, request, intervals, now)]
+        if rejected:
+            # Raised after the store committed: the accepted values stay stored.
+            more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+            raise errors.InvalidDataError(_safe(f"{len(rejected)} value(s) quarantined: "
+                                                + "; ".join(rejected[:3]) + more))
         metrics.MESSAGES_OUT.labels("oadrUpdatedReport").inc()
         return "oadrUpdatedReport", {}
 
-    def _points(self, ven_id: str, request: ReportRequest,
-                intervals: list[dict]) -> list[tuple[datetime, datetime, dict]]:
-        registrations = {r.r_id: r for r in self.store.report_registrations(ven_id)
+    def _store_report(self, ven_id: str, request: ReportRequest, intervals: list[dict],
+                      now: datetime) -> list[str]:
+        """Store one report of a VEN; the reasons of its quarantined values."""
+        registrations = {r.r_id: _registration(r) for r in self.store.report_registrations(ven_id)
                          if r.report_specifier_id == request.report_specifier_id}
-        default = (timedelta(seconds=request.granularity_s) if request.granularity_s
-                   else self._granularity(ven_id))
-        by_start: dict[datetime, tuple[datetime, dict]] = {}
-        for interval in intervals:
-            start = interval["dtstart"]
-            duration = interval.get("duration") or default
-            if duration <= timedelta(0):
-                raise errors.InvalidDataError(f"interval at {start}: duration {duration} "
-                                              f"is not positive")
-            value_payload = interval.get("report_payload") or {}
-            r_id = value_payload.get("r_id")
-            column, value = self._column(request.report_name, registrations.get(r_id), r_id,
-                                         value_payload.get("value"))
-            end, values = by_start.setdefault(start, (start + duration, {}))
-            if column is not None:
-                values[column] = value
-        return [(start, end, values) for start, (end, values) in sorted(by_start.items())]
+        granularity = (timedelta(seconds=request.granularity_s) if request.granularity_s
+                       else self._granularity(ven_id))
+        found = telemetry.interpret(request.report_name, intervals, registrations, granularity,
+                                    self._limits(ven_id, granularity, now))
+        raw, quarantined = _kept_rows(ven_id, request, found, now)
+        points = [(start, point.end, point.values) for start, point in sorted(found.points.items())]
+        new, revised = self.store.record_points(ven_id, points, now, request.report_request_id,
+                                                raw, quarantined)
+        self._account(ven_id, request, found, new, revised)
+        if points:
+            metrics.TELEMETRY_LAG.observe(max((now - points[-1][1]).total_seconds(), 0.0))
+        return [v.reason for v in found.rejected]
 
-    @staticmethod
-    def _column(report_name: str, registration: ReportRegistration | None, r_id: str | None,
-                value) -> tuple[str | None, object]:
-        if value is None:
-            return None, None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise errors.InvalidDataError(f"r_id {r_id}: value {value!r} is not a number")
-        column = None
-        if registration is not None and registration.measurement in MEASUREMENT_COLUMNS:
-            column = MEASUREMENT_COLUMNS[registration.measurement]
-        elif r_id in STATUS_COLUMNS:
-            column = STATUS_COLUMNS[r_id]
-        elif r_id in ("kw", "kwh"):
-            column = r_id
-        if column is None:
-            return None, None
-        if column in BOOLEAN_COLUMNS:
-            return column, number >= 0.5
-        if column in ("kw", "kwh") and registration is not None:
-            # W / Wh with an SI scale -> kW / kWh
-            number = number * SI_SCALE.get(registration.scale, 1.0) / 1000.0
-        return column, number
+    def _account(self, ven_id: str, request: ReportRequest, found: telemetry.Interpreted,
+                 new: int, revised: int) -> None:
+        """Metrics and log lines of one stored report (a raw rID is logged once per VEN)."""
+        metrics.TELEMETRY_POINTS.inc(new)
+        metrics.TELEMETRY_REVISIONS.inc(revised)
+        metrics.TELEMETRY_UNINTERPRETED.inc(len(found.raw))
+        for value in found.raw:
+            if (ven_id, value.r_id) not in self._raw_logged:
+                self._raw_logged.add((ven_id, value.r_id))
+                log.warning("VEN %s rID %s: kept raw (%s)", ven_id, value.r_id, value.reason)
+        for value in found.rejected:
+            metrics.TELEMETRY_REJECTED.labels(value.check).inc()
+        if found.rejected:
+            log.warning("VEN %s: %d value(s) of %s quarantined, e.g. rID %s: %s", ven_id,
+                        len(found.rejected), request.report_request_id, found.rejected[0].r_id,
+                        found.rejected[0].reason)
+        if revised:
+            log.warning("VEN %s re-sent %d value(s) that differ: kept as revisions", ven_id, revised)
+
+    def _limits(self, ven_id: str, granularity: timedelta, now: datetime) -> telemetry.Limits:
+        """The device's enrolled ratings (its resources, else its program's) and enrolment date."""
+        ven = self.store.ven(ven_id)
+        # a V2G charger may have both ratings: the larger bounds its power either way
+        capacity = sum(max(r.charger_kw or 0.0, r.inverter_kw or 0.0)
+                       for r in self.store.resources(ven_id)) or None
+        if capacity is None and ven is not None:
+            program = self.store.program(ven.program_id)
+            if program is not None:
+                capacity = program.max_charger_kw or program.max_inverter_kw
+        enrolled = [e.enrolled_on for e in self.store.enrolments(ven_id=ven_id, active_only=False)]
+        # A date, in some local time zone: its earliest possible instant is a day before UTC's.
+        enrolled_at = (datetime.combine(min(enrolled), datetime.min.time(), timezone.utc)
+                       - timedelta(days=1)) if enrolled else None
+        return telemetry.limits(capacity, enrolled_at, now, granularity)
+
+
+def _kept_rows(ven_id: str, request: ReportRequest, found: telemetry.Interpreted,
+               now: datetime) -> tuple[list[TelemetryRaw], list[TelemetryQuarantine]]:
+    """The raw and the quarantined values of one report as store rows, payloads as JSON."""
+    raw = [TelemetryRaw(ven_id=ven_id, report_request_id=request.report_request_id,
+                        report_name=request.report_name, r_id=v.r_id, interval_start=v.start,
+                        interval_end=v.end, payload=_json(v.payload),
+                        registration=_json(asdict(v.registration) if v.registration else None),
+                        reason=v.reason, received_at=now) for v in found.raw]
+    quarantined = [TelemetryQuarantine(ven_id=ven_id, report_request_id=request.report_request_id,
+                                       report_name=request.report_name, r_id=v.r_id,
+                                       interval_start=v.start, interval_end=v.end,
+                                       payload=_json(v.payload), reason=v.reason, received_at=now)
+                   for v in found.rejected]
+    return raw, quarantined
+
+
+def _registration_row(ven_id: str, specifier_id: str, report_name: str, description: dict,
+                      now: datetime) -> ReportRegistration:
+    """One oadrReportDescription (as openleadr parses it) as a store row: all its metadata."""
+    measurement = description.get("measurement") or {}
+    sampling = description.get("sampling_rate") or {}
+    source = description.get("report_data_source") or {}
+    return ReportRegistration(
+        ven_id=ven_id, report_specifier_id=specifier_id, report_name=report_name,
+        r_id=description["r_id"],
+        resource_id=source.get("resource_id") if isinstance(source, dict) else None,
+        item_name=measurement.get("name"), measurement=measurement.get("description"),
+        unit=measurement.get("unit"), scale=measurement.get("scale"),
+        report_type=description.get("report_type"), reading_type=description.get("reading_type"),
+        min_period_s=_seconds(sampling.get("min_period")),
+        max_period_s=_seconds(sampling.get("max_period")), registered_at=now)
+
+
+def _registration(row: ReportRegistration) -> telemetry.Registration:
+    return telemetry.Registration(
+        report_name=row.report_name, r_id=row.r_id, item_name=row.item_name,
+        description=row.measurement, unit=row.unit, scale=row.scale, report_type=row.report_type,
+        reading_type=row.reading_type, resource_id=row.resource_id)
+
+
+def _json(value) -> str:
+    """Raw telemetry as JSON: datetimes as ISO text, durations in seconds, NaN and Inf as text."""
+    def default(item):
+        if isinstance(item, datetime):
+            return item.isoformat()
+        if isinstance(item, timedelta):
+            return item.total_seconds()
+        return repr(item)
+    return json.dumps(_finite(value), default=default, sort_keys=True)
+
+
+def _finite(value):
+    """NaN / Inf are not JSON: keep them as the text a reader can still see."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _safe(text: str) -> str:
+    """A response description is rendered into XML unescaped (openleadr's templates):
+    keep it to characters that cannot open markup."""
+    return "".join(c if c not in "<>&" else "?" for c in text)[:500]
 
 
 def _seconds(value) -> float | None:

@@ -52,8 +52,10 @@ def register(subparsers) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
+    edge = settings.openadr31
     for key, host, port in (("port", settings.server.host, settings.server.port),
-                            ("admin_port", settings.server.admin_host, settings.server.admin_port)):
+                            ("admin_port", settings.server.admin_host, settings.server.admin_port),
+                            ("openadr31.port", edge and edge.host, edge and edge.port)):
         if port is not None:
             _require_free(args.config, key, host, port)
     notifier = None
@@ -79,6 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
                 f"{args.config}: cannot listen: {err.strerror or err}") from None
         log.info("VTN certificate fingerprint %s (the VENs' vtn_fingerprint)",
                  fingerprint(settings.server.cert.read_bytes()))
+        openadr31 = None
+        if edge is not None:
+            from vtn import openadr31 as edge_31
+            openadr31 = await edge_31.start(vtn.store, SystemClock(), edge)
+            log.info("OpenADR 3.1 edge listening on http://%s:%s", edge.host, edge.port)
         planner = None
         if settings.planner is not None:
             planner = PlanningSchedule(vtn.store, settings.planner, SystemClock())
@@ -87,6 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("stopping")
         if planner is not None:
             planner.stop()
+        if openadr31 is not None:
+            await openadr31.stop()
         await vtn.stop()
 
     asyncio.run(run())

@@ -75,11 +75,21 @@ class OptOut:
 
 
 @dataclass(frozen=True)
+class TelemetryFlag:
+    """Something about a participant's telemetry an auditor must see: the figures
+    were computed anyway, by a documented rule (the first received value counts)."""
+    participant: str
+    kind: str          # 'overlap' (a later interval dropped) | 'revision' (a re-sent value ignored)
+    detail: str
+
+
+@dataclass(frozen=True)
 class SettlementInput:
     events: tuple[EventRecord, ...]
     telemetry: tuple[TelemetryInterval, ...]
     participants: tuple[ParticipantInfo, ...] = ()   # empty: everyone in telemetry
     opt_outs: tuple[OptOut, ...] = ()
+    flags: tuple[TelemetryFlag, ...] = ()
 
 
 # ---------------------------------------------------------------- results

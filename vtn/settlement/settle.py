@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 from vtn.settlement import byod, discharge, managed_charging, v2x
@@ -11,7 +12,7 @@ from vtn.settlement.context import SeasonContext, usd
 from vtn.settlement.intervals import Series, by_participant
 from vtn.settlement.model import (
     EventKind, EventRecord, FleetEventSeries, FleetPoint, ParticipantInfo,
-    ParticipantSettlement, RateClass, SeasonSettlement, SettlementInput)
+    ParticipantSettlement, RateClass, SeasonSettlement, SettlementInput, TelemetryFlag)
 from vtn.settlement.params import ProgramParams, params_for
 from vtn.settlement.performance import discharge_kw
 
@@ -55,11 +56,27 @@ def settle(program: str, data: SettlementInput, *,
     settle_one = _participant_settler(program, params, ctx, alerts)
     results = tuple(settle_one(info, series.get(info.participant), opted.get(info.participant, set()))
                     for info in participants_of(data))
-    warnings = _warnings(program, params, ctx)
+    results, flag_warnings = _flagged(results, data)
+    warnings = _warnings(program, params, ctx) + flag_warnings
     totals = _totals(program, params, ctx, results)
     fleet_series = fleet_event_series(program, params, ctx, results, series) if fleet else ()
     return SeasonSettlement(program, season, params.timezone.key, results, totals,
                             fleet_series, tuple(warnings))
+
+
+def _flagged(results: tuple[ParticipantSettlement, ...], data: SettlementInput
+             ) -> tuple[tuple[ParticipantSettlement, ...], list[str]]:
+    """Each participant's telemetry flags in its details (JSON); one warning per flagged one."""
+    by_participant: dict[str, list[TelemetryFlag]] = {}
+    for flag in data.flags:
+        by_participant.setdefault(flag.participant, []).append(flag)
+    flagged = tuple(replace(r, details={**r.details, "telemetry_flags": [
+        f"{f.kind}: {f.detail}" for f in by_participant.get(r.participant, [])]})
+        for r in results)
+    warnings = [f"{participant}: {len(flags)} telemetry flag(s) "
+                f"({', '.join(sorted({f.kind for f in flags}))}): the first received value counts"
+                for participant, flags in sorted(by_participant.items())]
+    return flagged, warnings
 
 
 def _participant_settler(program: str, params: ProgramParams, ctx: SeasonContext,

@@ -30,6 +30,47 @@ def overlapping(telemetry: Sequence[TelemetryInterval]) -> list[tuple[int, int]]
     return pairs
 
 
+def first_received(telemetry: Sequence[TelemetryInterval]) -> list[tuple[int, int]]:
+    """(kept, dropped) index pairs that resolve one participant's overlapping intervals.
+
+    The sequence is in the order the intervals were received: of intervals that
+    overlap, the first received is kept and each later one overlapping a kept one
+    is dropped, so an overlap costs only the intervals involved. Only clusters of
+    mutually overlapping intervals are compared pairwise; they are small.
+    """
+    order = sorted(range(len(telemetry)),
+                   key=lambda i: (telemetry[i].participant, telemetry[i].start_utc))
+    pairs: list[tuple[int, int]] = []
+    cluster: list[int] = []
+    cluster_end = None
+    for i in order + [None]:
+        iv = telemetry[i] if i is not None else None
+        if (iv is not None and cluster and iv.participant == telemetry[cluster[0]].participant
+                and iv.start_utc < cluster_end):
+            cluster.append(i)
+            cluster_end = max(cluster_end, iv.end_utc)
+            continue
+        if len(cluster) > 1:
+            pairs.extend(_resolve(telemetry, sorted(cluster)))
+        cluster = [i] if i is not None else []
+        cluster_end = iv.end_utc if iv is not None else None
+    return sorted(pairs, key=lambda pair: pair[1])
+
+
+def _resolve(telemetry: Sequence[TelemetryInterval], cluster: list[int]) -> list[tuple[int, int]]:
+    kept: list[int] = []
+    pairs = []
+    for i in cluster:
+        iv = telemetry[i]
+        winner = next((k for k in kept if iv.start_utc < telemetry[k].end_utc
+                       and telemetry[k].start_utc < iv.end_utc), None)
+        if winner is None:
+            kept.append(i)
+        else:
+            pairs.append((winner, i))
+    return pairs
+
+
 def outside_events(telemetry: Sequence[TelemetryInterval], events: Sequence[EventRecord]) -> list[int]:
     """Indexes of intervals that overlap no event at all."""
     spans = sorted((ev.start_utc, ev.end_utc) for ev in events)

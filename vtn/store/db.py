@@ -19,7 +19,7 @@ from vtn.store import migrate
 from vtn.store.models import (
     CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
-    Resource, TelemetryPoint, Ven)
+    Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
 
 DISTRIBUTE_EVENT = "oadrDistributeEvent"
@@ -43,6 +43,12 @@ def _sqlite_pragmas(engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+
+def _json_value(value) -> str:
+    if isinstance(value, datetime):
+        return json.dumps(value.isoformat())
+    return json.dumps(value)
 
 
 class Store:
@@ -503,39 +509,87 @@ class Store:
     # --- telemetry ---------------------------------------------------------
     def record_telemetry(self, ven_id: str, interval_start: datetime, interval_end: datetime,
                          received_at: datetime | None = None, **values) -> None:
-        """Upsert the quantities of one interval: a re-sent report changes nothing."""
+        """Store the quantities of one interval (first received wins, see record_points)."""
         self.record_points(ven_id, [(interval_start, interval_end, values)], received_at)
 
     def record_points(self, ven_id: str,
                       points: Sequence[tuple[datetime, datetime, dict]],
-                      received_at: datetime | None = None) -> int:
-        """Upsert many intervals in one transaction; returns how many rows were new."""
-        new = 0
+                      received_at: datetime | None = None,
+                      report_request_id: str | None = None,
+                      raw: Sequence[TelemetryRaw] = (),
+                      quarantined: Sequence[TelemetryQuarantine] = ()) -> tuple[int, int]:
+        """Store intervals (and a report's raw and quarantined values) in one
+        transaction; returns (new rows, revisions).
+
+        The first value received for an interval and quantity stays; a re-sent
+        different value is appended as a TelemetryRevision (a re-sent equal
+        value changes nothing), so nothing is ever overwritten.
+        """
         for attempt in range(3):
             try:
                 with self.session() as s:
-                    new = 0
-                    starts = [start for start, _, _ in points]
-                    existing = {p.interval_start: p for p in s.exec(select(TelemetryPoint).where(
-                        TelemetryPoint.ven_id == ven_id,
-                        TelemetryPoint.interval_start.in_(starts))).all()} if starts else {}
-                    for start, end, values in points:
-                        point = existing.get(start)
-                        if point is None:
-                            point = TelemetryPoint(ven_id=ven_id, interval_start=start,
-                                                   interval_end=end, received_at=received_at)
-                            existing[start] = point
-                            new += 1
-                        for name, value in values.items():
-                            setattr(point, name, value)
-                        s.add(point)
+                    counts = self._add_points(s, ven_id, points, received_at, report_request_id)
+                    for row in (*raw, *quarantined):
+                        # a fresh row per attempt: a failed flush may have given it an id
+                        s.add(type(row)(**row.model_dump(exclude={"id"})))
                     s.commit()
-                return new
+                return counts
             except IntegrityError:
-                # Another process stored the same interval first: retry as an update.
+                # Another process stored the same interval first: retry, as a revision.
                 if attempt == 2:
                     raise
-        return new
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _add_points(s: Session, ven_id: str, points: Sequence[tuple[datetime, datetime, dict]],
+                    received_at: datetime | None, report_request_id: str | None) -> tuple[int, int]:
+        new = revised = 0
+        starts = [start for start, _, _ in points]
+        existing = {p.interval_start: p for p in s.exec(select(TelemetryPoint).where(
+            TelemetryPoint.ven_id == ven_id,
+            TelemetryPoint.interval_start.in_(starts))).all()} if starts else {}
+        for start, end, values in points:
+            point = existing.get(start)
+            if point is None:
+                point = TelemetryPoint(ven_id=ven_id, interval_start=start, interval_end=end,
+                                       received_at=received_at, **values)
+                existing[start] = point
+                new += 1
+                s.add(point)
+                continue
+            changes = {"interval_end": (point.interval_end, end)} if point.interval_end != end else {}
+            for name, value in values.items():
+                first = getattr(point, name)
+                if first is None:
+                    setattr(point, name, value)      # a quantity not yet known: no revision
+                elif first != value:
+                    changes[name] = (first, value)
+            for name, (first, value) in changes.items():
+                s.add(TelemetryRevision(
+                    ven_id=ven_id, interval_start=start, interval_end=end, quantity=name,
+                    first_value=_json_value(first), value=_json_value(value),
+                    report_request_id=report_request_id,
+                    received_at=received_at or point.received_at or start))
+                revised += 1
+            s.add(point)
+        return new, revised
+
+    def revisions(self, ven_id: str | None = None) -> Sequence[TelemetryRevision]:
+        return self._kept(TelemetryRevision, ven_id)
+
+    def raw_telemetry(self, ven_id: str | None = None) -> Sequence[TelemetryRaw]:
+        return self._kept(TelemetryRaw, ven_id)
+
+    def quarantine(self, ven_id: str | None = None) -> Sequence[TelemetryQuarantine]:
+        return self._kept(TelemetryQuarantine, ven_id)
+
+    def _kept(self, model, ven_id: str | None):
+        """Rows of an append-only telemetry table, in the order written."""
+        with self.session() as s:
+            query = select(model).order_by(model.id)
+            if ven_id is not None:
+                query = query.where(model.ven_id == ven_id)
+            return s.exec(query).all()
 
     def telemetry(self, ven_id: str, start: datetime | None = None,
                   end: datetime | None = None) -> Sequence[TelemetryPoint]:

@@ -60,6 +60,10 @@ class Ven(SQLModel, table=True):
     disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     disabled_reason: str | None = None
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)   # for good
+    # OpenADR 3.1: the OAuth client that speaks for this VEN (None: a 2.0b-only VEN).
+    client_id: str | None = Field(default=None, unique=True, index=True)
+    created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Resource(SQLModel, table=True):
@@ -71,6 +75,8 @@ class Resource(SQLModel, table=True):
     device_kind: str
     charger_kw: float | None = None
     inverter_kw: float | None = None
+    created_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    modified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Enrolment(SQLModel, table=True):
@@ -164,9 +170,12 @@ class ReportRegistration(SQLModel, table=True):
     report_name: str
     r_id: str
     resource_id: str | None = None
-    measurement: str | None = None    # e.g. RealPower, RealEnergy, stateOfCharge, Status
+    measurement: str | None = None    # itemDescription, e.g. RealPower, power, stateOfCharge
     unit: str | None = None
     scale: str | None = None
+    item_name: str | None = None      # itemBase element: powerReal, energyReal, customUnit, ...
+    report_type: str | None = None
+    reading_type: str | None = None
     min_period_s: float | None = None
     max_period_s: float | None = None
     registered_at: datetime = Field(sa_type=UTCDateTime)
@@ -211,6 +220,50 @@ class TelemetryPoint(SQLModel, table=True):
     online: bool | None = None
     manual_override: bool | None = None
     received_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # oadrPayloadResourceStatus oadrLoadControlState current values
+    load_capacity: float | None = None
+    load_level_offset: float | None = None
+    load_percent_offset: float | None = None
+    load_setpoint: float | None = None
+
+
+class TelemetryRevision(SQLModel, table=True):
+    """A re-sent interval whose value differs from the stored one (append-only: the
+    TelemetryPoint keeps the first received; settlement uses it and flags the VEN)."""
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    interval_start: datetime = Field(sa_type=UTCDateTime)
+    interval_end: datetime = Field(sa_type=UTCDateTime)
+    quantity: str                     # a TelemetryPoint column, or interval_end
+    first_value: str                  # as stored (JSON)
+    value: str                        # as re-sent (JSON)
+    report_request_id: str | None = None
+    received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class KeptTelemetry(SQLModel):
+    """A value as the VEN sent it (JSON), with why it is not a stored reading."""
+    id: int | None = Field(default=None, primary_key=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    report_request_id: str | None = None
+    report_name: str
+    r_id: str | None = None
+    payload: str = Field(sa_type=Text)
+    reason: str = Field(sa_type=Text)
+    received_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class TelemetryRaw(KeptTelemetry, table=True):
+    """A value the VTN cannot store by meaning, kept with its rID and metadata."""
+    interval_start: datetime = Field(sa_type=UTCDateTime)
+    interval_end: datetime = Field(sa_type=UTCDateTime)
+    registration: str = Field(sa_type=Text)     # JSON: what the VEN declared for the rID
+
+
+class TelemetryQuarantine(KeptTelemetry, table=True):
+    """A value (or a whole report: no interval) the VTN did not believe, with the reason."""
+    interval_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    interval_end: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Notice(SQLModel, table=True):
@@ -228,9 +281,43 @@ class Notice(SQLModel, table=True):
     error: str | None = None
 
 
+class Oadr3Client(SQLModel, table=True):
+    """An OpenADR 3.1 OAuth 2.0 client (client-credentials grant): business logic or a VEN."""
+    client_id: str = Field(primary_key=True)
+    role: str                         # bl | ven
+    scopes: str                       # space-separated OAuth scopes it may be granted
+    secret_hash: str                  # scrypt$n$r$p$salt$hash (hex); the secret is never stored
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Oadr3Report(SQLModel, table=True):
+    """An OpenADR 3.1 report as posted; its USAGE/DEMAND/SoC values are also TelemetryPoints."""
+    report_id: str = Field(primary_key=True)
+    client_id: str = Field(index=True)
+    ven_id: str = Field(foreign_key="ven.ven_id", index=True)
+    client_name: str = Field(index=True)
+    event_id: str = Field(foreign_key="event.event_id", index=True)
+    program_id: str = Field(index=True)
+    body: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Oadr3Subscription(SQLModel, table=True):
+    """An OpenADR 3.1 subscription (webhook callbacks for object operations)."""
+    subscription_id: str = Field(primary_key=True)
+    client_id: str = Field(index=True)
+    client_name: str = Field(index=True)
+    program_id: str | None = Field(default=None, index=True)
+    body: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    modified_at: datetime = Field(sa_type=UTCDateTime)
+
+
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
-              TelemetryPoint, Notice)
+              TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
+              Oadr3Client, Oadr3Report, Oadr3Subscription)
 
 
 def vtn_metadata():

@@ -1,0 +1,137 @@
+"""One model underneath: the store's rows as OpenADR 3.1 objects, and 3.1 payloads as 2.0b signals.
+
+A 3.1 event is the stored Event a 2.0b VEN receives as oadrDistributeEvent; its single
+interval carries the event's one signal value. Targets are VEN names (venName). See
+docs/openadr3.md for the full table, including what has no counterpart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from schedules import model
+from vtn.store import Event, Oadr3Report, Oadr3Subscription, Program, Resource, Ven
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PROGRAM_ID, DEVICE_KIND = "PROGRAM_ID", "DEVICE_KIND"     # private VEN/resource attribute types
+
+
+@dataclass(frozen=True)
+class PayloadMapping:
+    """A 2.0b signal (name, type) and its 3.1 payload type; value_3 = value_2b * scale."""
+    signal_name: str
+    signal_type: str
+    payload_type: str
+    units: str | None
+    scale: float = 1.0
+
+
+PAYLOADS = (
+    PayloadMapping("LOAD_DISPATCH", "setpoint", "DISPATCH_SETPOINT", "KW"),
+    # 2.0b capacity is a fraction of the device's capacity; 3.1 says it in PERCENT.
+    PayloadMapping("LOAD_CONTROL", "x-loadControlCapacity", "IMPORT_CAPACITY_LIMIT", "PERCENT",
+                   100.0),
+    PayloadMapping("SIMPLE", "level", "SIMPLE", None),
+    PayloadMapping("ELECTRICITY_PRICE", "price", "PRICE", None),
+)
+# 3.1 payload types with no 2.0b signal in this VTN's programs: refused with a 400.
+NO_COUNTERPART = ("CHARGE_STATE_SETPOINT", "EXPORT_CAPACITY_LIMIT", "CONTROL_SETPOINT",
+                  "EXPORT_PRICE", "GHG", "CURVE", "OLS", "ALERT_GRID_EMERGENCY")
+
+
+def payload_for(signal_name: str, signal_type: str) -> PayloadMapping | None:
+    for mapping in PAYLOADS:
+        if (mapping.signal_name, mapping.signal_type) == (signal_name, signal_type):
+            return mapping
+    return None
+
+
+def iso(when: datetime | None) -> str:
+    return (when or EPOCH).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def iso_duration(length: timedelta) -> str:
+    seconds = int(length.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (
+        f"{seconds}S" if seconds or not (hours or minutes) else "")
+
+
+def _metadata(object_id: str, object_type: str, created: datetime | None,
+              modified: datetime | None) -> dict:
+    return {"id": object_id, "createdDateTime": iso(created),
+            "modificationDateTime": iso(modified or created), "objectType": object_type}
+
+
+def program_json(row: Program) -> dict:
+    """A program file, as 3.1 sees it: its id is the name, its signal the payload descriptor."""
+    path = model.PROGRAMS_DIR / f"{row.program_id}.toml"
+    changed = (datetime.fromtimestamp(Path(path).stat().st_mtime, timezone.utc)
+               if path.exists() else None)
+    body = _metadata(row.program_id, "PROGRAM", changed, changed)
+    body["programName"] = row.program_id
+    body["attributes"] = [{"type": "PROGRAM_LONG_NAME", "values": [row.name]},
+                          {"type": "MARKET_CONTEXT", "values": [row.market_context]}]
+    try:
+        signal = model.load(row.program_id).signal
+    except (model.ProgramError, OSError):
+        signal = None
+    mapping = payload_for(signal.name, signal.type) if signal else None
+    if mapping is not None:
+        body["payloadDescriptors"] = [_event_descriptor(mapping)]
+    return body
+
+
+def _event_descriptor(mapping: PayloadMapping) -> dict:
+    descriptor = {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": mapping.payload_type}
+    if mapping.units:
+        descriptor["units"] = mapping.units
+    return descriptor
+
+
+def event_json(event: Event, target_names: list[str]) -> dict:
+    body = _metadata(event.event_id, "EVENT", event.created_at, event.modified_at)
+    body.update(programID=event.program_id, eventName=event.event_id, targets=target_names,
+                intervalPeriod={"start": iso(event.start_utc),
+                                "duration": iso_duration(event.end_utc - event.start_utc)})
+    mapping = payload_for(event.signal_name, event.signal_type)
+    if mapping is None:
+        # A signal this table does not know is still shown, under its 2.0b name.
+        mapping = PayloadMapping(event.signal_name, event.signal_type, event.signal_name,
+                                 event.signal_unit)
+    body["payloadDescriptors"] = [_event_descriptor(mapping)]
+    body["intervals"] = [{"id": 0, "payloads": [
+        {"type": mapping.payload_type, "values": [event.signal_value * mapping.scale]}]}]
+    return body
+
+
+def ven_client_id(ven: Ven) -> str:
+    """clientID is required on a ven object; a 2.0b-only VEN has none, so say so."""
+    return ven.client_id or f"2.0b:{ven.ven_id}"
+
+
+def ven_json(ven: Ven) -> dict:
+    body = _metadata(ven.ven_id, "VEN", ven.created_at or ven.registered_at, ven.modified_at)
+    body.update(objectType="VEN", clientID=ven_client_id(ven), venName=ven.ven_name,
+                targets=[ven.ven_name],
+                attributes=[{"type": PROGRAM_ID, "values": [ven.program_id]},
+                            {"type": DEVICE_KIND, "values": [ven.device_kind]}])
+    return body
+
+
+def resource_json(resource: Resource, ven: Ven) -> dict:
+    body = _metadata(str(resource.id), "RESOURCE", resource.created_at, resource.modified_at)
+    body.update(clientID=ven_client_id(ven), resourceName=resource.resource_id,
+                venID=resource.ven_id, targets=[ven.ven_name],
+                attributes=[{"type": DEVICE_KIND, "values": [resource.device_kind]}])
+    return body
+
+
+def stored_json(row: Oadr3Report | Oadr3Subscription, object_id: str, object_type: str,
+                body: dict) -> dict:
+    out = _metadata(object_id, object_type, row.created_at, row.modified_at)
+    out.update(body)
+    out["clientID"] = row.client_id
+    return out
