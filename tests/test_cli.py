@@ -106,6 +106,15 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(vtn_toml, database_u
     store.close()
 
 
+def test_oadr3_client_create_prints_the_secret_once(vtn_toml, capsys):
+    code, out, _ = run(capsys, "oadr3-client", "create", "--config", str(vtn_toml), "utility-bl",
+                       "--role", "bl")
+    assert code == 0 and out.startswith("client_id = utility-bl\nclient_secret = ")
+    code, _, err = run(capsys, "oadr3-client", "create", "--config", str(vtn_toml), "utility-bl",
+                       "--role", "bl")
+    assert code == 2 and err.startswith("vtn oadr3-client create: ") and err.count("\n") == 1
+
+
 def test_enrol_names_a_certificate_it_cannot_use(vtn_toml, database_url, capsys):
     missing = vtn_toml.parent / "ven-9.crt"
     for cert, problem in [(missing, "no such file"), (vtn_toml, "not a PEM certificate")]:

@@ -18,6 +18,7 @@ COMMANDS = [
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",
+    "vtn.commands.oadr3",
 ]
 
 

@@ -1,4 +1,4 @@
-"""`vtn oadr3-client create`: make an OpenADR 3.1 OAuth client (the lead wires it into vtn.cli).
+"""`vtn oadr3-client create`: make an OpenADR 3.1 OAuth client (vtn/commands/oadr3.py).
 
     vtn oadr3-client create CLIENT_ID --role bl|ven [--ven VEN_ID] [--scope SCOPE ...]
                                       [--external]
