@@ -1,6 +1,7 @@
 """`vtn oadr3-client create`: an OAuth client of the OpenADR 3.1 edge (vtn/openadr31/cli.py)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from flexadr.clock import SystemClock
@@ -24,4 +25,6 @@ def register(subparsers) -> None:
 
 def _create(args) -> int:
     settings = config.load(args.config)
-    return create_client_command(Store(settings.database_url), args, SystemClock())
+    # the streams of now (the defaults were bound when the module was imported)
+    return create_client_command(Store(settings.database_url), args, SystemClock(),
+                                 out=sys.stdout, err=sys.stderr)
