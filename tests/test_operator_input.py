@@ -69,6 +69,16 @@ EVENT_CASES = [
     ("longer than the program allows", '"minutes": 240, "start": "2026-07-02T15:00:00-04:00"',
      "end"),
     ("less than the program's notice", '"start": "2026-07-01T16:00:00-04:00"', "start"),
+    ("a profile and a setpoint", '"intervals": [{"minutes": 120, "value": 5}]', "intervals"),
+    ("a profile shorter than the event",
+     '"setpoint_kw": null, "intervals": [{"minutes": 60, "value": 5}]', "intervals"),
+    ("an Infinity interval", '"setpoint_kw": null, "intervals": [{"minutes": 60, "value": 5}, '
+                             '{"minutes": 60, "value": Infinity}]', "intervals.1.value"),
+    ("a negative interval in a discharge program",
+     '"setpoint_kw": null, "intervals": [{"minutes": 60, "value": 5}, '
+     '{"minutes": 60, "value": -5}]', "intervals.1.value"),
+    ("an interval of 0 minutes", '"setpoint_kw": null, "intervals": [{"minutes": 0, "value": 5}, '
+                                 '{"minutes": 120, "value": 5}]', "intervals.0.minutes"),
 ]
 
 
@@ -107,6 +117,26 @@ async def test_a_fixed_signal_program_takes_no_setpoint(api):
     assert snapshot(vtn.store) == before
     status, body = await _call(session, "POST", "/api/events", json=event)
     assert status == 201 and body["signal_value"] == 0.0
+
+
+async def test_an_event_with_a_profile_is_stored_interval_by_interval(api):
+    session, vtn, pki, _ = api
+    _enrol(vtn.store, pki)
+    _enrol(vtn.store, pki, "ev-1", "managed_charging", "ev_managed")
+    profile = [{"minutes": 40, "value": 5.0}, {"minutes": 40, "value": 2.0},
+               {"minutes": 40, "value": 4.0}]
+    status, event = await _call(session, "POST", "/api/events",
+                                json={**GOOD, "setpoint_kw": None, "intervals": profile})
+    assert status == 201 and json.loads(event["interval_schedule"]) == [
+        [2400.0, 5.0], [2400.0, 2.0], [2400.0, 4.0]]
+    capacities = {"program_id": "managed_charging", "start": "2026-07-02T13:00:00-04:00",
+                  "minutes": 480}
+    status, body = await _call(session, "POST", "/api/events", json={**capacities, "intervals": [
+        {"minutes": 240, "value": 0.5}, {"minutes": 240, "value": 1.5}]})
+    assert (status, body["field"]) == (400, "intervals.1.value")
+    status, event = await _call(session, "POST", "/api/events", json={**capacities, "intervals": [
+        {"minutes": 240, "value": 0.5}, {"minutes": 240, "value": 0.25}]})
+    assert status == 201 and event["signal_value"] == 0.5
 
 
 async def test_force_overrides_program_rules_only_and_the_reason_is_stored(api):
@@ -227,6 +257,8 @@ def test_cli_verbs_refuse_bad_values_with_exit_2_and_store_nothing(vtn_toml, sto
           "9999-12-31T23:00:00Z", "--minutes", "60", "--setpoint-kw", "5"], "--start"),
         (create + ["--minutes", "60", "--setpoint-kw", "5", "--ven", "ghost"], "--ven"),
         (create + ["--minutes", "60", "--setpoint-kw", "5", "--force"], "--reason"),
+        (create + ["--minutes", "60", "--intervals", "30:5,30:inf"], "--intervals"),
+        (create + ["--minutes", "60", "--intervals", "30:5"], "--intervals"),
         (["event", *config, "--program", "connected_solutions", "--start",
           "2027-07-01T16:00:00-04:00", "--minutes", "60", "--setpoint-kw", "inf"],
          "--setpoint-kw"),

@@ -161,7 +161,8 @@ class AdminApi:
              "rules (season, days, window, duration, notice) hold unless force with a "
              "force_reason, which is stored",
              {"program_id": "string", "start": "date-time", "end": "date-time",
-              "minutes": "integer", "setpoint_kw": "number", "ven_ids": "array",
+              "minutes": "integer", "setpoint_kw": "number", "intervals": "array",
+              "ven_ids": "array",
               "test_event": "boolean", "plan": "boolean", "force": "boolean",
               "force_reason": "string"}),
             ("POST", "/api/events/{event_id}/publish", self.publish_event,

@@ -4,12 +4,15 @@ Everything is checked before anything is written, so a refusal leaves the store 
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flexadr.clock import Clock
 from schedules import model
 from schedules.model import Program
-from vtn import lifecycle, ven_control
+from vtn import event_intervals, lifecycle, ven_control
 from vtn.operator_input import (EventChange, EventRequest, InputError, Problem, enforce,
-                                setpoint_problems, target_problems, timing_problems)
+                                interval_problems, setpoint_problems, target_problems,
+                                timing_problems)
 from vtn.store import Event, Store
 
 
@@ -24,7 +27,9 @@ def create(store: Store, clock: Clock, request: EventRequest, program: Program) 
     now = clock.now()
     end = request.end_utc
     ven_ids = request.ven_ids or _default_targets(store, program, clock)
-    problems = (setpoint_problems(program, request.setpoint_kw, creating=True)
+    profile = _steps(request)
+    problems = ((interval_problems(program, request.intervals) if profile is not None
+                 else setpoint_problems(program, request.setpoint_kw, creating=True))
                 + timing_problems(program, request.start, end, now)
                 + target_problems(program, ven_ids, *_target_facts(store, ven_ids, clock)))
     if not ven_ids:
@@ -33,7 +38,8 @@ def create(store: Store, clock: Clock, request: EventRequest, program: Program) 
     try:
         return lifecycle.publish(store, program, request.start, end, ven_ids, clock,
                                  setpoint_kw=request.setpoint_kw, test_event=request.test_event,
-                                 planned=request.plan, forced_reason=_reason(request, problems))
+                                 planned=request.plan, steps=profile,
+                                 forced_reason=_reason(request, problems))
     except lifecycle.EventOutsideRules as err:
         raise InputError.one("start", str(err)) from None
 
@@ -58,6 +64,12 @@ def change(store: Store, clock: Clock, event_id: str, request: EventChange) -> E
                                 forced_reason=_reason(request, problems))
     except lifecycle.EventOutsideRules as err:
         raise InputError.one("end", str(err)) from None
+
+
+def _steps(request: EventRequest) -> list[event_intervals.Step] | None:
+    if request.intervals is None:
+        return None
+    return [event_intervals.Step(timedelta(minutes=i.minutes), i.value) for i in request.intervals]
 
 
 def _reason(request, problems) -> str | None:

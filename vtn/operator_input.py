@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 # Signal types whose payload is an offset: negative values are meaningful there.
 SIGNED_SIGNAL_TYPES = {"delta", "x-loadControlLevelOffset", "x-loadControlPercentOffset"}
+CAPACITY = "x-loadControlCapacity"
 
 
 class InputError(ValueError):
@@ -102,12 +103,20 @@ class _Forceable(_Input):
         return self
 
 
+class IntervalRequest(_Input):
+    """One interval of an event's profile: how long, and the signal's value in it."""
+    minutes: Annotated[StrictInt, AfterValidator(_minutes)]
+    value: Kw
+
+
 class EventRequest(_Forceable):
     program_id: ProgramId
     start: Time
     end: Time | None = None
     minutes: Annotated[StrictInt, AfterValidator(_minutes)] | None = None
     setpoint_kw: Kw | None = None
+    # A profile instead of one setpoint: consecutive intervals covering the event exactly.
+    intervals: Annotated[list[IntervalRequest], Field(min_length=1, max_length=96)] | None = None
     ven_ids: Annotated[list[Id], Field(min_length=1, max_length=100_000)] | None = None
     test_event: StrictBool = False
     plan: StrictBool = False
@@ -117,6 +126,13 @@ class EventRequest(_Forceable):
         if (self.end is None) == (self.minutes is None):
             raise ValueError("minutes: give end or minutes (one of them)")
         _bounded(self.start, self.end_utc)
+        if self.intervals is not None:
+            if self.setpoint_kw is not None:
+                raise ValueError("intervals: give setpoint_kw or intervals, not both")
+            total = sum(interval.minutes for interval in self.intervals)
+            if timedelta(minutes=total) != self.end_utc - self.start:
+                raise ValueError(f"intervals: they last {total} minutes, the event "
+                                 f"{_hours(self.end_utc - self.start)} h")
         return self
 
     @property
@@ -217,6 +233,23 @@ class Problem:
     field: str
     problem: str
     forceable: bool       # a program rule the operator may override with force + reason
+
+
+def interval_problems(program: Program, intervals: Sequence[IntervalRequest]) -> list[Problem]:
+    """Each interval's value as a setpoint; a fixed-signal program's capacity profile may
+    hold fractions 0-1 (0 = no charging, 1 = no limit)."""
+    problems = []
+    for i, interval in enumerate(intervals):
+        field = f"intervals.{i}.value"
+        if program.signal.value is not None:
+            if program.signal.type != CAPACITY or not 0 <= interval.value <= 1:
+                problems.append(Problem(field, f"program {program.id} sends a "
+                                        f"{program.signal.type}: only fractions 0-1 of "
+                                        f"x-loadControlCapacity may vary", False))
+            continue
+        problems += [replace(problem, field=field) for problem in
+                     setpoint_problems(program, interval.value, creating=True)]
+    return problems
 
 
 def setpoint_problems(program: Program, setpoint_kw: float | None,

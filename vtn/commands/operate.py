@@ -6,6 +6,7 @@ VTN picks changes up at the VENs' next poll). Input goes through the admin API's
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from vtn.store import migrate
 ONLINE_WINDOW = 3   # poll intervals
 # Model field -> the flag that carries it, for error messages.
 FLAGS = {"program_id": "--program", "ven_name": "name", "device_kind": "--kind", "start": "--start", "end": "--end", "minutes": "--minutes",
-         "setpoint_kw": "--setpoint-kw", "ven_ids": "--ven", "force_reason": "--reason",
+         "setpoint_kw": "--setpoint-kw", "intervals": "--intervals", "ven_ids": "--ven", "force_reason": "--reason",
          "reason": "--reason", "test_event": "--test"}
 VEN_ACTIONS = {
     "disable": (ven_control.disable, "refuse every request of the VEN (463), end its "
@@ -130,10 +131,27 @@ def add_event_arguments(parser) -> None:
     length.add_argument("--minutes", type=int, help="duration in minutes")
     length.add_argument("--end", help="end, ISO 8601 with offset")
     parser.add_argument("--setpoint-kw", type=float, help="kW for discharge programs")
+    parser.add_argument("--intervals", type=_profile, metavar="MIN:VALUE,...",
+                        help="a profile instead of one setpoint, e.g. 60:5,60:2,60:4 "
+                             "(minutes:value, adding up to the event)")
     parser.add_argument("--ven", action="append", dest="ven_ids", metavar="VEN",
                         help="target this VEN (repeat; default: every enabled VEN of the program)")
     parser.add_argument("--test", action="store_true", help="a test event")
     _force_arguments(parser)
+
+
+def _profile(text: str) -> list[dict]:
+    """`60:5,60:2` -> interval dicts for EventRequest (which checks them)."""
+    intervals = []
+    for part in text.split(","):
+        minutes, sep, value = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            intervals.append({"minutes": int(minutes), "value": float(value)})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not MINUTES:VALUE") from None
+    return intervals
 
 
 def _force_arguments(parser) -> None:
@@ -144,9 +162,16 @@ def _force_arguments(parser) -> None:
 
 
 def refused(err: InputError) -> int:
-    print("; ".join(f"{FLAGS.get(field, field)}: {problem}" for field, problem in err.problems),
-          file=sys.stderr)
+    print("; ".join(_flagged(field, problem) for field, problem in err.problems), file=sys.stderr)
     return 2
+
+
+def _flagged(field: str, problem: str) -> str:
+    """A model field as the flag that set it; a nested one keeps its path (intervals.1.value)."""
+    head = field.split(".")[0]
+    if field != head and head in FLAGS:
+        return f"{FLAGS[head]}: {field}: {problem}"
+    return f"{FLAGS.get(field, field)}: {problem}"
 
 
 def _given(**values) -> dict:
@@ -165,7 +190,7 @@ def events_create(args) -> int:
         request = parse(EventRequest, _given(
             program_id=program.id, start=args.start, minutes=args.minutes,
             end=getattr(args, "end", None), setpoint_kw=args.setpoint_kw,
-            ven_ids=getattr(args, "ven_ids", None), test_event=getattr(args, "test", False),
+            intervals=getattr(args, "intervals", None), ven_ids=getattr(args, "ven_ids", None), test_event=getattr(args, "test", False),
             force=getattr(args, "force", False), force_reason=getattr(args, "reason", None)))
         _, store = _store(args)
         event = event_control.create(store, SystemClock(), request, program)
