@@ -56,6 +56,8 @@ def load(path: Path) -> VtnSettings:
         admin_token=_admin_token(data, path),
         admin_port=int(data["admin_port"]) if "admin_port" in data else None,
         public_url=data.get("public_url"),
+        replay_past=timedelta(seconds=data.get("replay_past_s", 30)),
+        replay_future=timedelta(seconds=data.get("replay_future_s", 5)),
     )
     database = data.get("database", "sqlite:///vtn.sqlite")
     if database.startswith("sqlite:///") and not database.startswith("sqlite:////"):

@@ -22,15 +22,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import web
-from openleadr import OpenADRServer, errors, messaging
+from openleadr import OpenADRServer, errors
 from openleadr.service import VTNService, handler, service
 
-from flexadr.clock import Clock
-from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
+from flexadr import oadr_xml
+from flexadr.clock import Clock, SystemClock
+from flexadr.signing import MessageSigner
 from vtn import metrics
 from vtn.lifecycle import advance
 from vtn.oadr_events import to_oadr, to_report_request
-from vtn.security import signature_middleware
+from vtn.security import MessagePath, ReplayGuard
 from vtn.store import COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class VtnConfig:
     public_url: str | None = None     # base of the opt-out links in notices
     admin_port: int | None = None     # also serve admin API / opt-out links here, without mTLS
     tick_interval: timedelta = timedelta(seconds=5)
+    # ReplayProtect timestamps accepted from now - replay_past to now + replay_future
+    replay_past: timedelta = timedelta(seconds=30)
+    replay_future: timedelta = timedelta(seconds=5)
 
 
 @service("EiOpt")
@@ -114,15 +118,18 @@ class Vtn:
         self._route_opt_service()
         self._route_report_service()
         self._count_queries()
-        self._own_service_state()
-        create_message = self.server.services["poll_service"]._create_message
+        signer = self._own_service_state()
+        # Signed timestamps are wall-clock time whatever clock the VTN's logic runs on.
+        replay = ReplayGuard(store, SystemClock(), config.replay_past, config.replay_future)
+        self.server.app._client_max_size = oadr_xml.MAX_BYTES
         self.server.app.middlewares.append(metrics.middleware)
-        self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
+        self.server.app.middlewares.append(
+            MessagePath(config.vtn_id, signer, self.ven_lookup, replay).middleware)
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)
         self.admin.install(self.server.app)
 
-    def _own_service_state(self) -> None:
+    def _own_service_state(self) -> MessageSigner:
         """openleadr keeps ven_lookup and the message signer on the VTNService class: the
         last server built wins. Pin both on this server's service instances, so each VTN
         answers from its own store and signs with its own key. The signer parses the key
@@ -131,8 +138,7 @@ class Vtn:
         for service_ in self.server.services.values():
             service_.ven_lookup = self.ven_lookup
             service_._create_message = signer
-        if not isinstance(messaging.NONCE_CACHE, NonceCache):
-            install_nonce_cache()      # O(1) replay check instead of a scan per message
+        return signer
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)

@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from vtn.store import migrate
 from vtn.store.models import (
-    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
+    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
+    OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
     Resource, TelemetryPoint, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
@@ -558,3 +559,24 @@ class Store:
             if kind is not None:
                 query = query.where(Notice.kind == kind)
             return s.exec(query).all()
+
+    # --- replay protection -------------------------------------------------
+    def use_nonce(self, key: str, expires_at: datetime) -> bool:
+        """Record a nonce; False if any VTN process recorded it before (a replay).
+
+        One insert on the primary key: O(1) whatever the table holds.
+        """
+        with self.session() as s:
+            s.add(NonceRecord(key=key, expires_at=expires_at))
+            try:
+                s.commit()
+            except IntegrityError:
+                return False
+        return True
+
+    def prune_nonces(self, expired_before: datetime) -> int:
+        """Drop the nonces whose messages the timestamp check alone now refuses."""
+        with self.session() as s:
+            removed = s.exec(delete(NonceRecord).where(NonceRecord.expires_at < expired_before))
+            s.commit()
+            return removed.rowcount
