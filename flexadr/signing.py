@@ -97,12 +97,13 @@ class MessageSigner:
 
     def __call__(self, message_type: str, **message_payload: Any) -> str:
         # Same steps as openleadr.messaging.create_message; only the key handling differs.
-        message_payload = preflight_message(message_type, message_payload)
-        template = TEMPLATES.get_template(f"{message_type}.xml")
-        signed_object = utils.flatten_xml(template.render(**message_payload))
+        return self.envelope(render(message_type, **message_payload))
+
+    def envelope(self, signed_object: str) -> str:
+        """The oadrPayload carrying `signed_object` and its signature."""
         signature = self.sign(signed_object)
         return TEMPLATES.get_template("oadrPayload.xml").render(
-            template=message_type, signature=signature, signed_object=signed_object)
+            signature=signature, signed_object=signed_object)
 
     def sign(self, signed_object: str) -> str:
         """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect."""
@@ -113,6 +114,13 @@ class MessageSigner:
                                            reference_uri="#oadrSignedObject",
                                            signature_properties=replay_protect)
         return etree.tostring(signature_tree).decode("utf-8")
+
+
+def render(message_type: str, **message_payload: Any) -> str:
+    """The oadrSignedObject of a message, escaped, before it is signed."""
+    message_payload = preflight_message(message_type, message_payload)
+    template = TEMPLATES.get_template(f"{message_type}.xml")
+    return utils.flatten_xml(template.render(**message_payload))
 
 
 def client_signer(create_message: Any) -> Callable[..., str]:

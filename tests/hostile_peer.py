@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +18,7 @@ from flexadr.demo import _free_port
 from flexadr.signing import MessageSigner
 from vtn.service import Vtn, VtnConfig
 from vtn.store import Ven
+from vtn.store.models import vtn_metadata
 
 PATH = "/OpenADR2/Simple/2.0b"
 VEN = "ven-h"
@@ -102,11 +104,15 @@ def code(body: str) -> int:
     return answer(body)[1]["response"]["response_code"]
 
 
+@lru_cache(maxsize=1)
+def _tables() -> MetaData:
+    return vtn_metadata()
+
+
 def snapshot(store) -> dict[str, list]:
     """Every row of every domain table. Left out: the nonce table (replay bookkeeping) and
     a VEN's last contact time, which any authenticated message updates, refused or not."""
-    metadata = MetaData()
-    metadata.reflect(store.engine)
+    metadata = _tables()
     with store.engine.connect() as connection:
         return {name: sorted(map(repr, connection.execute(
                     select(*[c for c in table.columns if c.name != "last_seen_at"])).all()))
