@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
@@ -566,12 +566,11 @@ class Store:
 
         One insert on the primary key: O(1) whatever the table holds.
         """
-        with self.session() as s:
-            s.add(NonceRecord(key=key, expires_at=expires_at))
-            try:
-                s.commit()
-            except IntegrityError:
-                return False
+        try:
+            with self.engine.begin() as connection:   # Core, not the ORM: this runs per message
+                connection.execute(insert(NonceRecord).values(key=key, expires_at=expires_at))
+        except IntegrityError:
+            return False
         return True
 
     def prune_nonces(self, expired_before: datetime) -> int:
