@@ -51,6 +51,5 @@ def check(tree: etree._Element, data: bytes = b"") -> None:
 def message_type(tree: etree._Element) -> str:
     """The name of the signed object's payload, e.g. 'oadrPoll'."""
     signed = tree.find("{http://openadr.org/oadr-2.0b/2012/07}oadrSignedObject")
-    if signed is None or len(signed) == 0:
-        return etree.QName(tree).localname
-    return etree.QName(signed[0]).localname
+    payload = next(signed.iterchildren(etree.Element), None) if signed is not None else None
+    return etree.QName(payload if payload is not None else tree).localname

@@ -225,6 +225,8 @@ def judge(rig: Rig, service: str, body: bytes) -> tuple[str, str | None]:
         return "invalid answer", f"the answer is not valid 2.0b: {err}"
     code = (payload.get("response") or {}).get("response_code")
     label = f"{answer_type} {code}" if code is not None else answer_type
+    if code == 469:
+        return label, f"{label}: the message path failed (an uncaught exception, logged)"
     refused = code != 200
     if refused and rig.snapshot() != before:
         return label, f"{label}: the store changed"

@@ -42,6 +42,7 @@ from vtn import metrics
 log = logging.getLogger(__name__)
 CODES = enums.STATUS_CODES
 BAD_REQUEST = 400
+OTHER_ERROR = CODES.DEPLOYMENT_ERROR_OR_OTHER_ERROR   # 469: a fault of the VTN, not of the message
 _EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
 _PYLD = "{http://docs.oasis-open.org/ns/energyinterop/201110/payloads}"
 _DSP = "{http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties}"
@@ -106,6 +107,16 @@ def error_answer(vtn_id: str, incoming: Incoming, code: int, description: str) -
     elif answer_type in ("oadrCreatedReport", "oadrCanceledReport"):
         answer["pending_reports"] = []
     return answer_type, answer
+
+
+def _site(err: BaseException) -> str:
+    """Where an exception was raised, and what it says: for one log line."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = (f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno}"
+             if frame is not None else "?")
+    return f"{where}: {type(err).__name__}: {err}"
 
 
 def _text(value) -> str:
@@ -204,6 +215,11 @@ class MessagePath:
             log.warning("refused %s from %s (venID %s): %s %s", incoming.message_type or "message",
                         request.remote, incoming.ven_id, err.code, err.description)
             answer_type, answer = error_answer(self.vtn_id, incoming, err.code, err.description)
+        except Exception as err:   # noqa: BLE001 - a bug of this path must not become a 500 either
+            log.error("the message path failed on a %s from %s at %s", incoming.message_type,
+                      request.remote, _site(err))
+            answer_type, answer = error_answer(self.vtn_id, incoming, OTHER_ERROR,
+                                               "the VTN could not process this message")
         try:
             text = self.signer(answer_type, **answer)
         except Exception as err:   # noqa: BLE001 - an answer we cannot build is the request's fault
@@ -301,12 +317,7 @@ class MessagePath:
         except errors.ProtocolError as err:
             raise Refused(err.response_code, err.response_description)
         except Exception as err:   # noqa: BLE001 - a peer's data must never become a 500
-            site = err.__traceback__
-            while site.tb_next is not None:
-                site = site.tb_next
-            log.warning("%s handler failed at %s:%d: %s: %s", message_type,
-                        site.tb_frame.f_code.co_filename.rsplit("/", 1)[-1], site.tb_lineno,
-                        type(err).__name__, err)
+            log.warning("%s handler failed at %s", message_type, _site(err))
             raise Refused(CODES.INVALID_DATA, f"the {message_type} could not be processed: "
                                               f"{type(err).__name__}")
         answer["vtn_id"] = self.vtn_id
