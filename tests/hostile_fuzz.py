@@ -219,8 +219,7 @@ def judge(rig: Rig, service: str, body: bytes) -> tuple[str, str | None]:
     if not text:
         return "empty", None
     try:
-        xsd.validate(text)
-        answer_type, payload = oadr_xml.payload(text.encode())
+        answer_type, payload = oadr_xml.payload(xsd.validate(text))
     except (xsd.SchemaViolation, oadr_xml.Malformed) as err:
         return "invalid answer", f"the answer is not valid 2.0b: {err}"
     code = (payload.get("response") or {}).get("response_code")

@@ -96,8 +96,7 @@ def signed_at(offset: timedelta):
 def answer(body: str) -> tuple[str, dict]:
     """(type, payload) of a VTN answer, read by our own hardened reader."""
     from flexadr import oadr_xml, xsd
-    xsd.validate(body)
-    return oadr_xml.payload(body.encode())
+    return oadr_xml.payload(xsd.validate(body))
 
 
 def code(body: str) -> int:

@@ -256,7 +256,7 @@ class MessagePath:
         fingerprint, timestamp, nonce = self._verify(request, tree)
         self.replay.check(fingerprint, timestamp, nonce)
         try:
-            message_type, payload = oadr_xml.payload(body)
+            message_type, payload = oadr_xml.payload(tree)
         except oadr_xml.Malformed as err:
             raise Refused(BAD_REQUEST, str(err))
         incoming.message_type, incoming.payload = message_type, payload
