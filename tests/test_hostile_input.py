@@ -11,7 +11,7 @@ from openleadr import enums, objects
 
 from tests.hostile_peer import (REGISTRATION, VEN, Peer, answer, code, enrol, pki_for,
                                 running_vtn, snapshot)
-from vtn.store import ReportRequest, Store
+from vtn.store import ReportRequest, Store, Ven
 
 CODES = enums.STATUS_CODES
 NS = ('xmlns:oadr="http://openadr.org/oadr-2.0b/2012/07" '
@@ -188,3 +188,44 @@ async def test_an_rid_that_looks_like_a_boolean_stays_a_string(vtn):
         200, "oadrRegisteredReport", 200)
     assert [r.r_id for r in store.report_registrations(VEN)] == ["true"]
     assert store.report_request(request.report_request_id).cancelled_at is not None   # replaced
+
+
+async def test_a_handler_that_fails_half_way_leaves_the_store_as_it_was(vtn):
+    """oadrRegisterReport cancels the requests it replaces before it reads each report; one
+    without a reportName (optional in the XSD) used to fail after the cancellation."""
+    from lxml import etree
+
+    from flexadr.signing import render
+    store, url, peer = vtn
+    request = _request(store)
+    before = snapshot(store)
+    report = objects.Report(report_specifier_id="usage", report_name="METADATA_TELEMETRY_USAGE",
+                            report_descriptions=[])
+    root = etree.fromstring(render("oadrRegisterReport", request_id="g2", ven_id=VEN,
+                                   reports=[report]).encode())
+    for name in root.iter("{http://docs.oasis-open.org/ns/energyinterop/201110}reportName"):
+        name.getparent().remove(name)
+    body = peer.signer.envelope(etree.tostring(root, encoding="unicode"))
+    status, answer_body = await peer.post(url, "EiReport", body)
+    message_type, payload = answer(answer_body)
+    assert (status, message_type, payload["response"]["response_code"]) == (
+        200, "oadrRegisteredReport", CODES.INVALID_DATA)
+    assert store.report_request(request.report_request_id).cancelled_at is None
+    assert snapshot(store) == before
+
+
+def test_a_store_transaction_keeps_all_or_nothing(store):
+    now = datetime.now(timezone.utc)
+    store.enrol(Ven(ven_id="t1", ven_name="t1", fingerprint="fp-t1", program_id="p",
+                    device_kind="battery"))
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.set_registration("t1", "reg", now)
+            store.enqueue("t1", "oadrRequestReregistration", {}, now)
+            assert store.ven("t1").registration_id == "reg"     # visible inside the block
+            raise RuntimeError("the handler fails after two writes")
+    assert store.ven("t1").registration_id is None and store.pending_messages("t1") == []
+    with store.transaction():
+        store.set_registration("t1", "reg", now)
+        store.enqueue("t1", "oadrRequestReregistration", {}, now)
+    assert store.ven("t1").registration_id == "reg" and len(store.pending_messages("t1")) == 1

@@ -85,3 +85,14 @@ def test_expired_nonces_are_pruned_in_bulk_and_live_ones_kept(store):
     assert store.prune_nonces(now) == 1
     assert store.use_nonce("old", now + timedelta(seconds=30))     # gone, so insertable again
     assert not store.use_nonce("live", now + timedelta(seconds=30))
+
+
+def test_the_window_comes_from_the_config_file(tmp_path):
+    from vtn import config as vtn_config
+    path = tmp_path / "vtn.toml"
+    path.write_text('cert = "a"\nkey = "b"\nca_file = "c"\nreplay_past_s = 120\nreplay_future_s = 2\n')
+    server = vtn_config.load(path).server
+    assert (server.replay_past, server.replay_future) == (timedelta(seconds=120), timedelta(seconds=2))
+    path.write_text('cert = "a"\nkey = "b"\nca_file = "c"\n')
+    server = vtn_config.load(path).server
+    assert (server.replay_past, server.replay_future) == (timedelta(seconds=30), timedelta(seconds=5))

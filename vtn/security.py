@@ -17,9 +17,12 @@ written:
    by any VTN process on the database (ReplayGuard) -> 463;
 4. the vtnID is ours (452); a venID belongs to the TLS certificate and is
    registered (463, or oadrRequestReregistration as openleadr does);
-5. the handler: an openleadr ProtocolError keeps its code, any other exception is
-   invalid data (454); the answer is the type the profile pairs with the request,
-   with the code, the requestID echoed and the venID where known (error_answer).
+5. the handler, in one store transaction with the rendering of its answer: an
+   openleadr ProtocolError keeps its code, any other exception is invalid data
+   (454), and either rolls back everything the handler wrote; the answer is the
+   type the profile pairs with the request, with the code, the requestID echoed
+   and the venID where known (error_answer). A fault of this path itself answers
+   469 and logs where it happened: never an HTTP 500.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from aiohttp import web
 from lxml import etree
@@ -195,8 +198,9 @@ class MessagePath:
     """The OpenADR request path of one VTN (see the module docstring)."""
 
     def __init__(self, vtn_id: str, signer: Callable[..., str], ven_lookup: Callable,
-                 replay: ReplayGuard):
+                 replay: ReplayGuard, transaction: Callable[[], ContextManager]):
         self.vtn_id, self.signer, self.ven_lookup, self.replay = vtn_id, signer, ven_lookup, replay
+        self.transaction = transaction
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
@@ -208,26 +212,26 @@ class MessagePath:
     async def handle(self, request: web.Request, service: VTNService) -> web.Response:
         incoming = Incoming()
         try:
-            answer_type, answer = await self._answer(request, service, incoming)
+            # One transaction: a request that is refused at any step stores nothing.
+            with self.transaction():
+                answer_type, answer = await self._answer(request, service, incoming)
+                try:
+                    return self._respond(self.signer(answer_type, **answer))
+                except Exception as err:   # noqa: BLE001 - an answer we cannot build is refused
+                    raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer could not be "
+                                                      f"built: {_site(err)}")
         except _Empty:
             return self._respond("")
         except Refused as err:
             log.warning("refused %s from %s (venID %s): %s %s", incoming.message_type or "message",
                         request.remote, incoming.ven_id, err.code, err.description)
-            answer_type, answer = error_answer(self.vtn_id, incoming, err.code, err.description)
+            code, description = err.code, err.description
         except Exception as err:   # noqa: BLE001 - a bug of this path must not become a 500 either
             log.error("the message path failed on a %s from %s at %s", incoming.message_type,
                       request.remote, _site(err))
-            answer_type, answer = error_answer(self.vtn_id, incoming, OTHER_ERROR,
-                                               "the VTN could not process this message")
-        try:
-            text = self.signer(answer_type, **answer)
-        except Exception as err:   # noqa: BLE001 - an answer we cannot build is the request's fault
-            log.warning("could not answer %s from %s with %s: %s: %s", incoming.message_type,
-                        request.remote, answer_type, type(err).__name__, err)
-            text = self.signer(*error_answer(self.vtn_id, incoming, CODES.INVALID_DATA,
-                                             f"the answer could not be built: {type(err).__name__}"))
-        return self._respond(text)
+            code, description = OTHER_ERROR, "the VTN could not process this message"
+        answer_type, answer = error_answer(self.vtn_id, incoming, code, description)
+        return self._respond(self.signer(answer_type, **answer))
 
     @staticmethod
     def _respond(text: str) -> web.Response:

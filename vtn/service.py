@@ -124,7 +124,7 @@ class Vtn:
         self.server.app._client_max_size = oadr_xml.MAX_BYTES
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(
-            MessagePath(config.vtn_id, signer, self.ven_lookup, replay).middleware)
+            MessagePath(config.vtn_id, signer, self.ven_lookup, replay, store.transaction).middleware)
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)
         self.admin.install(self.server.app)

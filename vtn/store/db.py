@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
@@ -46,6 +47,19 @@ def _sqlite_pragmas(engine) -> None:
         cursor.close()
 
 
+class _UnitOfWork(Session):
+    """The session of Store.transaction(): store methods' commits become flushes."""
+
+    def commit(self) -> None:
+        self.flush()
+
+    def commit_unit(self) -> None:
+        super().commit()
+
+
+_UNIT: ContextVar[_UnitOfWork | None] = ContextVar("flexadr_store_unit", default=None)
+
+
 class Store:
     def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True):
         url = database_url(url)
@@ -63,8 +77,39 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        unit = _UNIT.get()
+        if unit is not None and unit.bind is self.engine:
+            yield unit      # inside transaction(): its commits are flushes of the one transaction
+            return
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything the store writes inside the block is one database transaction:
+        committed when the block ends, rolled back (all of it) when it raises.
+
+        For one OpenADR request: a handler that fails half-way leaves nothing behind.
+        Store methods keep their own `s.commit()`; inside the block it only flushes.
+        """
+        if _UNIT.get() is not None:
+            yield
+            return
+        unit = _UnitOfWork(self.engine, expire_on_commit=False)
+        token = _UNIT.set(unit)
+        try:
+            yield
+            if self.engine.dialect.name == "postgresql":
+                # seen() turns synchronous_commit off for its own (informational) write;
+                # the request's data must be durable.
+                unit.exec(text("SET LOCAL synchronous_commit TO ON"))
+            unit.commit_unit()
+        except BaseException:
+            unit.rollback()
+            raise
+        finally:
+            _UNIT.reset(token)
+            unit.close()
 
     # --- programs and participants ------------------------------------------
     def upsert_program(self, program: Program) -> Program:
