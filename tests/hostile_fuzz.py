@@ -94,6 +94,24 @@ def corpus() -> list[tuple[str, str, dict]]:
     ]
 
 
+def distribute_event() -> tuple[str, dict]:
+    """A VTN's oadrDistributeEvent: one event, three LOAD_DISPATCH intervals."""
+    now = datetime(2026, 7, 1, 18, tzinfo=timezone.utc)
+    event = objects.Event(
+        event_descriptor=objects.EventDescriptor(
+            event_id="e1", modification_number=0, market_context="http://m", event_status="far",
+            created_date_time=now),
+        active_period=objects.ActivePeriod(dtstart=now, duration=timedelta(hours=3)),
+        event_signals=[objects.EventSignal(
+            signal_name="LOAD_DISPATCH", signal_type="setpoint", signal_id="s1",
+            intervals=[objects.Interval(dtstart=now + timedelta(hours=i), duration=timedelta(hours=1),
+                                        signal_payload=v, uid=i)
+                       for i, v in enumerate((5.0, 2.0, 4.0))])],
+        targets=[objects.Target(ven_id=VEN)])
+    return "oadrDistributeEvent", {"request_id": "d1", "vtn_id": "V", "events": [event],
+                                   "response": {**OK, "request_id": "d0"}}
+
+
 def structure(rng: random.Random, peer: Peer, messages: list[tuple[str, str, dict]]) -> tuple[str, bytes]:
     """A structure-aware mutation of one corpus message, re-signed by `peer`."""
     service, message_type, payload = rng.choice(messages)

@@ -1,13 +1,11 @@
 """The one reader of incoming bodies (flexadr.oadr_xml): what it refuses before lxml sees a
 byte, and that its payload is openleadr's, identifiers aside, without a second parse."""
-from datetime import datetime, timedelta, timezone
-
 import pytest
-from openleadr import messaging, objects
+from openleadr import messaging
 
 from flexadr import oadr_xml, xsd
 from flexadr.signing import MessageSigner
-from tests.hostile_fuzz import corpus
+from tests.hostile_fuzz import corpus, distribute_event
 from tests.hostile_peer import pki_for
 
 OADR = 'xmlns:oadr="http://openadr.org/oadr-2.0b/2012/07"'
@@ -40,23 +38,6 @@ def test_comments_and_processing_instructions_are_left_out_of_the_payload(signer
     assert oadr_xml.payload(oadr_xml.parse(body.encode())) == ("oadrPoll", {"ven_id": "ven-h"})
 
 
-def _stock_messages():
-    now = datetime(2026, 7, 1, 18, tzinfo=timezone.utc)
-    event = objects.Event(
-        event_descriptor=objects.EventDescriptor(
-            event_id="e1", modification_number=0, market_context="http://m", event_status="far",
-            created_date_time=now),
-        active_period=objects.ActivePeriod(dtstart=now, duration=timedelta(hours=3)),
-        event_signals=[objects.EventSignal(
-            signal_name="LOAD_DISPATCH", signal_type="setpoint", signal_id="s1",
-            intervals=[objects.Interval(dtstart=now + timedelta(hours=i), duration=timedelta(hours=1),
-                                        signal_payload=v, uid=i) for i, v in enumerate((5.0, 2.0, 4.0))])],
-        targets=[objects.Target(ven_id="ven-h")])
-    return [("oadrDistributeEvent", {"request_id": "d1", "vtn_id": "V", "events": [event],
-                                     "response": {"response_code": 200, "response_description": "OK",
-                                                  "request_id": "d0"}})]
-
-
 def _ids_as_sent(node, key=""):
     """openleadr's dict with its numeric reading of identifiers undone (as sent: no "0042")."""
     if isinstance(node, dict):
@@ -69,7 +50,7 @@ def _ids_as_sent(node, key=""):
 
 
 def test_the_payload_is_openleadrs_for_every_message_type(signer):
-    messages = [(t, p) for _, t, p in corpus()] + _stock_messages()
+    messages = [(t, p) for _, t, p in corpus()] + [distribute_event()]
     for message_type, payload in messages:
         body = signer(message_type, **payload).encode()
         tree = oadr_xml.parse(body)
