@@ -105,6 +105,14 @@ async def test_a_wrong_content_type_gets_400_not_500(vtn, content_type):
     assert (status, code(body)) == (200, 400)
 
 
+async def test_a_body_over_the_limit_gets_400(vtn):
+    from flexadr.oadr_xml import MAX_BYTES
+    store, url, peer = vtn
+    status, body = await peer.post(url, "OadrPoll", b"<p>" + b" " * MAX_BYTES + b"</p>")
+    assert (status, code(body)) == (200, 400)
+    assert "larger than" in answer(body)[1]["response"]["response_description"]
+
+
 async def test_a_bare_signed_object_gets_400(vtn):
     store, url, peer = vtn
     bare = (f'<oadr:oadrPayload {NS}><oadr:oadrSignedObject oadr:Id="oadrSignedObject"/>'
