@@ -70,10 +70,13 @@ PROFILES = [{"profile_name": "2.0b", "transports": [{"transport_name": "simpleHt
 
 
 class Refused(Exception):
-    def __init__(self, code: int, description: str):
+    """A request answered with an OpenADR error code; `detail` is logged, not sent."""
+
+    def __init__(self, code: int, description: str, detail: str = ""):
         super().__init__(description)
         self.code = code
         self.description = description
+        self.detail = detail
 
 
 class _Empty(Exception):
@@ -219,12 +222,13 @@ class MessagePath:
                     return self._respond(self.signer(answer_type, **answer))
                 except Exception as err:   # noqa: BLE001 - an answer we cannot build is refused
                     raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer could not be "
-                                                      f"built: {_site(err)}")
+                                                      f"built", _site(err))
         except _Empty:
             return self._respond("")
         except Refused as err:
-            log.warning("refused %s from %s (venID %s): %s %s", incoming.message_type or "message",
-                        request.remote, incoming.ven_id, err.code, err.description)
+            log.warning("refused %s from %s (venID %s): %s %s%s", incoming.message_type or "message",
+                        request.remote, incoming.ven_id, err.code, err.description,
+                        f" [{err.detail}]" if err.detail else "")
             code, description = err.code, err.description
         except Exception as err:   # noqa: BLE001 - a bug of this path must not become a 500 either
             log.error("the message path failed on a %s from %s at %s", incoming.message_type,
@@ -321,9 +325,8 @@ class MessagePath:
         except errors.ProtocolError as err:
             raise Refused(err.response_code, err.response_description)
         except Exception as err:   # noqa: BLE001 - a peer's data must never become a 500
-            log.warning("%s handler failed at %s", message_type, _site(err))
             raise Refused(CODES.INVALID_DATA, f"the {message_type} could not be processed: "
-                                              f"{type(err).__name__}")
+                                              f"{type(err).__name__}", _site(err))
         answer["vtn_id"] = self.vtn_id
         if "ven_id" not in answer:
             answer["ven_id"] = payload.get("ven_id")
