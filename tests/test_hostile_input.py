@@ -237,3 +237,25 @@ def test_a_store_transaction_keeps_all_or_nothing(store):
         store.set_registration("t1", "reg", now)
         store.enqueue("t1", "oadrRequestReregistration", {}, now)
     assert store.ven("t1").registration_id == "reg" and len(store.pending_messages("t1")) == 1
+
+
+async def test_a_negative_sampling_rate_gets_454_not_an_invalid_answer(vtn):
+    """Found by bench/fuzz_openadr.py: the requested interval came back as P-1DT23H."""
+    from lxml import etree
+
+    from flexadr.signing import render
+    from tests.hostile_fuzz import corpus
+    store, url, peer = vtn
+    _request(store)
+    before = snapshot(store)
+    payload = next(p for _, t, p in corpus() if t == "oadrRegisterReport")
+    root = etree.fromstring(render("oadrRegisterReport", **payload).encode())
+    for period in ("oadrMinPeriod", "oadrMaxPeriod"):
+        for duration in root.iter(f"{{http://openadr.org/oadr-2.0b/2012/07}}{period}"):
+            duration.text = "-PT1H"
+    status, body = await peer.post(url, "EiReport", peer.signer.envelope(
+        etree.tostring(root, encoding="unicode")))
+    message_type, answer_payload = answer(body)
+    assert (message_type, answer_payload["response"]["response_code"]) == (
+        "oadrRegisteredReport", CODES.INVALID_DATA)
+    assert snapshot(store) == before

@@ -18,8 +18,9 @@ written:
 4. the vtnID is ours (452); a venID belongs to the TLS certificate and is
    registered (463, or oadrRequestReregistration as openleadr does);
 5. the handler, in one store transaction with the rendering of its answer: an
-   openleadr ProtocolError keeps its code, any other exception is invalid data
-   (454), and either rolls back everything the handler wrote; the answer is the
+   openleadr ProtocolError keeps its code, any other exception (or an answer
+   that would not be valid 2.0b) is invalid data (454), and either rolls back
+   everything the handler wrote; the answer is the
    type the profile pairs with the request, with the code, the requestID echoed
    and the venID where known (error_answer). A fault of this path itself answers
    469 and logs where it happened: never an HTTP 500.
@@ -218,11 +219,7 @@ class MessagePath:
             # One transaction: a request that is refused at any step stores nothing.
             with self.transaction():
                 answer_type, answer = await self._answer(request, service, incoming)
-                try:
-                    return self._respond(self.signer(answer_type, **answer))
-                except Exception as err:   # noqa: BLE001 - an answer we cannot build is refused
-                    raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer could not be "
-                                                      f"built", _site(err))
+                return self._respond(self._build(answer_type, answer))
         except _Empty:
             return self._respond("")
         except Refused as err:
@@ -236,6 +233,22 @@ class MessagePath:
             code, description = OTHER_ERROR, "the VTN could not process this message"
         answer_type, answer = error_answer(self.vtn_id, incoming, code, description)
         return self._respond(self.signer(answer_type, **answer))
+
+    def _build(self, answer_type: str, answer: dict) -> str:
+        """The signed answer, refused (so the request rolls back) if it cannot be built or
+        would not be valid 2.0b: what a peer sent must not make the VTN speak out of profile
+        (a negative samplingRate used to come back as the duration P-1DT23H)."""
+        try:
+            text = self.signer(answer_type, **answer)
+        except Exception as err:   # noqa: BLE001 - an answer we cannot build is refused
+            raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer could not be built",
+                          _site(err))
+        try:
+            xsd.validate(text)
+        except xsd.SchemaViolation as err:
+            raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer would not be valid 2.0b",
+                          err.errors[0])
+        return text
 
     @staticmethod
     def _respond(text: str) -> web.Response:
