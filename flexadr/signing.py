@@ -4,8 +4,8 @@ openleadr's `messaging.create_message` parses the PEM private key twice for
 every message (once to pick the signature algorithm, once inside signxml) and
 re-splits the PEM certificate: ~90 ms per message with RSA-2048, ~1.5 ms with
 ECDSA P-256. `MessageSigner` parses the key and certificate once and then
-renders and signs exactly as create_message does: the same preflight, the same
-Jinja templates, the same signxml XMLSigner settings (detached, C14N 1.0, the
+renders and signs as create_message does: the same preflight, the same Jinja
+templates (but autoescaped), the same signxml XMLSigner settings (detached, C14N 1.0, the
 `oadr` namespace prefix, algorithm chosen from the key type) and the same
 ReplayProtect signature property. It is a drop-in for the `_create_message`
 callable openleadr keeps on OpenADRClient instances and on VTNService.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from jinja2 import Environment, PackageLoader
 from lxml import etree
 from openleadr import errors, messaging, utils
 from openleadr.preflight import preflight_message
@@ -33,6 +34,15 @@ from signxml.util import iterate_pem
 _C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 _OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
 _DSP = "{http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties}"
+
+# openleadr's templates, rendered with autoescape: its own environment does not escape,
+# so a requestID of `<x` broke the answer (500) and a crafted one injected elements into
+# a message the VTN then signed. The envelope marks the prebuilt signature and signed
+# object `|safe`, so only peer-controlled values are escaped. A separate environment, so
+# that stock openleadr peers in the same process stay exactly as shipped.
+TEMPLATES = Environment(loader=PackageLoader("openleadr", "templates"), autoescape=True,
+                        trim_blocks=True, lstrip_blocks=True)
+TEMPLATES.filters.update(messaging.TEMPLATES.filters)
 
 
 def signature_fragment(key: Any) -> str:
@@ -87,15 +97,17 @@ class MessageSigner:
 
     def __call__(self, message_type: str, **message_payload: Any) -> str:
         # Same steps as openleadr.messaging.create_message; only the key handling differs.
-        signed_object = self.render(message_type, **message_payload)
-        return messaging.TEMPLATES.get_template("oadrPayload.xml").render(
-            template=message_type, signature=self.sign(signed_object), signed_object=signed_object)
+        return self.envelope(self.render(message_type, **message_payload))
 
     def render(self, message_type: str, **message_payload: Any) -> str:
-        """The oadrSignedObject of a message, not yet signed."""
-        message_payload = preflight_message(message_type, message_payload)
-        template = messaging.TEMPLATES.get_template(f"{message_type}.xml")
-        return utils.flatten_xml(template.render(**message_payload))
+        """The oadrSignedObject of a message, escaped, not yet signed."""
+        return render(message_type, **message_payload)
+
+    def envelope(self, signed_object: str) -> str:
+        """The oadrPayload carrying `signed_object` and its signature."""
+        signature = self.sign(signed_object)
+        return TEMPLATES.get_template("oadrPayload.xml").render(
+            signature=signature, signed_object=signed_object)
 
     def sign(self, signed_object: str) -> str:
         """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect."""
@@ -106,6 +118,13 @@ class MessageSigner:
                                            reference_uri="#oadrSignedObject",
                                            signature_properties=replay_protect)
         return etree.tostring(signature_tree).decode("utf-8")
+
+
+def render(message_type: str, **message_payload: Any) -> str:
+    """The oadrSignedObject of a message, escaped, before it is signed."""
+    message_payload = preflight_message(message_type, message_payload)
+    template = TEMPLATES.get_template(f"{message_type}.xml")
+    return utils.flatten_xml(template.render(**message_payload))
 
 
 def client_signer(create_message: Any,

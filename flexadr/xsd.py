@@ -10,6 +10,8 @@ from pathlib import Path
 import openleadr
 from lxml import etree
 
+from flexadr import oadr_xml
+
 SCHEMA_PATH = Path(openleadr.__file__).parent / "schema" / "oadr_20b.xsd"
 
 
@@ -31,19 +33,23 @@ def validate(message: str | bytes) -> etree._Element:
     """Parse and validate one message; raise SchemaViolation listing every error."""
     data = message.encode("utf-8") if isinstance(message, str) else message
     try:
-        tree = etree.fromstring(data)
-    except etree.XMLSyntaxError as err:
-        raise SchemaViolation([f"not well-formed XML: {err}"], data) from err
+        tree = oadr_xml.parse(data)
+    except oadr_xml.Malformed as err:
+        raise SchemaViolation([str(err)], data) from err
+    check(tree, data)
+    return tree
+
+
+def check(tree: etree._Element, data: bytes = b"") -> None:
+    """Validate a tree built by oadr_xml.parse (never by a schema-validating parser)."""
     schema = _schema()
     if not schema.validate(tree):
         errors = [f"line {e.line}: {e.message}" for e in schema.error_log]
         raise SchemaViolation(errors, data)
-    return tree
 
 
 def message_type(tree: etree._Element) -> str:
     """The name of the signed object's payload, e.g. 'oadrPoll'."""
     signed = tree.find("{http://openadr.org/oadr-2.0b/2012/07}oadrSignedObject")
-    if signed is None or len(signed) == 0:
-        return etree.QName(tree).localname
-    return etree.QName(signed[0]).localname
+    payload = next(signed.iterchildren(etree.Element), None) if signed is not None else None
+    return etree.QName(payload if payload is not None else tree).localname

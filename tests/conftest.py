@@ -63,6 +63,7 @@ def pytest_collection_modifyitems(items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "db: uses the VTN store (runs on SQLite and PostgreSQL)")
+    config.addinivalue_line("markers", "fuzz: bounded fuzzing of an endpoint (bench/fuzz_*.py runs longer)")
 
 
 def fresh_database_url(tmp_path) -> tuple[str, callable]:

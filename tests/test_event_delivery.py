@@ -84,5 +84,6 @@ async def test_a_registration_for_an_exchange_the_vtn_does_not_serve_is_refused(
         response_type, payload = await stock.client._perform_request("EiRegisterParty", message)
     finally:
         await stock.client.stop()
+    assert response_type == "oadrCreatedPartyRegistration"
     assert payload["response"]["response_code"] == 451
     assert server.store.ven("stock-1").registration_id is None

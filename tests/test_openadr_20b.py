@@ -279,7 +279,7 @@ async def test_opt_for_an_event_the_ven_never_got_is_refused(vtn, stock):
         opt_reason="participating", event_id="no-such-event", modification_number=0,
         request_id="r1", created_date_time=datetime.now(timezone.utc),
         targets=[objects.Target(ven_id="stock-1")])
-    assert (response_type, response["response"]["response_code"]) == ("oadrResponse", INVALID_ID)
+    assert (response_type, response["response"]["response_code"]) == ("oadrCreatedOpt", INVALID_ID)
     assert store.opts("stock-1") == []
     response_type, response = await _send(stock, "EiOpt", "oadrCancelOpt", opt_id="never-sent",
                                           request_id="r2")

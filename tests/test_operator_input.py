@@ -3,24 +3,16 @@
 import json
 import math
 
-from sqlalchemy import select
 
+from tests.hostile_peer import snapshot
 from tests.test_admin import AUTH, _call, api  # noqa: F401  (api: a fixture)
 from tests.test_cli import vtn_toml  # noqa: F401  (a fixture)
 from vtn import ven_control
 from vtn.cli import main
 from vtn.store import Ven
-from vtn.store.models import vtn_metadata
 
 GOOD = {"program_id": "connected_solutions", "start": "2026-07-02T16:00:00-04:00",
         "minutes": 120, "setpoint_kw": 5}
-
-
-def snapshot(store) -> dict:
-    """Every row of every table: 'the store is unchanged' means this is equal."""
-    with store.engine.connect() as connection:
-        return {table.name: sorted(map(repr, connection.execute(select(table)).all()))
-                for table in vtn_metadata().sorted_tables}
 
 
 def _enrol(store, pki, name="batt-1", program="connected_solutions", kind="battery"):

@@ -130,8 +130,14 @@ async def test_poll_with_a_broken_signature_is_rejected_and_changes_nothing(vtn,
                              registration_id=registration)
     broken = _tamper(message, ">r2</requestID>", ">r3</requestID>")
     status, body = await _post(url, "EiRegisterParty", broken, paths.cert, paths.key, pki.ca.cert)
-    # openleadr verifies messages that carry a venID itself and answers HTTP 403.
-    assert (status, body) == (403, "Invalid Signature")
+    # The answer is the profile's pair of the request, with the code and the requestID.
+    assert status == 200
+    xsd.validate(body)
+    message_type, payload = parse_message(body)
+    assert message_type == "oadrCanceledPartyRegistration"
+    assert payload["response"]["response_code"] == NOT_AUTHORIZED
+    assert payload["response"]["request_id"] == "r3"
+    assert payload["ven_id"] == "enrolled"
     assert store.ven("enrolled").registration_id == registration
 
 
@@ -140,5 +146,9 @@ async def test_malformed_xml_gets_a_clear_error(vtn):
     paths = pki.vens["enrolled"]
     status, body = await _post(url, "OadrPoll", "<oadrPayload><unclosed>", paths.cert, paths.key,
                                pki.ca.cert)
-    assert status == 400
-    assert "XML" in body
+    assert status == 200
+    xsd.validate(body)
+    message_type, payload = parse_message(body)
+    assert message_type == "oadrResponse"
+    assert payload["response"]["response_code"] == 400
+    assert "not well-formed XML" in payload["response"]["response_description"]

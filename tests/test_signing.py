@@ -174,3 +174,58 @@ def test_an_unsigned_client_stays_unsigned():
 def test_a_missing_certificate_is_refused(identity):
     with pytest.raises(ValueError, match="certificate"):
         MessageSigner(b"not a certificate", Path(identity.key).read_bytes())
+
+
+HOSTILE = "</requestID><ei:venID>evil</ei:venID>&\"'<x]]>"
+
+
+def _hostile_ids(node, key=""):
+    """Every identifier of a payload replaced by HOSTILE."""
+    if isinstance(node, dict):
+        return {k: _hostile_ids(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_hostile_ids(v, key) for v in node]
+    if key.endswith("_id") and isinstance(node, str):
+        return HOSTILE
+    return node
+
+
+def _every_message() -> list[tuple[str, dict]]:
+    """What a VEN sends (the fuzz corpus), and what the VTN answers: every paired error
+    answer, oadrRequestReregistration and an oadrDistributeEvent with three intervals."""
+    from dataclasses import asdict, is_dataclass
+
+    from tests.hostile_fuzz import corpus, distribute_event
+    from vtn.security import PAIRED, Incoming, error_answer
+    sent = [(message_type, payload) for _, message_type, payload in corpus()]
+    answers = [error_answer("V", Incoming(message_type=t, request_id="r", ven_id="v",
+                                          payload={"opt_id": "o", "registration_id": "g"}),
+                            454, "bad") for t in PAIRED]
+    answers += [("oadrRequestReregistration", {"ven_id": "v"}), distribute_event()]
+
+    def plain(payload):
+        return {k: ([asdict(i) if is_dataclass(i) else i for i in v] if isinstance(v, list)
+                    else asdict(v) if is_dataclass(v) else v) for k, v in payload.items()}
+    return [(t, _hostile_ids(plain(p))) for t, p in sent + answers]
+
+
+@pytest.mark.parametrize("message_type, payload", _every_message(),
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_hostile_identifiers_are_escaped_in_every_template(signer, message_type, payload):
+    from flexadr import oadr_xml
+    message = signer(message_type, **payload)
+    tree = xsd.validate(message)                      # still valid 2.0b
+    assert "<ei:venID>evil" not in message            # nothing injected
+    _, parsed = oadr_xml.payload(tree)
+    assert HOSTILE in set(_strings(parsed))           # and it reads back as sent
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node

@@ -1,11 +1,13 @@
 """The VTN signs with a signer that parsed its key once, pinned on its own services
-(openleadr keeps the signer on the VTNService class), and checks replays in O(1)."""
+(openleadr keeps the signer on the VTNService class), and records every signed
+message's nonce in its store (one insert per message, shared by its processes)."""
 import pytest
-from openleadr import messaging
 from openleadr.service import VTNService
+from sqlmodel import select
 
-from flexadr.signing import MessageSigner, NonceCache
+from flexadr.signing import MessageSigner
 from tests.harness import Site
+from vtn.store.models import NonceRecord
 
 
 @pytest.fixture
@@ -16,17 +18,19 @@ async def site(tmp_path):
     await site.stop()
 
 
+def _nonces(store) -> set[str]:
+    with store.session() as s:
+        return set(s.exec(select(NonceRecord.key)).all())
+
+
 async def test_vtn_signs_with_its_own_cached_signer_and_a_signed_ven_registers(site):
     services = site.vtn.server.services.values()
     assert all(isinstance(s._create_message, MessageSigner) for s in services)
     assert not isinstance(VTNService._create_message, MessageSigner)   # nothing class-wide
-    assert isinstance(messaging.NONCE_CACHE, NonceCache)
-    before = set(messaging.NONCE_CACHE)
+    before = _nonces(site.store)
 
     agent = await site.add_agent(site.agent_config("ven-a"))
 
     assert agent.registered                 # the VEN verified every VTN answer (vtn_fingerprint set)
-    # the VEN's nonces went through the O(1) cache (a count could stay level while
-    # earlier tests' nonces expire from the window)
-    assert set(messaging.NONCE_CACHE) - before
+    assert _nonces(site.store) - before     # the VEN's messages went through the shared nonce store
     assert site.store.ven("ven-a").registration_id == agent.client.registration_id

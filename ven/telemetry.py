@@ -17,6 +17,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 from openleadr import messaging
 
 from adapters.base import Reading
+from flexadr import signing
 from flexadr.clock import ceil_to
 
 # Our VEN's oadrUpdateReport: openleadr's template, plus oadrPayloadResourceStatus payloads
@@ -24,9 +25,10 @@ from flexadr.clock import ceil_to
 # so every stock message renders exactly as before.
 UPDATE_REPORT = "oadrUpdateReportStatus"
 _TEMPLATES = Path(__file__).parent / "templates"
-if not isinstance(messaging.TEMPLATES.loader, ChoiceLoader):
-    messaging.TEMPLATES.loader = ChoiceLoader([messaging.TEMPLATES.loader,
-                                               FileSystemLoader(_TEMPLATES)])
+# Both environments: our signer's (autoescaped) and openleadr's (for an unsigned client).
+for _environment in (signing.TEMPLATES, messaging.TEMPLATES):
+    if not isinstance(_environment.loader, ChoiceLoader):
+        _environment.loader = ChoiceLoader([_environment.loader, FileSystemLoader(_TEMPLATES)])
 
 
 @dataclass(frozen=True)

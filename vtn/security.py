@@ -1,65 +1,366 @@
-"""Message-level security the openleadr server leaves out.
+"""Every OpenADR request, from bytes to handler, on one checked path.
 
-openleadr authenticates only messages that carry a venID, so a registration
-request would be accepted with any signature, or none. This middleware makes
-every request on a TLS connection carry a valid XML signature made with the
-same certificate as the TLS client certificate.
+openleadr's VTNService.handler parses a body with a schema-validating lxml parser
+(one request declaring an entity segfaults the process), verifies signatures only
+of messages that carry a venID, answers errors with a bare oadrResponse, and turns
+any other exception into HTTP 500. `MessagePath` replaces that handler (as the
+app's middleware, for the routes of openleadr's services) and keeps the services
+themselves: their handlers and handle_message dispatch.
+
+In order, each step refusing with the profile's code, one log line and nothing
+written:
+1. the body: application/xml, at most MAX_BYTES, DTD-free, well-formed, bounded
+   depth (flexadr.oadr_xml) -> 400;
+2. the 2.0b XSD -> 400;
+3. the XML signature, made with the certificate of the TLS connection; its
+   ReplayProtect timestamp inside the window around now and its nonce never seen
+   by any VTN process on the database (ReplayGuard) -> 463;
+4. the vtnID is ours (452); a venID belongs to the TLS certificate and is
+   registered (463, or oadrRequestReregistration as openleadr does);
+5. the handler, in one store transaction with the rendering of its answer: an
+   openleadr ProtocolError keeps its code, any other exception (or an answer
+   that would not be valid 2.0b) is invalid data (454), and either rolls back
+   everything the handler wrote; the answer is the
+   type the profile pairs with the request, with the code, the requestID echoed
+   and the venID where known (error_answer). A fault of this path itself answers
+   469 and logs where it happened: never an HTTP 500.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, ContextManager
 
 from aiohttp import web
 from lxml import etree
-from openleadr import enums, utils
-from openleadr.messaging import validate_xml_signature
+from openleadr import enums, errors, hooks, utils
+from openleadr.messaging import VERIFIER
+from openleadr.service import VTNService
 
+from flexadr import oadr_xml, xsd
+from flexadr.clock import Clock
 from vtn import metrics
 
 log = logging.getLogger(__name__)
-_VEN_ID = "{http://docs.oasis-open.org/ns/energyinterop/201110}venID"
+CODES = enums.STATUS_CODES
+BAD_REQUEST = 400
+OTHER_ERROR = CODES.DEPLOYMENT_ERROR_OR_OTHER_ERROR   # 469: a fault of the VTN, not of the message
+_EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
+_PYLD = "{http://docs.oasis-open.org/ns/energyinterop/201110/payloads}"
+_DSP = "{http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties}"
+_DS = "{http://www.w3.org/2000/09/xmldsig#}"
+_SIGNED_ID = "oadrSignedObject"
+# Messages a VEN may send before it has a registration (openleadr's rule).
+_BEFORE_REGISTRATION = ("oadrCreatePartyRegistration", "oadrQueryRegistration")
+# The profile's answer to each request type; everything else is answered oadrResponse.
+PAIRED = {
+    "oadrCreatePartyRegistration": "oadrCreatedPartyRegistration",
+    "oadrQueryRegistration": "oadrCreatedPartyRegistration",
+    "oadrCancelPartyRegistration": "oadrCanceledPartyRegistration",
+    "oadrRequestEvent": "oadrDistributeEvent",
+    "oadrCreateOpt": "oadrCreatedOpt",
+    "oadrCancelOpt": "oadrCanceledOpt",
+    "oadrRegisterReport": "oadrRegisteredReport",
+    "oadrUpdateReport": "oadrUpdatedReport",
+    "oadrCreateReport": "oadrCreatedReport",
+    "oadrCancelReport": "oadrCanceledReport",
+}
+PROFILES = [{"profile_name": "2.0b", "transports": [{"transport_name": "simpleHttp"}]}]
 
 
-class SignatureRejected(Exception):
-    pass
+class Refused(Exception):
+    """A request answered with an OpenADR error code; `detail` is logged, not sent."""
+
+    def __init__(self, code: int, description: str, detail: str = ""):
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.detail = detail
 
 
-def check_unidentified_message(body: bytes, tls_fingerprint: str | None) -> None:
-    """Verify signature + replay protection of a message without venID (openleadr skips those)."""
+class PartlyRefused(errors.InvalidDataError):
+    """Raised by a handler that stored what it could accept and refuses the rest: the
+    answer carries 454, but the request's transaction is committed (quarantined
+    telemetry and the values accepted beside it must be kept)."""
+
+
+class _Empty(Exception):
+    """An oadrResponse needs no answer (openleadr's SendEmptyHTTPResponse)."""
+
+
+@dataclass
+class Incoming:
+    """What is known of a request so far: enough to pair and address an error answer."""
+    message_type: str | None = None
+    request_id: str | None = None
+    ven_id: str | None = None
+    payload: dict = field(default_factory=dict)
+
+
+def error_answer(vtn_id: str, incoming: Incoming, code: int, description: str) -> tuple[str, dict]:
+    """The profile's paired answer to `incoming`, carrying an error code."""
+    answer_type = PAIRED.get(incoming.message_type or "", "oadrResponse")
+    payload = incoming.payload
+    answer: dict[str, Any] = {
+        "response": {"response_code": code, "response_description": description,
+                     "request_id": incoming.request_id or ""},
+        "vtn_id": vtn_id, "ven_id": incoming.ven_id or "", "request_id": utils.generate_id()}
+    if answer_type == "oadrCreatedPartyRegistration":
+        answer.update(registration_id=None, profiles=PROFILES)
+    elif answer_type == "oadrCanceledPartyRegistration":
+        answer["registration_id"] = _text(payload.get("registration_id"))
+    elif answer_type == "oadrDistributeEvent":
+        answer["events"] = []
+    elif answer_type in ("oadrCreatedOpt", "oadrCanceledOpt"):
+        answer["opt_id"] = _text(payload.get("opt_id"))
+    elif answer_type == "oadrRegisteredReport":
+        answer["report_requests"] = []
+    elif answer_type in ("oadrCreatedReport", "oadrCanceledReport"):
+        answer["pending_reports"] = []
+    return answer_type, answer
+
+
+def _site(err: BaseException) -> str:
+    """Where an exception was raised, and what it says: for one log line."""
+    frame = err.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = (f"{frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno}"
+             if frame is not None else "?")
+    return f"{where}: {type(err).__name__}: {err}"
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+class ReplayGuard:
+    """ReplayProtect: a timestamp inside [now - past, now + future] and a nonce used once.
+
+    The nonces live in the store, so every VTN process on the database shares them and a
+    restart forgets none. Each check is one unique-key insert; expired rows are deleted in
+    bulk, at most once per `past` window per process.
+    """
+
+    def __init__(self, store, clock: Clock, past: timedelta, future: timedelta):
+        self.store, self.clock, self.past, self.future = store, clock, past, future
+        self._next_prune: datetime | None = None
+
+    def check(self, fingerprint: str, timestamp: datetime, nonce: str) -> None:
+        now = self.clock.now()
+        skew = (timestamp - now).total_seconds()
+        if skew > self.future.total_seconds() or -skew > self.past.total_seconds():
+            raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
+                          f"ReplayProtect timestamp {timestamp.isoformat()} is {skew:+.1f} s from "
+                          f"the VTN's clock; accepted: -{self.past.total_seconds():g} s to "
+                          f"+{self.future.total_seconds():g} s")
+        key = hashlib.sha256(f"{fingerprint}\n{nonce}".encode()).hexdigest()
+        if not self.store.use_nonce(key, timestamp + self.past):
+            raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
+                          "this ReplayProtect nonce was used before: the message is a replay")
+        if self._next_prune is None or now >= self._next_prune:
+            self._next_prune = now + self.past
+            self.store.prune_nonces(now)
+
+
+def _verified_replay_protect(results) -> tuple[datetime, str]:
+    """(timestamp, nonce) from the signed SignatureProperties, not from anywhere in the body
+    (an unsigned ds:Object could carry a fresh pair in front of the signed one)."""
+    for result in results:
+        signed = result.signed_xml
+        if signed is None:
+            continue
+        timestamp = signed.findtext(f".//{_DSP}timestamp")
+        nonce = signed.findtext(f".//{_DSP}nonce")
+        if timestamp is not None and nonce:
+            try:
+                return utils.parse_datetime(timestamp), nonce
+            except (ValueError, TypeError, OverflowError):
+                break
+    raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the signature has no valid ReplayProtect")
+
+
+def verify_signature(tree: etree._Element, tls_fingerprint: str | None) -> tuple[str, datetime, str]:
+    """The signing certificate's fingerprint and the signed (timestamp, nonce)."""
+    if tls_fingerprint is None:
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "a TLS client certificate is required")
+    certificate = tree.find(f"./{_DS}Signature//{_DS}X509Certificate")
+    if certificate is None or not (certificate.text or "").strip():
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the message is not signed")
+    cert = utils.extract_pem_cert(tree)
     try:
-        tree = etree.fromstring(body)
-    except etree.XMLSyntaxError:
-        return  # openleadr answers malformed XML with its own 400
-    if tree.find(f".//{_VEN_ID}") is not None and tree.findtext(f".//{_VEN_ID}"):
-        return  # openleadr verifies these against the enrolled fingerprint
+        fingerprint = utils.certificate_fingerprint(cert)
+    except Exception:   # noqa: BLE001 - whatever the peer put there, it is not a certificate
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the signing certificate is unreadable")
+    if fingerprint != tls_fingerprint:
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
+                      "the message was signed with another certificate than the TLS one")
     try:
-        cert = utils.extract_pem_cert(tree)
-    except Exception as err:
-        raise SignatureRejected("the message is not signed") from err
-    if utils.certificate_fingerprint(cert) != tls_fingerprint:
-        raise SignatureRejected("the message was signed with another certificate than the TLS one")
-    try:
-        validate_xml_signature(tree)
-    except Exception as err:
-        raise SignatureRejected(f"invalid signature: {err}") from err
+        results = VERIFIER.verify(tree, x509_cert=utils.ensure_bytes(cert), expect_references=2)
+    except Exception as err:   # noqa: BLE001 - signxml raises many types for a bad signature
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, f"invalid signature: {err}")
+    return (fingerprint, *_verified_replay_protect(results))
 
 
-def signature_middleware(create_message, vtn_id: str):
+class MessagePath:
+    """The OpenADR request path of one VTN (see the module docstring)."""
+
+    def __init__(self, vtn_id: str, signer: Callable[..., str], ven_lookup: Callable,
+                 replay: ReplayGuard, transaction: Callable[[], ContextManager]):
+        self.vtn_id, self.signer, self.ven_lookup, self.replay = vtn_id, signer, ven_lookup, replay
+        self.transaction = transaction
+
     @web.middleware
-    async def middleware(request: web.Request, handler):
-        if not request.secure:
+    async def middleware(self, request: web.Request, handler):
+        service = getattr(request.match_info.handler, "__self__", None)
+        if not isinstance(service, VTNService):
             return await handler(request)
-        body = await request.read()
+        return await self.handle(request, service)
+
+    async def handle(self, request: web.Request, service: VTNService) -> web.Response:
+        incoming = Incoming()
         try:
-            check_unidentified_message(body, utils.get_cert_fingerprint_from_request(request))
-        except SignatureRejected as err:
-            log.warning("rejected message from %s: %s", request.remote, err)
+            # One transaction: a request refused at any step stores nothing; a PartlyRefused
+            # one keeps what its handler accepted.
+            with self.transaction():
+                try:
+                    answer_type, answer = await self._answer(request, service, incoming)
+                except PartlyRefused as err:
+                    partly = err
+                else:
+                    return self._respond(self._build(answer_type, answer))
+            log.warning("partly refused %s from %s (venID %s): %s", incoming.message_type,
+                        request.remote, incoming.ven_id, partly.response_description)
+            code, description = partly.response_code, partly.response_description
+        except _Empty:
+            return self._respond("")
+        except Refused as err:
+            log.warning("refused %s from %s (venID %s): %s %s%s", incoming.message_type or "message",
+                        request.remote, incoming.ven_id, err.code, err.description,
+                        f" [{err.detail}]" if err.detail else "")
+            code, description = err.code, err.description
+        except Exception as err:   # noqa: BLE001 - a bug of this path must not become a 500 either
+            log.error("the message path failed on a %s from %s at %s", incoming.message_type,
+                      request.remote, _site(err))
+            code, description = OTHER_ERROR, "the VTN could not process this message"
+        answer_type, answer = error_answer(self.vtn_id, incoming, code, description)
+        return self._respond(self.signer(answer_type, **answer))
+
+    def _build(self, answer_type: str, answer: dict) -> str:
+        """The signed answer, refused (so the request rolls back) if it cannot be built or
+        would not be valid 2.0b: what a peer sent must not make the VTN speak out of profile
+        (a negative samplingRate used to come back as the duration P-1DT23H)."""
+        try:
+            text = self.signer(answer_type, **answer)
+        except Exception as err:   # noqa: BLE001 - an answer we cannot build is refused
+            raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer could not be built",
+                          _site(err))
+        try:
+            xsd.validate(text)
+        except xsd.SchemaViolation as err:
+            raise Refused(CODES.INVALID_DATA, f"the {answer_type} answer would not be valid 2.0b",
+                          err.errors[0])
+        return text
+
+    @staticmethod
+    def _respond(text: str) -> web.Response:
+        response = web.Response(text=text, content_type="application/xml")
+        hooks.call("before_respond", response.text)
+        return response
+
+    async def _answer(self, request: web.Request, service: VTNService,
+                      incoming: Incoming) -> tuple[str, dict]:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.lower().startswith("application/xml"):
+            raise Refused(BAD_REQUEST, f"the Content-Type must be application/xml, not {content_type!r}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise Refused(BAD_REQUEST, f"the message is larger than {oadr_xml.MAX_BYTES} bytes")
+        try:
+            tree = oadr_xml.parse(body)
+        except oadr_xml.Malformed as err:
+            raise Refused(BAD_REQUEST, str(err))
+        self._sketch(tree, incoming)
+        try:
+            xsd.check(tree)
+        except xsd.SchemaViolation as err:
+            raise Refused(BAD_REQUEST, f"not valid OpenADR 2.0b: {err.errors[0]}")
+        fingerprint, timestamp, nonce = self._verify(request, tree)
+        self.replay.check(fingerprint, timestamp, nonce)
+        try:
+            message_type, payload = oadr_xml.payload(tree)
+        except oadr_xml.Malformed as err:
+            raise Refused(BAD_REQUEST, str(err))
+        incoming.message_type, incoming.payload = message_type, payload
+        incoming.request_id = _text(payload.get("request_id")) or incoming.request_id
+        if message_type == "oadrResponse":
+            raise _Empty()
+        if message_type not in service.handlers:
+            raise Refused(CODES.COMPLIANCE_ERROR, f"a {message_type} is not sent to "
+                                                  f"{service.__service_name__}")
+        if payload.get("vtn_id") is not None and payload["vtn_id"] != self.vtn_id:
+            raise Refused(CODES.INVALID_ID, f"the vtnID is {self.vtn_id!r}, not {payload['vtn_id']!r}")
+        if "ven_id" in payload:
+            incoming.ven_id = _text(payload["ven_id"])
+            registered = await self._identify(payload["ven_id"], fingerprint)
+            if not registered and message_type not in _BEFORE_REGISTRATION:
+                return "oadrRequestReregistration", {"ven_id": payload["ven_id"]}
+        if message_type == "oadrCreatePartyRegistration":
+            payload["fingerprint"] = fingerprint
+        return await self._handle(service, message_type, payload, incoming)
+
+    @staticmethod
+    def _sketch(tree: etree._Element, incoming: Incoming) -> None:
+        """Type, requestID and venID, read before validation so an error can be paired."""
+        incoming.message_type = xsd.message_type(tree)
+        incoming.request_id = tree.findtext(f".//{_PYLD}requestID")
+        incoming.ven_id = tree.findtext(f".//{_EI}venID")
+
+    @staticmethod
+    def _verify(request: web.Request, tree: etree._Element) -> tuple[str, datetime, str]:
+        signed = tree.xpath("//*[@*[local-name()='Id'] = $id]", id=_SIGNED_ID)
+        if len(signed) != 1 or signed[0].getparent() is not tree:
+            raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
+                          "exactly one oadrSignedObject, under oadrPayload, must be signed")
+        try:
+            return verify_signature(tree, utils.get_cert_fingerprint_from_request(request))
+        except Refused:
             metrics.SIGNATURE_FAILURES.inc()
-            code = enums.STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED
-            message = create_message("oadrResponse", vtn_id=vtn_id, ven_id="",
-                                     response={"response_code": code,
-                                               "response_description": str(err),
-                                               "request_id": None})
-            return web.Response(text=message, content_type="application/xml")
-        return await handler(request)
-    return middleware
+            raise
+
+    async def _identify(self, ven_id, fingerprint: str) -> bool:
+        """Is the venID this certificate's? Returns whether it is registered."""
+        try:
+            ven = (await utils.await_if_required(self.ven_lookup(ven_id))
+                   if isinstance(ven_id, str) else None)
+        except errors.ProtocolError as err:     # e.g. 463 for a disabled VEN
+            raise Refused(err.response_code, err.response_description)
+        if ven is None:
+            raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, f"venID {ven_id!r} is not enrolled")
+        if ven.get("fingerprint") != fingerprint:
+            raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
+                          f"venID {ven_id!r} belongs to another certificate")
+        return ven.get("registration_id") is not None
+
+    async def _handle(self, service: VTNService, message_type: str, payload: dict,
+                      incoming: Incoming) -> tuple[str, dict]:
+        try:
+            answer_type, answer = await service.handle_message(message_type, payload)
+        except PartlyRefused:
+            raise
+        except errors.RequestReregistration as err:
+            return "oadrRequestReregistration", {"ven_id": err.ven_id}
+        except errors.SendEmptyHTTPResponse:
+            raise _Empty()
+        except errors.ProtocolError as err:
+            raise Refused(err.response_code, err.response_description)
+        except Exception as err:   # noqa: BLE001 - a peer's data must never become a 500
+            raise Refused(CODES.INVALID_DATA, f"the {message_type} could not be processed: "
+                                              f"{type(err).__name__}", _site(err))
+        answer["vtn_id"] = self.vtn_id
+        if "ven_id" not in answer:
+            answer["ven_id"] = payload.get("ven_id")
+        return answer_type, answer

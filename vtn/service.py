@@ -25,17 +25,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from aiohttp import web
-from openleadr import OpenADRServer, errors, messaging
+from openleadr import OpenADRServer, errors
 from openleadr.service import VTNService, handler, service
 
-from flexadr import tls
-from flexadr.clock import Clock
-from flexadr.signing import MessageSigner, NonceCache, install_nonce_cache
+from flexadr import oadr_xml, tls
+from flexadr.clock import Clock, SystemClock
+from flexadr.signing import MessageSigner
 from flexadr.tls import CertKey, TlsProfile
 from vtn import metrics, telemetry, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
-from vtn.security import signature_middleware
+from vtn.security import MessagePath, PartlyRefused, ReplayGuard
 from vtn.store import (COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store,
                        TelemetryQuarantine, TelemetryRaw)
 
@@ -70,8 +70,9 @@ class VtnConfig:
     admin_key: Path | None = None
     crl_file: Path | None = None      # revoked client certificates, refused at the handshake
     webhook_allow_private: bool = False   # allow webhooks to loopback / private addresses
-    replay_past: timedelta = timedelta(seconds=30)     # oldest signed message accepted
-    replay_future: timedelta = timedelta(seconds=5)    # newest (sender's clock ahead)
+    # ReplayProtect timestamps accepted from now - replay_past to now + replay_future
+    replay_past: timedelta = timedelta(seconds=30)
+    replay_future: timedelta = timedelta(seconds=5)
 
     def tls_identities(self) -> list[CertKey]:
         identities = [CertKey(self.cert, self.key)]
@@ -157,15 +158,17 @@ class Vtn:
         self._route_report_service()
         self.server.services["event_service"].handlers["oadrRequestEvent"] = self.request_event
         self._count_queries()
-        self._own_service_state()
-        self._complete_event_errors()
-        create_message = self.server.services["poll_service"]._create_message
+        signer = self._own_service_state()
+        # Signed timestamps are wall-clock time whatever clock the VTN's logic runs on.
+        replay = ReplayGuard(store, SystemClock(), config.replay_past, config.replay_future)
+        self.server.app._client_max_size = oadr_xml.MAX_BYTES
         self.server.app.middlewares.append(metrics.middleware)
-        self.server.app.middlewares.append(signature_middleware(create_message, config.vtn_id))
+        self.server.app.middlewares.append(
+            MessagePath(config.vtn_id, signer, self.ven_lookup, replay, store.transaction).middleware)
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)    # on its own listener (start)
 
-    def _own_service_state(self) -> None:
+    def _own_service_state(self) -> MessageSigner:
         """openleadr keeps ven_lookup and the message signer on the VTNService class: the
         last server built wins. Pin both on this server's service instances, so each VTN
         answers from its own store and signs with its own key. The signer parses the key
@@ -174,23 +177,7 @@ class Vtn:
         for service_ in self.server.services.values():
             service_.ven_lookup = self.ven_lookup
             service_._create_message = signer
-        if not isinstance(messaging.NONCE_CACHE, NonceCache):
-            install_nonce_cache()      # O(1) replay check instead of a scan per message
-
-    def _complete_event_errors(self) -> None:
-        """openleadr answers an oadrRequestEvent error (e.g. 463 for a disabled VEN) with an
-        oadrDistributeEvent that lacks its events, vtnID and requestID, so building it
-        fails (500). Fill them in: no events, our vtnID, a fresh requestID."""
-        service_ = self.server.services["event_service"]
-        original = service_.error_response
-
-        def error_response(message_type, error_code, error_description):
-            response_type, payload = original(message_type, error_code, error_description)
-            if response_type == "oadrDistributeEvent":
-                payload.update(events=[], vtn_id=self.config.vtn_id,
-                               request_id=uuid.uuid4().hex)
-            return response_type, payload
-        service_.error_response = error_response
+        return signer
 
     def _route_opt_service(self) -> None:
         opt_service = OptService(self.config.vtn_id, self)
@@ -587,9 +574,10 @@ class Vtn:
         rejected = [reason for request, intervals in reports
                     for reason in self._store_report(ven_id, request, intervals, now)]
         if rejected:
-            # Raised after the store committed: the accepted values stay stored.
+            # PartlyRefused: the message path answers 454 and still commits what was stored
+            # (the accepted values and the quarantined ones).
             more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
-            raise errors.InvalidDataError(_safe(f"{len(rejected)} value(s) quarantined: "
+            raise PartlyRefused(_safe(f"{len(rejected)} value(s) quarantined: "
                                                 + "; ".join(rejected[:3]) + more))
         metrics.MESSAGES_OUT.labels("oadrUpdatedReport").inc()
         return "oadrUpdatedReport", {}

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import text, update
+from sqlalchemy import delete, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from vtn.store import migrate
 from vtn.store.models import (
-    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, Notice, OptAvailability,
+    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
+    OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
     Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
@@ -51,6 +53,19 @@ def _json_value(value) -> str:
     return json.dumps(value)
 
 
+class _UnitOfWork(Session):
+    """The session of Store.transaction(): store methods' commits become flushes."""
+
+    def commit(self) -> None:
+        self.flush()
+
+    def commit_unit(self) -> None:
+        super().commit()
+
+
+_UNIT: ContextVar[_UnitOfWork | None] = ContextVar("flexadr_store_unit", default=None)
+
+
 class Store:
     def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True):
         url = database_url(url)
@@ -68,8 +83,39 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        unit = _UNIT.get()
+        if unit is not None and unit.bind is self.engine:
+            yield unit      # inside transaction(): its commits are flushes of the one transaction
+            return
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything the store writes inside the block is one database transaction:
+        committed when the block ends, rolled back (all of it) when it raises.
+
+        For one OpenADR request: a handler that fails half-way leaves nothing behind.
+        Store methods keep their own `s.commit()`; inside the block it only flushes.
+        """
+        if _UNIT.get() is not None:
+            yield
+            return
+        unit = _UnitOfWork(self.engine, expire_on_commit=False)
+        token = _UNIT.set(unit)
+        try:
+            yield
+            if self.engine.dialect.name == "postgresql":
+                # seen() turns synchronous_commit off for its own (informational) write;
+                # the request's data must be durable.
+                unit.exec(text("SET LOCAL synchronous_commit TO ON"))
+            unit.commit_unit()
+        except BaseException:
+            unit.rollback()
+            raise
+        finally:
+            _UNIT.reset(token)
+            unit.close()
 
     # --- programs and participants ------------------------------------------
     def upsert_program(self, program: Program) -> Program:
@@ -639,3 +685,23 @@ class Store:
             if kind is not None:
                 query = query.where(Notice.kind == kind)
             return s.exec(query).all()
+
+    # --- replay protection -------------------------------------------------
+    def use_nonce(self, key: str, expires_at: datetime) -> bool:
+        """Record a nonce; False if any VTN process recorded it before (a replay).
+
+        One insert on the primary key: O(1) whatever the table holds.
+        """
+        try:
+            with self.engine.begin() as connection:   # Core, not the ORM: this runs per message
+                connection.execute(insert(NonceRecord).values(key=key, expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def prune_nonces(self, expired_before: datetime) -> int:
+        """Drop the nonces whose messages the timestamp check alone now refuses."""
+        with self.session() as s:
+            removed = s.exec(delete(NonceRecord).where(NonceRecord.expires_at < expired_before))
+            s.commit()
+            return removed.rowcount

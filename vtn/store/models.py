@@ -314,10 +314,21 @@ class Oadr3Subscription(SQLModel, table=True):
     modified_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class NonceRecord(SQLModel, table=True):
+    """A signed message's ReplayProtect nonce, kept until its timestamp leaves the window.
+
+    Shared by every VTN process on the database and kept across restarts, so a captured
+    message is refused wherever and whenever it is replayed. `key` digests the signing
+    certificate's fingerprint with the nonce: a bounded, unique key whatever a peer sends.
+    """
+    key: str = Field(primary_key=True)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
-              Oadr3Client, Oadr3Report, Oadr3Subscription)
+              Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord)
 
 
 def vtn_metadata():

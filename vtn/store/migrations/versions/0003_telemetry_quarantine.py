@@ -1,7 +1,7 @@
 """telemetry by meaning: registration metadata, resource status, revisions, raw values, quarantine
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01 22:00:00
 """
 from alembic import op
@@ -11,7 +11,7 @@ import vtn.store.types
 
 
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
