@@ -52,6 +52,7 @@ STATUS_POINTS = ("status", "plugged_in")      # oadrPayloadResourceStatus, and t
 RESOURCE_ID = "device"          # the one resource an agent reports on and answers to in targets
 SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
 READ_TIMEOUT = timedelta(seconds=10)
+SHORTEST_INTERVAL = timedelta(seconds=1)
 MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
 REGISTER_RETRY = timedelta(seconds=30)
 
@@ -183,8 +184,13 @@ class VenAgent:
                                    report_name=STATUS, sampling_rate=SAMPLING,
                                    report_duration=timedelta(hours=1))
 
+    def _interval_wall(self, interval: timedelta) -> timedelta:
+        # 2.0b durations are whole seconds: in compressed time a shorter interval would go
+        # out as PT0S, which the VTN rightly quarantines.
+        return max(_wall(interval, self.config.time_scale), SHORTEST_INTERVAL)
+
     def _recorder(self, interval: timedelta) -> IntervalRecorder:
-        interval_wall = _wall(interval, self.config.time_scale)
+        interval_wall = self._interval_wall(interval)
         wanted = _wall(self.config.sample_period, self.config.time_scale)
         # Samples must fall exactly on interval boundaries: a whole number of
         # microseconds that divides the interval, as close to the wish as that allows.
@@ -200,7 +206,7 @@ class VenAgent:
         if request is None or not request.granularity:
             return
         interval = request.granularity * self.config.time_scale
-        if _wall(interval, self.config.time_scale) != self.recorder.interval:
+        if self._interval_wall(interval) != self.recorder.interval:
             self.recorder = self._recorder(interval)
 
     @property

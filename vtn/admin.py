@@ -203,7 +203,9 @@ class AdminApi:
                 log.warning("admin request from %s without a valid token", remote)
                 return _json({"error": "admin token required"}, 401)
             try:
-                return await handler(request)
+                # One transaction per admin call: all of it is stored, or none of it.
+                with self.store.transaction():
+                    return await handler(request)
             except InputError as err:
                 return _json({"error": str(err), "field": err.field,
                               "problems": [{"field": f, "problem": p} for f, p in err.problems]},
