@@ -16,6 +16,7 @@ COMMANDS = [
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",
+    "vtn.commands.replay",
 ]
 
 
