@@ -59,10 +59,12 @@ class ReplayOptions:
     days: int = 7
     vens: int = 100
     seed: int = 0
-    # Wall seconds per replayed day. 96 puts a 15-minute interval on one wall second:
-    # OpenADR durations travel in whole seconds, so no shorter interval survives the wire.
-    day_s: float = 96.0
-    poll_s: float = 2.0
+    # Wall seconds per replayed day, a multiple of 96 (96 puts a 15-minute interval on one
+    # wall second: OpenADR durations travel in whole seconds, none shorter survives the
+    # wire). Every VEN sends a signed report per interval: 288 keeps 100 of them, their
+    # polls and the VTN within two cores.
+    day_s: float = 288.0
+    poll_s: float = 4.0
     workdir: Path = Path("var/replay")
     load_csv: Path | None = None
     database_url: str | None = None
@@ -143,7 +145,8 @@ def _agent_config(m: Member, pki, port: int, scale: float, state: Path, alerts: 
         ven_name=m.name, vtn_url=f"https://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
         cert=pki.vens[m.name].cert, key=pki.vens[m.name].key, ca_file=pki.ca.cert,
         vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
-        adapter_config=dict(m.device, time_scale=scale),
+        # Unplugged (idle) until the replay's clock starts: registering a fleet takes a while.
+        adapter_config=dict(m.device, time_scale=scale, plugged_in=False),
         capacity_kwh=m.device["capacity_kwh"],
         max_discharge_kw=m.device.get("max_discharge_kw", 0.0),
         max_charge_kw=m.device["max_charge_kw"], cycle_cap_per_year=m.cycle_cap_per_year,
@@ -227,6 +230,8 @@ class Replay:
             agent = agents[silent]
             agent.adapter = FallsSilent(agent.adapter.config, self.clock, silent_from)
             wall_alerts.write_text(scenario.cap_feed([self.storm], timeline.to_wall))
+            for each in fleet.agents:
+                each.adapter.device.set_plugged_in(True, timeline.wall_start)
             result = ReplayResult(opts, timeline, store, members, agents, self.programs,
                                   self.kinds, self.planned, self.storm, self.emergency,
                                   silent, silent_from)

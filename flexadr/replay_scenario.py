@@ -41,7 +41,8 @@ class Timeline:
 
     def to_history(self, when: datetime) -> datetime:
         offset = (when - self.wall_start) * self.scale
-        # A wall microsecond is `scale` history microseconds: snap to the quarter-hour grid.
+        # A wall microsecond is `scale` history microseconds: snap to whole seconds, so
+        # interval edges land back on their quarter-hours.
         snapped = round(offset / timedelta(seconds=1))
         return self.history_start + timedelta(seconds=snapped)
 

@@ -28,6 +28,7 @@ PEAK_DAY = date(2018, 8, 29)
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
     options = ReplayOptions(first_day=PEAK_DAY, days=1, vens=12, seed=7, load_csv=LOAD,
+                            day_s=96.0, poll_s=2.0,
                             workdir=tmp_path_factory.mktemp("replay"))
     result = asyncio.run(run_replay(options))
     yield result

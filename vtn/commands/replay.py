@@ -25,9 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--days", type=int, default=7, help="days in the window (default 7)")
     p.add_argument("--vens", type=int, default=100, help="VEN agents (default 100; at least 9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fleet and its owners")
-    p.add_argument("--day-seconds", type=float, default=96.0, metavar="S",
-                   help="wall seconds per replayed day, a multiple of 96 (default 96: one "
-                        "15-minute interval per second)")
+    p.add_argument("--day-seconds", type=float, default=288.0, metavar="S",
+                   help="wall seconds per replayed day, a multiple of 96 (default 288: a "
+                        "15-minute interval in 3 s; 96 is the fastest, for small fleets)")
+    p.add_argument("--poll-seconds", type=float, default=4.0, metavar="S",
+                   help="how often each VEN polls the VTN, wall seconds (default 4)")
     p.add_argument("--load", type=Path, metavar="CSV",
                    help="ISO-NE hourly load + day-ahead forecast (default: the shipped data)")
     p.add_argument("--workdir", type=Path, default=Path("var/replay"),
@@ -43,6 +45,8 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--days must be at least 1"
     if args.vens < len(MIX) + 1:
         return f"--vens must be at least {len(MIX) + 1} (one VEN of each kind and the depot)"
+    if args.poll_seconds <= 0:
+        return "--poll-seconds must be positive"
     if args.day_seconds <= 0 or args.day_seconds % 96:
         return "--day-seconds must be a positive multiple of 96 (whole wall seconds per interval)"
     load = args.load or data_dir() / LOAD_FILE
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("openleadr").setLevel(logging.CRITICAL if quiet else logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL if quiet else logging.INFO)
     options = ReplayOptions(first_day=args.start, days=args.days, vens=args.vens, seed=args.seed,
-                            day_s=args.day_seconds, workdir=args.workdir, load_csv=args.load,
+                            day_s=args.day_seconds, poll_s=args.poll_seconds, workdir=args.workdir, load_csv=args.load,
                             database_url=args.database)
     began = time.monotonic()
     try:
