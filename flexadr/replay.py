@@ -174,6 +174,7 @@ class Replay:
         self.programs = load_programs()
         self.kinds: dict[str, str] = {}
         self.planned: dict[str, PlannedEvent] = {}
+        self._opting: list[asyncio.Task] = []
 
     def _files(self, data: Path) -> tuple[Path, Path, Path]:
         opts = self.options
@@ -292,6 +293,7 @@ class Replay:
                 self.show(line)
                 next_line += timedelta(hours=3)
             await asyncio.sleep(max(0.0, (now + tick - self.clock.now()).total_seconds()))
+        await asyncio.gather(*self._opting)
 
     def _flex_alert(self, store: Store, timeline: Timeline) -> None:
         e = self.emergency
@@ -312,7 +314,9 @@ class Replay:
                 if kind != EventKind.DISPATCH.value or stored is None or stored.opt != "optIn":
                     continue
                 if stored.start + TELEMETRY * 2 / self.scale <= now < stored.end:
-                    await agent.opt_out(event_id)
+                    # Not awaited here: telling a busy VTN takes seconds of wall time,
+                    # hours of the replay, and the clock must not wait for it.
+                    self._opting.append(asyncio.create_task(agent.opt_out(event_id)))
                     result.owner_opt_outs.append((name, event_id))
                     break
 

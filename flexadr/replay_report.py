@@ -71,7 +71,8 @@ class VenEvent:
     event_id: str
     opt: str
     reported_kw: float
-    device_kw: float
+    device_kw: float             # over the intervals reported (gaps count 0 on both sides)
+    device_event_kw: float       # over the whole event: what the device really did
     coverage: float              # share of the event with telemetry
 
 
@@ -84,8 +85,11 @@ def ven_rows(result: ReplayResult, program_id: str) -> list[VenEvent]:
                                       event.start_utc, event.end_utc)
             truth = window_average(Series(intervals(result, target.ven_id, truth=True)),
                                    event.start_utc, event.end_utc)
+            device = result.agents[target.ven_id].adapter.device
+            whole = device.mean_kw(event.start_utc, event.end_utc)
             rows.append(VenEvent(target.ven_id, event.event_id, target.opt_type or "none",
                                  sign * reported.kw + 0.0, sign * truth.kw + 0.0,
+                                 sign * whole + 0.0,
                                  reported.covered_s / (event.end_utc - event.start_utc).total_seconds()))
     return rows
 
@@ -117,7 +121,7 @@ def annual_peak(result: ReplayResult, load_csv) -> AnnualPeak:
 
 def report(result: ReplayResult, settlements: dict[str, SeasonSettlement], peak: AnnualPeak) -> str:
     header = (f"{'program':<20} {'events':>6} {'withdrawn':>9} {'standing':>8} {'VENs':>5} "
-              f"{'opt-outs':>8} {'fleet kW':>9} {'device kW':>9} {'payments $':>11}")
+              f"{'opt-outs':>8} {'fleet kW':>9} {'device kW':>9} {'data %':>6} {'payments $':>11}")
     lines = [header, "-" * len(header)]
     for pid in result.programs:
         events = result.store.events(program_id=pid)
@@ -129,12 +133,13 @@ def report(result: ReplayResult, settlements: dict[str, SeasonSettlement], peak:
         rows = ven_rows(result, pid)
         per_event = max(1, called)
         reported = sum(r.reported_kw for r in rows) / per_event
-        device = sum(r.device_kw for r in rows) / per_event
+        device = sum(r.device_event_kw for r in rows) / per_event
         opted = sum(1 for r in rows if r.opt == "optOut")
+        coverage = 100 * sum(r.coverage for r in rows) / len(rows) if rows else 0.0
         paid = settlements[pid].totals["payment_usd"] if pid in settlements else 0.0
         lines.append(f"{pid:<20} {called:>6} {withdrawn:>9} {standing:>8} "
                      f"{len(result.store.vens(pid)):>5} {opted:>8} {reported:>9.1f} "
-                     f"{device:>9.1f} {paid:>11.2f}")
+                     f"{device:>9.1f} {coverage:>6.1f} {paid:>11.2f}")
     local = peak.hour_start_utc.astimezone(NEW_YORK)
     lines.append("-" * len(header))
     lines.append(f"annual peak {local.year}: {local:%Y-%m-%d} hour starting {local:%H:%M} "
