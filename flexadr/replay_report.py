@@ -27,14 +27,15 @@ def settled_events(result: ReplayResult, program_id: str) -> list[Event]:
             if e.status != CANCELLED and result.kinds.get(e.event_id) in SETTLED_KINDS]
 
 
-def intervals(result: ReplayResult, ven_id: str, truth: bool = False) -> list[TelemetryInterval]:
-    """The VEN's telemetry as the VTN stored it (wall time, kW into the device); truth=True
-    puts what the device did over each of those intervals in place of what was reported,
-    so gaps stay gaps."""
+def intervals(result: ReplayResult, ven_id: str, truth: bool = False,
+              start: datetime | None = None, end: datetime | None = None) -> list[TelemetryInterval]:
+    """The VEN's telemetry as the VTN stored it (wall time, kW into the device), all of it
+    or what overlaps [start, end); truth=True puts what the device did over each of those
+    intervals in place of what was reported, so gaps stay gaps."""
     device = result.agents[result.store.ven(ven_id).ven_name].adapter.device
     return [TelemetryInterval(ven_id, p.interval_start, p.interval_end,
                               device.mean_kw(p.interval_start, p.interval_end) if truth else p.kw)
-            for p in result.store.telemetry(ven_id) if p.kw is not None]
+            for p in result.store.telemetry(ven_id, start, end) if p.kw is not None]
 
 
 def settle_program(result: ReplayResult, program_id: str, truth: bool = False) -> SeasonSettlement:
@@ -81,10 +82,10 @@ def ven_rows(result: ReplayResult, program_id: str) -> list[VenEvent]:
     rows = []
     for event in settled_events(result, program_id):
         for target in result.store.targets(event.event_id):
-            reported = window_average(Series(intervals(result, target.ven_id)),
-                                      event.start_utc, event.end_utc)
-            truth = window_average(Series(intervals(result, target.ven_id, truth=True)),
-                                   event.start_utc, event.end_utc)
+            span = event.start_utc, event.end_utc
+            reported = window_average(Series(intervals(result, target.ven_id, False, *span)),
+                                      *span)
+            truth = window_average(Series(intervals(result, target.ven_id, True, *span)), *span)
             device = result.agents[target.ven_id].adapter.device
             whole = device.mean_kw(event.start_utc, event.end_utc)
             rows.append(VenEvent(target.ven_id, event.event_id, target.opt_type or "none",
