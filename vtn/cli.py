@@ -19,6 +19,7 @@ COMMANDS = [
     "vtn.commands.programs",
     "vtn.commands.backtest",
     "vtn.commands.oadr3",
+    "vtn.commands.replay",
 ]
 
 
