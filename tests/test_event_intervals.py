@@ -1,5 +1,6 @@
 """Events with a profile of values: stored, fitted when the event moves, sent as 2.0b
-intervals (uid 0..n, back to back, summing to the active period) to a stock VEN."""
+intervals (uid 0..n, back to back, summing to the active period) to a stock VEN, with
+ECDSA P-256 and RSA-2048 certificates."""
 import asyncio
 from datetime import datetime, timedelta, timezone
 
@@ -7,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from certs.pki import ensure_dev_pki
 from flexadr.clock import SystemClock
 from schedules import model
-from test_openadr_20b import Stock, eventually, vtn  # noqa: F401  (fixture)
+from test_openadr_20b import Stock, eventually, started_vtn
 from vtn import lifecycle
 from vtn.event_intervals import ScheduleError, Step, checked, fit, loads
 from vtn.store import Ven
@@ -57,12 +59,24 @@ def _signal_intervals(event):
     return [(i["uid"], i["dtstart"], i["duration"], i["signal_payload"]) for i in signal["intervals"]]
 
 
+@pytest.fixture(params=["ecdsa", "rsa"])
+async def keyed_vtn(request, tmp_path, store):
+    """Our VTN and a stock VEN's certificate, both ECDSA P-256 or both RSA-2048."""
+    pki = ensure_dev_pki(tmp_path / "pki", ["stock-1"], key_type=request.param)
+    store.enrol(Ven(ven_id="stock-1", ven_name="stock-1", fingerprint=pki.vens["stock-1"].fingerprint,
+                    program_id="connected_solutions", device_kind="battery"))
+    server, url = await started_vtn(store, pki)
+    yield server, pki, url
+    await server.stop()
+
+
 @pytest.mark.parametrize("program_id, profile", [
     ("connected_solutions", [5.0, 2.0, 4.0]),
     ("managed_charging", [0.5, 0.25, 1.0]),
 ])
-async def test_a_stock_ven_receives_every_interval(vtn, vtn_sent_messages, program_id, profile):
-    server, pki, url = vtn
+async def test_a_stock_ven_receives_every_interval(keyed_vtn, vtn_sent_messages, program_id,
+                                                   profile):
+    server, pki, url = keyed_vtn
     store = server.store
     start = datetime.now(timezone.utc).replace(microsecond=0) + HOUR
     event = lifecycle.publish(store, model.load(program_id), start, start + 3 * HOUR, ["stock-1"],
