@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from openleadr import OpenADRClient, objects, utils
+from openleadr import OpenADRClient, messaging, objects, utils
 
-from flexadr.signing import MessageSigner, client_signer
+from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache
 from ven.telemetry import UPDATE_REPORT
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class FlexClient(OpenADRClient):
         super().__init__(*args, **kwargs)
         # openleadr re-parses the PEM key for every message it signs; parse it once.
         self._create_message = client_signer(self._create_message, VenSigner)
+        # ... and scans its whole (process-wide) nonce set for every message it verifies:
+        # with a fleet of agents in one process that set is large.
+        if not isinstance(messaging.NONCE_CACHE, NonceCache):
+            install_nonce_cache()
         self.signs = isinstance(self._create_message, MessageSigner)
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
