@@ -68,8 +68,6 @@ def test_example_vtn_config_resolves_paths_next_to_the_file(examples):
 
 
 def test_example_vtn_config_has_a_planner_with_paths_next_to_the_file(examples):
-    if not DATA.is_dir():
-        pytest.skip(f"no data folder {DATA}")
     planner = vtn_config.load(examples / "vtn.toml").planner
     assert planner.programs == ("connected_solutions", "managed_charging")
     assert planner.sources.load_csv.name == "isone_hourly_load_2015-07_2019-12.csv"

@@ -92,24 +92,30 @@ class Stock:
         return [xsd.message_type(xsd.validate(xml)) for xml in self.received]
 
 
-async def started_vtn(store, pki, telemetry_interval=timedelta(seconds=REPORT_S)):
+async def started_vtn(store, pki, telemetry_interval=timedelta(seconds=REPORT_S),
+                      run_ticker=True, **config):
     """Our VTN on a free port (polls every second): the server and its OpenADR URL."""
     port = _free_port()
     server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
                            poll_interval=timedelta(seconds=1),
-                           telemetry_interval=telemetry_interval),
+                           telemetry_interval=telemetry_interval, **config),
                  store, SystemClock())
-    await server.start()
+    await server.start(run_ticker=run_ticker)
     return server, f"https://127.0.0.1:{port}{PATH}"
+
+
+def enrolled_stock_vens(store, root, names=("stock-1", "stock-2")):
+    """A test PKI with a certificate per stock VEN, each enrolled in ConnectedSolutions."""
+    pki = ensure_dev_pki(root, names)
+    for name in names:
+        store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
+                        program_id="connected_solutions", device_kind="battery"))
+    return pki
 
 
 @pytest.fixture
 async def vtn(tmp_path, store):
-    names = ["stock-1", "stock-2"]
-    pki = ensure_dev_pki(tmp_path / "pki", names)
-    for name in names:
-        store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
-                        program_id="connected_solutions", device_kind="battery"))
+    pki = enrolled_stock_vens(store, tmp_path / "pki")
     server, url = await started_vtn(store, pki)
     yield server, pki, url
     await server.stop()

@@ -3,7 +3,7 @@ the TLS handshake, disabled / revoked / unenrolled VENs refused (463) with nothi
 and oadrCancelPartyRegistration / oadrRequestReregistration reaching a stock openleadr VEN."""
 import asyncio
 import ssl
-from datetime import date, timedelta
+from datetime import date
 
 import aiohttp
 import pytest
@@ -12,12 +12,12 @@ from openleadr import enums
 from certs.pki import crl_path, ensure_dev_pki, revoked_serials, write_crl
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
-from tests.test_openadr_20b import PATH, REPORT_S, Stock, eventually
+from tests.test_openadr_20b import Stock, enrolled_stock_vens, eventually, started_vtn
 from tests.test_operator_input import snapshot
 from vtn.cli import main
 from vtn.programs import ensure_program
 from vtn.service import Vtn, VtnConfig
-from vtn.store import Enrolment, Participant, Ven
+from vtn.store import Enrolment, Participant
 
 TOKEN = "revocation-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -87,21 +87,13 @@ def test_the_crl_keeps_its_entries_and_moves_forward(tmp_path):
 
 @pytest.fixture
 async def vtn(tmp_path, store):
-    names = ["stock-1", "stock-2"]
-    pki = ensure_dev_pki(tmp_path / "pki", names)
-    for name in names:
-        store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=pki.vens[name].fingerprint,
-                        program_id="connected_solutions", device_kind="battery"))
-    port, admin_port = _free_port(), _free_port()
-    server = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                           poll_interval=timedelta(seconds=1),
-                           telemetry_interval=timedelta(seconds=REPORT_S),
-                           admin_token=TOKEN, admin_port=admin_port),
-                 store, SystemClock())
-    await server.start(run_ticker=False)
+    pki = enrolled_stock_vens(store, tmp_path / "pki")
+    admin_port = _free_port()
+    server, url = await started_vtn(store, pki, run_ticker=False, admin_token=TOKEN,
+                                    admin_port=admin_port)
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{admin_port}",
                                      timeout=aiohttp.ClientTimeout(total=10)) as admin:
-        yield server, pki, f"https://127.0.0.1:{port}{PATH}", admin
+        yield server, pki, url, admin
     await server.stop()
 
 
