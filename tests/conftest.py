@@ -7,6 +7,7 @@ Tests that touch the store are marked `db` (through the fixture), so
 """
 import logging
 import os
+import shutil
 import time
 import uuid
 
@@ -64,6 +65,20 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
     config.addinivalue_line("markers", "db: uses the VTN store (runs on SQLite and PostgreSQL)")
     config.addinivalue_line("markers", "fuzz: bounded fuzzing of an endpoint (bench/fuzz_*.py runs longer)")
+
+
+def daemon(name: str) -> str:
+    """Path of a system daemon a test starts itself (nginx, mosquitto, prosody).
+
+    Without it the test is skipped locally; CI installs every daemon and sets
+    FLEXADR_REQUIRE_DAEMONS=1, so there a missing one fails instead.
+    """
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if path:
+        return path
+    if os.environ.get("FLEXADR_REQUIRE_DAEMONS") == "1":
+        pytest.fail(f"FLEXADR_REQUIRE_DAEMONS=1 but {name} is not installed")
+    pytest.skip(f"{name} is not installed (Debian package {name})")
 
 
 def fresh_database_url(tmp_path) -> tuple[str, callable]:
