@@ -10,7 +10,8 @@ answer that echoes the request's requestID.
 `violations(tree)` lists what a message breaks, one line per finding with the
 rule's name first, so a test can say which rule failed. Outgoing violations are
 bugs (tests check every message the VTN and VEN send); incoming ones are answered
-with an error code by the message path.
+with an error code: by the VTN's message path, and by the VEN per event
+(`event_violations`: 454 and optOut for an event that breaks a rule).
 """
 from __future__ import annotations
 
@@ -51,6 +52,21 @@ def violations(tree: etree._Element) -> list[str]:
                                                for e in events])
     for event in events:
         found += _event(event)
+    return found
+
+
+def event_violations(tree: etree._Element) -> dict[str, list[str]]:
+    """Per eventID, the rules that event breaks (events that conform are left out): a VEN
+    refuses the events that break the profile and executes the rest of the message."""
+    events = list(tree.iter(f"{EI}eiEvent"))
+    ids = [e.findtext(f"{EI}eventDescriptor/{EI}eventID") for e in events]
+    repeated = _unique("unique-ids", "eventID", ids)
+    found: dict[str, list[str]] = {}
+    for event, event_id in zip(events, ids):
+        lines = _utc_times(event) + _event(event)
+        lines += [line for line in repeated if repr(event_id) in line]
+        if lines:
+            found.setdefault(event_id, []).extend(lines)
     return found
 
 

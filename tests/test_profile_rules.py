@@ -9,7 +9,7 @@ from lxml import etree
 from openleadr import messaging
 
 from flexadr import xsd
-from flexadr.profile_rules import EI, PYLD, XCAL, echo_violations, violations
+from flexadr.profile_rules import EI, PYLD, XCAL, echo_violations, event_violations, violations
 from vtn.oadr_events import to_oadr
 from vtn.store import Event
 
@@ -69,6 +69,17 @@ def test_duplicate_event_and_signal_ids_are_caught():
     signal = _first(tree, f"{EI}eiEventSignal")
     signal.addnext(copy.deepcopy(signal))
     assert any("signalID" in line for line in violations(tree))
+
+
+def test_a_ven_sees_which_events_of_a_message_break_which_rule():
+    tree = _distribute(_event("good"), _event("bad"), _event("twice"), _event("twice"))
+    bad = [e for e in tree.iter(f"{EI}eiEvent")
+           if e.findtext(f"{EI}eventDescriptor/{EI}eventID") == "bad"][0]
+    _first(bad, f"{EI}signalType").text = "price"
+    found = event_violations(tree)
+    assert sorted(found) == ["bad", "twice"]
+    assert [line.split(":")[0] for line in found["bad"]] == ["signal-type"]
+    assert all(line.startswith("unique-ids") for line in found["twice"])
 
 
 def test_simple_levels_and_current_value():

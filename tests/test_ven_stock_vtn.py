@@ -156,3 +156,43 @@ async def test_our_ven_follows_every_interval_of_a_stock_vtns_events(tmp_path, k
     assert {("sent", "oadrCreatePartyRegistration"), ("received", "oadrDistributeEvent"),
             ("sent", "oadrCreatedEvent"), ("sent", "oadrPoll")} <= kinds
     assert errors.records == []
+
+
+async def test_our_ven_refuses_an_event_that_breaks_the_profile(tmp_path):
+    """A LOAD_DISPATCH signal of signalType "price" passes the schema (stock openleadr
+    sends it and a stock VEN answers 200), but the profile's table has no price for
+    LOAD_DISPATCH: our VEN answers 454 with optOut, executes nothing of it, and still
+    takes the conforming event of the same message."""
+    pki = ensure_dev_pki(tmp_path / "pki", list(VENS))
+    start = ceil_to(SystemClock().now() + timedelta(seconds=5), timedelta(seconds=1))
+    events = [
+        {"event_id": "dispatch", "ven_id": "id-ven-v2g", "signal_name": "LOAD_DISPATCH",
+         "signal_type": "setpoint", "intervals": _intervals(start, [5.0])},
+        {"event_id": "priced-dispatch", "ven_id": "id-ven-v2g", "signal_name": "LOAD_DISPATCH",
+         "signal_type": "price", "intervals": _intervals(start, [0.3])},
+    ]
+    proc, url = await _stock_vtn(tmp_path, pki, events)
+    database = LocalDatabase(f"sqlite:///{tmp_path / 'vens.sqlite'}")
+    agent = _agent("ven-v2g", pki, url, tmp_path, database)
+    sent: list[str] = []
+    agent.client.add_hook("before_send_xml", sent.append)
+    try:
+        await agent.start()
+        assert agent.registered
+        async with asyncio.timeout(20):
+            while not any("oadrCreatedEvent" in xml for xml in sent):
+                await asyncio.sleep(0.2)
+    finally:
+        await agent.stop()
+        proc.terminate()
+        await proc.wait()
+
+    created = xsd.validate(next(xml for xml in sent if "oadrCreatedEvent" in xml))
+    ei = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
+    answers = {r.findtext(f".//{ei}eventID"): (r.findtext(f"{ei}responseCode"),
+                                                r.findtext(f"{ei}optType"))
+               for r in created.iter(f"{ei}eventResponse")}
+    assert answers == {"dispatch": ("200", "optIn"), "priced-dispatch": ("454", "optOut")}
+    assert agent.client.refused_events["priced-dispatch"][0].startswith("signal-type:")
+    assert "priced-dispatch" not in agent.decisions and "dispatch" in agent.decisions
+    assert profile_rules.violations(created) == []

@@ -268,6 +268,8 @@ class VenAgent:
         stored = self.store.event(event.event_id)
         if event.status == enums.EVENT_STATUS.CANCELLED:
             return await self._cancelled(event, stored)
+        if event.event_id in self.client.refused_events:
+            return Opt.OUT.value    # answered 454: it breaks the profile (see ven.oadr_client)
         if not self.identity.targeted_by(event.targets):
             log.info("VEN %s ignores event %s: it targets neither this VEN nor its resources",
                      self.config.ven_name, event.event_id)

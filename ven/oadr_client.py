@@ -8,6 +8,11 @@ Registration tells the truth: stock openleadr says oadrXmlSignature false
 although it signs every message, and writes oadrTransportAddress as the text
 "None" for a pull VEN (the element is optional: "not required if http pull
 model"); here the flag follows the signing and the empty address is left out.
+
+Events are checked against the profile rules the XSD cannot express (UTC times,
+interval uids and durations, SIMPLE levels, signal types, unique IDs): an event
+that breaks one is answered 454 with optOut and never executed; stock openleadr
+answers 200 to anything that passes the schema.
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from openleadr import OpenADRClient, messaging, objects, utils
+from openleadr import OpenADRClient, enums, messaging, objects, utils
 
+from flexadr import oadr_xml, profile_rules
 from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache
 from ven.telemetry import UPDATE_REPORT
 
@@ -85,8 +91,33 @@ class FlexClient(OpenADRClient):
         if not isinstance(messaging.NONCE_CACHE, NonceCache):
             install_nonce_cache()
         self.signs = isinstance(self._create_message, MessageSigner)
+        self.refused_events: dict[str, list[str]] = {}   # eventID -> profile rules it breaks
+        self.add_hook("before_parse_xml", self._check_events)
+        sign = self._create_message
+        self._create_message = lambda message_type, **payload: sign(
+            message_type, **self._with_refusals(message_type, payload))
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
+
+    def _check_events(self, content: str) -> None:
+        """Runs on every schema-valid message before openleadr parses it."""
+        if "oadrDistributeEvent" not in content:    # (after the signature, if signed)
+            return
+        broken = profile_rules.event_violations(oadr_xml.parse(content.encode()))
+        for event_id, lines in broken.items():
+            if self.refused_events.get(event_id) != lines:
+                log.warning("VEN %s refuses event %s: %s", self.ven_name, event_id, "; ".join(lines))
+        self.refused_events.update(broken)
+
+    def _with_refusals(self, message_type: str, payload: dict) -> dict:
+        if message_type != "oadrCreatedEvent" or not self.refused_events:
+            return payload
+        for response in payload.get("event_responses", []):
+            lines = self.refused_events.get(response["event_id"])
+            if lines:
+                response.update(response_code=enums.STATUS_CODES.INVALID_DATA,
+                                response_description=lines[0][:200], opt_type="optOut")
+        return payload
 
     async def create_party_registration(self, *args, **kwargs):
         kwargs.setdefault("xml_signature", self.signs)

@@ -17,6 +17,9 @@ REQUESTS = Counter("flexadr_vtn_http_requests_total", "OpenADR HTTP requests, by
                    ["service"], registry=REGISTRY)
 SIGNATURE_FAILURES = Counter("flexadr_vtn_signature_failures_total",
                              "Messages rejected for their XML signature", registry=REGISTRY)
+POLLS_TOO_FAST = Counter("flexadr_vtn_polls_too_fast_total",
+                         "Polls refused (459) for polling faster than the registration asked",
+                         registry=REGISTRY)
 TELEMETRY_POINTS = Counter("flexadr_vtn_telemetry_points_stored_total",
                            "New telemetry intervals stored", registry=REGISTRY)
 TELEMETRY_REVISIONS = Counter("flexadr_vtn_telemetry_revisions_total",

@@ -35,6 +35,7 @@ from flexadr.tls import CertKey, TlsProfile
 from vtn import metrics, telemetry, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
+from vtn.poll_rate import PollRate
 from vtn.security import MessagePath, PartlyRefused, ReplayGuard
 from vtn.store import (COMPLETED, OptSchedule, ReportRegistration, ReportRequest, Store,
                        TelemetryQuarantine, TelemetryRaw)
@@ -134,6 +135,8 @@ class Vtn:
         self._ticker: asyncio.Task | None = None
         self._ticked = False
         self._last_seen_written: dict[str, datetime] = {}
+        self.poll_rate = PollRate(config.poll_interval)
+        self._too_fast_logged: set[str] = set()
         self._raw_logged: set[tuple[str, str | None]] = set()   # log raw values once per VEN and rID
         self._admin_runner = None
         self._crl_mtime: float | None = None
@@ -371,6 +374,13 @@ class Vtn:
         metrics.MESSAGES_IN.labels("oadrPoll").inc()
         now = self.clock.now()
         self._seen(ven_id)
+        if not self.poll_rate.allow(ven_id, now):
+            metrics.POLLS_TOO_FAST.inc()
+            if ven_id not in self._too_fast_logged:
+                self._too_fast_logged.add(ven_id)
+                log.warning("VEN %s is %s: answered 459 (logged once per VEN)", ven_id,
+                            self.poll_rate.refusal())
+            raise errors.ComplianceError(self.poll_rate.refusal())
         while (message := self.store.next_message(ven_id, now)) is not None:
             answer = self._answer(ven_id, message, now)
             if answer is not None:
