@@ -71,14 +71,29 @@ def as_list(value) -> list:
 
 
 class VenSigner(MessageSigner):
-    """The cached signer; a pull VEN's registration leaves the empty address out."""
+    """The cached signer; a pull VEN's registration leaves the empty address out, and
+    its oadrCreatedEvent answers 454 + optOut to the events that break the profile."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused_events: dict[str, list[str]] = {}   # FlexClient shares its own
 
     def render(self, message_type: str, **message_payload: Any) -> str:
+        if message_type == "oadrCreatedEvent":
+            _mark_refusals(message_payload, self.refused_events)
         signed_object = super().render(message_type, **message_payload)
         if message_type == "oadrCreatePartyRegistration" \
                 and not message_payload.get("transport_address"):
             signed_object = _NO_ADDRESS.sub("", signed_object)
         return signed_object
+
+
+def _mark_refusals(payload: dict, refused_events: dict[str, list[str]]) -> None:
+    for response in payload.get("event_responses", []):
+        lines = refused_events.get(response["event_id"])
+        if lines:
+            response.update(response_code=enums.STATUS_CODES.INVALID_DATA,
+                            response_description=lines[0][:200], opt_type="optOut")
 
 
 class FlexClient(OpenADRClient):
@@ -93,9 +108,8 @@ class FlexClient(OpenADRClient):
         self.signs = isinstance(self._create_message, MessageSigner)
         self.refused_events: dict[str, list[str]] = {}   # eventID -> profile rules it breaks
         self.add_hook("before_parse_xml", self._check_events)
-        sign = self._create_message
-        self._create_message = lambda message_type, **payload: sign(
-            message_type, **self._with_refusals(message_type, payload))
+        if self.signs:
+            self._create_message.refused_events = self.refused_events
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
 
@@ -108,16 +122,6 @@ class FlexClient(OpenADRClient):
             if self.refused_events.get(event_id) != lines:
                 log.warning("VEN %s refuses event %s: %s", self.ven_name, event_id, "; ".join(lines))
         self.refused_events.update(broken)
-
-    def _with_refusals(self, message_type: str, payload: dict) -> dict:
-        if message_type != "oadrCreatedEvent" or not self.refused_events:
-            return payload
-        for response in payload.get("event_responses", []):
-            lines = self.refused_events.get(response["event_id"])
-            if lines:
-                response.update(response_code=enums.STATUS_CODES.INVALID_DATA,
-                                response_description=lines[0][:200], opt_type="optOut")
-        return payload
 
     async def create_party_registration(self, *args, **kwargs):
         kwargs.setdefault("xml_signature", self.signs)
