@@ -117,6 +117,33 @@ WEATHER_FORECAST_LEAD_S = 24 * HOUR_S
 
 
 @dataclass(frozen=True)
+class ForecastRows:
+    """Issued hourly temperatures as rows, before they become a ForecastTemps table:
+    the form in which a file and a live feed are put together (`+`; a later row
+    for the same city and hour replaces an earlier one)."""
+    city: tuple[str, ...]        # per row
+    t: np.ndarray                # valid hour start, epoch s
+    temp: np.ndarray             # deg C
+    issued: np.ndarray           # epoch s
+
+    def __add__(self, other: "ForecastRows") -> "ForecastRows":
+        return ForecastRows(self.city + other.city, np.concatenate([self.t, other.t]),
+                            np.concatenate([self.temp, other.temp]),
+                            np.concatenate([self.issued, other.issued]))
+
+    def table(self, tz: ZoneInfo) -> "ForecastTemps":
+        cities = tuple(dict.fromkeys(self.city))
+        index = {name: i for i, name in enumerate(cities)}
+        city = np.fromiter((index[c] for c in self.city), dtype=np.int64, count=len(self.city))
+        # The last row of each city and hour wins, with its own issue time.
+        key = city * (1 << 40) + self.t
+        _, last_reversed = np.unique(key[::-1], return_index=True)
+        keep = np.sort(len(key) - 1 - last_reversed)
+        return ForecastTemps.build(cities, city[keep], self.t[keep], self.temp[keep],
+                                   self.issued[keep], tz)
+
+
+@dataclass(frozen=True)
 class ForecastTemps:
     """Issued hourly temperature forecasts (deg C) of several cities, by local day.
 

@@ -32,7 +32,7 @@ import numpy as np
 from lxml import etree
 
 from schedules.forecast import (HOUR_S, WEATHER_FORECAST_LEAD_S, DailyWeather, ForecastSeries,
-                                ForecastTemps, HourlySeries, iso_issue_times)
+                                ForecastRows, ForecastTemps, HourlySeries, iso_issue_times)
 from schedules.emergencies import Emergency, EmergencyFormatError, parse_emergencies
 from schedules.storms import Alert, AlertFormatError, parse_alerts
 
@@ -302,6 +302,12 @@ _LOCAL_HOUR = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?")
 
 def read_weather_forecast(path: str | Path,
                           tz: ZoneInfo = ZoneInfo("America/New_York")) -> ForecastTemps:
+    """The issued forecast file as a table (see `read_weather_forecast_rows`)."""
+    return read_weather_forecast_rows(path, tz).table(tz)
+
+
+def read_weather_forecast_rows(path: str | Path,
+                               tz: ZoneInfo = ZoneInfo("America/New_York")) -> ForecastRows:
     """Issued hourly temperature forecasts: `timestamp_local` (wall clock in `tz`,
     hour beginning; increasing within each city), `temperature_2m` (deg C), `city`.
     Each value counts as issued WEATHER_FORECAST_LEAD_S before its hour (the
@@ -311,10 +317,7 @@ def read_weather_forecast(path: str | Path,
     t, (temp,) = table.series("timestamp_local", parse,
                               lambda s: datetime.fromtimestamp(s, tz).strftime("%Y-%m-%d %H:%M"),
                               ("temperature_2m",), group_column="city")
-    cities = tuple(dict.fromkeys(table.groups))
-    index = {name: i for i, name in enumerate(cities)}
-    city = np.fromiter((index[g] for g in table.groups), dtype=np.int64, count=len(t))
-    return ForecastTemps.build(cities, city, t, temp, t - WEATHER_FORECAST_LEAD_S, tz)
+    return ForecastRows(tuple(table.groups), t, temp, t - WEATHER_FORECAST_LEAD_S)
 
 
 def read_alerts(path: str | Path) -> list[Alert]:

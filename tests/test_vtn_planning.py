@@ -51,6 +51,9 @@ def test_the_annual_peak_day_is_planned_pending_and_published_at_its_notice(stor
     assert event.end_utc - event.start_utc in program.durations
     assert event.start_utc <= peak_utc < event.end_utc            # the peak hour is covered
     assert store.events_for("ven-1", clock.now()) == []            # nobody sees it yet
+    (why,) = store.decisions(program_id=program.id)                # kept with what it saw
+    assert (why.day, why.event_id, why.decided_utc) == (day, event.event_id, clock.now())
+    assert why.forecast_peak_mw > 20000 and why.rank >= 1 and why.budget_left > 0 and why.reason
 
     clock.set(event.start_utc - program.notice)
     (sent,) = publish_due(store, {program.id: program}, clock)
@@ -219,3 +222,26 @@ def test_the_vtn_plans_from_the_issued_weather_forecast(store):
     (event,) = run_once(store, {program.id: program}, found, clock).planned
     peak = datetime(2025, 6, 24, 17, tzinfo=program.timezone)
     assert event.start_utc <= peak < event.end_utc
+
+
+def test_a_day_not_called_is_kept_with_its_reason_and_shown_by_the_cli(store, database_url,
+                                                                      peak_day_2018, tmp_path,
+                                                                      capsys):
+    from certs.pki import ensure_dev_pki
+    from vtn.cli import main
+    program, peak_utc = peak_day_2018
+    _enrol(store)
+    cool_day = date(2018, 6, 4)                                    # a Monday in early June
+    clock = ManualClock(decision_moment(program, cool_day) - timedelta(minutes=5))
+    assert run_once(store, {program.id: program}, SOURCES, clock).planned == []
+    (why,) = store.decisions(program_id=program.id)
+    assert why.day == cool_day and why.event_id is None and why.reason
+
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    config = tmp_path / "vtn.toml"
+    config.write_text(f'cert = "{pki.vtn.cert}"\nkey = "{pki.vtn.key}"\n'
+                      f'ca_file = "{pki.ca.cert}"\ndatabase = "{database_url}"\n')
+    assert main(["planner", "decisions", "--config", str(config)]) == 0
+    (header, line) = capsys.readouterr().out.splitlines()
+    assert header.split()[:2] == ["day", "program"]
+    assert line.startswith(f"2018-06-04 {program.id}") and why.reason in line

@@ -18,6 +18,7 @@ from schedules import model as program_model
 from vtn.openadr31.settings import Settings as Openadr31Settings
 from vtn.planning import PlannerSettings, PlannerSources
 from vtn.service import VtnConfig
+from vtn.weather_feed import NWS_URL, NwsPoint, NwsSettings
 
 __all__ = ["ConfigError", "SmtpSettings", "VtnSettings", "load", "planner_settings"]
 
@@ -47,6 +48,23 @@ class SmtpFile(Strict):
     sender: str
 
 
+class NwsPointFile(Strict):
+    city: str = Field(min_length=1)     # as the weather forecast file names it (e.g. "boston")
+    lat: Annotated[float, Field(ge=-90, le=90)]
+    lon: Annotated[float, Field(ge=-180, le=180)]
+
+
+class NwsFile(Strict):
+    points: list[NwsPointFile] = Field(min_length=1)
+    user_agent: str = Field(min_length=1)    # the NWS asks for a contact, e.g. "utility.example ops@utility.example"
+    url: str = Field(NWS_URL, pattern=r"^https?://")
+    timeout_s: Seconds = 20
+
+    def settings(self) -> NwsSettings:
+        return NwsSettings(tuple(NwsPoint(p.city, p.lat, p.lon) for p in self.points),
+                           self.user_agent, self.url.rstrip("/"), self.timeout_s)
+
+
 class PlannerFile(Strict):
     programs: list[str] = Field(min_length=1)
     load_csv: ReadableFile
@@ -58,6 +76,7 @@ class PlannerFile(Strict):
     forecast: Literal["iso", "own"] = "iso"
     setpoint_kw: Annotated[float, Field(gt=0)] = 5.0
     every_min: Annotated[float, Field(gt=0)] = 60
+    nws: NwsFile | None = None      # live hourly forecasts (api.weather.gov) for the own forecaster
 
     @field_validator("programs")
     @classmethod
@@ -77,7 +96,8 @@ class PlannerFile(Strict):
                                    weather_forecast=self.weather_forecast,
                                    alerts=tuple(self.alerts), emergencies=tuple(self.emergencies),
                                    forecast=self.forecast, setpoint_kw=self.setpoint_kw),
-            every=timedelta(minutes=self.every_min))
+            every=timedelta(minutes=self.every_min),
+            nws=self.nws.settings() if self.nws is not None else None)
 
 
 class Openadr31File(Strict):

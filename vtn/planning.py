@@ -9,8 +9,12 @@ Every run (hourly under `vtn serve`):
    a called event as *pending* with its targets;
 3. `publish_due` sends pending events once their notice time has come (start
    minus the program's notice).
-The data files are read at every run, so a feed that is appended to is picked up;
-a file that cannot be used is logged (file, line, field) and that run changes nothing.
+The data files are read at every run, so a feed that is appended to (or a forecast
+file an operator drops in place) is picked up; a file that cannot be used is logged
+(file, line, field) and that run changes nothing. With `[planner] nws`, each run
+first refreshes the live NWS forecasts (vtn.weather_feed), which keep their last
+good values when the service fails. Every decision, called or not, is stored with
+what it saw (`vtn planner decisions`).
 """
 from __future__ import annotations
 
@@ -25,12 +29,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from flexadr.clock import Clock
 from schedules import calendar, emergencies, model, sources, storms
+from schedules.forecast import ForecastRows
 from schedules.model import Dispatch, Program
-from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfig,
+from schedules.planner import (DayDecision, EventKind, PlanInputs, PlannedEvent, PlannerConfig,
                                plan_next_day)
 from schedules.storms import Exclusion
 from vtn.lifecycle import cancel, modify, publish, publish_planned
-from vtn.store import CANCELLED, PENDING, Event, Store
+from vtn.store import CANCELLED, PENDING, Event, PlannerDecision, Store
+from vtn.weather_feed import NwsFeed, NwsSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +53,18 @@ class PlannerSources:
     setpoint_kw: float = 5.0          # discharge request per device
 
 
-def read_inputs(found: PlannerSources, program: Program) -> PlanInputs:
+def read_inputs(found: PlannerSources, program: Program,
+                live: ForecastRows | None = None) -> PlanInputs:
     """The I/O edge: read the load, forecast and weather files (exclusions apart);
-    raises sources.DataFileError for a file that cannot be used."""
+    raises sources.DataFileError for a file that cannot be used. `live`: issued
+    forecasts of a feed (vtn.weather_feed), over the file's for the same hours."""
     data = sources.read_load_files((*found.load_history, found.load_csv), program.timezone)
     weather = sources.read_daily_weather(found.weather_csv) if found.weather_csv else None
-    issued = (sources.read_weather_forecast(found.weather_forecast, program.timezone)
-              if found.weather_forecast else None)
+    rows = (sources.read_weather_forecast_rows(found.weather_forecast, program.timezone)
+            if found.weather_forecast else None)
+    if live is not None:
+        rows = live if rows is None else rows + live
+    issued = rows.table(program.timezone) if rows is not None else None
     return PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather,
                             weather_forecast=issued)
 
@@ -104,23 +115,41 @@ def plan_and_store(store: Store, programs: dict[str, Program], inputs: PlanInput
     decisions = plan_next_day(programs, inputs, so_far, clock, config, exclusions)
     for pid, decision in decisions.items():
         planned = decision.event
-        if planned is None:
-            log.info("planner: no %s event on %s (%s)", pid, decision.day, decision.reason)
-            continue
-        if any(p.day == planned.day for p in so_far.get(pid, [])):
+        if planned is not None and any(p.day == planned.day for p in so_far.get(pid, [])):
             continue                                   # that day is already decided
-        targets = [ven.ven_id for ven in store.vens(pid)]
-        if not targets:
-            log.warning("planner: %s event on %s has no enrolled VEN", pid, planned.day)
-            continue
-        program = programs[pid]
-        event = publish(store, program, planned.start_utc, planned.end_utc, targets, clock,
-                        setpoint_kw=setpoint_kw if program.dispatch is Dispatch.DISCHARGE else None,
-                        test_event=planned.test_event, planned=True)
-        log.info("planner: %s event %s on %s (%s)", pid, event.event_id, planned.day,
-                 decision.reason)
-        stored.append(event)
+        event = _store_call(store, programs[pid], decision, clock, setpoint_kw)
+        if event is not None:
+            stored.append(event)
+        elif planned is None:
+            log.info("planner: no %s event on %s (%s)", pid, decision.day, decision.reason)
     return stored
+
+
+def _store_call(store: Store, program: Program, decision: DayDecision, clock: Clock,
+                setpoint_kw: float) -> Event | None:
+    """The decision kept with what it saw; a called day also becomes a pending event."""
+    planned, event = decision.event, None
+    if planned is not None:
+        targets = [ven.ven_id for ven in store.vens(program.id)]
+        if targets:
+            event = publish(store, program, planned.start_utc, planned.end_utc, targets, clock,
+                            setpoint_kw=setpoint_kw if program.dispatch is Dispatch.DISCHARGE
+                            else None, test_event=planned.test_event, planned=True)
+            log.info("planner: %s event %s on %s (%s)", program.id, event.event_id,
+                     planned.day, decision.reason)
+        else:
+            log.warning("planner: %s event on %s has no enrolled VEN", program.id, planned.day)
+    store.record_decision(as_record(program.id, decision, event))
+    return event
+
+
+def as_record(program_id: str, decision: DayDecision, event: Event | None) -> PlannerDecision:
+    return PlannerDecision(
+        program_id=program_id, day=decision.day, decided_utc=decision.decided_utc,
+        event_id=event.event_id if event is not None else None, reason=decision.reason,
+        forecast_peak_mw=decision.forecast_peak_mw, threshold_mw=decision.threshold_mw,
+        rank=decision.rank, budget_left=decision.budget_left,
+        exclusions="; ".join(decision.exclusions), forecast_source=decision.forecast_source)
 
 
 def publish_due(store: Store, programs: dict[str, Program], clock: Clock) -> list[Event]:
@@ -168,10 +197,10 @@ class PlanningRun(NamedTuple):
 
 
 def run_once(store: Store, programs: dict[str, Program], found: PlannerSources,
-             clock: Clock) -> PlanningRun:
+             clock: Clock, live: ForecastRows | None = None) -> PlanningRun:
     """One scheduler tick: withdraw what a new exclusion hits, plan, publish what is due."""
     leader = next(iter(programs.values()))
-    inputs = read_inputs(found, leader)
+    inputs = read_inputs(found, leader, live)
     exclusions = read_exclusions(found, programs)
     withdrawn = withdraw_for_exclusions(store, exclusions, clock)
     planned = plan_and_store(store, programs, inputs, clock, found.setpoint_kw,
@@ -185,6 +214,7 @@ class PlannerSettings:
     programs: tuple[str, ...]
     sources: PlannerSources
     every: timedelta = field(default=timedelta(hours=1))
+    nws: NwsSettings | None = None    # live hourly forecasts from api.weather.gov
 
 
 class PlanningSchedule:
@@ -196,6 +226,7 @@ class PlanningSchedule:
         self.clock = clock
         self.programs = {pid: model.load(pid) for pid in settings.programs}
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.feed = NwsFeed(settings.nws) if settings.nws is not None else None
         self.ticks = 0
 
     def start(self) -> None:
@@ -205,9 +236,12 @@ class PlanningSchedule:
         self.scheduler.start()
 
     async def tick(self) -> None:
+        if self.feed is not None:
+            await self.feed.refresh()
         try:
             planned, published, withdrawn = await asyncio.to_thread(
-                run_once, self.store, self.programs, self.settings.sources, self.clock)
+                run_once, self.store, self.programs, self.settings.sources, self.clock,
+                self.feed.rows() if self.feed is not None else None)
         except sources.DataFileError as err:
             # a bad data file must not stop the VTN; the message names what to fix (a
             # traceback would bury it) and the next tick reads the files again

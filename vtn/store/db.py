@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import date, datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
@@ -20,8 +20,8 @@ from vtn.store import migrate
 from vtn.store.models import (
     CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
     OptAvailability,
-    OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
-    Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
+    OptSchedule, OutboundMessage, Participant, PlannerDecision, Program, ReportRegistration,
+    ReportRequest, Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
 
 DISTRIBUTE_EVENT = "oadrDistributeEvent"
@@ -684,6 +684,32 @@ class Store:
                 query = query.where(Notice.event_id == event_id)
             if kind is not None:
                 query = query.where(Notice.kind == kind)
+            return s.exec(query).all()
+
+    # --- planner decisions -------------------------------------------------
+    def record_decision(self, decision: PlannerDecision) -> None:
+        """Keep the planner's latest decision for its program and day."""
+        with self.session() as s:
+            kept = s.exec(select(PlannerDecision).where(
+                PlannerDecision.program_id == decision.program_id,
+                PlannerDecision.day == decision.day)).first()
+            if kept is not None:
+                decision.id = kept.id
+                decision = s.merge(decision)
+            s.add(decision)
+            s.commit()
+
+    def decisions(self, program_id: str | None = None, since: date | None = None,
+                  event_id: str | None = None) -> Sequence[PlannerDecision]:
+        with self.session() as s:
+            query = select(PlannerDecision).order_by(PlannerDecision.day,
+                                                     PlannerDecision.program_id)
+            if program_id is not None:
+                query = query.where(PlannerDecision.program_id == program_id)
+            if since is not None:
+                query = query.where(PlannerDecision.day >= since)
+            if event_id is not None:
+                query = query.where(PlannerDecision.event_id == event_id)
             return s.exec(query).all()
 
     # --- replay protection -------------------------------------------------

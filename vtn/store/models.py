@@ -314,6 +314,24 @@ class Oadr3Subscription(SQLModel, table=True):
     modified_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class PlannerDecision(SQLModel, table=True):
+    """Why the planner called a program's day or did not, with what it saw at its data
+    cut-off (schedules.planner.DayDecision); the latest decision per program and day."""
+    __table_args__ = (UniqueConstraint("program_id", "day"),)
+    id: int | None = Field(default=None, primary_key=True)
+    program_id: str = Field(index=True)
+    day: date
+    decided_utc: datetime = Field(sa_type=UTCDateTime)
+    event_id: str | None = Field(default=None, foreign_key="event.event_id", index=True)
+    reason: str
+    forecast_peak_mw: float | None = None
+    threshold_mw: float | None = None
+    rank: int | None = None           # the day's forecast peak among the season's so far
+    budget_left: int | None = None    # events left before the season maximum
+    exclusions: str = ""              # storm / emergency periods touching the window, "; "-joined
+    forecast_source: str | None = None
+
+
 class NonceRecord(SQLModel, table=True):
     """A signed message's ReplayProtect nonce, kept until its timestamp leaves the window.
 
@@ -328,7 +346,7 @@ class NonceRecord(SQLModel, table=True):
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
-              Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord)
+              PlannerDecision, Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord)
 
 
 def vtn_metadata():
