@@ -168,3 +168,42 @@ async def test_cancellations_known_or_not_never_fail_and_a_cancelled_event_stays
         assert agent.decisions["e2"].opt.value == "optOut"
     finally:
         await agent.stop()
+
+
+async def test_a_car_plugged_in_mid_event_is_held_before_the_vtn_is_told(tmp_path, store):
+    """Re-planning on a plug-in commands the device first: the two signed round trips
+    that tell the VTN (oadrCreatedEvent, oadrCreateOpt) must not let the car charge."""
+    from tests.hostile_peer import VEN, enrol, pki_for, running_vtn
+    pki = pki_for(tmp_path)
+    enrol(store, pki, registered=False)
+    async with running_vtn(store, pki) as url:
+        config = AgentConfig(
+            ven_name=VEN, vtn_url=url, cert=pki.vens[VEN].cert, key=pki.vens[VEN].key,
+            ca_file=pki.ca.cert, vtn_fingerprint=pki.vtn.fingerprint, adapter="sim",
+            adapter_config=dict(kind="ev_managed", capacity_kwh=75.0, soc_pct=35.0,
+                                max_charge_kw=7.2, charge_target_pct=90.0, plugged_in=False,
+                                time_scale=SCALE),
+            capacity_kwh=75.0, max_charge_kw=7.2, prefs=OwnerPrefs(min_soc_pct=20),
+            time_scale=SCALE, sample_period=timedelta(minutes=5),
+            state_url=f"sqlite:///{tmp_path / 'ven.sqlite'}")
+        agent = VenAgent(config, SystemClock())
+        device_kw_when_told: list[float] = []
+        agent.client.add_hook("before_send_xml", lambda xml: "oadrCreatedEvent" in xml and
+                              device_kw_when_told.append(agent.adapter.device.power_kw()))
+        await agent.start()
+        try:
+            assert agent.registered
+            start = ceil_to(SystemClock().now() + timedelta(seconds=1), timedelta(seconds=1))
+            delay = distributed("e1", start, 4 * INTERVAL, [0.0],
+                                signal=("LOAD_CONTROL", "x-loadControlCapacity"),
+                                targets=[objects.Target(ven_id=agent.ven_id)])
+            assert await agent.on_event(delay) == "optOut"        # unplugged: nothing to delay
+            await _sleep_until(start + INTERVAL)
+            agent.adapter.device.set_plugged_in(True, SystemClock().now())
+            async with asyncio.timeout(10):
+                while not device_kw_when_told:
+                    await asyncio.sleep(0.02)
+        finally:
+            await agent.stop()
+    assert agent.decisions["e1"].opt.value == "optIn"
+    assert device_kw_when_told[0] == 0.0      # held when the VTN heard of it, not charging

@@ -397,6 +397,7 @@ class VenAgent:
             await self._replan(reading)
 
     async def _replan(self, reading: Reading) -> None:
+        changed: list[tuple[AcceptedEvent, Opt]] = []
         for stored in self.store.events_not_ended(self.clock.now()):
             if stored.owner_opted_out or stored.cancelled:
                 continue
@@ -405,10 +406,14 @@ class VenAgent:
             decision = self._policy(event.shifted(offset), reading, stored.baseline_kw)
             self._save(event, offset, stored.baseline_kw, decision)
             if decision.opt.value != stored.opt:
-                await self._tell_vtn(stored.event_id, stored.modification_number, decision.opt,
-                                     enums.OPT_REASON.PARTICIPATING if decision.opt is Opt.IN
-                                     else enums.OPT_REASON.NOT_PARTICIPATING)
+                changed.append((stored, decision.opt))
+        # The device first: telling the VTN takes two signed round trips, and a car
+        # plugged in mid-event would charge through them.
         await self._reapply_all()
+        for stored, opt in changed:
+            await self._tell_vtn(stored.event_id, stored.modification_number, opt,
+                                 enums.OPT_REASON.PARTICIPATING if opt is Opt.IN
+                                 else enums.OPT_REASON.NOT_PARTICIPATING)
 
     async def opt_out(self, event_id: str, reason: str = "owner opted out") -> None:
         """The owner's opt-out: the device stops now and the VTN is told."""
