@@ -1,6 +1,7 @@
 """`vtn replay` end to end on the 2018 peak: planner, VTN, a mixed fleet, settlement.
 
-One run (module fixture): 2018-08-28 12:00 to 2018-08-29 22:00 EDT, 12 VENs (every
+One run (module fixture): two event days, 2018-08-28 and the peak day 2018-08-29 (from
+12:00 EDT on 08-27, before the first notice deadline, to 22:00 on 08-29), 12 VENs (every
 kind), real sockets, mutual TLS, signed OpenADR 2.0b, notices to a local SMTP sink.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ PEAK_DAY = date(2018, 8, 29)
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
-    options = ReplayOptions(first_day=PEAK_DAY, days=1, vens=12, seed=7, load_csv=LOAD,
+    options = ReplayOptions(first_day=PEAK_DAY - timedelta(days=1), days=2, vens=12, seed=7,
+                            load_csv=LOAD,
                             day_s=96.0, poll_s=2.0,
                             workdir=tmp_path_factory.mktemp("replay"))
     result = asyncio.run(run_replay(options))
