@@ -40,6 +40,7 @@ from openleadr.messaging import VERIFIER
 from openleadr.service import VTNService
 
 from flexadr import oadr_xml, xsd
+from flexadr.signing import BadSignature, OtherShape, verify_fast
 from flexadr.clock import Clock
 from vtn import metrics
 
@@ -165,6 +166,15 @@ class ReplayGuard:
             self.store.prune_nonces(now)
 
 
+def _replay_pair(timestamp: str | None, nonce: str | None) -> tuple[datetime, str]:
+    if timestamp is not None and nonce:
+        try:
+            return utils.parse_datetime(timestamp), nonce
+        except (ValueError, TypeError, OverflowError):
+            pass
+    raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the signature has no valid ReplayProtect")
+
+
 def _verified_replay_protect(results) -> tuple[datetime, str]:
     """(timestamp, nonce) from the signed SignatureProperties, not from anywhere in the body
     (an unsigned ds:Object could carry a fresh pair in front of the signed one)."""
@@ -175,20 +185,29 @@ def _verified_replay_protect(results) -> tuple[datetime, str]:
         timestamp = signed.findtext(f".//{_DSP}timestamp")
         nonce = signed.findtext(f".//{_DSP}nonce")
         if timestamp is not None and nonce:
-            try:
-                return utils.parse_datetime(timestamp), nonce
-            except (ValueError, TypeError, OverflowError):
-                break
-    raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the signature has no valid ReplayProtect")
+            return _replay_pair(timestamp, nonce)
+    return _replay_pair(None, None)
 
 
-def verify_signature(tree: etree._Element, tls_fingerprint: str | None) -> tuple[str, datetime, str]:
-    """The signing certificate's fingerprint and the signed (timestamp, nonce)."""
-    if tls_fingerprint is None:
+def verify_signature(tree: etree._Element, tls_certificate: bytes | None) -> tuple[str, datetime, str]:
+    """The signing certificate's fingerprint and the signed (timestamp, nonce).
+
+    `tls_certificate` is the DER of the TLS client certificate. The profile's signature
+    shape is checked by flexadr.signing.verify_fast (~4x cheaper); any other shape by
+    signxml, as openleadr does.
+    """
+    if tls_certificate is None:
         raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "a TLS client certificate is required")
     certificate = tree.find(f"./{_DS}Signature//{_DS}X509Certificate")
     if certificate is None or not (certificate.text or "").strip():
         raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the message is not signed")
+    tls_fingerprint = utils.certificate_fingerprint_from_der(tls_certificate)
+    try:
+        return (tls_fingerprint, *_replay_pair(*verify_fast(tree, tls_certificate)))
+    except BadSignature as err:
+        raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, f"invalid signature: {err}")
+    except OtherShape:
+        pass
     cert = utils.extract_pem_cert(tree)
     try:
         fingerprint = utils.certificate_fingerprint(cert)
@@ -202,6 +221,12 @@ def verify_signature(tree: etree._Element, tls_fingerprint: str | None) -> tuple
     except Exception as err:   # noqa: BLE001 - signxml raises many types for a bad signature
         raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, f"invalid signature: {err}")
     return (fingerprint, *_verified_replay_protect(results))
+
+
+def tls_certificate(request: web.Request) -> bytes | None:
+    """The DER of the TLS client certificate of a request, if any."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return (ssl_object.getpeercert(binary_form=True) or None) if ssl_object else None
 
 
 class MessagePath:
@@ -326,7 +351,7 @@ class MessagePath:
             raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
                           "exactly one oadrSignedObject, under oadrPayload, must be signed")
         try:
-            return verify_signature(tree, utils.get_cert_fingerprint_from_request(request))
+            return verify_signature(tree, tls_certificate(request))
         except Refused:
             metrics.SIGNATURE_FAILURES.inc()
             raise
