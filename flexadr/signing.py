@@ -29,6 +29,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 from base64 import b64encode
 from collections import deque
 from datetime import datetime, timedelta, timezone
@@ -150,10 +151,12 @@ def canonical(element: etree._Element, exclusive: bool = False) -> bytes:
 
 
 def sign_fast(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, certificates: list[str],
-              signed_object: str, timestamp: str, nonce: str) -> str:
-    """The ds:Signature over `signed_object` (a standalone oadrSignedObject) and its
-    ReplayProtect (timestamp, nonce): signxml's output for the same input, byte for byte."""
-    object_digest = _digest(canonical(etree.fromstring(signed_object)))
+              signed_object: str, timestamp: str, nonce: str, canonical_object: bool = False) -> str:
+    """The ds:Signature over `signed_object` (a standalone oadrSignedObject; with
+    `canonical_object`, already in its C14N form) and its ReplayProtect (timestamp, nonce):
+    signxml's output for the same input, byte for byte."""
+    object_digest = _digest(signed_object.encode() if canonical_object
+                            else canonical(etree.fromstring(signed_object)))
     properties_digest = _digest(_properties(timestamp, nonce, canonical=True).encode())
     method = _ECDSA_SHA256 if isinstance(key, ec.EllipticCurvePrivateKey) else _RSA_SHA256
     signed_info = _signed_info(method, object_digest, properties_digest, canonical=True).encode()
@@ -349,6 +352,9 @@ class MessageSigner:
 
     def __call__(self, message_type: str, **message_payload: Any) -> str:
         # Same steps as openleadr.messaging.create_message; only the key handling differs.
+        signed_object = prebuilt(message_type, message_payload) if self._fast else None
+        if signed_object is not None:
+            return _payload(self.sign(signed_object, canonical_object=True), signed_object)
         return self.envelope(self.render(message_type, **message_payload))
 
     def render(self, message_type: str, **message_payload: Any) -> str:
@@ -357,23 +363,64 @@ class MessageSigner:
 
     def envelope(self, signed_object: str) -> str:
         """The oadrPayload carrying `signed_object` and its signature."""
-        signature = self.sign(signed_object)
-        return TEMPLATES.get_template("oadrPayload.xml").render(
-            signature=signature, signed_object=signed_object)
+        return _payload(self.sign(signed_object), signed_object)
 
-    def sign(self, signed_object: str) -> str:
-        """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect."""
+    def sign(self, signed_object: str, canonical_object: bool = False) -> str:
+        """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect.
+        `canonical_object`: the signed object is written in its C14N form already."""
         # Looked up at call time so a test (or openleadr itself) patching it is honoured.
         replay_protect = messaging._create_replay_protect()
         if self._fast:
             return sign_fast(self._key, self._certificates, signed_object,
                              replay_protect.findtext(f"{_DSP}timestamp"),
-                             replay_protect.findtext(f"{_DSP}nonce"))
+                             replay_protect.findtext(f"{_DSP}nonce"), canonical_object)
         tree = etree.fromstring(signed_object)
         signature_tree = self._signer.sign(tree, key=self._key, cert=self._cert_chain,
                                            reference_uri="#oadrSignedObject",
                                            signature_properties=replay_protect)
         return etree.tostring(signature_tree).decode("utf-8")
+
+
+def _payload(signature: str, signed_object: str) -> str:
+    """openleadr's oadrPayload.xml template, rendered: the same bytes."""
+    return ('<?xml version="1.0" encoding="utf-8"?>\n'
+            f'<oadr:oadrPayload xmlns:oadr="{_OADR_NS}">\n{signature}{signed_object}\n'
+            '</oadr:oadrPayload>')
+
+
+# The answers of every poll, written in their canonical (C14N) form: nothing to render,
+# parse or canonicalize before digesting, and valid 2.0b by construction (any text the
+# XSD's string types take), so the message path need not check them against the XSD.
+_RESPONSE = (f'<oadr:oadrSignedObject xmlns:oadr="{_OADR_NS}" oadr:Id="oadrSignedObject">'
+             '<oadr:oadrResponse xmlns:ei="http://docs.oasis-open.org/ns/energyinterop/201110"'
+             ' ei:schemaVersion="2.0b"><ei:eiResponse><ei:responseCode>{code}</ei:responseCode>'
+             '<ei:responseDescription>{description}</ei:responseDescription>'
+             '<requestID xmlns="http://docs.oasis-open.org/ns/energyinterop/201110/payloads">'
+             '{request_id}</requestID></ei:eiResponse><ei:venID>{ven_id}</ei:venID>'
+             '</oadr:oadrResponse></oadr:oadrSignedObject>')
+# Characters XML 1.0 cannot carry: such a value goes the template way (and is refused there).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def prebuilt(message_type: str, payload: dict) -> str | None:
+    """The canonical oadrSignedObject of an oadrResponse, or None for anything else
+    (other types, values of unexpected types: openleadr's templates handle those)."""
+    if message_type != "oadrResponse":
+        return None
+    response = payload.get("response")
+    if not isinstance(response, dict) or not isinstance(payload.get("ven_id"), str):
+        return None
+    code, description = response.get("response_code"), response.get("response_description")
+    request_id = response.get("request_id")
+    request_id = "" if request_id is None else request_id
+    if type(code) is not int or not isinstance(description, str) or not isinstance(request_id, str):
+        return None
+    values = (description, request_id, payload["ven_id"])
+    if any(_NOT_XML.search(value) for value in values):
+        return None
+    description, request_id, ven_id = map(_text, values)
+    return _RESPONSE.format(code=code, description=description, request_id=request_id,
+                            ven_id=ven_id)
 
 
 def render(message_type: str, **message_payload: Any) -> str:

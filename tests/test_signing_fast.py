@@ -259,3 +259,37 @@ def test_other_shapes_are_left_to_signxml(pki, signer, mutate):
         verify_fast(tree, _der(pki[0]))
     assert _signxml_accepts(tree, pki[0])
     assert _fast_accepts(tree, pki[0])
+
+
+ANSWERS = [
+    {"ven_id": "ven-1", "vtn_id": "vtn", "request_id": "r",
+     "response": {"response_code": 200, "response_description": "OK", "request_id": "req-1"}},
+    {"ven_id": "<ven & \"1\">'", "response": {"response_code": 463, "request_id": None,
+                                                "response_description": "venID <x> & 'y'"}},
+    {"ven_id": "", "response": {"response_code": 452, "response_description": "", "request_id": ""}},
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_the_prebuilt_oadr_response_is_the_templates_message(pki, signer, answer):
+    """The same document as openleadr's template (escaped) gives, valid 2.0b, canonical as
+    written, and verified by signxml and by openleadr's own check."""
+    from flexadr.signing import prebuilt, render
+    written = prebuilt("oadrResponse", answer)
+    assert written == canonical(etree.fromstring(written)).decode()
+    assert written == canonical(etree.fromstring(render("oadrResponse", **answer))).decode()
+    tree = xsd.validate(signer("oadrResponse", **answer))
+    assert _signxml_accepts(tree, pki[0])
+    messaging.validate_xml_signature(tree)
+    assert tree.findtext(f".//{EI}venID") == answer["ven_id"]
+
+
+@pytest.mark.parametrize("answer", [
+    {"ven_id": None, "response": {"response_code": 200, "response_description": "OK"}},
+    {"ven_id": "v", "response": {"response_code": "200", "response_description": "OK"}},
+    {"ven_id": "v\x01", "response": {"response_code": 200, "response_description": "OK"}},
+    {"ven_id": "v"},
+])
+def test_unexpected_values_go_the_template_way(answer):
+    from flexadr.signing import prebuilt
+    assert prebuilt("oadrResponse", answer) is None
