@@ -183,7 +183,7 @@ def run_server(label: str, target, root: Path, vens: list[str], args) -> list[di
             raise SystemExit(f"error: the {label} server did not start within 60 s")
         _pin(1)
         rows = []
-        for keep_alive in (True, False):
+        for keep_alive in [mode == "keep-alive" for mode in args.modes]:
             figures = asyncio.run(load(port, root, vens, args.concurrency, args.seconds,
                                        keep_alive, process.pid))
             rows.append({"bench": "poll", "server": label, "key": args.key,
@@ -204,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa")
+    parser.add_argument("--modes", nargs="+", choices=("keep-alive", "fresh"),
+                        default=["keep-alive", "fresh"], help="connection modes to run")
+    parser.add_argument("--only", choices=("flexadr", "stock"),
+                        help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
     if args.vens < 1 or args.concurrency < 1 or args.seconds <= 0:
         print("error: --vens, --concurrency and --seconds must be positive", file=sys.stderr)
@@ -212,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_pki(root, vens, args.key)
-        ours = run_server("flexadr", serve_flexadr, root, vens, args)
-        stock = run_server("stock openleadr", serve_stock, root, vens, args)
+        ours = run_server("flexadr", serve_flexadr, root, vens, args) \
+            if args.only != "stock" else []
+        stock = run_server("stock openleadr", serve_stock, root, vens, args) \
+            if args.only != "flexadr" else []
     summary = {"bench": "poll", "summary": True, "cores": os.cpu_count(),
                "python": platform.python_version(), "argv": sys.argv[1:]}
     for our, theirs in zip(ours, stock):

@@ -254,13 +254,13 @@ class MessagePath:
                     answer_type, answer = await self._answer(request, service, incoming)
                 except PartlyRefused as err:
                     partly = err
+                except _Empty:
+                    return self._respond("")    # committed: the nonce stays used
                 else:
                     return self._respond(self._build(answer_type, answer))
             log.warning("partly refused %s from %s (venID %s): %s", incoming.message_type,
                         request.remote, incoming.ven_id, partly.response_description)
             code, description = partly.response_code, partly.response_description
-        except _Empty:
-            return self._respond("")
         except Refused as err:
             log.warning("refused %s from %s (venID %s): %s %s%s", incoming.message_type or "message",
                         request.remote, incoming.ven_id, err.code, err.description,
