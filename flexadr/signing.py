@@ -184,7 +184,8 @@ class OtherShape(ValueError):
 _C14N_TRANSFORMS = {_C14N: False, _EXC_C14N: True}
 _METHODS = {_ECDSA_SHA256: ec.EllipticCurvePublicKey, _RSA_SHA256: rsa.RSAPublicKey}
 _SIGNATURE_CHILDREN = (f"{_DS}SignedInfo", f"{_DS}SignatureValue", f"{_DS}KeyInfo", f"{_DS}Object")
-_ID_ATTRIBUTES = ("Id", "ID", "id")     # what signxml resolves a "#name" URI by, in this order
+# What signxml resolves a "#name" URI by, in this order; compiled once.
+_BY_ID = [etree.XPath(f"//*[@*[local-name() = '{name}'] = $id]") for name in ("Id", "ID", "id")]
 
 
 @lru_cache(maxsize=4096)
@@ -208,12 +209,17 @@ def _algorithm(element: etree._Element, allowed) -> str:
     return algorithm
 
 
+def signed_by_id(root: etree._Element, name: str) -> list[etree._Element]:
+    """Every element whose Id attribute (of any namespace) is `name`."""
+    return _BY_ID[0](root, id=name)
+
+
 def _resolve(root: etree._Element, uri: str | None) -> etree._Element:
     """The one element a same-document "#name" URI names, as signxml resolves it."""
     if not uri or not uri.startswith("#") or uri.startswith("#xpointer("):
         raise OtherShape(f"reference URI {uri!r}")
-    for attribute in _ID_ATTRIBUTES:
-        found = root.xpath(f"//*[@*[local-name() = '{attribute}'] = $id]", id=uri[1:])
+    for by_id in _BY_ID:
+        found = by_id(root, id=uri[1:])
         if len(found) > 1:
             raise BadSignature(f"the reference URI {uri} names {len(found)} elements")
         if found:

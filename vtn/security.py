@@ -40,7 +40,7 @@ from openleadr.messaging import VERIFIER
 from openleadr.service import VTNService
 
 from flexadr import oadr_xml, xsd
-from flexadr.signing import BadSignature, OtherShape, prebuilt, verify_fast
+from flexadr.signing import BadSignature, OtherShape, prebuilt, signed_by_id, verify_fast
 from flexadr.clock import Clock
 from vtn import metrics
 
@@ -348,7 +348,7 @@ class MessagePath:
 
     @staticmethod
     def _verify(request: web.Request, tree: etree._Element) -> tuple[str, datetime, str]:
-        signed = tree.xpath("//*[@*[local-name()='Id'] = $id]", id=_SIGNED_ID)
+        signed = signed_by_id(tree, _SIGNED_ID)
         if len(signed) != 1 or signed[0].getparent() is not tree:
             raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
                           "exactly one oadrSignedObject, under oadrPayload, must be signed")
