@@ -53,6 +53,7 @@ _PYLD = "{http://docs.oasis-open.org/ns/energyinterop/201110/payloads}"
 _DSP = "{http://openadr.org/oadr-2.0b/2012/07/xmldsig-properties}"
 _DS = "{http://www.w3.org/2000/09/xmldsig#}"
 _SIGNED_ID = "oadrSignedObject"
+_SIGNED_OBJECT = "{http://openadr.org/oadr-2.0b/2012/07}oadrSignedObject"
 # Messages a VEN may send before it has a registration (openleadr's rule).
 _BEFORE_REGISTRATION = ("oadrCreatePartyRegistration", "oadrQueryRegistration")
 # The profile's answer to each request type; everything else is answered oadrResponse.
@@ -343,8 +344,11 @@ class MessagePath:
     def _sketch(tree: etree._Element, incoming: Incoming) -> None:
         """Type, requestID and venID, read before validation so an error can be paired."""
         incoming.message_type = xsd.message_type(tree)
-        incoming.request_id = tree.findtext(f".//{_PYLD}requestID")
-        incoming.ven_id = tree.findtext(f".//{_EI}venID")
+        # Not in the signature, whose certificate and properties are most of a poll.
+        signed = tree.find(_SIGNED_OBJECT)
+        scope = signed if signed is not None else tree
+        incoming.request_id = scope.findtext(f".//{_PYLD}requestID")
+        incoming.ven_id = scope.findtext(f".//{_EI}venID")
 
     @staticmethod
     def _verify(request: web.Request, tree: etree._Element) -> tuple[str, datetime, str]:

@@ -476,10 +476,9 @@ class Vtn:
 
     # --- EiReport ----------------------------------------------------------
     def _granularity(self, ven_id: str) -> timedelta:
-        ven = self.store.ven(ven_id)
-        program = self.store.program(ven.program_id) if ven else None
-        if program is not None:
-            return timedelta(seconds=program.telemetry_interval_s)
+        interval_s = self.store.telemetry_interval_s(ven_id)
+        if interval_s is not None:
+            return timedelta(seconds=interval_s)
         return self.config.telemetry_interval
 
     def _report_request(self, request: ReportRequest):

@@ -60,6 +60,10 @@ _VEN_ACCESS = (select(_VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c
                       _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
                .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
                .where(_VEN.c.ven_id == bindparam("ven_id")))
+_TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
+                       .select_from(_VEN.join(Program.__table__,
+                                              Program.__table__.c.program_id == _VEN.c.program_id))
+                       .where(_VEN.c.ven_id == bindparam("ven_id")))
 _PENDING = (select(_OUTBOUND.c.id)
             .where(_OUTBOUND.c.ven_id == bindparam("ven_id"), _OUTBOUND.c.delivered_at.is_(None))
             .limit(1))
@@ -206,6 +210,11 @@ class Store:
             if program_id is not None:
                 query = query.where(Ven.program_id == program_id)
             return s.exec(query).all()
+
+    def telemetry_interval_s(self, ven_id: str) -> int | None:
+        """The telemetry interval of the VEN's program, if both exist: one indexed query."""
+        with self._connection() as connection:
+            return connection.execute(_TELEMETRY_INTERVAL, {"ven_id": ven_id}).scalar()
 
     def resources(self, ven_id: str) -> Sequence[Resource]:
         with self.session() as s:
@@ -474,14 +483,18 @@ class Store:
     # --- EiReport ----------------------------------------------------------
     def register_report(self, rows: Sequence[ReportRegistration]) -> None:
         """Replace what a VEN offered under these report specifiers (a re-registration)."""
+        if not rows:
+            return
         with self.session() as s:
+            # One query for the rows already there (none at a first registration).
+            existing = {(old.report_specifier_id, old.r_id): old.id for old in s.exec(
+                select(ReportRegistration).where(
+                    ReportRegistration.ven_id.in_({row.ven_id for row in rows}),
+                    ReportRegistration.report_specifier_id.in_(
+                        {row.report_specifier_id for row in rows})))}
             for row in rows:
-                old = s.exec(select(ReportRegistration).where(
-                    ReportRegistration.ven_id == row.ven_id,
-                    ReportRegistration.report_specifier_id == row.report_specifier_id,
-                    ReportRegistration.r_id == row.r_id)).first()
-                if old is not None:
-                    row.id = old.id
+                row.id = existing.get((row.report_specifier_id, row.r_id))
+                if row.id is not None:
                     s.merge(row)
                 else:
                     s.add(row)
