@@ -59,19 +59,22 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_flexadr(root: Path, vens: list[str], port: int, ready, stop) -> None:
+def serve_flexadr(root: Path, vens: list[str], port: int, ready, stop,
+                  registered: bool = True) -> None:
+    """Our VTN on a fresh SQLite store, every VEN enrolled (and registered)."""
     _pin(0)
     _quiet()
     from flexadr.clock import SystemClock
     from vtn.service import Vtn, VtnConfig
     from vtn.store import Store, Ven
 
-    store = Store(f"sqlite:///{root / 'bench.sqlite'}")
+    store = Store(f"sqlite:///{root / ('bench.sqlite' if registered else 'register.sqlite')}")
     for name in vens:
         cert = (root / "vens" / f"{name}.crt").read_bytes()
         store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=cert_fingerprint(cert),
                         program_id="connected_solutions", device_kind="battery"))
-        store.set_registration(name, f"reg-{name}", SystemClock().now())
+        if registered:
+            store.set_registration(name, f"reg-{name}", SystemClock().now())
     config = VtnConfig(VTN_ID, "127.0.0.1", port, root / "vtn.crt", root / "vtn.key",
                        root / "ca.crt", poll_interval=timedelta(seconds=60))
     _run_until(Vtn(config, store, SystemClock()), ready, stop, start=lambda vtn: vtn.start(False))
@@ -172,28 +175,36 @@ def make_pki(root: Path, vens: list[str], key_type: str) -> None:
         issue(ca, root / "vens", name, key_type=key_type)
 
 
-def run_server(label: str, target, root: Path, vens: list[str], args) -> list[dict]:
+def run_in_process(label: str, target, root: Path, vens: list[str], measure):
+    """Start server `target` in a process of its own (CPU 0), run measure(port, pid) here
+    (CPU 1), stop the server; measure's result."""
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     port = _free_port()
     process = ctx.Process(target=target, args=(root, vens, port, ready, stop), daemon=True)
     process.start()
     try:
-        if not ready.wait(60):
-            raise SystemExit(f"error: the {label} server did not start within 60 s")
+        if not ready.wait(120):
+            raise SystemExit(f"error: the {label} server did not start within 120 s")
         _pin(1)
+        return measure(port, process.pid)
+    finally:
+        stop.set()
+        process.join(10)
+
+
+def run_server(label: str, target, root: Path, vens: list[str], args) -> list[dict]:
+    def measure(port: int, pid: int) -> list[dict]:
         rows = []
-        for keep_alive in (True, False):
+        for keep_alive in [mode == "keep-alive" for mode in args.modes]:
             figures = asyncio.run(load(port, root, vens, args.concurrency, args.seconds,
-                                       keep_alive, process.pid))
+                                       keep_alive, pid))
             rows.append({"bench": "poll", "server": label, "key": args.key,
                          "connection": "keep-alive" if keep_alive else "fresh TLS per poll",
                          "vens": len(vens), "concurrency": args.concurrency, **figures})
             print(json.dumps(rows[-1]), flush=True)
         return rows
-    finally:
-        stop.set()
-        process.join(10)
+    return run_in_process(label, target, root, vens, measure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa")
+    parser.add_argument("--modes", nargs="+", choices=("keep-alive", "fresh"),
+                        default=["keep-alive", "fresh"], help="connection modes to run")
+    parser.add_argument("--only", choices=("flexadr", "stock"),
+                        help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
     if args.vens < 1 or args.concurrency < 1 or args.seconds <= 0:
         print("error: --vens, --concurrency and --seconds must be positive", file=sys.stderr)
@@ -212,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_pki(root, vens, args.key)
-        ours = run_server("flexadr", serve_flexadr, root, vens, args)
-        stock = run_server("stock openleadr", serve_stock, root, vens, args)
+        ours = run_server("flexadr", serve_flexadr, root, vens, args) \
+            if args.only != "stock" else []
+        stock = run_server("stock openleadr", serve_stock, root, vens, args) \
+            if args.only != "flexadr" else []
     summary = {"bench": "poll", "summary": True, "cores": os.cpu_count(),
                "python": platform.python_version(), "argv": sys.argv[1:]}
     for our, theirs in zip(ours, stock):

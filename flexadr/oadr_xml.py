@@ -67,12 +67,13 @@ def parse(body: bytes) -> etree._Element:
     return root
 
 
+# Is there an element MAX_DEPTH + 1 levels down? (XPath in C: ~20x a Python walk)
+_TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_DEPTH + 1) + ")")
+
+
 def _check_depth(root: etree._Element) -> None:
-    depth = 0
-    for event, _ in etree.iterwalk(root, events=("start", "end")):
-        depth += 1 if event == "start" else -1
-        if depth > MAX_DEPTH:
-            raise Malformed(f"the message nests elements deeper than {MAX_DEPTH} levels")
+    if _TOO_DEEP(root):
+        raise Malformed(f"the message nests elements deeper than {MAX_DEPTH} levels")
 
 
 class _Verbatim:

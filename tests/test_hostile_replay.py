@@ -8,10 +8,12 @@ as with a second `vtn serve` process.
 from datetime import datetime, timedelta, timezone
 
 from openleadr import enums
+from sqlalchemy import func, select
 
 from certs.pki import ensure_dev_pki
 from tests.hostile_peer import VEN, Peer, code, enrol, pki_for, running_vtn, signed_at
 from vtn.store import Store
+from vtn.store.models import NonceRecord
 
 REFUSED = enums.STATUS_CODES.NOT_REGISTERED_OR_AUTHORIZED
 
@@ -99,3 +101,31 @@ def test_the_window_comes_from_the_config_file(tmp_path):
     path.write_text(files)
     server = vtn_config.load(path).server
     assert (server.replay_past, server.replay_future) == (timedelta(seconds=30), timedelta(seconds=5))
+
+
+async def test_an_acknowledgement_keeps_its_nonce_and_a_refused_message_stores_none(
+        tmp_path, store):
+    """The nonce is written in the request's transaction: kept with an oadrResponse (which
+    gets an empty answer), rolled back with a refused message, which then stays refusable
+    for what it is rather than as a replay."""
+    pki = pki_for(tmp_path)
+    enrol(store, pki)
+    async with running_vtn(store, pki) as url, Peer(pki) as peer:
+        acknowledgement = peer.sign("oadrResponse", ven_id=VEN, response={
+            "response_code": 200, "response_description": "OK", "request_id": "r-1"})
+        assert await peer.post(url, "EiEvent", acknowledgement) == (200, "")
+        status, body = await peer.post(url, "EiEvent", acknowledgement)
+        assert (status, code(body)) == (200, REFUSED) and "replay" in body
+        with store.engine.connect() as connection:
+            before = connection.execute(select(func.count()).select_from(NonceRecord)).scalar()
+        unknown_event = peer.sign("oadrCreatedEvent", ven_id=VEN, response={
+            "response_code": 200, "response_description": "OK", "request_id": "r-2"},
+            event_responses=[{"response_code": 200, "response_description": "OK",
+                              "request_id": "r-2", "event_id": "no-such-event",
+                              "modification_number": 0, "opt_type": "optIn"}])
+        for _ in range(2):
+            status, body = await peer.post(url, "EiEvent", unknown_event)
+            assert (status, code(body)) == (200, enums.STATUS_CODES.INVALID_ID)
+        with store.engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(NonceRecord)).scalar() \
+                == before

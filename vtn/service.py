@@ -271,12 +271,14 @@ class Vtn:
             await asyncio.sleep(self.config.tick_interval.total_seconds())
 
     def _seen(self, ven_id: str | None) -> None:
-        """Record contact; at most once per poll interval (max 5 s) per VEN and process."""
+        """Record contact, in the request's transaction; at most once per poll interval per
+        VEN and process: "online" means seen within 3 intervals (vtn.admin.ONLINE_POLLS),
+        and a VEN polling on time is written every other poll at worst."""
         if not ven_id:
             return
         now = self.clock.now()
         last = self._last_seen_written.get(ven_id)
-        if last is not None and now - last < min(self.config.poll_interval, timedelta(seconds=5)):
+        if last is not None and now - last < self.config.poll_interval:
             return
         self._last_seen_written[ven_id] = now
         self.store.seen(ven_id, now)
@@ -484,10 +486,9 @@ class Vtn:
 
     # --- EiReport ----------------------------------------------------------
     def _granularity(self, ven_id: str) -> timedelta:
-        ven = self.store.ven(ven_id)
-        program = self.store.program(ven.program_id) if ven else None
-        if program is not None:
-            return timedelta(seconds=program.telemetry_interval_s)
+        interval_s = self.store.telemetry_interval_s(ven_id)
+        if interval_s is not None:
+            return timedelta(seconds=interval_s)
         return self.config.telemetry_interval
 
     def _report_request(self, request: ReportRequest):

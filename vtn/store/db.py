@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import Row, bindparam, delete, insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
@@ -51,6 +51,25 @@ def _json_value(value) -> str:
     if isinstance(value, datetime):
         return json.dumps(value.isoformat())
     return json.dumps(value)
+
+
+# The per-message statements, built once (SQLAlchemy caches their compiled form).
+_VEN, _ENROLMENT, _OUTBOUND = Ven.__table__, Enrolment.__table__, OutboundMessage.__table__
+_VEN_ACCESS = (select(_VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c.registration_id,
+                      _VEN.c.disabled_at, _VEN.c.disabled_reason, _VEN.c.revoked_at,
+                      _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
+               .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
+               .where(_VEN.c.ven_id == bindparam("ven_id")))
+_TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
+                       .select_from(_VEN.join(Program.__table__,
+                                              Program.__table__.c.program_id == _VEN.c.program_id))
+                       .where(_VEN.c.ven_id == bindparam("ven_id")))
+_PENDING = (select(_OUTBOUND.c.id)
+            .where(_OUTBOUND.c.ven_id == bindparam("ven_id"), _OUTBOUND.c.delivered_at.is_(None))
+            .limit(1))
+_SEEN = (update(_VEN).where(_VEN.c.ven_id == bindparam("seen_ven"))
+         .values(last_seen_at=bindparam("seen_at")))
+_USE_NONCE = insert(NonceRecord.__table__)
 
 
 class _UnitOfWork(Session):
@@ -117,6 +136,18 @@ class Store:
             _UNIT.reset(token)
             unit.close()
 
+    @contextmanager
+    def _connection(self):
+        """A Core connection for the per-message queries: the transaction's if inside one,
+        else its own, committed at the end. The ORM costs ~0.3-0.5 ms per query here;
+        a prepared Core statement a tenth of that."""
+        unit = _UNIT.get()
+        if unit is not None and unit.bind is self.engine:
+            yield unit.connection()
+            return
+        with self.engine.begin() as connection:
+            yield connection
+
     # --- programs and participants ------------------------------------------
     def upsert_program(self, program: Program) -> Program:
         with self.session() as s:
@@ -156,15 +187,14 @@ class Store:
         with self.session() as s:
             return s.get(Ven, ven_id)
 
-    def ven_with_enrolments(self, ven_id: str) -> tuple[Ven | None, Sequence[Enrolment]]:
-        """A VEN and all its enrolments (ended ones too), in one query: asked per message."""
-        with self.session() as s:
-            rows = s.exec(select(Ven, Enrolment)
-                          .join(Enrolment, Enrolment.ven_id == Ven.ven_id, isouter=True)
-                          .where(Ven.ven_id == ven_id)).all()
+    def ven_with_enrolments(self, ven_id: str) -> tuple[Row | None, Sequence[Row]]:
+        """A VEN's access columns and its enrolments' ends (ended ones too), in one indexed
+        query: asked per message. Rows, read like a Ven and Enrolments (attribute access)."""
+        with self._connection() as connection:
+            rows = connection.execute(_VEN_ACCESS, {"ven_id": ven_id}).all()
         if not rows:
             return None, []
-        return rows[0][0], [enrolment for _, enrolment in rows if enrolment is not None]
+        return rows[0], [row for row in rows if row.enrolment_id is not None]
 
     def ven_by_fingerprint(self, fingerprint: str) -> Ven | None:
         with self.session() as s:
@@ -180,6 +210,11 @@ class Store:
             if program_id is not None:
                 query = query.where(Ven.program_id == program_id)
             return s.exec(query).all()
+
+    def telemetry_interval_s(self, ven_id: str) -> int | None:
+        """The telemetry interval of the VEN's program, if both exist: one indexed query."""
+        with self._connection() as connection:
+            return connection.execute(_TELEMETRY_INTERVAL, {"ven_id": ven_id}).scalar()
 
     def resources(self, ven_id: str) -> Sequence[Resource]:
         with self.session() as s:
@@ -211,12 +246,12 @@ class Store:
         return ven
 
     def seen(self, ven_id: str, at: datetime) -> None:
-        """Last contact: informational, so PostgreSQL need not wait for the disk."""
-        with self.session() as s:
+        """Last contact: informational, so PostgreSQL need not wait for the disk (unless
+        it is written with a request's own data, in the request's transaction)."""
+        with self._connection() as connection:
             if self.engine.dialect.name == "postgresql":
-                s.exec(text("SET LOCAL synchronous_commit TO OFF"))
-            s.exec(update(Ven).where(Ven.ven_id == ven_id).values(last_seen_at=at))
-            s.commit()
+                connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            connection.execute(_SEEN, {"seen_ven": ven_id, "seen_at": at})
 
     # --- enrolments --------------------------------------------------------
     def add_enrolment(self, enrolment: Enrolment) -> Enrolment:
@@ -448,14 +483,18 @@ class Store:
     # --- EiReport ----------------------------------------------------------
     def register_report(self, rows: Sequence[ReportRegistration]) -> None:
         """Replace what a VEN offered under these report specifiers (a re-registration)."""
+        if not rows:
+            return
         with self.session() as s:
+            # One query for the rows already there (none at a first registration).
+            existing = {(old.report_specifier_id, old.r_id): old.id for old in s.exec(
+                select(ReportRegistration).where(
+                    ReportRegistration.ven_id.in_({row.ven_id for row in rows}),
+                    ReportRegistration.report_specifier_id.in_(
+                        {row.report_specifier_id for row in rows})))}
             for row in rows:
-                old = s.exec(select(ReportRegistration).where(
-                    ReportRegistration.ven_id == row.ven_id,
-                    ReportRegistration.report_specifier_id == row.report_specifier_id,
-                    ReportRegistration.r_id == row.r_id)).first()
-                if old is not None:
-                    row.id = old.id
+                row.id = existing.get((row.report_specifier_id, row.r_id))
+                if row.id is not None:
                     s.merge(row)
                 else:
                     s.add(row)
@@ -519,6 +558,9 @@ class Store:
         Queued event distributions are coalesced: one oadrDistributeEvent carries
         every current event, so all consecutive ones are claimed together.
         """
+        with self._connection() as connection:
+            if connection.execute(_PENDING, {"ven_id": ven_id}).first() is None:
+                return None     # most polls: one indexed lookup, no ORM
         while True:
             with self.session() as s:
                 message = s.exec(select(OutboundMessage)
@@ -717,10 +759,14 @@ class Store:
         """Record a nonce; False if any VTN process recorded it before (a replay).
 
         One insert on the primary key: O(1) whatever the table holds.
+        Inside a transaction (a request's) the nonce is kept only if the request is: a
+        refused message stores nothing, its nonce neither; another process inserting the
+        same key waits for this transaction and then fails. There, False leaves the
+        transaction unusable on PostgreSQL: the caller refuses (rolls back) the request.
         """
         try:
-            with self.engine.begin() as connection:   # Core, not the ORM: this runs per message
-                connection.execute(insert(NonceRecord).values(key=key, expires_at=expires_at))
+            with self._connection() as connection:
+                connection.execute(_USE_NONCE, {"key": key, "expires_at": expires_at})
         except IntegrityError:
             return False
         return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from vtn.store.types import UTCDateTime
@@ -198,6 +198,10 @@ class ReportRequest(SQLModel, table=True):
 
 class OutboundMessage(SQLModel, table=True):
     """A message queued for a VEN, handed out in order on oadrPoll."""
+    # Every poll looks for the VEN's undelivered rows: indexed apart from the delivered ones.
+    __table_args__ = (Index("ix_outboundmessage_pending", "ven_id", "id",
+                            sqlite_where=text("delivered_at IS NULL"),
+                            postgresql_where=text("delivered_at IS NULL")),)
     id: int | None = Field(default=None, primary_key=True)
     ven_id: str = Field(foreign_key="ven.ven_id", index=True)
     message_type: str
