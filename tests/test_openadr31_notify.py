@@ -33,7 +33,7 @@ from vtn.openadr31.notify.outbox import retry_after
 from vtn.openadr31.notify.webhook import PinnedResolver, RefusedAddress
 from vtn.openadr31.settings import NotifySettings
 from vtn.operator_input import EventRequest
-from vtn.store import Oadr3Delivery, Store
+from vtn.store import Oadr3Delivery
 
 FAST = NotifySettings(interval=timedelta(seconds=0.05), first_retry=timedelta(seconds=0.3),
                       max_retry=timedelta(seconds=5), max_attempts=4,

@@ -11,9 +11,6 @@ then the broker is told to reload (SIGHUP). The secret itself is never stored.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import logging
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,29 +18,19 @@ from urllib.parse import urlsplit
 import aiomqtt
 from sqlmodel import select
 
-from vtn.openadr31.auth import BL, VEN
+from vtn.openadr31.auth import BL, VEN, broker_password_hash
 from vtn.openadr31.notify.outbox import Outcome
 from vtn.openadr31.notify.topics import Topics
 from vtn.openadr31.settings import MqttSettings
 from vtn.store import Oadr3Client, Store, Ven
 
-log = logging.getLogger(__name__)
-PBKDF2_ITERATIONS = 101          # what mosquitto_passwd 2.0 writes
 INFLIGHT = 200                   # QoS 1 publishes awaiting PUBACK
-
-
-def password_hash(secret: str) -> str:
-    """The password file's hash of `secret`, as `mosquitto_passwd` makes it ($7$)."""
-    salt = secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, PBKDF2_ITERATIONS, 64)
-    return (f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
-            f"${base64.b64encode(digest).decode()}")
 
 
 def broker_files(store: Store, mqtt: MqttSettings) -> tuple[str, str, list[str]]:
     """(password file, ACL file, client ids left out: no broker password stored)."""
     topics = Topics(mqtt.topic_prefix)
-    passwd = [f"{mqtt.username}:{password_hash(mqtt.password)}"]
+    passwd = [f"{mqtt.username}:{broker_password_hash(mqtt.password)}"]
     acl = [f"user {mqtt.username}", f"topic write {topics.everything()}", ""]
     left_out = []
     with store.session() as s:
