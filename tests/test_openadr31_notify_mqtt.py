@@ -10,10 +10,12 @@ import secrets
 import socket
 import subprocess
 import time
+from datetime import timedelta
 
 import aiohttp
 import aiomqtt
 import pytest
+from pydantic import ValidationError
 
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
@@ -22,7 +24,9 @@ from tests.test_openadr31_api import SECRET, Api31, enrol, event_body
 from tests.test_openadr31_notify import FAST, clients, deliveries
 from tests.test_openadr_20b import eventually
 from vtn.openadr31 import Server, Settings
+from vtn.config import Openadr31File
 from vtn.openadr31.cli import broker_files_command
+from vtn.openadr31.notify.mqtt import advertised
 from vtn.openadr31.settings import MqttSettings
 
 
@@ -210,3 +214,22 @@ async def test_a_broker_that_is_down_is_retried_from_the_outbox(store, tmp_path)
     finally:
         await api.session.close()
         await server.stop()
+
+
+def test_the_config_tables_become_the_notifier_settings(tmp_path):
+    secret, password = tmp_path / "token.secret", tmp_path / "mqtt.secret"
+    secret.write_text("x" * 40)
+    password.write_text("broker-pass\n")
+    table = {"token_secret_file": str(secret),
+             "notify": {"max_attempts": 3, "first_retry_s": 1, "allow_private_callbacks": True},
+             "mqtt": {"url": "mqtt://127.0.0.1:1883", "password_file": str(password),
+                      "public_uris": ["mqtts://broker.example.org:8883"]}}
+    settings = Openadr31File.model_validate(table).settings()
+    assert settings.notify.max_attempts == 3 and settings.notify.allow_private_callbacks
+    assert settings.notify.first_retry == timedelta(seconds=1)
+    assert settings.mqtt.password == "broker-pass" and settings.mqtt.username == "flexadr-vtn"
+    assert advertised(settings.mqtt)["URIS"] == ["mqtts://broker.example.org:8883"]
+    for bad in ({"mqtt": {**table["mqtt"], "url": "http://127.0.0.1:1883"}},
+                {"notify": {"max_attempts": 0}}, {"notify": {"max_attemps": 3}}):
+        with pytest.raises(ValidationError):
+            Openadr31File.model_validate({**table, **bad})

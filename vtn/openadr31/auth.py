@@ -179,11 +179,15 @@ class TokenIssuer:
             raise Problem(400, f"scope: this client may not hold {' '.join(refused)}",
                           [{"field": "scope", "message": "not granted to this client"}],
                           error="invalid_scope")
-        claims = {"iss": self.issuer, "sub": client.client_id, "role": client.role,
-                  "scope": " ".join(asked), "iat": now, "exp": now + self.ttl}
-        return {"access_token": jwt.encode(claims, self.secret, algorithm=_ALGORITHM),
+        return {"access_token": self.issue(client, asked, now),
                 "token_type": "Bearer", "expires_in": int(self.ttl.total_seconds()),
                 "scope": " ".join(asked)}
+
+    def issue(self, client: Oadr3Client, scopes: list[str], now: datetime) -> str:
+        """An access token for a client already authenticated."""
+        claims = {"iss": self.issuer, "sub": client.client_id, "role": client.role,
+                  "scope": " ".join(scopes), "iat": now, "exp": now + self.ttl}
+        return jwt.encode(claims, self.secret, algorithm=_ALGORITHM)
 
     def principal(self, authorization: str | None, now: datetime) -> Principal:
         """The caller behind an Authorization header, or a 401 Problem."""
