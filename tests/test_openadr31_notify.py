@@ -29,7 +29,7 @@ from tests.test_openadr_20b import eventually
 from vtn import event_control, lifecycle
 from vtn.openadr31 import Server, Settings
 from vtn.openadr31.auth import create_client
-from vtn.openadr31.notify.outbox import retry_after
+from vtn.openadr31.notify.outbox import purge, retry_after
 from vtn.openadr31.notify.webhook import PinnedResolver, RefusedAddress
 from vtn.openadr31.settings import NotifySettings
 from vtn.operator_input import EventRequest
@@ -238,6 +238,24 @@ async def test_a_500_is_retried_with_backoff_until_delivered_and_gives_up_after_
         await server.stop()
         await flaky.stop()
         await broken.stop()
+
+
+async def test_a_deleted_subscription_gets_nothing_more(edge, store):
+    receiver = Receiver()                   # down at first
+    sub = await subscribe(edge, "bl", subscription(receiver.url()))
+    await edge.call("POST", "/events", client="bl", json=event_body(), expect=201)
+    await eventually(lambda: deliveries(store) and deliveries(store)[0].attempts >= 1,
+                     what="a failed attempt")
+    await edge.call("DELETE", f"/subscriptions/{sub['id']}", "/subscriptions/{subscriptionID}",
+                    client="bl", expect=200)
+    await receiver.start()
+    try:
+        await asyncio.sleep(1.0)            # past the first retry (0.3 s) and the next
+        assert receiver.received == []
+        purge(store, datetime.now(timezone.utc), timedelta(days=1))
+        assert deliveries(store) == []
+    finally:
+        await receiver.stop()
 
 
 # --- callbacks the VTN must not call ------------------------------------------------------

@@ -19,8 +19,7 @@ from sqlmodel import Session, create_engine, select
 from vtn.store import migrate
 from vtn.store.models import (
     CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
-    ObjectChange,
-    OptAvailability,
+    ObjectChange, OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
     Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
@@ -713,7 +712,7 @@ class Store:
 
 
 def _changed(session: Session, event_id: str, operation: str, note: str, at: datetime) -> None:
-    """Record the change in its own transaction, for the 3.1 notifier (whichever edge,
-    command or planner made it)."""
+    """Record the change in the transaction that makes it, for the 3.1 notifier (whichever
+    edge, command or planner made it)."""
     session.add(ObjectChange(object_type="EVENT", object_id=event_id, operation=operation,
                              note=note, at=at))

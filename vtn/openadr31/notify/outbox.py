@@ -130,11 +130,14 @@ def _deliveries(s: Session, change: ObjectChange, subscribers: Sequence[_Subscri
 
 def claim(store: Store, channel: str, now: datetime, lease: timedelta,
           limit: int = CLAIM_BATCH) -> list[Oadr3Delivery]:
-    """Due deliveries of `channel`, leased to this caller until now + lease."""
+    """Due deliveries of `channel`, leased to this caller until now + lease. A webhook
+    whose subscription has been deleted is not sent (purge removes it)."""
     token = uuid.uuid4().hex
     claimable = (Oadr3Delivery.channel == channel, Oadr3Delivery.delivered_at.is_(None),
                  Oadr3Delivery.failed_at.is_(None), Oadr3Delivery.next_attempt_at <= now,
-                 or_(Oadr3Delivery.claimed_until.is_(None), Oadr3Delivery.claimed_until < now))
+                 or_(Oadr3Delivery.claimed_until.is_(None), Oadr3Delivery.claimed_until < now),
+                 or_(Oadr3Delivery.subscription_id.is_(None),
+                     Oadr3Delivery.subscription_id.in_(_live_subscriptions())))
     with store.transaction(), store.session() as s:
         due = (select(Oadr3Delivery.id).where(*claimable).order_by(Oadr3Delivery.id)
                .limit(limit).with_for_update(skip_locked=True))
@@ -176,9 +179,14 @@ def purge(store: Store, now: datetime, keep: timedelta) -> None:
     """Delivered and given-up rows older than `keep` go, and changes left with none."""
     before = now - keep
     with store.transaction(), store.session() as s:
-        s.exec(delete(Oadr3Delivery).where(or_(Oadr3Delivery.delivered_at < before,
-                                               Oadr3Delivery.failed_at < before)))
+        s.exec(delete(Oadr3Delivery).where(or_(
+            Oadr3Delivery.delivered_at < before, Oadr3Delivery.failed_at < before,
+            Oadr3Delivery.subscription_id.not_in(_live_subscriptions()))))
         s.exec(delete(ObjectChange).where(
             ObjectChange.fanned_out.is_(True), ObjectChange.at < before,
             ObjectChange.id.not_in(select(Oadr3Delivery.change_id).scalar_subquery())))
         s.commit()
+
+
+def _live_subscriptions():
+    return select(Oadr3Subscription.subscription_id).scalar_subquery()

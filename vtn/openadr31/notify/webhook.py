@@ -24,6 +24,7 @@ from vtn.operator_input import check_url, refuse_address
 from vtn.store import Oadr3Delivery
 
 CONCURRENCY = 64            # webhook POSTs in flight per VTN process
+RESOLVE_TIMEOUT_S = 5       # a slow resolver does not hold up POST /subscriptions
 
 
 class RefusedAddress(OSError):
@@ -64,12 +65,12 @@ async def check_callback(url: str, allow_private: bool) -> None:
     check_url(url, allow_private)
     parts = urlsplit(url)
     try:
-        await PinnedResolver(allow_private).resolve(
+        await asyncio.wait_for(PinnedResolver(allow_private).resolve(
             parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-            socket.AF_UNSPEC)
+            socket.AF_UNSPEC), RESOLVE_TIMEOUT_S)
     except RefusedAddress as err:
         raise ValueError(str(err)) from None
-    except OSError:
+    except (OSError, asyncio.TimeoutError):
         return
 
 
