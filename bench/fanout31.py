@@ -16,9 +16,10 @@ Each path is its own phase (its own VTN process: the webhook phase has no broker
 MQTT phase no subscriptions). Reported per phase: time until every VEN was notified and
 until every VEN had read the event (first, p50 and max), and the CPU time over the phase
 of the VTN process, the broker and this process (the fleet: when it is near the wall
-time, the load generator is the bottleneck). The 2.0b path is modelled, not measured: a VEN polls every `--poll-s` at a phase
-of its own, so the last of N VENs gets the event after poll_s * N/(N+1) on average
-(half the VENs after poll_s / 2); bench/poll.py measures a signed poll's CPU.
+time, the load generator is the bottleneck). The 2.0b path is modelled, not measured: a
+VEN polls every `--poll-s` at a phase of its own, so the last of N VENs gets the event
+after poll_s * N/(N+1) on average (half the VENs after poll_s / 2); bench/poll.py
+measures a signed poll's CPU.
 
 Tokens are minted by the edge's own TokenIssuer.issue (the token endpoint's scrypt check,
 ~50 ms per client, would dominate the set-up of 1,000 clients). One JSON line.

@@ -24,7 +24,7 @@ from sqlmodel import select
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from schedules import model
-from tests.test_openadr31_api import SECRET, Api31, enrol, event_body, spec
+from tests.test_openadr31_api import SECRET, Api31, enrol, event_body, report_body, spec
 from tests.test_openadr_20b import eventually
 from vtn import event_control, lifecycle
 from vtn.openadr31 import Server, Settings
@@ -204,6 +204,38 @@ async def test_operations_and_program_of_a_subscription_filter_what_it_gets(
     await eventually(lambda: receiver.on("/deletes"), what="the DELETE")
     await asyncio.sleep(0.3)
     assert [r["body"]["operation"] for r in receiver.received] == ["DELETE"]
+
+
+async def test_reports_resources_vens_and_subscriptions_reach_business_logic_and_their_ven(
+        edge, receiver, store):
+    objects = ["REPORT", "RESOURCE", "VEN", "SUBSCRIPTION"]
+    await subscribe(edge, "bl", subscription(receiver.url("/bl"), objects=objects))
+    await subscribe(edge, "ven-a-client", subscription(receiver.url("/a"), objects=objects))
+    await subscribe(edge, "ven-b-client", subscription(receiver.url("/b"), objects=objects))
+    _, event = await edge.call("POST", "/events", client="bl", json=event_body(["ven-a"]),
+                               expect=201)
+    _, report = await edge.call("POST", "/reports", client="ven-a-client",
+                                json=report_body(event["id"]), expect=201)
+    _, resource = await edge.call("POST", "/resources", client="ven-a-client", expect=201,
+                                  json={"objectType": "VEN_RESOURCE_REQUEST",
+                                        "resourceName": "battery-1", "venID": "ven-a"})
+    await edge.call("DELETE", f"/resources/{resource['id']}", "/resources/{resourceID}",
+                    client="ven-a-client", expect=200)
+    # BL: ven-a's and ven-b's subscriptions, the report, the resource twice.
+    await eventually(lambda: len(receiver.on("/bl")) == 5, what="BL's five")
+
+    def seen(path):
+        return [(r["body"]["objectType"], r["body"]["operation"], r["body"]["object"]["id"])
+                for r in receiver.on(path)]
+    assert seen("/a") == [("REPORT", "CREATE", report["id"]),
+                          ("RESOURCE", "CREATE", resource["id"]),
+                          ("RESOURCE", "DELETE", resource["id"])]
+    assert seen("/b") == []                                 # none of it is ven-b's
+    assert [kind for kind, _, _ in seen("/bl")] == ["SUBSCRIPTION", "SUBSCRIPTION", "REPORT",
+                                                    "RESOURCE", "RESOURCE"]
+    assert receiver.on("/a")[0]["body"]["object"]["resources"][0]["resourceName"] == "device"
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 8
 
 
 # --- retries ------------------------------------------------------------------------------

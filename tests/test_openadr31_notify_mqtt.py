@@ -144,12 +144,12 @@ async def test_events_are_published_and_a_ven_cannot_read_another_vens_topics(
     api, port = mqtt_edge
     secrets_of = broker[2]
     ven_a = await Listener(port, "ven-a-client", secrets_of["ven-a-client"]).start(
-        "vens/ven-a/events/+")
+        "vens/ven-a/#")
     # ven-b asks for ven-a's topic, for everything, and for its own.
     ven_b = await Listener(port, "ven-b-client", secrets_of["ven-b-client"]).start(
         "vens/ven-a/events/+", "#", "events/+", "vens/ven-b/events/+")
-    bl = await Listener(port, "bl", secrets_of["bl"]).start("events/+",
-                                                            "programs/+/events/+")
+    bl = await Listener(port, "bl", secrets_of["bl"]).start("events/+", "programs/+/events/+",
+                                                            "resources/+")
     try:
         _, for_a = await api.call("POST", "/events", client="bl", json=event_body(["ven-a"]),
                                   expect=201)
@@ -168,6 +168,17 @@ async def test_events_are_published_and_a_ven_cannot_read_another_vens_topics(
         assert [(t, n["object"]["id"]) for t, n in ven_b.received] == [
             ("vens/ven-b/events/create", for_b["id"])]
         assert len(ven_a.received) == 1
+        # A resource of ven-a: to its own vens/ven-a/resources topic and BL's resources/.
+        _, resource = await api.call("POST", "/resources", client="ven-a-client", expect=201,
+                                     json={"objectType": "VEN_RESOURCE_REQUEST",
+                                           "resourceName": "battery-1", "venID": "ven-a"})
+        await eventually(lambda: len(ven_a.received) == 2 and len(bl.received) == 5,
+                         what="the resource's notifications")
+        assert ven_a.received[1][0] == "vens/ven-a/resources/create"
+        assert ven_a.received[1][1]["object"]["id"] == resource["id"]
+        assert bl.received[-1][0] == "resources/create"
+        await asyncio.sleep(0.3)
+        assert len(ven_b.received) == 1
     finally:
         for listener in (ven_a, ven_b, bl):
             await listener.stop()

@@ -710,6 +710,15 @@ class Store:
             s.commit()
             return removed.rowcount
 
+    def record_change(self, object_type: str, object_id: str, operation: str, at: datetime,
+                      body: str, ven_id: str | None) -> None:
+        """A change of an object only the 3.1 edge writes (report, subscription, ven,
+        resource), as it was shown; call it inside the change's transaction()."""
+        with self.session() as s:
+            s.add(ObjectChange(object_type=object_type, object_id=object_id,
+                               operation=operation, at=at, body=body, ven_id=ven_id))
+            s.commit()
+
 
 def _changed(session: Session, event_id: str, operation: str, note: str, at: datetime) -> None:
     """Record the change in the transaction that makes it, for the 3.1 notifier (whichever

@@ -318,8 +318,9 @@ class Oadr3Subscription(SQLModel, table=True):
 
 
 class ObjectChange(SQLModel, table=True):
-    """A change of a stored object (an event created, modified, cancelled), written in the
-    transaction that makes it, whichever edge or command made it. The 3.1 notifier turns
+    """A change of a stored object (an event created, modified, cancelled; a 3.1 report,
+    subscription, ven or resource), written in the transaction that makes it, whichever
+    edge or command made it. The 3.1 notifier turns
     each into its subscribers' notifications (Oadr3Delivery) and marks it fanned out."""
     id: int | None = Field(default=None, primary_key=True)
     object_type: str                  # EVENT (the 3.1 objectTypes names)
@@ -327,6 +328,10 @@ class ObjectChange(SQLModel, table=True):
     operation: str                    # CREATE | UPDATE | DELETE
     note: str = ""                    # the transition note: planned, published, modified ...
     at: datetime = Field(sa_type=UTCDateTime)
+    # Objects other than events: the object as shown to business logic, and its VEN (who
+    # else may be told); an event is read from its row when it is fanned out.
+    body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    ven_id: str | None = None
     fanned_out: bool = Field(default=False, index=True)
     claimed_by: str | None = None     # the fan-out round that took it
 

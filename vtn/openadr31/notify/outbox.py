@@ -4,7 +4,8 @@ and finished so that several VTN processes on one database send each notificatio
 `fan_out` turns ObjectChange rows (written by the store in the transaction of the change,
 whichever edge, command or planner made it) into Oadr3Delivery rows: one per matching
 webhook subscription and one per MQTT topic, each with the Notification body as that
-subscriber may see it (a VEN: only events it is a target of, targets down to its own name).
+subscriber may see it (a VEN: only events it is a target of, targets down to its own
+name, and its own reports, subscriptions, ven and resources).
 `claim` leases due rows to one sender; `finish` records each outcome.
 """
 from __future__ import annotations
@@ -82,7 +83,10 @@ def _subscribers(s: Session) -> list[_Subscriber]:
 
 def _deliveries(s: Session, change: ObjectChange, subscribers: Sequence[_Subscriber],
                 topics: Topics | None, now: datetime) -> Iterable[Oadr3Delivery]:
-    event = s.get(Event, change.object_id) if change.object_type == "EVENT" else None
+    if change.object_type != "EVENT":
+        yield from _object_deliveries(change, subscribers, topics, now)
+        return
+    event = s.get(Event, change.object_id)
     if event is None:
         return
     targets = s.exec(select(Ven).join(EventTarget, EventTarget.ven_id == Ven.ven_id)
@@ -126,6 +130,38 @@ def _deliveries(s: Session, change: ObjectChange, subscribers: Sequence[_Subscri
         for ven in targets:
             yield row(MQTT, topics.ven_events(ven.ven_id, ven_operation), ven_operation,
                       ven.ven_name)
+
+
+def _object_deliveries(change: ObjectChange, subscribers: Sequence[_Subscriber],
+                       topics: Topics | None, now: datetime) -> Iterable[Oadr3Delivery]:
+    """A report, subscription, ven or resource as it was shown: to business logic, and to
+    the VEN it belongs to."""
+    shown = json.loads(change.body)
+    body = json.dumps({"objectType": change.object_type, "operation": change.operation,
+                       "object": shown})
+
+    def row(channel, target, subscription=None, token=None):
+        return Oadr3Delivery(change_id=change.id, channel=channel, target=target,
+                             subscription_id=subscription, bearer_token=token, body=body,
+                             next_attempt_at=now)
+
+    for sub in subscribers:
+        subscription = sub.subscription
+        if subscription.created_at > change.at or subscription.program_id not in (
+                None, shown.get("programID", subscription.program_id)):
+            continue
+        if sub.is_ven and (sub.ven is None or sub.ven.ven_id != change.ven_id):
+            continue
+        if change.object_id == subscription.subscription_id and change.operation == "CREATE":
+            continue        # not told of its own making
+        for wanted in sub.operations:
+            if (change.object_type in wanted.get("objects", ())
+                    and change.operation in wanted.get("operations", ())):
+                yield row(WEBHOOK, wanted["callbackUrl"], subscription.subscription_id,
+                          wanted.get("bearerToken"))
+    if topics is not None:
+        for topic in topics.of_object(change.object_type, change.ven_id, change.operation):
+            yield row(MQTT, topic)
 
 
 def claim(store: Store, channel: str, now: datetime, lease: timedelta,

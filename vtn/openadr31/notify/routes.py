@@ -4,9 +4,10 @@ Business logic may read every topic listing. A VEN gets its own `vens/{venID}/..
 topics (another VEN's is a 404, as GET /vens/{venID} is) and the listings of the
 programs it is enrolled in; the all-objects listings that the YAML marks read_bl are a
 403 for it, and a program's events topic (business logic's, every target's events) a 404.
-Which topics carry notifications today: events/*, programs/{id}/events/* (business
-logic) and vens/{venID}/events/* (that VEN); programs are program files and change by
-no API call, so their topics stay quiet. The broker's ACL enforces the same split.
+Published: events/*, programs/{id}/events/*, reports/*, subscriptions/*, vens/*,
+resources/* (business logic) and vens/{venID}/*, vens/{venID}/events/*,
+vens/{venID}/resources/* (that VEN and business logic); programs are program files and
+change by no API call, so their topics stay quiet. The broker's ACL enforces the split.
 """
 from __future__ import annotations
 

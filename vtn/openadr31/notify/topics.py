@@ -31,6 +31,16 @@ class Topics:
     def ven_events(self, ven_id: str, operation: str) -> str:
         return self._topic(f"vens/{ven_id}/events", operation)
 
+    def of_object(self, object_type: str, ven_id: str | None, operation: str) -> list[str]:
+        """The topics of a report, subscription, ven or resource change."""
+        kind = object_type.lower() + "s"
+        topics = [self._topic(kind, operation)]
+        if ven_id is not None and object_type == "VEN":
+            topics.append(self._topic(f"vens/{ven_id}", operation))
+        if ven_id is not None and object_type == "RESOURCE":
+            topics.append(self._topic(f"vens/{ven_id}/resources", operation))
+        return topics
+
     def ven_root(self, ven_id: str) -> str:
         """Everything of one VEN (ACL)."""
         return f"{self.prefix}vens/{ven_id}/#"

@@ -24,6 +24,8 @@ def upgrade() -> None:
     sa.Column('operation', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('at', vtn.store.types.UTCDateTime(), nullable=False),
+    sa.Column('body', sa.Text(), nullable=True),
+    sa.Column('ven_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('fanned_out', sa.Boolean(), nullable=False),
     sa.Column('claimed_by', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.PrimaryKeyConstraint('id')
