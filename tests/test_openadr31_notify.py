@@ -219,23 +219,39 @@ async def test_reports_resources_vens_and_subscriptions_reach_business_logic_and
     _, resource = await edge.call("POST", "/resources", client="ven-a-client", expect=201,
                                   json={"objectType": "VEN_RESOURCE_REQUEST",
                                         "resourceName": "battery-1", "venID": "ven-a"})
-    await edge.call("DELETE", f"/resources/{resource['id']}", "/resources/{resourceID}",
+    template = "/resources/{resourceID}"
+    renamed = {"objectType": "VEN_RESOURCE_REQUEST", "resourceName": "battery-2", "venID": "ven-a"}
+    await edge.call("PUT", f"/resources/{resource['id']}", template, client="ven-a-client",
+                    json=renamed, expect=200)
+    _, other = await edge.call("POST", "/resources", client="ven-a-client", expect=201,
+                               json={**renamed, "resourceName": "meter"})
+    await edge.call("PUT", f"/resources/{other['id']}", template, client="ven-a-client",
+                    json=renamed, expect=409)
+    await edge.call("DELETE", f"/resources/{resource['id']}", template,
                     client="ven-a-client", expect=200)
-    # BL: ven-a's and ven-b's subscriptions, the report, the resource twice.
-    await eventually(lambda: len(receiver.on("/bl")) == 5, what="BL's five")
+    # A refused write is no change: ven-b's VEN given ven-a's client (a 409), and ven-a
+    # deleted while it has a report (400).
+    await edge.call("PUT", "/vens/ven-b", "/vens/{venID}", client="bl", expect=409, json={
+        "objectType": "BL_VEN_REQUEST", "venName": "ven-b", "clientID": "ven-a-client"})
+    await edge.call("DELETE", "/vens/ven-a", "/vens/{venID}", client="bl", expect=400)
+    # BL: ven-a's and ven-b's subscriptions, the report, the resources' four changes.
+    await eventually(lambda: len(receiver.on("/bl")) == 7, what="BL's seven")
 
     def seen(path):
         return [(r["body"]["objectType"], r["body"]["operation"], r["body"]["object"]["id"])
                 for r in receiver.on(path)]
     assert seen("/a") == [("REPORT", "CREATE", report["id"]),
                           ("RESOURCE", "CREATE", resource["id"]),
+                          ("RESOURCE", "UPDATE", resource["id"]),
+                          ("RESOURCE", "CREATE", other["id"]),       # (the 409 changed nothing)
                           ("RESOURCE", "DELETE", resource["id"])]
     assert seen("/b") == []                                 # none of it is ven-b's
-    assert [kind for kind, _, _ in seen("/bl")] == ["SUBSCRIPTION", "SUBSCRIPTION", "REPORT",
-                                                    "RESOURCE", "RESOURCE"]
+    assert [kind for kind, _, _ in seen("/bl")] == ["SUBSCRIPTION", "SUBSCRIPTION", "REPORT"] + [
+        "RESOURCE"] * 4
     assert receiver.on("/a")[0]["body"]["object"]["resources"][0]["resourceName"] == "device"
+    assert receiver.on("/a")[2]["body"]["object"]["resourceName"] == "battery-2"
     await asyncio.sleep(0.3)
-    assert len(receiver.received) == 8
+    assert len(receiver.received) == 12
 
 
 # --- retries ------------------------------------------------------------------------------

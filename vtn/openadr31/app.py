@@ -580,11 +580,12 @@ class Api:
                 if isinstance(body, BlVenRequest):
                     row.client_id = body.clientID
                 row.modified_at = self.clock.now()
+                client_id = row.client_id       # (a failed flush expires the row)
                 s.add(row)
                 try:
                     s.commit()
                 except IntegrityError:
-                    raise Problem(409, f"clientID {row.client_id} already has a VEN") from None
+                    raise Problem(409, f"clientID {client_id} already has a VEN") from None
             self._changed("VEN", "UPDATE", mapping.ven_json(row), ven.ven_id)
         return web.json_response(mapping.ven_json(self.store.ven(ven.ven_id)))
 
@@ -658,16 +659,21 @@ class Api:
                             device_kind=attribute(body.attributes, mapping.DEVICE_KIND,
                                                   "attributes", required=False) or ven.device_kind,
                             created_at=now, modified_at=now)
+        return web.json_response(self._save_resource(resource, ven, "CREATE"), status=201)
+
+    def _save_resource(self, row: Resource, ven: Ven, operation: str) -> dict:
+        """Write the resource and its change row; a name its VEN already uses is a 409."""
+        name = row.resource_id      # (a failed flush expires the row)
         with self.store.transaction():
             with self.store.session() as s:
-                s.add(resource)
+                s.add(row)
                 try:
                     s.commit()
                 except IntegrityError:
-                    raise Problem(409, f"ven {ven.ven_id} has a resource "
-                                  f"{body.resourceName}") from None
-            self._changed("RESOURCE", "CREATE", mapping.resource_json(resource, ven), ven.ven_id)
-        return web.json_response(mapping.resource_json(resource, ven), status=201)
+                    raise Problem(409, f"ven {ven.ven_id} has a resource {name}") from None
+            shown = mapping.resource_json(row, ven)
+            self._changed("RESOURCE", operation, shown, ven.ven_id)
+        return shown
 
     async def update_resource(self, request: web.Request) -> web.Response:
         p = await self.caller(request, auth.WRITE_VENS)
@@ -675,21 +681,11 @@ class Api:
         body, _ = await self._resource_body(request, p)
         if body.venID != resource.ven_id:
             raise Problem(409, f"resource {resource.id} belongs to ven {resource.ven_id}")
-        with self.store.transaction():
-            with self.store.session() as s:
-                row = s.get(Resource, resource.id)
-                row.resource_id = body.resourceName
-                row.device_kind = attribute(body.attributes, mapping.DEVICE_KIND, "attributes",
-                                            required=False) or row.device_kind
-                row.modified_at = self.clock.now()
-                s.add(row)
-                try:
-                    s.commit()
-                except IntegrityError:
-                    raise Problem(409, f"ven {ven.ven_id} has a resource "
-                                  f"{body.resourceName}") from None
-            self._changed("RESOURCE", "UPDATE", mapping.resource_json(row, ven), ven.ven_id)
-        return web.json_response(mapping.resource_json(row, ven))
+        resource.resource_id = body.resourceName
+        resource.device_kind = attribute(body.attributes, mapping.DEVICE_KIND, "attributes",
+                                         required=False) or resource.device_kind
+        resource.modified_at = self.clock.now()
+        return web.json_response(self._save_resource(resource, ven, "UPDATE"))
 
     async def delete_resource(self, request: web.Request) -> web.Response:
         p = await self.caller(request, auth.WRITE_VENS)
