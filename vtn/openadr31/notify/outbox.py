@@ -43,6 +43,8 @@ def fan_out(store: Store, topics: Topics | None, now: datetime) -> int:
     changes. The claiming UPDATE comes first, so on SQLite the transaction holds the write
     lock from its start and on PostgreSQL another process skips the locked rows."""
     token = uuid.uuid4().hex
+    if not _any(store, select(ObjectChange.id).where(ObjectChange.fanned_out.is_(False))):
+        return 0
     with store.transaction(), store.session() as s:
         pending = (select(ObjectChange.id).where(ObjectChange.fanned_out.is_(False))
                    .order_by(ObjectChange.id).limit(FAN_OUT_BATCH)
@@ -174,6 +176,8 @@ def claim(store: Store, channel: str, now: datetime, lease: timedelta,
                  or_(Oadr3Delivery.claimed_until.is_(None), Oadr3Delivery.claimed_until < now),
                  or_(Oadr3Delivery.subscription_id.is_(None),
                      Oadr3Delivery.subscription_id.in_(_live_subscriptions())))
+    if not _any(store, select(Oadr3Delivery.id).where(*claimable)):
+        return []
     with store.transaction(), store.session() as s:
         due = (select(Oadr3Delivery.id).where(*claimable).order_by(Oadr3Delivery.id)
                .limit(limit).with_for_update(skip_locked=True))
@@ -226,3 +230,9 @@ def purge(store: Store, now: datetime, keep: timedelta) -> None:
 
 def _live_subscriptions():
     return select(Oadr3Subscription.subscription_id).scalar_subquery()
+
+
+def _any(store: Store, query) -> bool:
+    """A read first: an idle notifier does not open a write transaction every round."""
+    with store.session() as s:
+        return s.exec(query.limit(1)).first() is not None
