@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 from aiohttp import web
 from sqlmodel import select
 
+from certs.pki import ensure_dev_pki
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from schedules import model
@@ -355,33 +357,35 @@ async def test_the_resolver_hands_out_only_checked_addresses():
     assert result["host"] in ("127.0.0.1", "::1") and result["hostname"] == "localhost"
 
 
-# --- VTN processes: restart, and two on one database --------------------------------------
-SERVE = """
-import asyncio, sys
-from datetime import timedelta
-from flexadr.clock import SystemClock
-from vtn import openadr31
-from vtn.openadr31.settings import NotifySettings
-from vtn.store import Store
-
-async def main(url, port):
-    notify = NotifySettings(interval=timedelta(seconds=0.05), first_retry=timedelta(seconds=0.2),
-                            max_attempts=50, allow_private_callbacks=True)
-    await openadr31.start(Store(url), SystemClock(), openadr31.Settings(
-        token_secret=%r, port=port, notify=notify))
-    print("ready", flush=True)
-    await asyncio.Event().wait()
-
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
-""" % SECRET
+# --- VTN processes (`vtn serve`): restart, and two on one database ------------------------
+def vtn_process(tmp_path, database_url: str, api_port: int) -> subprocess.Popen:
+    """`vtn serve` with a 3.1 edge on api_port (the 2.0b edge beside it on a port of its own),
+    its notifier quick and allowed to call loopback."""
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    secret = tmp_path / "token.secret"
+    secret.write_text(SECRET)
+    config = tmp_path / f"vtn-{api_port}.toml"
+    config.write_text(
+        f'vtn_id = "NOTIFY_VTN"\nport = {_free_port()}\ncert = "{pki.vtn.cert}"\n'
+        f'key = "{pki.vtn.key}"\nca_file = "{pki.ca.cert}"\ndatabase = "{database_url}"\n\n'
+        f'[openadr31]\nport = {api_port}\ntoken_secret_file = "{secret}"\n\n'
+        '[openadr31.notify]\ninterval_s = 0.05\nfirst_retry_s = 0.2\nmax_attempts = 50\n'
+        'allow_private_callbacks = true\n')
+    log = open(tmp_path / f"vtn-{api_port}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
 
 
-def vtn_process(database_url: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SERVE, database_url, str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+def listening(proc: subprocess.Popen, api_port: int) -> subprocess.Popen:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"vtn serve ({api_port}) exited"
+        try:
+            socket.create_connection(("127.0.0.1", api_port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"vtn serve did not listen on {api_port}")
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -389,13 +393,26 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+@pytest.fixture
+def vtn_serve(tmp_path, database_url):
+    """Starts `vtn serve` processes on the test's database; kills what is left at the end."""
+    started = []
+
+    def start(api_port: int) -> subprocess.Popen:
+        started.append(vtn_process(tmp_path, database_url, api_port))
+        return started[-1]
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            kill(proc)
+
+
 async def test_a_webhook_is_delivered_once_after_the_vtn_is_killed_before_delivery(
-        store, enrolled, database_url):
+        store, enrolled, vtn_serve):
     port = _free_port()
-    first = vtn_process(database_url, port)
+    first = listening(vtn_serve(port), port)
     api = Api31(f"http://127.0.0.1:{port}", aiohttp.ClientSession(), enrolled)
     receiver = Receiver()                   # its port is chosen; nothing listens there yet
-    second = None
     try:
         await subscribe(api, "ven-a-client", subscription(receiver.url()))
         _, event = await api.call("POST", "/events", client="bl", json=event_body(["ven-a"]),
@@ -406,7 +423,7 @@ async def test_a_webhook_is_delivered_once_after_the_vtn_is_killed_before_delive
         [row] = deliveries(store)
         assert row.delivered_at is None and row.last_error.startswith("cannot connect")
         await receiver.start()
-        second = vtn_process(database_url, port)
+        listening(vtn_serve(port), port)
         await eventually(lambda: receiver.received, what="the delivery after the restart")
         await eventually(lambda: deliveries(store)[0].delivered_at, what="the row delivered")
         await asyncio.sleep(0.3)
@@ -414,17 +431,16 @@ async def test_a_webhook_is_delivered_once_after_the_vtn_is_killed_before_delive
             == [("CREATE", event["id"])]
     finally:
         await api.session.close()
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                kill(proc)
         if receiver.runner is not None:
             await receiver.stop()
 
 
 async def test_two_vtn_processes_on_one_database_deliver_each_notification_once(
-        store, enrolled, database_url, receiver):
+        store, enrolled, receiver, vtn_serve):
     ports = [_free_port(), _free_port()]
-    procs = [vtn_process(database_url, port) for port in ports]
+    procs = [vtn_serve(port) for port in ports]     # both start at once
+    for proc, port in zip(procs, ports):
+        listening(proc, port)
     api = Api31(f"http://127.0.0.1:{ports[0]}", aiohttp.ClientSession(), enrolled)
     try:
         for i in range(10):
@@ -440,5 +456,3 @@ async def test_two_vtn_processes_on_one_database_deliver_each_notification_once(
         assert all(row.attempts == 1 for row in deliveries(store))
     finally:
         await api.session.close()
-        for proc in procs:
-            kill(proc)
