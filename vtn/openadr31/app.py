@@ -14,7 +14,7 @@ import json
 import uuid
 from datetime import datetime
 from typing import Sequence
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -26,6 +26,8 @@ from schedules import model
 from vtn import lifecycle
 from vtn.openadr31 import auth, mapping
 from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
+from vtn.openadr31.notify.routes import NotifierRoutes
+from vtn.openadr31.notify.webhook import check_callback
 from vtn.openadr31.problems import Problem, bad_request, from_validation
 from vtn.openadr31.schemas import (NOW, RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequest,
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
@@ -71,8 +73,7 @@ class Api:
             web.put("/resources/{id}", self.update_resource),
             web.delete("/resources/{id}", self.delete_resource),
             web.get("/auth/server", self.auth_server), web.post("/auth/token", self.token),
-            web.get("/notifiers", self.notifiers),
-        ]
+        ] + NotifierRoutes(self).routes()
 
     # --- auth ----------------------------------------------------------------
     async def caller(self, request: web.Request, scope: str) -> Principal:
@@ -111,10 +112,6 @@ class Api:
     async def auth_server(self, request: web.Request) -> web.Response:
         base = self.settings.public_url or f"{request.scheme}://{request.host}"
         return web.json_response({"tokenURL": base.rstrip("/") + "/auth/token"})
-
-    async def notifiers(self, request: web.Request) -> web.Response:
-        await self.caller(request, auth.READ_TARGETS)
-        return web.json_response({"WEBHOOK": True})
 
     # --- programs: program files, read-only here ----------------------------
     def _program_ids_of(self, ven_id: str) -> set[str]:
@@ -336,15 +333,26 @@ class Api:
         with self.store.session() as s:
             return list(s.exec(query.order_by(table.created_at)).all())
 
-    def _save(self, row) -> None:
-        with self.store.session() as s:
-            s.add(row)
-            s.commit()
+    def _save(self, row, change: tuple[str, str, dict, str | None] | None = None) -> None:
+        """Write `row`; with `change` (object type, operation, object, its VEN) also the
+        change row for the notifier, in the same transaction."""
+        with self.store.transaction():
+            with self.store.session() as s:
+                s.add(row)
+                s.commit()
+            if change is not None:
+                self._changed(*change)
 
-    def _delete(self, table, key) -> None:
-        with self.store.session() as s:
-            s.delete(s.get(table, key))
-            s.commit()
+    def _delete(self, table, key, change: tuple[str, str, dict, str | None]) -> None:
+        with self.store.transaction():
+            with self.store.session() as s:
+                s.delete(s.get(table, key))
+                s.commit()
+            self._changed(*change)
+
+    def _changed(self, object_type: str, operation: str, shown: dict, ven_id: str | None):
+        self.store.record_change(object_type, shown["id"], operation, self.clock.now(),
+                                 json.dumps(shown), ven_id)
 
     def _reports(self, p: Principal, skip: int = 0, limit: int = MAX_LIMIT,
                  **filters) -> list[Oadr3Report]:
@@ -384,7 +392,7 @@ class Api:
                           ven_id=p.ven_id, client_name=body.clientName, event_id=body.eventID,
                           program_id=self.store.event(body.eventID).program_id,
                           body=json.dumps(raw), created_at=now, modified_at=now)
-        self._save(row)
+        self._save(row, ("REPORT", "CREATE", report_json(row), p.ven_id))
         self.store.record_points(p.ven_id, points, received_at=now)
         return web.json_response(report_json(row), status=201)
 
@@ -396,7 +404,7 @@ class Api:
             raise Problem(409, f"report {row.report_id} is about event {row.event_id}")
         row.client_name, row.body, row.modified_at = body.clientName, json.dumps(raw), \
             self.clock.now()
-        self._save(row)
+        self._save(row, ("REPORT", "UPDATE", report_json(row), p.ven_id))
         self.store.record_points(p.ven_id, points, received_at=row.modified_at)
         return web.json_response(report_json(row))
 
@@ -404,7 +412,8 @@ class Api:
         """The report goes; its telemetry stays (it is settlement data)."""
         p = await self.caller(request, auth.WRITE_REPORTS)
         row = self._report(p, request.match_info["id"])
-        self._delete(Oadr3Report, row.report_id)
+        self._delete(Oadr3Report, row.report_id,
+                     ("REPORT", "DELETE", report_json(row), row.ven_id))
         return web.json_response(report_json(row))
 
     # --- subscriptions -------------------------------------------------------
@@ -441,10 +450,12 @@ class Api:
     async def _subscription_body(self, request: web.Request, p: Principal):
         body, raw = await parse_raw(request, SubscriptionRequest)
         for i, operation in enumerate(body.objectOperations):
-            url = urlsplit(operation.callbackUrl)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            try:
+                await check_callback(operation.callbackUrl,
+                                     self.settings.notify.allow_private_callbacks)
+            except ValueError as err:
                 raise bad_request(f"objectOperations.{i}.callbackUrl",
-                                  "an absolute http(s) URL with a host")
+                                  f"the VTN will not call it: {err}") from None
         if body.programID is not None:
             try:
                 self._program(p, body.programID)
@@ -460,7 +471,7 @@ class Api:
                                 client_id=p.client_id, client_name=body.clientName,
                                 program_id=body.programID, body=json.dumps(raw), created_at=now,
                                 modified_at=now)
-        self._save(row)
+        self._save(row, ("SUBSCRIPTION", "CREATE", subscription_json(row), p.ven_id))
         return web.json_response(subscription_json(row), status=201)
 
     async def update_subscription(self, request: web.Request) -> web.Response:
@@ -469,13 +480,14 @@ class Api:
         body, raw = await self._subscription_body(request, p)
         row.client_name, row.program_id, row.body = body.clientName, body.programID, json.dumps(raw)
         row.modified_at = self.clock.now()
-        self._save(row)
+        self._save(row, ("SUBSCRIPTION", "UPDATE", subscription_json(row), p.ven_id))
         return web.json_response(subscription_json(row))
 
     async def delete_subscription(self, request: web.Request) -> web.Response:
         p = await self.caller(request, auth.WRITE_SUBSCRIPTIONS)
         row = self._subscription(p, request.match_info["id"])
-        self._delete(Oadr3Subscription, row.subscription_id)
+        self._delete(Oadr3Subscription, row.subscription_id,
+                     ("SUBSCRIPTION", "DELETE", subscription_json(row), p.ven_id))
         return web.json_response(subscription_json(row))
 
     # --- vens ----------------------------------------------------------------
@@ -544,7 +556,9 @@ class Api:
                   program_id=program_id, device_kind=device_kind, client_id=body.clientID,
                   created_at=now, modified_at=now)
         try:
-            self.store.enrol(ven)
+            with self.store.transaction():
+                self.store.enrol(ven)
+                self._changed("VEN", "CREATE", mapping.ven_json(ven), ven.ven_id)
         except IntegrityError:
             raise bad_request("clientID", f"client {body.clientID} already has a VEN") from None
         return web.json_response(mapping.ven_json(ven), status=201)
@@ -560,16 +574,19 @@ class Api:
             given = attribute(body.attributes, kind, "attributes", required=False)
             if given not in (None, current):
                 raise Problem(409, f"{kind} is {current} (enrolment), not {given}")
-        with self.store.session() as s:
-            row = s.get(Ven, ven.ven_id)
-            if isinstance(body, BlVenRequest):
-                row.client_id = body.clientID
-            row.modified_at = self.clock.now()
-            s.add(row)
-            try:
-                s.commit()
-            except IntegrityError:
-                raise Problem(409, f"clientID {row.client_id} already has a VEN") from None
+        with self.store.transaction():
+            with self.store.session() as s:
+                row = s.get(Ven, ven.ven_id)
+                if isinstance(body, BlVenRequest):
+                    row.client_id = body.clientID
+                row.modified_at = self.clock.now()
+                client_id = row.client_id       # (a failed flush expires the row)
+                s.add(row)
+                try:
+                    s.commit()
+                except IntegrityError:
+                    raise Problem(409, f"clientID {client_id} already has a VEN") from None
+            self._changed("VEN", "UPDATE", mapping.ven_json(row), ven.ven_id)
         return web.json_response(mapping.ven_json(self.store.ven(ven.ven_id)))
 
     async def delete_ven(self, request: web.Request) -> web.Response:
@@ -578,9 +595,7 @@ class Api:
         p.require_bl("ends an enrolment (deletes a ven)")
         shown = mapping.ven_json(ven)
         try:
-            with self.store.session() as s:
-                s.delete(s.get(Ven, ven.ven_id))
-                s.commit()
+            self._delete(Ven, ven.ven_id, ("VEN", "DELETE", shown, ven.ven_id))
         except IntegrityError:     # (the YAML lists no 409 for DELETE /vens/{venID})
             raise Problem(400, f"ven {ven.ven_id} has resources, events, reports or telemetry: "
                           "it stays (unenrol it instead)") from None
@@ -644,13 +659,21 @@ class Api:
                             device_kind=attribute(body.attributes, mapping.DEVICE_KIND,
                                                   "attributes", required=False) or ven.device_kind,
                             created_at=now, modified_at=now)
-        with self.store.session() as s:
-            s.add(resource)
-            try:
-                s.commit()
-            except IntegrityError:
-                raise Problem(409, f"ven {ven.ven_id} has a resource {body.resourceName}") from None
-        return web.json_response(mapping.resource_json(resource, ven), status=201)
+        return web.json_response(self._save_resource(resource, ven, "CREATE"), status=201)
+
+    def _save_resource(self, row: Resource, ven: Ven, operation: str) -> dict:
+        """Write the resource and its change row; a name its VEN already uses is a 409."""
+        name = row.resource_id      # (a failed flush expires the row)
+        with self.store.transaction():
+            with self.store.session() as s:
+                s.add(row)
+                try:
+                    s.commit()
+                except IntegrityError:
+                    raise Problem(409, f"ven {ven.ven_id} has a resource {name}") from None
+            shown = mapping.resource_json(row, ven)
+            self._changed("RESOURCE", operation, shown, ven.ven_id)
+        return shown
 
     async def update_resource(self, request: web.Request) -> web.Response:
         p = await self.caller(request, auth.WRITE_VENS)
@@ -658,23 +681,17 @@ class Api:
         body, _ = await self._resource_body(request, p)
         if body.venID != resource.ven_id:
             raise Problem(409, f"resource {resource.id} belongs to ven {resource.ven_id}")
-        with self.store.session() as s:
-            row = s.get(Resource, resource.id)
-            row.resource_id = body.resourceName
-            row.device_kind = attribute(body.attributes, mapping.DEVICE_KIND, "attributes",
-                                        required=False) or row.device_kind
-            row.modified_at = self.clock.now()
-            s.add(row)
-            try:
-                s.commit()
-            except IntegrityError:
-                raise Problem(409, f"ven {ven.ven_id} has a resource {body.resourceName}") from None
-        return web.json_response(mapping.resource_json(row, ven))
+        resource.resource_id = body.resourceName
+        resource.device_kind = attribute(body.attributes, mapping.DEVICE_KIND, "attributes",
+                                         required=False) or resource.device_kind
+        resource.modified_at = self.clock.now()
+        return web.json_response(self._save_resource(resource, ven, "UPDATE"))
 
     async def delete_resource(self, request: web.Request) -> web.Response:
         p = await self.caller(request, auth.WRITE_VENS)
         resource, ven = self._resource(p, request.match_info["id"])
-        self._delete(Resource, resource.id)
+        self._delete(Resource, resource.id,
+                     ("RESOURCE", "DELETE", mapping.resource_json(resource, ven), ven.ven_id))
         return web.json_response(mapping.resource_json(resource, ven))
 
 

@@ -18,10 +18,10 @@ from sqlmodel import Session, create_engine, select
 
 from vtn.store import migrate
 from vtn.store.models import (
-    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
-    OptAvailability,
-    OptSchedule, OutboundMessage, Participant, PlannerDecision, Program, ReportRegistration,
-    ReportRequest, Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
+    CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord,
+    Notice, ObjectChange, OptAvailability, OptSchedule, OutboundMessage, Participant,
+    PlannerDecision, Program, ReportRegistration, ReportRequest, Resource, TelemetryPoint,
+    TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
 
 DISTRIBUTE_EVENT = "oadrDistributeEvent"
@@ -295,6 +295,8 @@ class Store:
                 if not planned:
                     s.add(OutboundMessage(ven_id=ven_id, message_type=DISTRIBUTE_EVENT,
                                           created_at=event.created_at))
+            _changed(s, event.event_id, "CREATE", "planned" if planned else "published",
+                     event.created_at)
             s.commit()
         return event
 
@@ -311,6 +313,7 @@ class Store:
             for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
                 s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
                                       created_at=at))
+            _changed(s, event_id, "UPDATE", "published", at)
             s.commit()
             return event
 
@@ -350,6 +353,7 @@ class Store:
                 for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
                     s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
                                           created_at=at))
+            _changed(s, event_id, "DELETE" if event.status == CANCELLED else "UPDATE", note, at)
             s.commit()
             return event
 
@@ -777,3 +781,19 @@ class Store:
             removed = s.exec(delete(NonceRecord).where(NonceRecord.expires_at < expired_before))
             s.commit()
             return removed.rowcount
+
+    def record_change(self, object_type: str, object_id: str, operation: str, at: datetime,
+                      body: str, ven_id: str | None) -> None:
+        """A change of an object only the 3.1 edge writes (report, subscription, ven,
+        resource), as it was shown; call it inside the change's transaction()."""
+        with self.session() as s:
+            s.add(ObjectChange(object_type=object_type, object_id=object_id,
+                               operation=operation, at=at, body=body, ven_id=ven_id))
+            s.commit()
+
+
+def _changed(session: Session, event_id: str, operation: str, note: str, at: datetime) -> None:
+    """Record the change in the transaction that makes it, for the 3.1 notifier (whichever
+    edge, command or planner made it)."""
+    session.add(ObjectChange(object_type="EVENT", object_id=event_id, operation=operation,
+                             note=note, at=at))
