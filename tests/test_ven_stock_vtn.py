@@ -100,8 +100,8 @@ async def test_our_ven_follows_every_interval_of_a_stock_vtns_events(tmp_path, k
     agents = {name: _agent(name, pki, url, tmp_path, database) for name in VENS}
     messages: list[tuple[str, str, str]] = []
     for name, agent in agents.items():
-        agent.client.add_hook("before_send_xml", lambda xml, n=name: messages.append((n, "sent", xml)))
-        agent.client.add_hook("after_receive_xml",
+        agent.link.client.add_hook("before_send_xml", lambda xml, n=name: messages.append((n, "sent", xml)))
+        agent.link.client.add_hook("after_receive_xml",
                               lambda xml, n=name: xml and messages.append((n, "received", xml)))
     try:
         for agent in agents.values():

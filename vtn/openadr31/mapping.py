@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from flexadr.oadr3_time import NOW, iso, iso_duration
 from schedules import model
 from vtn import event_intervals
 from vtn.event_intervals import Step
 from vtn.openadr31.problems import Problem, bad_request
-from vtn.openadr31.schemas import NOW, EventRequest, IntervalPeriod
+from vtn.openadr31.schemas import EventRequest, IntervalPeriod
 from vtn.openadr31.telemetry import later
 from vtn.store import Event, Oadr3Report, Oadr3Subscription, Program, Resource, Ven
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PROGRAM_ID, DEVICE_KIND = "PROGRAM_ID", "DEVICE_KIND"     # private VEN/resource attribute types
 
 
@@ -51,18 +51,6 @@ def payload_for(signal_name: str, signal_type: str) -> PayloadMapping | None:
         if (mapping.signal_name, mapping.signal_type) == (signal_name, signal_type):
             return mapping
     return None
-
-
-def iso(when: datetime | None) -> str:
-    return (when or EPOCH).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def iso_duration(length: timedelta) -> str:
-    seconds = int(length.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (
-        f"{seconds}S" if seconds or not (hours or minutes) else "")
 
 
 def _metadata(object_id: str, object_type: str, created: datetime | None,
