@@ -15,7 +15,9 @@ from tests.harness import running_site
 from tests.test_openadr31_api import enrol, start_api
 from tests.test_ven_openadr31 import (HALF_HOUR, REPORT, SCALE, agent_config, profile_event,
                                       sleep_until, until)
+from ven import config as ven_config
 from ven.agent import VenAgent
+from ven.fleet import Fleet
 from vtn.commands import settle as settle_cmd
 
 PROFILE = [5.0, 3.0]          # kW delivered in each half hour
@@ -81,3 +83,54 @@ async def test_one_31_event_reaches_a_20b_and_a_31_agent_and_settles_both(tmp_pa
         for name in by_name:
             (performance,) = [e for e in by_name[name]["events"] if e["event_id"] == event_id]
             assert performance["kw"] == pytest.approx(sum(PROFILE) / len(PROFILE), rel=0.03)
+
+
+async def test_a_fleet_mixes_both_protocols(tmp_path):
+    async with running_site(tmp_path, SCALE, ("ven-20b",)) as site:
+        enrol(site.store, "ven-31")
+        server, api = await start_api(site.store, ("ven-31",))
+        (tmp_path / "ven-31.secret").write_text(api.secrets["ven-31-client"])
+        pki = site.pki
+        fleet_toml = tmp_path / "fleet.toml"
+        fleet_toml.write_text(f"""
+[defaults]
+vtn_url = "https://127.0.0.1:{site.proxy.port}/OpenADR2/Simple/2.0b"
+ca_file = "{pki.ca.cert}"
+capacity_kwh = 13.5
+time_scale = {SCALE}
+state_url = "sqlite:///fleet.sqlite"
+adapter = {{ name = "sim", config = {{ kind = "battery", capacity_kwh = 13.5, soc_pct = 80, max_charge_kw = 5.0, max_discharge_kw = 5.0 }} }}
+
+[groups.oadr31]
+protocol = "3.1"
+vtn_url = "{api.url}"
+oadr31 = {{ client_secret_file = "ven-31.secret", reread_s = 1 }}
+
+[[ven]]
+ven_name = "ven-20b"
+cert = "{pki.vens['ven-20b'].cert}"
+key = "{pki.vens['ven-20b'].key}"
+
+[[ven]]
+ven_name = "ven-31"
+group = "oadr31"
+oadr31 = {{ client_id = "ven-31-client" }}
+""")
+        configs = ven_config.load_fleet(fleet_toml)
+        assert [(c.ven_name, c.protocol) for c in configs] == [("ven-20b", "2.0b"),
+                                                                ("ven-31", "3.1")]
+        fleet = None
+        try:
+            fleet = Fleet(configs, SystemClock())
+            await fleet.start()
+            await until(lambda: all(a.registered for a in fleet.agents), 15, "both registered")
+            assert {a.ven_id for a in fleet.agents} == {"ven-20b", "ven-31"}
+            assert site.store.ven("ven-20b").registration_id is not None
+        finally:
+            if fleet is not None:
+                await fleet.stop()
+            await api.session.close()
+            await server.stop()
+        fleet_toml.write_text(fleet_toml.read_text().replace('group = "oadr31"', 'group = "3.1"'))
+        with pytest.raises(ven_config.ConfigError, match=r"ven\[1\].group: no group '3.1'"):
+            ven_config.load_fleet(fleet_toml)
