@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, require_tls,
                             sqlite_relative_to, validate)
 from schedules import model as program_model
+from vtn.openadr31.settings import MqttSettings, NotifySettings
 from vtn.openadr31.settings import Settings as Openadr31Settings
 from vtn.planning import PlannerSettings, PlannerSources
 from vtn.service import VtnConfig
@@ -80,6 +81,38 @@ class PlannerFile(Strict):
             every=timedelta(minutes=self.every_min))
 
 
+class Openadr31NotifyFile(Strict):
+    interval_s: Seconds = 0.5
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    first_retry_s: Seconds = 2
+    max_retry_s: Seconds = 600
+    lease_s: Seconds = 60
+    timeout_s: Seconds = 10
+    keep_h: Seconds = 24
+    allow_private_callbacks: bool = False
+
+    def settings(self) -> NotifySettings:
+        return NotifySettings(
+            interval=timedelta(seconds=self.interval_s), max_attempts=self.max_attempts,
+            first_retry=timedelta(seconds=self.first_retry_s),
+            max_retry=timedelta(seconds=self.max_retry_s), lease=timedelta(seconds=self.lease_s),
+            timeout=timedelta(seconds=self.timeout_s), keep=timedelta(hours=self.keep_h),
+            allow_private_callbacks=self.allow_private_callbacks)
+
+
+class Openadr31MqttFile(Strict):
+    url: Annotated[str, Field(pattern=r"^mqtt://[^/:]+(:\d+)?/?$")]   # the VTN's way to the broker
+    username: str = Field("flexadr-vtn", min_length=1)
+    password_file: ReadableFile
+    public_uris: list[str] = []
+    topic_prefix: str = ""
+
+    def settings(self) -> MqttSettings:
+        return MqttSettings(url=self.url, username=self.username,
+                            password=self.password_file.read_text().strip(),
+                            public_uris=tuple(self.public_uris), topic_prefix=self.topic_prefix)
+
+
 class Openadr31File(Strict):
     host: str = "127.0.0.1"
     port: Port = 8081
@@ -90,6 +123,8 @@ class Openadr31File(Strict):
     jwks_url: str | None = None               # also trust an external authorization server
     audience: str | None = None
     external_issuer: str | None = None
+    notify: Openadr31NotifyFile = Openadr31NotifyFile()
+    mqtt: Openadr31MqttFile | None = None     # the MQTT notifier (docs/openadr3.md)
 
     @field_validator("token_secret_file")
     @classmethod
@@ -103,7 +138,8 @@ class Openadr31File(Strict):
             token_secret=self.token_secret_file.read_text().strip(), host=self.host,
             port=self.port, token_ttl=timedelta(minutes=self.token_ttl_min), issuer=self.issuer,
             public_url=self.public_url, jwks_url=self.jwks_url, audience=self.audience,
-            external_issuer=self.external_issuer)
+            external_issuer=self.external_issuer, notify=self.notify.settings(),
+            mqtt=self.mqtt.settings() if self.mqtt else None)
 
 
 class VtnFile(Strict):

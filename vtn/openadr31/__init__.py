@@ -14,6 +14,7 @@ from aiohttp import web
 from flexadr.clock import Clock
 from schedules import model
 from vtn.openadr31.app import Api
+from vtn.openadr31.notify import Notifier
 from vtn.openadr31.problems import problem_middleware
 from vtn.openadr31.settings import Settings
 from vtn.programs import ensure_program
@@ -43,10 +44,11 @@ def build_app(store: Store, clock: Clock, settings: Settings) -> web.Application
 
 
 class Server:
-    """The 3.1 API listening on settings.host:settings.port."""
+    """The 3.1 API listening on settings.host:settings.port, and its notifier."""
 
     def __init__(self, store: Store, clock: Clock, settings: Settings):
         self.settings = settings
+        self.notifier = Notifier(store, clock, settings)
         self.runner = web.AppRunner(build_app(store, clock, settings), access_log=None,
                                     max_line_size=MAX_LINE_BYTES,
                                     max_field_size=MAX_LINE_BYTES)
@@ -54,8 +56,10 @@ class Server:
     async def start(self) -> None:
         await self.runner.setup()
         await web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
+        await self.notifier.start()
 
     async def stop(self) -> None:
+        await self.notifier.stop()
         await self.runner.cleanup()
 
 

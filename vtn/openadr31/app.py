@@ -13,7 +13,7 @@ import binascii
 import json
 import uuid
 from typing import Sequence
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -25,6 +25,8 @@ from schedules import model
 from vtn import lifecycle
 from vtn.openadr31 import auth, mapping
 from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
+from vtn.openadr31.notify.routes import NotifierRoutes
+from vtn.openadr31.notify.webhook import check_callback
 from vtn.openadr31.problems import Problem, bad_request, from_validation
 from vtn.openadr31.schemas import (RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequest,
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
@@ -70,8 +72,7 @@ class Api:
             web.put("/resources/{id}", self.update_resource),
             web.delete("/resources/{id}", self.delete_resource),
             web.get("/auth/server", self.auth_server), web.post("/auth/token", self.token),
-            web.get("/notifiers", self.notifiers),
-        ]
+        ] + NotifierRoutes(self).routes()
 
     # --- auth ----------------------------------------------------------------
     async def caller(self, request: web.Request, scope: str) -> Principal:
@@ -110,10 +111,6 @@ class Api:
     async def auth_server(self, request: web.Request) -> web.Response:
         base = self.settings.public_url or f"{request.scheme}://{request.host}"
         return web.json_response({"tokenURL": base.rstrip("/") + "/auth/token"})
-
-    async def notifiers(self, request: web.Request) -> web.Response:
-        await self.caller(request, auth.READ_TARGETS)
-        return web.json_response({"WEBHOOK": True})
 
     # --- programs: program files, read-only here ----------------------------
     def _program_ids_of(self, ven_id: str) -> set[str]:
@@ -423,10 +420,12 @@ class Api:
     async def _subscription_body(self, request: web.Request, p: Principal):
         body, raw = await parse_raw(request, SubscriptionRequest)
         for i, operation in enumerate(body.objectOperations):
-            url = urlsplit(operation.callbackUrl)
-            if url.scheme not in ("http", "https") or not url.hostname:
+            try:
+                await check_callback(operation.callbackUrl,
+                                     self.settings.notify.allow_private_callbacks)
+            except ValueError as err:
                 raise bad_request(f"objectOperations.{i}.callbackUrl",
-                                  "an absolute http(s) URL with a host")
+                                  f"the VTN will not call it: {err}") from None
         if body.programID is not None:
             try:
                 self._program(p, body.programID)

@@ -8,6 +8,7 @@ the client up again, so deleting a client revokes its tokens at once.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -33,6 +34,7 @@ ROLE_SCOPES = {
     VEN: (READ_TARGETS, READ_VEN_OBJECTS, WRITE_REPORTS, WRITE_SUBSCRIPTIONS, WRITE_VENS),
 }
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+MQTT_PBKDF2_ITERATIONS = 101     # what mosquitto_passwd 2.0 writes
 _ALGORITHM = "HS256"
 _EXTERNAL_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 EXTERNAL = "external"     # secret_hash of a client whose tokens come from an external server
@@ -65,6 +67,15 @@ class Principal:
     def require_bl(self, what: str) -> None:
         if not self.is_bl:
             raise Problem(403, f"only a business-logic (BL) client {what}")
+
+
+def broker_password_hash(secret: str) -> str:
+    """The MQTT broker's hash of the same secret, as `mosquitto_passwd` writes it ($7$,
+    PBKDF2-SHA512), for `vtn mqtt acl` (vtn/openadr31/notify/mqtt.py)."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, MQTT_PBKDF2_ITERATIONS, 64)
+    return (f"$7${MQTT_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}"
+            f"${base64.b64encode(digest).decode()}")
 
 
 def hash_secret(secret: str) -> str:
@@ -103,7 +114,8 @@ def create_client(store: Store, client_id: str, role: str, at: datetime,
         raise ClientError("only a ven client is tied to a VEN")
     secret = None if external else secrets.token_urlsafe(32)
     client = Oadr3Client(client_id=client_id, role=role, scopes=" ".join(granted),
-                         secret_hash=EXTERNAL if external else hash_secret(secret), created_at=at)
+                         secret_hash=EXTERNAL if external else hash_secret(secret), created_at=at,
+                         mqtt_password_hash=None if external else broker_password_hash(secret))
     with store.session() as s:
         if s.get(Oadr3Client, client_id) is not None:
             raise ClientError(f"client {client_id} exists already")
@@ -167,11 +179,15 @@ class TokenIssuer:
             raise Problem(400, f"scope: this client may not hold {' '.join(refused)}",
                           [{"field": "scope", "message": "not granted to this client"}],
                           error="invalid_scope")
-        claims = {"iss": self.issuer, "sub": client.client_id, "role": client.role,
-                  "scope": " ".join(asked), "iat": now, "exp": now + self.ttl}
-        return {"access_token": jwt.encode(claims, self.secret, algorithm=_ALGORITHM),
+        return {"access_token": self.issue(client, asked, now),
                 "token_type": "Bearer", "expires_in": int(self.ttl.total_seconds()),
                 "scope": " ".join(asked)}
+
+    def issue(self, client: Oadr3Client, scopes: list[str], now: datetime) -> str:
+        """An access token for a client already authenticated."""
+        claims = {"iss": self.issuer, "sub": client.client_id, "role": client.role,
+                  "scope": " ".join(scopes), "iat": now, "exp": now + self.ttl}
+        return jwt.encode(claims, self.secret, algorithm=_ALGORITHM)
 
     def principal(self, authorization: str | None, now: datetime) -> Principal:
         """The caller behind an Authorization header, or a 401 Problem."""

@@ -1,4 +1,4 @@
-"""`vtn oadr3-client create`: make an OpenADR 3.1 OAuth client (vtn/commands/oadr3.py).
+"""`vtn oadr3-client create` and `vtn mqtt acl` (vtn/commands/oadr3.py).
 
     vtn oadr3-client create CLIENT_ID --role bl|ven [--ven VEN_ID] [--scope SCOPE ...]
                                       [--external]
@@ -6,15 +6,23 @@
 prints the client id and its secret once (only a hash is stored); --external makes a
 client that gets its tokens from the trusted external authorization server (no secret
 here). Exit 2 with one line on stderr when the client cannot be made.
+
+    vtn mqtt acl --password-file FILE --acl-file FILE
+
+writes the MQTT broker's password and ACL files (mosquitto's formats) from the store's
+clients; then reload the broker (SIGHUP, `systemctl reload mosquitto`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from flexadr.clock import Clock
 from vtn.openadr31.auth import BL, SCOPES, VEN, ClientError, create_client
+from vtn.openadr31.notify.mqtt import write_broker_files
+from vtn.openadr31.settings import MqttSettings
 from vtn.store import Store
 
 
@@ -42,4 +50,22 @@ def create_client_command(store: Store, args: argparse.Namespace, clock: Clock,
     shown = secret if secret is not None else "(none: tokens from the external server)"
     print(f"client_id = {client.client_id}\nclient_secret = {shown}\nscopes = {client.scopes}",
           file=out)
+    return 0
+
+
+def broker_files_command(store: Store, mqtt: MqttSettings | None, password_file: Path,
+                         acl_file: Path, out: TextIO = sys.stdout,
+                         err: TextIO = sys.stderr) -> int:
+    if mqtt is None:
+        print("vtn mqtt acl: the config has no [openadr31.mqtt] table", file=err)
+        return 2
+    try:
+        left_out = write_broker_files(store, mqtt, password_file, acl_file)
+    except OSError as problem:
+        print(f"vtn mqtt acl: {problem.filename or ''}: {problem.strerror or problem}", file=err)
+        return 2
+    print(f"wrote {password_file} and {acl_file}; reload the broker (SIGHUP)", file=out)
+    if left_out:
+        print(f"no broker login (external, made before MQTT, or a ven client without a VEN): "
+              f"{', '.join(left_out)}", file=out)
     return 0

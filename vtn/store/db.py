@@ -19,6 +19,7 @@ from sqlmodel import Session, create_engine, select
 from vtn.store import migrate
 from vtn.store.models import (
     CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord, Notice,
+    ObjectChange,
     OptAvailability,
     OptSchedule, OutboundMessage, Participant, Program, ReportRegistration, ReportRequest,
     Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
@@ -260,6 +261,8 @@ class Store:
                 if not planned:
                     s.add(OutboundMessage(ven_id=ven_id, message_type=DISTRIBUTE_EVENT,
                                           created_at=event.created_at))
+            _changed(s, event.event_id, "CREATE", "planned" if planned else "published",
+                     event.created_at)
             s.commit()
         return event
 
@@ -276,6 +279,7 @@ class Store:
             for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
                 s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
                                       created_at=at))
+            _changed(s, event_id, "UPDATE", "published", at)
             s.commit()
             return event
 
@@ -315,6 +319,7 @@ class Store:
                 for target in s.exec(select(EventTarget).where(EventTarget.event_id == event_id)):
                     s.add(OutboundMessage(ven_id=target.ven_id, message_type=DISTRIBUTE_EVENT,
                                           created_at=at))
+            _changed(s, event_id, "DELETE" if event.status == CANCELLED else "UPDATE", note, at)
             s.commit()
             return event
 
@@ -705,3 +710,10 @@ class Store:
             removed = s.exec(delete(NonceRecord).where(NonceRecord.expires_at < expired_before))
             s.commit()
             return removed.rowcount
+
+
+def _changed(session: Session, event_id: str, operation: str, note: str, at: datetime) -> None:
+    """Record the change in its own transaction, for the 3.1 notifier (whichever edge,
+    command or planner made it)."""
+    session.add(ObjectChange(object_type="EVENT", object_id=event_id, operation=operation,
+                             note=note, at=at))

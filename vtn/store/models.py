@@ -288,6 +288,9 @@ class Oadr3Client(SQLModel, table=True):
     scopes: str                       # space-separated OAuth scopes it may be granted
     secret_hash: str                  # scrypt$n$r$p$salt$hash (hex); the secret is never stored
     created_at: datetime = Field(sa_type=UTCDateTime)
+    # The same secret as the MQTT broker's password, hashed the way mosquitto_passwd does
+    # ($7$: PBKDF2-SHA512); `vtn mqtt acl` writes it into the broker's password file.
+    mqtt_password_hash: str | None = None
 
 
 class Oadr3Report(SQLModel, table=True):
@@ -314,6 +317,42 @@ class Oadr3Subscription(SQLModel, table=True):
     modified_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class ObjectChange(SQLModel, table=True):
+    """A change of a stored object (an event created, modified, cancelled), written in the
+    transaction that makes it, whichever edge or command made it. The 3.1 notifier turns
+    each into its subscribers' notifications (Oadr3Delivery) and marks it fanned out."""
+    id: int | None = Field(default=None, primary_key=True)
+    object_type: str                  # EVENT (the 3.1 objectTypes names)
+    object_id: str = Field(index=True)
+    operation: str                    # CREATE | UPDATE | DELETE
+    note: str = ""                    # the transition note: planned, published, modified ...
+    at: datetime = Field(sa_type=UTCDateTime)
+    fanned_out: bool = Field(default=False, index=True)
+    claimed_by: str | None = None     # the fan-out round that took it
+
+
+class Oadr3Delivery(SQLModel, table=True):
+    """One notification to send: a webhook POST of a subscription, or an MQTT publish.
+
+    Rows stay until delivered (or given up after the bounded attempts), so a restart loses
+    none; a sender claims a row for a lease (claimed_by, claimed_until) so that several
+    VTN processes on one database send each row once."""
+    id: int | None = Field(default=None, primary_key=True)
+    change_id: int = Field(foreign_key="objectchange.id", index=True)
+    channel: str                      # webhook | mqtt
+    subscription_id: str | None = Field(default=None, index=True)   # webhooks
+    target: str                       # the callback URL or the MQTT topic
+    bearer_token: str | None = None   # the subscription's, sent as Authorization: Bearer
+    body: str = Field(sa_column=Column(Text, nullable=False))       # the Notification JSON
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    claimed_by: str | None = None
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+
+
 class NonceRecord(SQLModel, table=True):
     """A signed message's ReplayProtect nonce, kept until its timestamp leaves the window.
 
@@ -328,7 +367,8 @@ class NonceRecord(SQLModel, table=True):
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
-              Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord)
+              Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord, ObjectChange,
+              Oadr3Delivery)
 
 
 def vtn_metadata():
