@@ -17,6 +17,7 @@ from sqlmodel import select
 from flexadr.clock import SystemClock, ceil_to
 from tests.harness import BATTERY
 from tests.test_openadr31_api import SECRET, enrol, start_api
+from tests.test_openadr31_notify import clients, start_edge
 from tests.test_ven_resilience import _assert_contiguous
 from ven import config as ven_config
 from ven.agent import AgentConfig, VenAgent
@@ -71,7 +72,7 @@ def profile_event(values, lead=4 * REPORT, step=HALF_HOUR, targets=("ven-31",)):
 @pytest.fixture
 async def vtn31(store):
     enrol(store, "ven-31")
-    server, api = await start_api(store, ("ven-31",))
+    server, api = await start_edge(store, clients(store, ("ven-31",)))
     yield server, api
     await api.session.close()
     await server.stop()
@@ -133,34 +134,65 @@ async def test_a_deleted_event_is_cancelled_at_the_next_read(vtn31, agent):
     assert agent.store.event(event["id"]).cancelled
 
 
-async def test_the_webhook_acts_at_once_and_checks_its_bearer_token(vtn31, tmp_path, store):
-    """The VTN's notifier is another branch's: here the test posts what it would post."""
-    _, api = vtn31
+async def test_a_webhook_notification_makes_the_agent_act_without_a_re_read(store, tmp_path):
+    """The VTN's notifier (database outbox, webhook POST with the subscription's bearer
+    token) brings the event; the agent re-reads only hourly, so only the webhook can."""
+    enrol(store, "ven-31")
+    server, api = await start_edge(store, clients(store, ("ven-31",)))
     config = agent_config(tmp_path, api.url, api.secrets["ven-31-client"],
-                          reread=timedelta(hours=1))     # only the webhook can bring it now
+                          reread=timedelta(hours=1))
     agent = VenAgent(config, SystemClock(),
                      database=LocalDatabase(f"sqlite:///{tmp_path / 'ven.sqlite'}"))
     await agent.start()
     try:
         await until(lambda: agent.link.reads == 1, 10, "the first read")
+        assert agent.link.webhook_url.endswith(NOTIFY_PATH)
         _, body = profile_event([3.0])
         _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
+        await until(lambda: event["id"] in agent.decisions, 10, "the event by webhook")
+        assert agent.decisions[event["id"]].opt.value == "optIn" and agent.link.reads == 1
+        await api.call("DELETE", f"/events/{event['id']}", "/events/{eventID}", client="bl",
+                       expect=200)
+        await until(lambda: agent.decisions[event["id"]].reason == "cancelled", 10,
+                    "the cancellation by webhook")
+
+        # The webhook answers only the VTN: no or a wrong bearer token is a 401, and a
+        # body that is no notification a 400; the agent does nothing with either.
         notification = {"objectType": "EVENT", "operation": "CREATE", "object": event}
-        url = agent.link.webhook_url
         async with aiohttp.ClientSession() as session:
-            for headers, status in [({}, 401), ({"Authorization": "Bearer wrong"}, 401)]:
-                async with session.post(url, json=notification, headers=headers) as response:
+            for headers, data, status in [
+                    ({}, json.dumps(notification), 401),
+                    ({"Authorization": "Bearer wrong"}, json.dumps(notification), 401),
+                    ({"Authorization": f"Bearer {agent.link.webhook_token}"}, "{not json", 400)]:
+                async with session.post(agent.link.webhook_url, data=data,
+                                        headers=headers) as response:
                     assert response.status == status
-            assert event["id"] not in agent.decisions
-            good = {"Authorization": f"Bearer {agent.link.webhook_token}"}
-            async with session.post(url, data="{not json", headers=good) as response:
-                assert response.status == 400
-            async with session.post(url, json=notification, headers=good) as response:
-                assert response.status == 200
-        assert agent.decisions[event["id"]].opt.value == "optIn"
-        assert url.endswith(NOTIFY_PATH)
+        assert agent.decisions[event["id"]].reason == "cancelled"
     finally:
         await agent.stop()
+        await api.session.close()
+        await server.stop()
+
+
+async def test_a_refused_callback_leaves_the_re_read(store, tmp_path):
+    """A VTN that will not call a loopback address refuses the subscription: the agent
+    registers anyway and reads its events every `reread`."""
+    enrol(store, "ven-31")
+    server, api = await start_api(store, ("ven-31",))      # private callbacks refused
+    agent = VenAgent(agent_config(tmp_path, api.url, api.secrets["ven-31-client"]),
+                     SystemClock(), database=LocalDatabase(f"sqlite:///{tmp_path / 'v.sqlite'}"))
+    await agent.start()
+    try:
+        await until(lambda: agent.registered and agent.link.reads >= 1, 10, "registered")
+        with store.session() as s:
+            assert s.exec(select(Oadr3Subscription)).all() == []
+        _, body = profile_event([3.0])
+        _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
+        await until(lambda: event["id"] in agent.decisions, 10, "the event by re-read")
+    finally:
+        await agent.stop()
+        await api.session.close()
+        await server.stop()
 
 
 async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
@@ -175,6 +207,7 @@ async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
         start, body = profile_event([2.0, 2.0], lead=2 * REPORT)
         _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
         await until(lambda: event["id"] in agent.decisions, 10, "the event read")
+        await until(lambda: store.telemetry("ven-31"), 10, "a first report")
         await server.stop()                               # the VTN goes away ...
         stopped_at = SystemClock().now()
         await asyncio.sleep(6 * REPORT.total_seconds())   # ... the agent keeps sampling

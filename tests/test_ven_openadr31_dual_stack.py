@@ -13,6 +13,7 @@ import pytest
 from flexadr.clock import SystemClock
 from tests.harness import running_site
 from tests.test_openadr31_api import enrol, start_api
+from tests.test_openadr31_notify import clients, start_edge
 from tests.test_ven_openadr31 import (HALF_HOUR, REPORT, SCALE, agent_config, profile_event,
                                       sleep_until, until)
 from ven import config as ven_config
@@ -40,7 +41,7 @@ async def test_one_31_event_reaches_a_20b_and_a_31_agent_and_settles_both(tmp_pa
         legacy = await site.add_agent(site.agent_config("ven-20b"))
         assert legacy.registered
         enrol(site.store, "ven-31")
-        server, api = await start_api(site.store, ("ven-31",))
+        server, api = await start_edge(site.store, clients(site.store, ("ven-31",)))
         modern = VenAgent(agent_config(tmp_path, api.url, api.secrets["ven-31-client"]),
                           SystemClock(), database=site.database)
         site.agents.append(modern)

@@ -124,7 +124,13 @@ class Link31:
                 raise Refused(answer, f"POST /resources {RESOURCE_ID}")
         programs = await self.client.read_all("/programs")
         if self.webhook_url is not None:
-            await self._subscribe()
+            try:
+                await self._subscribe()
+            except Refused as err:
+                # e.g. a callback address the VTN will not call: the re-read still brings
+                # every event, only later.
+                log.warning("VEN %s: no webhook subscription (%s); re-reading every %s",
+                            name, err, self.settings.reread)
         self._ven_id = ven_id
         log.info("VEN %s registered over 3.1 as %s (programs: %s)", name, ven_id,
                  ", ".join(p["programName"] for p in programs) or "none")
