@@ -162,8 +162,12 @@ class Link31:
                 await self._read_events()
                 retry = RETRY
                 wait = self.settings.reread
-            except (VtnUnreachable, Refused) as err:
-                log.warning("VEN %s: 3.1 VTN: %s; again in %s", self.config.ven_name, err, retry)
+            except Exception as err:    # one bad read must not stop the next ones
+                if isinstance(err, (VtnUnreachable, Refused)):
+                    log.warning("VEN %s: 3.1 VTN: %s; again in %s", self.config.ven_name, err,
+                                retry)
+                else:
+                    log.exception("VEN %s: reading events failed", self.config.ven_name)
                 wait, retry = retry, min(retry * 2, self.settings.reread)
             self._read_now.clear()
             try:
@@ -248,9 +252,12 @@ class Link31:
             try:
                 sent = await self._send_once() if self.registered else 0
                 retry = RETRY
-            except (VtnUnreachable, Refused) as err:
-                log.warning("VEN %s: reports not sent (%s); %d intervals wait in the outbox",
-                            self.config.ven_name, err, self.store.backlog())
+            except Exception as err:    # the VTN away or refusing, or worse: keep the rows
+                if isinstance(err, (VtnUnreachable, Refused)):
+                    log.warning("VEN %s: reports not sent (%s); %d intervals wait in the "
+                                "outbox", self.config.ven_name, err, self.store.backlog())
+                else:
+                    log.exception("VEN %s: sending reports failed", self.config.ven_name)
                 await asyncio.sleep(retry.total_seconds())
                 retry = min(retry * 2, self.settings.reread)
                 continue
