@@ -257,3 +257,41 @@ def test_ven_toml_takes_protocol_31_with_its_own_keys(tmp_path, capsys):
         assert ven_main(["run", "--config", str(path)]) == 2
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- a 3.1 event object as the policy's Event (pure) ----------------------------------------
+def test_a_31_event_becomes_the_policys_event():
+    from datetime import datetime, timezone
+
+    from ven.openadr31.events import EventError, from_31
+    now = datetime(2026, 7, 1, 16, tzinfo=timezone.utc)
+    body = {"id": "e1", "programID": "managed_charging", "priority": 0, "targets": ["ev-1"],
+            "payloadDescriptors": [{"objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+                                    "payloadType": "IMPORT_CAPACITY_LIMIT", "units": "PERCENT"}],
+            "intervalPeriod": {"start": "0001-01-01T00:00:00Z", "duration": "PT1H",
+                               "randomizeStart": "PT5M"},
+            "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT",
+                                                  "values": [50]}]},
+                          {"id": 1, "intervalPeriod": {"duration": "PT2H"},
+                           "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [0, 25]}]}]}
+    event = from_31(body, now, "ev-1", "ven-7")
+    (signal,) = event.signals
+    assert (signal.name, signal.type) == ("LOAD_CONTROL", "x-loadControlCapacity")
+    hour = timedelta(hours=1)
+    # 'now' start; the second interval follows the first; two values are two sub-intervals.
+    assert [(i.start - now, i.duration, i.payload) for i in signal.intervals] == [
+        (timedelta(0), hour, 0.5), (hour, hour, 0.0), (2 * hour, hour, 0.25)]
+    assert (event.start, event.duration) == (now, 3 * hour)
+    assert event.priority == 1 and event.start_after == timedelta(minutes=5)
+    assert event.targets.ven_ids == ("ven-7",)          # its own name, as its VEN id
+
+    kw = from_31({**body, "payloadDescriptors": [], "priority": None, "intervals": [
+        {"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [4.5]},
+                               {"type": "GHG", "values": [0.3]}]}]}, now, "ev-1", "ven-7")
+    assert [(s.name, s.type, s.intervals[0].payload) for s in kw.signals] == [
+        ("LOAD_DISPATCH", "setpoint", 4.5), ("GHG", "3.1", 0.3)]
+    assert kw.priority == 0                               # none: 2.0b's lowest
+    for bad in ({**body, "intervals": []}, {**body, "intervals": [{"id": 0}]},
+                {**body, "intervalPeriod": {"start": "2026-07-01T16:00:00Z"}}):
+        with pytest.raises(EventError):
+            from_31(bad, now, "ev-1", "ven-7")
