@@ -227,6 +227,35 @@ async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
         await server.stop()
 
 
+async def test_a_restarted_agent_resumes_and_reads_what_changed_while_it_was_down(
+        vtn31, tmp_path):
+    _, api = vtn31
+    config = agent_config(tmp_path, api.url, api.secrets["ven-31-client"], webhook=False)
+    database = LocalDatabase(f"sqlite:///{tmp_path / 'ven.sqlite'}")
+    first = VenAgent(config, SystemClock(), database=database)
+    await first.start()
+    start, body = profile_event([4.0, 4.0], lead=2 * REPORT)
+    _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
+    await until(lambda: event["id"] in first.decisions, 10, "the event read")
+    await first.stop()                          # the agent goes down before the event ...
+    adapter = first.adapter
+    body["intervals"][1]["payloads"][0]["values"] = [1.0]      # ... and BL changes it
+    await api.call("PUT", f"/events/{event['id']}", "/events/{eventID}", client="bl",
+                   expect=200, json=body)
+    second = VenAgent(config, SystemClock(), adapter=adapter, database=database)
+    await second.start()
+    try:
+        assert second.decisions[event["id"]].opt.value == "optIn"     # from its local store
+        await until(lambda: second.link.reads >= 1, 10, "the first read after the restart")
+        await sleep_until(start + 2 * HALF_HOUR)
+        device = adapter.device
+        assert -device.mean_kw(start, start + HALF_HOUR) == pytest.approx(4.0, rel=0.02)
+        assert -device.mean_kw(start + HALF_HOUR, start + 2 * HALF_HOUR) == pytest.approx(
+            1.0, rel=0.02)
+    finally:
+        await second.stop()
+
+
 # --- ven.toml ------------------------------------------------------------------------------
 def test_ven_toml_takes_protocol_31_with_its_own_keys(tmp_path, capsys):
     (tmp_path / "secret").write_text("s3cret\n")
