@@ -60,7 +60,7 @@ class Client31:
                 return Answer(response.status, body)
         except (aiohttp.ClientError, TimeoutError, ValueError) as err:
             # ValueError: a body that is not JSON (a proxy's error page)
-            raise VtnUnreachable(f"{method} {url}: {err!r}") from None
+            raise VtnUnreachable(f"{method} {url}: {err or type(err).__name__}") from None
 
     async def token(self) -> str:
         if self._token is not None and time.monotonic() < self._token_expires:
