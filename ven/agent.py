@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("2.0b", "3.1")
 READ_TIMEOUT = timedelta(seconds=10)
 SHORTEST_INTERVAL = timedelta(seconds=1)
 MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
