@@ -264,7 +264,7 @@ async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
     from flexadr.clock import SystemClock
     from ven.agent import AgentConfig, VenAgent
     from ven.fleet import Fleet
-    from ven.oadr_client import FlexClient
+    from ven.openadr20b.client import FlexClient
     from ven.policy import OwnerPrefs
     from ven.store import LocalDatabase
 
@@ -283,8 +283,8 @@ async def flexadr_phase(plan: Plan, result: PhaseResult) -> None:
 
     VenAgent.start = timed_start
     if plan.stock_signer:
-        import ven.oadr_client
-        ven.oadr_client.client_signer = lambda create_message: create_message
+        import ven.openadr20b.client
+        ven.openadr20b.client.client_signer = lambda create_message: create_message
     gc.collect()
     result.rss_empty_mib = rss_mib()
     if plan.trace_memory:

@@ -35,8 +35,8 @@ def demo(tmp_path_factory):
 
     def capture(agent):
         name = agent.config.ven_name
-        agent.client.add_hook("before_send_xml", lambda xml: messages.append((name, "sent", xml)))
-        agent.client.add_hook("after_receive_xml",
+        agent.link.client.add_hook("before_send_xml", lambda xml: messages.append((name, "sent", xml)))
+        agent.link.client.add_hook("after_receive_xml",
                               lambda xml: xml and messages.append((name, "received", xml)))
 
     options = DemoOptions(vens=6, lead_s=6, event_s=15, report_s=5, poll_s=1,

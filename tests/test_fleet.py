@@ -26,7 +26,7 @@ async def test_every_agent_gets_its_own_adapter_and_registers_with_its_own_certi
     assert all(isinstance(adapter, SimAdapter) for adapter in adapters)
     assert len({id(adapter) for adapter in adapters}) == len(NAMES)       # not shared
     assert [a.device.soc_pct for a in adapters] == [50.0, 60.0, 70.0]    # each its own config
-    assert all(isinstance(agent.client._create_message, MessageSigner) for agent in fleet.agents)
+    assert all(isinstance(agent.link.client._create_message, MessageSigner) for agent in fleet.agents)
     try:
         await fleet.start()
         assert all(agent.registered for agent in fleet.agents)

@@ -2,7 +2,7 @@
 soon after the burst instead of idling until the next poll."""
 import asyncio
 
-from ven.oadr_client import FlexClient
+from ven.openadr20b.client import FlexClient
 
 
 class CountingServer:

@@ -62,7 +62,7 @@ class Acks:
         self.restarted = False
 
     def instrument(self, agent):
-        client = agent.client
+        client = agent.link.client
         original = client._perform_request
 
         async def perform(service, message):

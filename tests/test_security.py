@@ -60,7 +60,7 @@ async def test_enrolled_ven_registers(vtn, tmp_path):
     await agent.start()
     try:
         assert agent.registered
-        assert store.ven("enrolled").registration_id == agent.client.registration_id
+        assert store.ven("enrolled").registration_id == agent.link.client.registration_id
     finally:
         await agent.stop()
 

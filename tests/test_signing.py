@@ -14,7 +14,7 @@ from certs.pki import CertPaths, create_ca, issue
 from flexadr import xsd
 from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache, \
     validate_xml_signature
-from ven.oadr_client import FlexClient
+from ven.openadr20b.client import FlexClient
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"

@@ -33,4 +33,4 @@ async def test_vtn_signs_with_its_own_cached_signer_and_a_signed_ven_registers(s
 
     assert agent.registered                 # the VEN verified every VTN answer (vtn_fingerprint set)
     assert _nonces(site.store) - before     # the VEN's messages went through the shared nonce store
-    assert site.store.ven("ven-a").registration_id == agent.client.registration_id
+    assert site.store.ven("ven-a").registration_id == agent.link.client.registration_id

@@ -18,8 +18,8 @@ from openleadr import OpenADRClient, enums, objects
 from certs.pki import ensure_dev_pki
 from flexadr.clock import ceil_to
 from tests.test_openadr_20b import REPORT_S, eventually, started_vtn
-from ven.oadr_client import _report_payload
-from ven.telemetry import UPDATE_REPORT, resource_status
+from ven.openadr20b.client import UPDATE_REPORT, _report_payload
+from ven.openadr20b.uplink import resource_status
 from vtn import metrics
 from vtn.store import Resource, Ven
 

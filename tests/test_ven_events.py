@@ -17,6 +17,7 @@ from flexadr.demo import _free_port
 from ven import events
 from ven.agent import AgentConfig, VenAgent
 from ven.events import Identity, Targets
+from ven.openadr20b.events import from_openleadr
 from ven.policy import OwnerPrefs
 from ven.store import LocalDatabase
 
@@ -58,7 +59,7 @@ def test_every_interval_priority_tolerance_and_target_survive_parsing_and_storin
     raw = distributed("e1", T0, HOUR, [5.0, 2.0, 4.0], priority=2, startafter=timedelta(minutes=5),
                       targets=[objects.Target(ven_id="ven-1"), objects.Target(resource_id="r1")],
                       measurement=power)
-    event = events.from_openleadr(raw)
+    event = from_openleadr(raw)
     (signal,) = event.signals
     assert [(i.uid, i.start, i.duration, i.payload) for i in signal.intervals] == [
         (0, T0, HOUR, 5.0), (1, T0 + HOUR, HOUR, 2.0), (2, T0 + 2 * HOUR, HOUR, 4.0)]
@@ -76,7 +77,7 @@ def test_intervals_without_dtstart_follow_each_other_from_the_active_period():
            "event_signals": {"signal_name": "SIMPLE", "signal_type": "level", "signal_id": "s",
                              "intervals": [{"uid": 1, "duration": HOUR, "signal_payload": 2},
                                            {"uid": 0, "duration": HOUR, "signal_payload": 1}]}}
-    (signal,) = events.from_openleadr(raw).signals
+    (signal,) = from_openleadr(raw).signals
     assert [(i.start, i.payload) for i in signal.intervals] == [(T0, 1.0), (T0 + HOUR, 2.0)]
 
 
@@ -101,7 +102,7 @@ def test_the_randomized_start_stays_within_the_tolerance_and_the_same_after_a_re
 
 
 def test_a_randomized_start_moves_the_whole_schedule_and_its_boundaries():
-    event = events.from_openleadr(distributed("e1", T0, HOUR, [5.0, 2.0]))
+    event = from_openleadr(distributed("e1", T0, HOUR, [5.0, 2.0]))
     late = event.shifted(timedelta(minutes=3))
     assert (late.start, late.end) == (event.start + timedelta(minutes=3), event.end + timedelta(minutes=3))
     assert late.boundaries() == [T0 + timedelta(minutes=3) + n * HOUR for n in range(3)]
@@ -132,7 +133,7 @@ async def test_an_agent_restarted_mid_event_resumes_the_interval_in_force(offlin
     await first.start()
     assert not first.registered
     start = ceil_to(SystemClock().now() + timedelta(seconds=1), timedelta(seconds=1))
-    assert await first.on_event(distributed("e1", start, INTERVAL, [5.0, 2.0, 4.0])) == "optIn"
+    assert await first.link.on_event(distributed("e1", start, INTERVAL, [5.0, 2.0, 4.0])) == "optIn"
     await _sleep_until(start + 1.3 * INTERVAL)                 # inside the second interval
     adapter = first.adapter
     await first.stop()
@@ -156,12 +157,12 @@ async def test_cancellations_known_or_not_never_fail_and_a_cancelled_event_stays
     await agent.start()
     try:
         unknown = distributed("never-seen", T0, HOUR, [1.0], status="cancelled")
-        assert await agent.on_event(unknown) == "optIn"
+        assert await agent.link.on_event(unknown) == "optIn"
         assert agent.store.event("never-seen") is None
 
         start = ceil_to(SystemClock().now() + timedelta(seconds=1), timedelta(seconds=1))
-        await agent.on_event(distributed("e2", start, INTERVAL, [5.0, 2.0, 4.0]))
-        assert await agent.on_event(distributed("e2", start, INTERVAL, [5.0, 2.0, 4.0],
+        await agent.link.on_event(distributed("e2", start, INTERVAL, [5.0, 2.0, 4.0]))
+        assert await agent.link.on_event(distributed("e2", start, INTERVAL, [5.0, 2.0, 4.0],
                                                 status="cancelled")) == "optIn"
         await _sleep_until(start + 2.5 * INTERVAL)             # two interval boundaries re-planned
         assert agent.adapter.device.mean_kw(start, start + 2.5 * INTERVAL) == 0
@@ -188,8 +189,8 @@ async def test_a_car_plugged_in_mid_event_is_held_before_the_vtn_is_told(tmp_pat
             state_url=f"sqlite:///{tmp_path / 'ven.sqlite'}")
         agent = VenAgent(config, SystemClock())
         device_kw_when_told: list[float] = []
-        agent.client.add_hook("before_send_xml", lambda xml: "oadrCreatedEvent" in xml and
-                              device_kw_when_told.append(agent.adapter.device.power_kw()))
+        agent.link.client.add_hook("before_send_xml", lambda xml: "oadrCreatedEvent" in xml and
+                                   device_kw_when_told.append(agent.adapter.device.power_kw()))
         await agent.start()
         try:
             assert agent.registered
@@ -197,7 +198,7 @@ async def test_a_car_plugged_in_mid_event_is_held_before_the_vtn_is_told(tmp_pat
             delay = distributed("e1", start, 4 * INTERVAL, [0.0],
                                 signal=("LOAD_CONTROL", "x-loadControlCapacity"),
                                 targets=[objects.Target(ven_id=agent.ven_id)])
-            assert await agent.on_event(delay) == "optOut"        # unplugged: nothing to delay
+            assert await agent.link.on_event(delay) == "optOut"   # unplugged: nothing to delay
             await _sleep_until(start + INTERVAL)
             agent.adapter.device.set_plugged_in(True, SystemClock().now())
             async with asyncio.timeout(10):

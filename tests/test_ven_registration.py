@@ -4,7 +4,7 @@ from openleadr import messaging
 
 from certs.pki import ensure_dev_pki
 from flexadr import xsd
-from ven.oadr_client import FlexClient
+from ven.openadr20b.client import FlexClient
 
 OADR = "{http://openadr.org/oadr-2.0b/2012/07}"
 

@@ -100,8 +100,8 @@ async def test_our_ven_follows_every_interval_of_a_stock_vtns_events(tmp_path, k
     agents = {name: _agent(name, pki, url, tmp_path, database) for name in VENS}
     messages: list[tuple[str, str, str]] = []
     for name, agent in agents.items():
-        agent.client.add_hook("before_send_xml", lambda xml, n=name: messages.append((n, "sent", xml)))
-        agent.client.add_hook("after_receive_xml",
+        agent.link.client.add_hook("before_send_xml", lambda xml, n=name: messages.append((n, "sent", xml)))
+        agent.link.client.add_hook("after_receive_xml",
                               lambda xml, n=name: xml and messages.append((n, "received", xml)))
     try:
         for agent in agents.values():
@@ -175,7 +175,7 @@ async def test_our_ven_refuses_an_event_that_breaks_the_profile(tmp_path):
     database = LocalDatabase(f"sqlite:///{tmp_path / 'vens.sqlite'}")
     agent = _agent("ven-v2g", pki, url, tmp_path, database)
     sent: list[str] = []
-    agent.client.add_hook("before_send_xml", sent.append)
+    agent.link.client.add_hook("before_send_xml", sent.append)
     try:
         await agent.start()
         assert agent.registered
@@ -193,6 +193,6 @@ async def test_our_ven_refuses_an_event_that_breaks_the_profile(tmp_path):
                                                 r.findtext(f"{ei}optType"))
                for r in created.iter(f"{ei}eventResponse")}
     assert answers == {"dispatch": ("200", "optIn"), "priced-dispatch": ("454", "optOut")}
-    assert agent.client.refused_events["priced-dispatch"][0].startswith("signal-type:")
+    assert agent.link.client.refused_events["priced-dispatch"][0].startswith("signal-type:")
     assert "priced-dispatch" not in agent.decisions and "dispatch" in agent.decisions
     assert profile_rules.violations(created) == []

@@ -9,10 +9,10 @@ from adapters.base import Reading
 from flexadr.clock import SystemClock
 from tests.harness import running_site
 from ven.agent import VenAgent
-from ven.oadr_client import ReportRequest
+from ven.openadr20b.client import ReportRequest
 from ven.store import OutboxInterval
 from ven.telemetry import IntervalRecorder
-from ven.uplink import STATUS, USAGE
+from ven.openadr20b.uplink import STATUS, USAGE
 
 T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)   # on a 15-minute boundary
 M = timedelta(minutes=1)
@@ -131,7 +131,7 @@ async def test_uplink_keeps_rows_until_the_vtn_has_asked_for_every_offered_repor
     but before the STATUS one would never carry its status flags."""
     async with running_site(tmp_path, 900.0) as site:
         agent = VenAgent(site.agent_config("ven-a"), SystemClock(), database=site.database)
-        client, uplink = agent.client, agent.uplink
+        client, uplink = agent.link.client, agent.link.uplink
         assert client.offered() == {USAGE, STATUS}
         start = datetime(2024, 7, 1, 16, tzinfo=timezone.utc)
         agent.store.add_interval(OutboxInterval(ven_name="ven-a", interval_start=start,
@@ -157,7 +157,7 @@ async def test_our_status_report_goes_out_as_oadr_payload_resource_status(tmp_pa
     async with running_site(tmp_path, 900.0) as site:
         agent = VenAgent(site.agent_config("ven-a"), SystemClock(), database=site.database)
         sent: list[str] = []
-        agent.client.add_hook("before_send_xml", sent.append)
+        agent.link.client.add_hook("before_send_xml", sent.append)
         await agent.start()
         site.agents.append(agent)
         store = site.store
@@ -184,14 +184,14 @@ async def test_a_quarantined_interval_leaves_the_outbox(tmp_path):
     async with running_site(tmp_path, 900.0) as site:
         agent = await site.add_agent(site.agent_config("ven-a"))
         deadline = time.monotonic() + 30
-        while not ({USAGE, STATUS} <= agent.client.requested.keys()):
+        while not ({USAGE, STATUS} <= agent.link.client.requested.keys()):
             assert time.monotonic() < deadline, "reports not requested"
             await asyncio.sleep(0.2)
         start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
         agent.store.add_interval(OutboxInterval(ven_name="ven-a", interval_start=start,
                                                 interval_end=start + site.report_wall,
                                                 kw=5000.0, kwh=0.001, soc_pct=50.0))
-        agent.uplink.wake.set()
+        agent.link.uplink.wake.set()
 
         def quarantined():
             return [q for q in site.store.quarantine("ven-a") if q.interval_start == start]

@@ -1,7 +1,11 @@
-"""One VEN agent: an openleadr client, one device adapter, the dispatch policy,
-and a local store that keeps accepted events and unsent telemetry.
+"""One VEN agent: a protocol link to its VTN, one device adapter, the dispatch
+policy, and a local store that keeps accepted events and unsent telemetry.
 
-- Events come in through openleadr's `on_event` and are kept whole (every
+The core here is protocol-neutral. Its link (`Link`) is the 2.0b edge
+(ven/openadr20b/, openleadr) or the 3.1 edge (ven/openadr31/, REST), chosen by
+`protocol`; each hands events in as ven.events.Event and sends the same outbox.
+
+- Events come in through the link and are kept whole (every
   signal's interval schedule, priority, targets, tolerance); events for other
   VENs or resources are ignored. The policy turns each interval into device
   commands on that interval's window, overlapping events resolve by priority,
@@ -10,8 +14,9 @@ and a local store that keeps accepted events and unsent telemetry.
   is unreachable.
 - A sampling loop reads the adapter every `sample_period`, closes reporting
   intervals into the outbox, and re-plans when the device is (un)plugged.
-- The uplink sends the outbox (TELEMETRY_USAGE, TELEMETRY_STATUS) and deletes
-  only what the VTN acknowledged.
+- The link's uplink sends the outbox (2.0b: TELEMETRY_USAGE, TELEMETRY_STATUS; 3.1:
+  USAGE, DEMAND, STORAGE_CHARGE_LEVEL reports) and deletes only what the VTN
+  acknowledged.
 All periods are program time; `time_scale` > 1 compresses them (demos, tests).
 """
 from __future__ import annotations
@@ -21,50 +26,40 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from openleadr import enums, objects, utils
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters import registry
 from adapters.base import Adapter, AdapterError, Charge, Command, Reading
 from flexadr.clock import Clock, ceil_to
 from ven import events
-from ven.events import Event, Identity
-from ven.oadr_client import FlexClient
+from ven.events import CANCELLED, RESOURCE_ID, Event, Identity
 from ven.policy import (Conditions, Decision, DeviceProfile, Opt, OwnerPrefs, decide, in_force,
                         storm_preparation)
 from ven.storm_watch import StormWatchConfig
 from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
     commands_from_json, commands_to_json
 from ven.telemetry import IntervalRecorder
-from ven.uplink import STATUS, USAGE, Uplink
+
+if TYPE_CHECKING:
+    from ven.openadr31.settings import Oadr31Settings
 
 log = logging.getLogger(__name__)
 
-# r_id -> (openleadr measurement, unit, SI scale). State of charge has no 2.0b
-# measurement, so it travels as a customUnit whose description names it.
-USAGE_POINTS = {
-    "kw": ("REAL_POWER", "W", "k"),
-    "kwh": ("ENERGY_REAL", "Wh", "k"),
-    "soc": ("stateOfCharge", "%", "none"),
-}
-STATUS_POINTS = ("status", "plugged_in")      # oadrPayloadResourceStatus, and the plug
-RESOURCE_ID = "device"          # the one resource an agent reports on and answers to in targets
-SAMPLING = objects.SamplingRate(min_period=timedelta(seconds=1), max_period=timedelta(hours=1))
 READ_TIMEOUT = timedelta(seconds=10)
 SHORTEST_INTERVAL = timedelta(seconds=1)
 MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
-REGISTER_RETRY = timedelta(seconds=30)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     ven_name: str
-    vtn_url: str
-    cert: Path
-    key: Path
-    ca_file: Path
-    vtn_fingerprint: str | None
+    vtn_url: str                        # 2.0b: the EiEvent base URL; 3.1: the API's base URL
+    cert: Path | None = None            # 2.0b: mutual TLS; 3.1: only if the VTN asks for it
+    key: Path | None = None
+    ca_file: Path | None = None         # the CA that signed the VTN's certificate
+    vtn_fingerprint: str | None = None
+    protocol: str = "2.0b"
+    oadr31: "Oadr31Settings | None" = None     # 3.1: credentials, webhook, re-read period
     adapter: str
     adapter_config: dict[str, Any]
     capacity_kwh: float
@@ -86,6 +81,36 @@ def _wall(period: timedelta, time_scale: float) -> timedelta:
     return timedelta(seconds=period.total_seconds() / time_scale)
 
 
+class Core(Protocol):
+    """What a link calls on its agent."""
+    clock: Clock
+
+    async def on_event(self, event: Event) -> Opt: ...
+    def report_every(self, interval: timedelta) -> None: ...
+
+
+class Link(Protocol):
+    """A protocol edge: registration, events in, opts and the outbox out."""
+    @property
+    def ven_id(self) -> str | None: ...
+    @property
+    def registered(self) -> bool: ...
+    async def start(self) -> None: ...       # returns at once; keeps trying in the background
+    async def stop(self) -> None: ...
+    def outbox_changed(self) -> None: ...
+    async def tell_opt(self, event_id: str, modification_number: int, opt: Opt,
+                       override: bool) -> None: ...
+
+
+def link_for(config: AgentConfig, store: LocalStore, core: Core) -> Link:
+    # Imported here: an agent loads only its own protocol's edge.
+    if config.protocol == "3.1":
+        from ven.openadr31.link import Link31
+        return Link31(config, store, core)
+    from ven.openadr20b.link import Link20b
+    return Link20b(config, store, core)
+
+
 class VenAgent:
     def __init__(self, config: AgentConfig, clock: Clock, adapter: Adapter | None = None,
                  database: LocalDatabase | None = None):
@@ -100,14 +125,7 @@ class VenAgent:
                                      cycle_cap_per_year=config.cycle_cap_per_year)
         self.store: LocalStore = (database or LocalDatabase(config.state_url)).for_ven(config.ven_name)
         self.decisions: dict[str, Decision] = {}
-        self.client = FlexClient(
-            ven_name=config.ven_name, vtn_url=config.vtn_url,
-            cert=str(config.cert), key=str(config.key), ca_file=str(config.ca_file),
-            vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False)
-        self.client.add_handler("on_event", self.on_event)
-        self.client.add_handler("on_update_event", self.on_event)
-        self._describe_reports()
-        self.uplink = Uplink(self.client, self.store)
+        self.link = link_for(config, self.store, self)
         self.recorder = self._recorder(config.telemetry_interval)
         self._plugged_in: bool | None = None
         self.device_online = True
@@ -121,11 +139,11 @@ class VenAgent:
     # --- lifecycle -----------------------------------------------------------
     @property
     def ven_id(self) -> str | None:
-        return self.client.ven_id
+        return self.link.ven_id
 
     @property
     def registered(self) -> bool:
-        return self.client.registration_id is not None
+        return self.link.registered
 
     @property
     def identity(self) -> Identity:
@@ -140,49 +158,18 @@ class VenAgent:
             self._device_failed(err)
         await self._restore_events()
         self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
-                       asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink"),
                        asyncio.create_task(self._boundary_loop(),
                                            name=f"{self.config.ven_name}-boundaries")]
-        if not await self._register():
-            self._tasks.append(asyncio.create_task(self._register_loop()))
+        await self.link.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.client.client_session is not None:
-            await self.client.stop()
+        await self.link.stop()
         await self.adapter.stop()
 
-    async def _register(self) -> bool:
-        await self.client.run()
-        if not self.registered:
-            log.error("VEN %s could not register with %s", self.config.ven_name, self.config.vtn_url)
-            self.client.client_session = None      # openleadr closed it; a retry needs a new one
-            return False
-        self._adopt_requested_interval()
-        self.uplink.wake.set()
-        return True
-
-    async def _register_loop(self) -> None:
-        while True:
-            await asyncio.sleep(REGISTER_RETRY.total_seconds())
-            if await self._register():
-                return
-
     # --- telemetry -----------------------------------------------------------
-    def _describe_reports(self) -> None:
-        specifier = f"{self.config.ven_name}-usage"
-        for r_id, (measurement, unit, scale) in USAGE_POINTS.items():
-            self.client.add_report(callback=_pushed_from_outbox, resource_id=RESOURCE_ID,
-                                   measurement=measurement, unit=unit, scale=scale, r_id=r_id,
-                                   report_specifier_id=specifier, report_name=USAGE,
-                                   sampling_rate=SAMPLING, report_duration=timedelta(hours=1))
-        for r_id in STATUS_POINTS:
-            self.client.add_report(callback=_pushed_from_outbox, resource_id=RESOURCE_ID, r_id=r_id,
-                                   report_specifier_id=f"{self.config.ven_name}-status",
-                                   report_name=STATUS, sampling_rate=SAMPLING,
-                                   report_duration=timedelta(hours=1))
 
     def _interval_wall(self, interval: timedelta) -> timedelta:
         # 2.0b durations are whole seconds: in compressed time a shorter interval would go
@@ -200,12 +187,8 @@ class VenAgent:
             samples -= 1
         return IntervalRecorder(interval_wall, interval_wall / samples, self.config.time_scale)
 
-    def _adopt_requested_interval(self) -> None:
-        """Report at the granularity the VTN asked for, if it asked for one."""
-        request = self.client.requested.get(USAGE)
-        if request is None or not request.granularity:
-            return
-        interval = request.granularity * self.config.time_scale
+    def report_every(self, interval: timedelta) -> None:
+        """Report at the interval (program time) the VTN asked for."""
         if self._interval_wall(interval) != self.recorder.interval:
             self.recorder = self._recorder(interval)
 
@@ -233,7 +216,7 @@ class VenAgent:
                 interval_start=closed.start, interval_end=closed.end, kw=closed.kw,
                 kwh=closed.kwh, soc_pct=closed.soc_pct, plugged_in=closed.plugged_in,
                 online=closed.online))
-            self.uplink.wake.set()
+            self.link.outbox_changed()
         if reading is not None:
             await self._on_device_state(reading, back_online=not was_online)
 
@@ -263,19 +246,17 @@ class VenAgent:
         self._device_retry_at = self.clock.now() + self._device_backoff
 
     # --- events --------------------------------------------------------------
-    async def on_event(self, raw: dict) -> str:
-        event = events.from_openleadr(raw)
+    async def on_event(self, event: Event) -> Opt:
+        """An event from the link (new or changed): decide, store, command the device."""
         stored = self.store.event(event.event_id)
-        if event.status == enums.EVENT_STATUS.CANCELLED:
+        if event.status == CANCELLED:
             return await self._cancelled(event, stored)
-        if event.event_id in self.client.refused_events:
-            return Opt.OUT.value    # answered 454: it breaks the profile (see ven.oadr_client)
         if not self.identity.targeted_by(event.targets):
             log.info("VEN %s ignores event %s: it targets neither this VEN nor its resources",
                      self.config.ven_name, event.event_id)
-            return Opt.OUT.value
+            return Opt.OUT
         if stored is not None and stored.owner_opted_out:
-            return Opt.OUT.value
+            return Opt.OUT
         offset = events.start_offset(self.config.ven_name, event.event_id, event.start_after)
         executed = event.shifted(offset)
         reading = await self._read()
@@ -287,20 +268,20 @@ class VenAgent:
             decision = self._policy(executed, reading, baseline_kw)
         self._save(event, offset, baseline_kw, decision)
         await self._reapply_all()
-        return decision.opt.value
+        return decision.opt
 
-    async def _cancelled(self, event: Event, stored: AcceptedEvent | None) -> str:
+    async def _cancelled(self, event: Event, stored: AcceptedEvent | None) -> Opt:
         if stored is None:
             # A cancellation of an event this VEN never had (or already forgot): nothing to stop.
             log.info("VEN %s: event %s cancelled; it had no such event", self.config.ven_name,
                      event.event_id)
-            return Opt.IN.value
+            return Opt.IN
         stored.opt, stored.reason, stored.commands_json = Opt.OUT.value, "cancelled", "[]"
         stored.cancelled = True
         self.store.save_event(stored)
         self.decisions[event.event_id] = Decision(Opt.OUT, "cancelled")
         await self._reapply_all()
-        return Opt.IN.value
+        return Opt.IN
 
     def _policy(self, event: Event, reading: Reading, baseline_kw: float) -> Decision:
         baseline = self.store.exported_at_year_start(reading.at.year, reading.kwh_exported)
@@ -411,9 +392,8 @@ class VenAgent:
         # plugged in mid-event would charge through them.
         await self._reapply_all()
         for stored, opt in changed:
-            await self._tell_vtn(stored.event_id, stored.modification_number, opt,
-                                 enums.OPT_REASON.PARTICIPATING if opt is Opt.IN
-                                 else enums.OPT_REASON.NOT_PARTICIPATING)
+            await self.link.tell_opt(stored.event_id, stored.modification_number, opt,
+                                     override=False)
 
     async def opt_out(self, event_id: str, reason: str = "owner opted out") -> None:
         """The owner's opt-out: the device stops now and the VTN is told."""
@@ -423,21 +403,7 @@ class VenAgent:
         self._save(events.from_json(stored.event_json), timedelta(seconds=stored.start_offset_s),
                    stored.baseline_kw, Decision(Opt.OUT, reason), owner_opted_out=True)
         await self._reapply_all()
-        await self._tell_vtn(event_id, stored.modification_number, Opt.OUT,
-                             enums.OPT_REASON.OVERRIDE_STATUS)
-
-    async def _tell_vtn(self, event_id: str, modification_number: int, opt: Opt, reason: str) -> None:
-        if not self.registered:
-            return
-        await self.client.created_event(request_id=utils.generate_id(), event_id=event_id,
-                                        opt_type=opt.value, modification_number=modification_number)
-        await self.client.create_opt(opt_type=opt.value, opt_reason=reason, event_id=event_id,
-                                     modification_number=modification_number,
-                                     targets=[objects.Target(ven_id=self.ven_id)])
-
-
-def _pushed_from_outbox(*_args, **_kwargs):
-    raise RuntimeError("telemetry is pushed from the outbox, not sampled by openleadr")
+        await self.link.tell_opt(event_id, stored.modification_number, Opt.OUT, override=True)
 
 
 def _executed(stored: AcceptedEvent) -> Event:

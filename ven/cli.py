@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ven",
-        description="flexadr VEN agents: register with a VTN over OpenADR 2.0b, turn its events "
+        description="flexadr VEN agents: register with a VTN over OpenADR 2.0b or 3.1, turn its events "
                     "into device commands through an adapter, report telemetry.")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging (-v debug, -vv also library debug)")

@@ -11,14 +11,15 @@ import re
 import zoneinfo
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from flexadr.config import (ConfigError, ReadableFile, Strict, check, key_path, read_toml,
                             require_tls, sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
+from ven.openadr31.settings import Oadr31Settings
 from ven.policy import OwnerPrefs
 from ven.storm_watch import StormWatchConfig, watch_rules
 
@@ -27,6 +28,7 @@ __all__ = ["ConfigError", "agent_config", "load_agent", "load_fleet"]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+TLS_KEYS = ("cert", "key", "ca_file")     # 2.0b: mutual TLS
 FINGERPRINT = re.compile(r"^([0-9A-F]{2}:){9}[0-9A-F]{2}$")
 
 
@@ -102,13 +104,54 @@ class StormWatchFile(Strict):
         return StormWatchConfig(self.program, source, timedelta(minutes=self.every_min))
 
 
+def _http_url(url: str) -> str:
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"not an http(s):// URL: {url!r}")
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class WebhookFile(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0     # 0: any free port
+    url: HttpUrl | None = None  # as the VTN reaches it (a proxy, a public name)
+
+
+class Oadr31File(Strict):
+    """OpenADR 3.1: OAuth client credentials, the webhook, how often to re-read."""
+    client_id: str = Field(min_length=1)
+    client_secret_file: ReadableFile
+    token_url: HttpUrl | None = None    # default: the VTN's GET /auth/server names it
+    reread_s: Positive = 60
+    webhook: WebhookFile | None = None  # absent: no subscription; the re-read alone
+
+    @field_validator("client_secret_file")
+    @classmethod
+    def _not_empty(cls, path: Path) -> Path:
+        if not path.read_text().strip():
+            raise ValueError(f"{path} is empty (`vtn oadr3-client create` prints the secret)")
+        return path
+
+    def settings(self) -> Oadr31Settings:
+        hook = self.webhook
+        return Oadr31Settings(
+            client_id=self.client_id, client_secret=self.client_secret_file.read_text().strip(),
+            token_url=self.token_url, reread=timedelta(seconds=self.reread_s),
+            webhook_host=hook.host if hook else None, webhook_port=hook.port if hook else 0,
+            webhook_url=hook.url if hook else None)
+
+
 class AgentFile(Strict):
     ven_name: str = Field(min_length=1)
+    protocol: Literal["2.0b", "3.1"] = "2.0b"
     vtn_url: str
-    cert: ReadableFile
-    key: ReadableFile
-    ca_file: ReadableFile
+    cert: ReadableFile | None = None    # 2.0b: required (mutual TLS)
+    key: ReadableFile | None = None
+    ca_file: ReadableFile | None = None
     vtn_fingerprint: str | None = None
+    oadr31: Oadr31File | None = None    # 3.1: required
     adapter: AdapterFile = AdapterFile()
     capacity_kwh: Positive
     max_discharge_kw: NonNegative = 0.0
@@ -123,6 +166,30 @@ class AgentFile(Strict):
     storm_watch: StormWatchFile | None = None
     group_ids: list[str] = []           # eiTarget groups this VEN belongs to
     party_ids: list[str] = []
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _protocol_keys(cls, data: Any, handler) -> "AgentFile":
+        """cert, key and ca_file are required for 2.0b, [oadr31] for 3.1: reported as
+        missing beside every other problem of the file."""
+        needed = ()
+        if isinstance(data, dict):
+            needed = {"2.0b": TLS_KEYS, "3.1": ("oadr31",)}.get(data.get("protocol", "2.0b"), ())
+        missing = [{"type": "missing", "loc": (key,), "input": data}
+                   for key in needed if key not in data]
+        try:
+            parsed = handler(data)
+        except ValidationError as err:
+            raise ValidationError.from_exception_data(cls.__name__, missing + [
+                {k: e[k] for k in ("type", "loc", "input", "ctx") if k in e}
+                for e in err.errors()]) from None
+        if missing:
+            raise ValidationError.from_exception_data(cls.__name__, missing)
+        if parsed.protocol == "2.0b" and parsed.oadr31 is not None:
+            raise ValueError('[oadr31] is for protocol = "3.1"')
+        if (parsed.cert is None) != (parsed.key is None):
+            raise ValueError("cert and key go together (a client certificate)")
+        return parsed
 
     @field_validator("vtn_url")
     @classmethod
@@ -143,7 +210,8 @@ class AgentFile(Strict):
         return AgentConfig(
             ven_name=self.ven_name, vtn_url=self.vtn_url,
             cert=self.cert, key=self.key, ca_file=self.ca_file,
-            vtn_fingerprint=self.vtn_fingerprint,
+            vtn_fingerprint=self.vtn_fingerprint, protocol=self.protocol,
+            oadr31=self.oadr31.settings() if self.oadr31 else None,
             adapter=self.adapter.name, adapter_config=dict(self.adapter.config),
             capacity_kwh=self.capacity_kwh, max_discharge_kw=self.max_discharge_kw,
             max_charge_kw=self.max_charge_kw, efficiency=self.efficiency,
@@ -158,6 +226,9 @@ class AgentFile(Strict):
 
 class FleetFile(Strict):
     defaults: dict[str, Any] = {}
+    # Named sets of keys merged over [defaults] for the entries that name them
+    # (`group = "oadr31"`), e.g. one group of 3.1 agents in a fleet of 2.0b ones.
+    groups: dict[str, dict[str, Any]] = {}
     ven: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -169,11 +240,24 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def _entry(fleet: FleetFile, entry: dict[str, Any], source: str, i: int) -> dict[str, Any]:
+    """One [[ven]] over its group over [defaults]."""
+    entry = dict(entry)
+    group = entry.pop("group", None)
+    if group is None:
+        return _merge(fleet.defaults, entry)
+    if not isinstance(group, str) or group not in fleet.groups:
+        known = ", ".join(sorted(fleet.groups)) or "none defined"
+        raise ConfigError(f"{source}: ven[{i}].group: no group {group!r} (groups: {known})")
+    return _merge(_merge(fleet.defaults, fleet.groups[group]), entry)
+
+
 def agent_config(data: dict[str, Any], base: Path, source: str,
                  prefix: tuple[str | int, ...] = ()) -> AgentConfig:
     parsed = validate(AgentFile, data, base, source, prefix)
-    require_tls(source, key_path(prefix) + "." if prefix else "", parsed.cert, parsed.key,
-                parsed.ca_file)
+    if parsed.cert is not None:
+        require_tls(source, key_path(prefix) + "." if prefix else "", parsed.cert, parsed.key,
+                    parsed.ca_file)
     return parsed.agent(base)
 
 
@@ -184,9 +268,12 @@ def load_agent(path: Path) -> AgentConfig:
 def load_fleet(path: Path) -> list[AgentConfig]:
     base = Path(path).parent
     fleet = validate(FleetFile, read_toml(path), base, str(path))
-    # problems in [defaults] are reported there, not once per [[ven]]
+    # problems in [defaults] and [groups.*] are reported there, not once per [[ven]]
     check(AgentFile, fleet.defaults, base, str(path), ("defaults",), allow_missing=True)
-    configs = [agent_config(_merge(fleet.defaults, entry), base, str(path), ("ven", i))
+    for name, keys in fleet.groups.items():
+        check(AgentFile, _merge(fleet.defaults, keys), base, str(path), ("groups", name),
+              allow_missing=True)
+    configs = [agent_config(_entry(fleet, entry, str(path), i), base, str(path), ("ven", i))
                for i, entry in enumerate(fleet.ven)]
     seen: dict[str, int] = {}
     for i, config in enumerate(configs):

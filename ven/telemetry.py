@@ -11,24 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-
-from jinja2 import ChoiceLoader, FileSystemLoader
-from openleadr import messaging
 
 from adapters.base import Reading
-from flexadr import signing
 from flexadr.clock import ceil_to
-
-# Our VEN's oadrUpdateReport: openleadr's template, plus oadrPayloadResourceStatus payloads
-# (openleadr renders every value as payloadFloat). Found after openleadr's own templates,
-# so every stock message renders exactly as before.
-UPDATE_REPORT = "oadrUpdateReportStatus"
-_TEMPLATES = Path(__file__).parent / "templates"
-# Both environments: our signer's (autoescaped) and openleadr's (for an unsigned client).
-for _environment in (signing.TEMPLATES, messaging.TEMPLATES):
-    if not isinstance(_environment.loader, ChoiceLoader):
-        _environment.loader = ChoiceLoader([_environment.loader, FileSystemLoader(_TEMPLATES)])
 
 
 @dataclass(frozen=True)
@@ -96,7 +81,3 @@ class IntervalRecorder:
         return IntervalReading(start, end, kwh / hours, kwh, reading.soc_pct, reading.plugged_in,
                                online=self._online and reading.online)
 
-
-def resource_status(online: bool, manual_override: bool) -> dict:
-    """A TELEMETRY_STATUS value as oadrPayloadResourceStatus (rendered by UPDATE_REPORT)."""
-    return {"online": online, "manual_override": manual_override}

@@ -104,15 +104,25 @@ def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime)
 
 def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | None = None,
            end_utc: datetime | None = None, signal_value: float | None = None,
+           steps: Sequence[event_intervals.Step] | None = None,
            forced_reason: str | None = None) -> Event:
-    """Change an event: its modification number goes up and every target gets it again."""
+    """Change an event: its modification number goes up and every target gets it again.
+
+    `steps` replaces the interval schedule (covering the new period exactly)."""
     event = _changeable(store, event_id)
     start = start_utc or event.start_utc
     end = end_utc or event.end_utc
     if end <= start:
         raise EventOutsideRules(f"event ends ({end}) before it starts ({start})")
     changes = {"start_utc": start, "end_utc": end}
-    if signal_value is not None:      # one value throughout replaces any profile
+    if steps is not None:
+        try:
+            steps = event_intervals.checked(steps, end - start)
+        except event_intervals.ScheduleError as err:
+            raise EventOutsideRules(str(err)) from err
+        changes["signal_value"] = steps[0].value
+        changes["interval_schedule"] = event_intervals.dumps(steps)
+    elif signal_value is not None:      # one value throughout replaces any profile
         changes["signal_value"] = signal_value
         changes["interval_schedule"] = None
     elif event.interval_schedule is not None and end - start != event.end_utc - event.start_utc:

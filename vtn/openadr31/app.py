@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
 from typing import Sequence
 from urllib.parse import unquote_plus
 
@@ -29,11 +28,11 @@ from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
 from vtn.openadr31.notify.routes import NotifierRoutes
 from vtn.openadr31.notify.webhook import check_callback
 from vtn.openadr31.problems import Problem, bad_request, from_validation
-from vtn.openadr31.schemas import (NOW, RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequest,
+from vtn.openadr31.schemas import (RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequest,
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
                                    ProgramRequest, ReportRequest, SubscriptionRequest, ValuesMap)
 from vtn.openadr31.settings import Settings
-from vtn.openadr31.telemetry import later, telemetry_points
+from vtn.openadr31.telemetry import telemetry_points
 from vtn.store import (CANCELLED, PENDING, Event, EventTarget, Oadr3Report,
                        Oadr3Subscription, Program, Resource, Store, Ven)
 
@@ -239,12 +238,11 @@ class Api:
         p.require_bl("writes events")
         body = await parse(request, EventRequest)
         program = self._program_file(body.programID)
-        start, end = self._event_times(body)
-        value = event_value(body, program)
+        start, end, steps = mapping.event_schedule(body, program, self.clock.now())
         ven_ids = self._target_vens(body.targets, program.id)
         try:
             event = lifecycle.publish(self.store, program, start, end, ven_ids, self.clock,
-                                      setpoint_kw=value)
+                                      setpoint_kw=steps[0].value, steps=_several(steps))
         except lifecycle.EventOutsideRules as err:
             raise Problem(400, str(err)) from None
         return web.json_response(self._events_json(p, [event])[0], status=201)
@@ -260,11 +258,12 @@ class Api:
                 self._target_names([event.event_id]).get(event.event_id, []))):
             raise Problem(409, "the targets of a published event cannot change: cancel it "
                           "(DELETE) and create another")
-        start, end = self._event_times(body)
-        value = event_value(body, self._program_file(event.program_id))
+        start, end, steps = mapping.event_schedule(body, self._program_file(event.program_id),
+                                                   self.clock.now())
         try:
             event = lifecycle.modify(self.store, event.event_id, self.clock, start_utc=start,
-                                     end_utc=end, signal_value=value)
+                                     end_utc=end, signal_value=steps[0].value,
+                                     steps=_several(steps))
         except lifecycle.EventNotChangeable as err:
             raise Problem(409, str(err)) from None
         except lifecycle.EventOutsideRules as err:
@@ -290,23 +289,6 @@ class Api:
             return model.load(program_id)
         except (model.ProgramError, OSError) as err:
             raise Problem(409, f"program {program_id} has no valid program file: {err}") from None
-
-    def _event_times(self, body: EventRequest) -> tuple[datetime, datetime]:
-        if len(body.intervals) != 1:
-            raise bad_request("intervals", "this VTN stores one interval per event "
-                              "(one 2.0b signal value)")
-        own = body.intervals[0].intervalPeriod
-        start = (own.start if own and own.start else None) or (
-            body.intervalPeriod.start if body.intervalPeriod else None)
-        duration = (own.duration if own and own.duration else None) or (
-            body.intervalPeriod.duration if body.intervalPeriod else None) or body.duration
-        if start is None:
-            raise bad_request("intervalPeriod.start", "an event needs a start")
-        if duration is None or duration.total_seconds() <= 0:
-            raise bad_request("intervalPeriod.duration", "an event needs a positive duration")
-        if start == NOW:
-            start = self.clock.now()
-        return start, later(start, duration, "intervalPeriod.duration")
 
     def _target_vens(self, targets: list[str] | None, program_id: str) -> list[str]:
         if targets is None:
@@ -803,31 +785,9 @@ def attribute(attributes: list[ValuesMap] | None, kind: str, field: str,
     return None
 
 
-def event_value(body: EventRequest, program: model.Program) -> float:
-    """The event's one value as the program's 2.0b signal carries it."""
-    signal = mapping.payload_for(program.signal.name, program.signal.type)
-    if signal is None:
-        raise Problem(409, f"program {program.id}'s signal {program.signal.name} "
-                      f"{program.signal.type} has no 3.1 payload type here")
-    payloads = body.intervals[0].payloads
-    for p, payload in enumerate(payloads):
-        if payload.type in mapping.NO_COUNTERPART:
-            raise bad_request(f"intervals.0.payloads.{p}.type",
-                              f"{payload.type} has no 2.0b counterpart in this VTN")
-        if payload.type != signal.payload_type:
-            raise bad_request(f"intervals.0.payloads.{p}.type",
-                              f"program {program.id} takes {signal.payload_type}")
-    if len(payloads) != 1:
-        raise bad_request("intervals.0.payloads", f"one {signal.payload_type} payload")
-    values = payloads[0].values
-    if len(values) != 1 or isinstance(values[0], bool) or not isinstance(values[0], (int, float)):
-        raise bad_request("intervals.0.payloads.0.values", "one number")
-    value = values[0] / signal.scale
-    if program.signal.value is not None and value != program.signal.value:
-        raise bad_request("intervals.0.payloads.0.values",
-                          f"program {program.id} always sends "
-                          f"{program.signal.value * signal.scale:g}")
-    return value
+def _several(steps: list) -> list | None:
+    """A schedule only for several intervals: one interval is the event's one value."""
+    return steps if len(steps) > 1 else None
 
 
 def report_json(row: Oadr3Report) -> dict:

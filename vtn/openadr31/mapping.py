@@ -1,8 +1,9 @@
 """One model underneath: the store's rows as OpenADR 3.1 objects, and 3.1 payloads as 2.0b signals.
 
-A 3.1 event is the stored Event a 2.0b VEN receives as oadrDistributeEvent; its single
-interval carries the event's one signal value. Targets are VEN names (venName). See
-docs/openadr3.md for the full table, including what has no counterpart.
+A 3.1 event is the stored Event a 2.0b VEN receives as oadrDistributeEvent; its intervals
+are the event's interval schedule (vtn/event_intervals.py), the 2.0b signal's intervals
+one for one. Targets are VEN names (venName). See docs/openadr3.md for the full table,
+including what has no counterpart.
 """
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from flexadr.oadr3_time import NOW, iso, iso_duration
 from schedules import model
+from vtn import event_intervals
+from vtn.event_intervals import Step
+from vtn.openadr31.problems import Problem, bad_request
+from vtn.openadr31.schemas import EventRequest, IntervalPeriod
+from vtn.openadr31.telemetry import later
 from vtn.store import Event, Oadr3Report, Oadr3Subscription, Program, Resource, Ven
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PROGRAM_ID, DEVICE_KIND = "PROGRAM_ID", "DEVICE_KIND"     # private VEN/resource attribute types
 
 
@@ -45,18 +51,6 @@ def payload_for(signal_name: str, signal_type: str) -> PayloadMapping | None:
         if (mapping.signal_name, mapping.signal_type) == (signal_name, signal_type):
             return mapping
     return None
-
-
-def iso(when: datetime | None) -> str:
-    return (when or EPOCH).astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def iso_duration(length: timedelta) -> str:
-    seconds = int(length.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (
-        f"{seconds}S" if seconds or not (hours or minutes) else "")
 
 
 def _metadata(object_id: str, object_type: str, created: datetime | None,
@@ -102,9 +96,88 @@ def event_json(event: Event, target_names: list[str]) -> dict:
         mapping = PayloadMapping(event.signal_name, event.signal_type, event.signal_name,
                                  event.signal_unit)
     body["payloadDescriptors"] = [_event_descriptor(mapping)]
-    body["intervals"] = [{"id": 0, "payloads": [
-        {"type": mapping.payload_type, "values": [event.signal_value * mapping.scale]}]}]
+    steps = event_intervals.loads(event.interval_schedule, event.signal_value,
+                                  event.end_utc - event.start_utc)
+    # Even intervals need only the event's period; uneven ones each carry their own.
+    uneven = len({step.duration for step in steps}) > 1
+    body["intervalPeriod"]["duration"] = iso_duration(steps[0].duration)
+    body["intervals"], at = [], event.start_utc
+    for n, step in enumerate(steps):
+        interval = {"id": n, "payloads": [{"type": mapping.payload_type,
+                                           "values": [step.value * mapping.scale]}]}
+        if uneven:
+            interval["intervalPeriod"] = {"start": iso(at), "duration": iso_duration(step.duration)}
+        body["intervals"].append(interval)
+        at += step.duration
     return body
+
+
+# --- a 3.1 event body as the stored event's schedule ------------------------------------
+def event_schedule(body: EventRequest, program: model.Program,
+                   now: datetime) -> tuple[datetime, datetime, list[Step]]:
+    """Start, end and the value of every interval, as the program's 2.0b signal carries
+    them; or a 400 naming the field. Intervals follow each other (an absolute start must
+    be the previous interval's end), as the 2.0b signal's intervals do."""
+    signal = payload_for(program.signal.name, program.signal.type)
+    if signal is None:
+        raise Problem(409, f"program {program.id}'s signal {program.signal.name} "
+                      f"{program.signal.type} has no 3.1 payload type here")
+    default = body.intervalPeriod
+    start = _own(body.intervals[0].intervalPeriod, "start")
+    if start in (None, NOW):        # the first interval's 'now' is the event's start if given
+        start = _own(default, "start") or start
+    if start is None:
+        raise bad_request("intervalPeriod.start", "an event needs a start")
+    start = now if start == NOW else start
+    steps, at = [], start
+    for i, interval in enumerate(body.intervals):
+        own = interval.intervalPeriod
+        where = "intervalPeriod" if i == 0 else f"intervals.{i}.intervalPeriod"
+        if i and _own(own, "start") not in (None, NOW, at):
+            raise bad_request(f"{where}.start", f"starts {iso(own.start)}, not where the "
+                              f"previous interval ends ({iso(at)}): this VTN keeps an "
+                              f"event's intervals back to back, as 2.0b does")
+        duration = _first(_own(own, "duration"), _own(default, "duration"),
+                          body.duration if len(body.intervals) == 1 else None)
+        if duration is None or duration.total_seconds() <= 0:
+            raise bad_request(f"{where}.duration", "an interval needs a positive duration")
+        end = later(at, duration, f"{where}.duration")
+        steps.append(Step(duration, _value(interval.payloads, i, signal, program)))
+        at = end
+    if len(body.intervals) > 1 and body.duration is not None and body.duration != at - start:
+        raise bad_request("duration", f"the intervals last {iso_duration(at - start)}")
+    return start, at, steps
+
+
+def _first(*durations: timedelta | None) -> timedelta | None:
+    """The first duration given (PT0S is given, and refused later)."""
+    return next((d for d in durations if d is not None), None)
+
+
+def _own(period: IntervalPeriod | None, name: str):
+    return getattr(period, name) if period is not None else None
+
+
+def _value(payloads: list, i: int, signal: PayloadMapping, program: model.Program) -> float:
+    """One interval's value as the program's 2.0b signal carries it."""
+    where = f"intervals.{i}.payloads"
+    for p, payload in enumerate(payloads):
+        if payload.type in NO_COUNTERPART:
+            raise bad_request(f"{where}.{p}.type",
+                              f"{payload.type} has no 2.0b counterpart in this VTN")
+        if payload.type != signal.payload_type:
+            raise bad_request(f"{where}.{p}.type", f"program {program.id} takes "
+                              f"{signal.payload_type}")
+    if len(payloads) != 1:
+        raise bad_request(where, f"one {signal.payload_type} payload")
+    values = payloads[0].values
+    if len(values) != 1 or isinstance(values[0], bool) or not isinstance(values[0], (int, float)):
+        raise bad_request(f"{where}.0.values", "one number")
+    value = values[0] / signal.scale
+    if program.signal.value is not None and value != program.signal.value:
+        raise bad_request(f"{where}.0.values", f"program {program.id} always sends "
+                          f"{program.signal.value * signal.scale:g}")
+    return value
 
 
 def ven_client_id(ven: Ven) -> str:

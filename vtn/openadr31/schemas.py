@@ -7,17 +7,13 @@ the VTN-provided metadata, id, createdDateTime ..., with an update).
 """
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat,
                       StrictInt, StrictStr, StringConstraints, TypeAdapter)
 
-# A start of 0001-01-01 means "now" (User Guide, intervalPeriod).
-NOW = datetime(1, 1, 1, tzinfo=timezone.utc)
-_DURATION = re.compile(r"^(-?)P(?=\d|T\d)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)([DW]))?"
-                       r"(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+from flexadr.oadr3_time import parse_duration, parse_time
 
 ObjectID = Annotated[str, StringConstraints(min_length=1, max_length=128,
                                             pattern=r"^[a-zA-Z0-9_-]*$")]
@@ -26,41 +22,7 @@ Target = Name
 Url = Annotated[str, StringConstraints(min_length=2, max_length=8000)]
 
 
-def _date_time(value):
-    """RFC 3339 with an offset; the 'now' date 0001-01-01 may come without one."""
-    if not isinstance(value, str):
-        raise ValueError("a date-time string (RFC 3339)")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{value!r} is not an RFC 3339 date-time") from None
-    if parsed.year == 1:
-        return NOW
-    if parsed.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset")
-    return parsed
-
-
-def parse_duration(value) -> timedelta:
-    """ISO 8601 duration as the YAML's pattern allows; years and months have no fixed length."""
-    if not isinstance(value, str):
-        raise ValueError("an ISO 8601 duration string, e.g. PT1H")
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not an ISO 8601 duration")
-    sign, years, months, days, day_unit, hours, minutes, seconds = match.groups()
-    if years or months:
-        raise ValueError(f"{value!r}: years and months have no fixed length here; use days")
-    try:
-        length = timedelta(days=int(days or 0) * (7 if day_unit == "W" else 1),
-                           hours=int(hours or 0), minutes=int(minutes or 0),
-                           seconds=float(seconds or 0))
-    except OverflowError:
-        raise ValueError(f"{value!r} is too long") from None
-    return -length if sign else length
-
-
-DateTime = Annotated[datetime, BeforeValidator(_date_time)]
+DateTime = Annotated[datetime, BeforeValidator(parse_time)]
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 

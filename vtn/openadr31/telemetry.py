@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from vtn.openadr31.problems import bad_request
-from vtn.openadr31.schemas import NOW, IntervalPeriod, ReportRequest
+from flexadr.oadr3_time import NOW
+from vtn.openadr31.schemas import IntervalPeriod, ReportRequest
 
 # payload type -> (TelemetryPoint column, factor per unit; None = units not given)
 QUANTITIES = {

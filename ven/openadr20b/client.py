@@ -24,14 +24,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pathlib import Path
+
 import aiohttp
+from jinja2 import ChoiceLoader, FileSystemLoader
 from openleadr import OpenADRClient, enums, messaging, objects, utils
 
-from flexadr import oadr_xml, profile_rules
+from flexadr import oadr_xml, profile_rules, signing
 from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache
-from ven.telemetry import UPDATE_REPORT
 
 log = logging.getLogger(__name__)
+
+# Our VEN's oadrUpdateReport: openleadr's template, plus oadrPayloadResourceStatus payloads
+# (openleadr renders every value as payloadFloat). Found after openleadr's own templates,
+# so every stock message renders exactly as before.
+UPDATE_REPORT = "oadrUpdateReportStatus"
+_TEMPLATES = Path(__file__).parent / "templates"
+# Both environments: our signer's (autoescaped) and openleadr's (for an unsigned client).
+for _environment in (signing.TEMPLATES, messaging.TEMPLATES):
+    if not isinstance(_environment.loader, ChoiceLoader):
+        _environment.loader = ChoiceLoader([_environment.loader, FileSystemLoader(_TEMPLATES)])
 
 # How long an idle connection to the VTN stays open. A VEN's requests come in
 # bursts (registration, a poll and its answer, a report batch) separated by the
@@ -59,7 +71,7 @@ class Sent:
 
 
 def _report_payload(r_id: str, value):
-    """A dict value is an oadrPayloadResourceStatus (see ven.telemetry.UPDATE_REPORT)."""
+    """A dict value is an oadrPayloadResourceStatus (rendered by UPDATE_REPORT)."""
     if isinstance(value, dict):
         return {"r_id": r_id, "resource_status": value}
     return objects.ReportPayload(r_id=r_id, value=value)

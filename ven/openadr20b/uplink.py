@@ -5,9 +5,8 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from ven.oadr_client import FlexClient
+from ven.openadr20b.client import FlexClient
 from ven.store import LocalStore, OutboxInterval
-from ven.telemetry import resource_status
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +25,11 @@ def _status(row: OutboxInterval) -> dict:
     carries no itemBase, so its rID names it: the VTN's documented status names)."""
     plugged = None if row.plugged_in is None else float(row.plugged_in)
     return {"status": resource_status(row.online, row.manual_override), "plugged_in": plugged}
+
+
+def resource_status(online: bool, manual_override: bool) -> dict:
+    """A TELEMETRY_STATUS value as oadrPayloadResourceStatus (rendered by UPDATE_REPORT)."""
+    return {"online": online, "manual_override": manual_override}
 
 
 class Uplink:
