@@ -1,10 +1,12 @@
 """The dispatch rules, one by one (pure: program files in, violations out; no store, no clock)."""
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from schedules import model
+from schedules import model, planner, sources
+from schedules.planner import PlanInputs
 from schedules.model import DayRules, EventBudget
 from vtn.dispatch_rules import (END, SIGNAL, START, CalledEvent, Facts, Proposal, blocking,
                                 can_override, check)
@@ -183,3 +185,32 @@ def test_an_override_lifts_program_rules_for_the_roles_that_may(role, lifted):
     stopping = blocking(violations, "ISO emergency", role)
     assert [v.rule for v in stopping] == (["signal"] if lifted else ["durations", "signal"])
     assert blocking(violations, None, role) == violations
+
+
+# --- the planner plans inside the same rules ------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    load = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
+    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    return PlanInputs.build(load.load, CS.timezone, load.iso_forecast, weather)
+
+
+@pytest.mark.parametrize("program", [CS, MC, BYOD], ids=lambda p: p.id)
+def test_every_event_the_planner_calls_passes_the_dispatch_rules(inputs, program):
+    """Each planned event, checked when the planner decided it, against the events it had
+    called before: the planner's season and the manual rules cannot drift apart."""
+    events = planner.plan_season(program, 2018, inputs).active_events
+    assert len(events) >= 10
+    called: list[CalledEvent] = []
+    for event in events:
+        proposal = Proposal(program, event.start_utc, event.end_utc, ("v",),
+                            setpoint_kw=None if program.signal.value is not None else 5.0,
+                            test_event=event.test_event)
+        facts = Facts(event.decided_utc, tuple(called), {"v": frozenset({program.id})}, {})
+        assert check(proposal, facts) == [], event
+        called.append(CalledEvent(f"e{len(called)}", program.id, event.start_utc,
+                                  event.end_utc, frozenset({"v"}), event.test_event))
