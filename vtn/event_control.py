@@ -65,7 +65,8 @@ def create_event(store: Store, clock: Clock, program: Program, start: datetime, 
     values = None if steps is None else tuple(step.value for step in steps)
     proposal = Proposal(program, start, end, tuple(ven_ids), setpoint_kw=setpoint_kw,
                         intervals=values, test_event=test_event)
-    overridden = _allowed(check(proposal, facts(store, clock, ven_ids)), override_reason, actor)
+    overridden = _allowed(check(proposal, facts(store, clock, ven_ids, start, end)),
+                          override_reason, actor)
     with store.transaction():
         try:
             event = lifecycle.publish(store, program, start, end, ven_ids, clock,
@@ -107,7 +108,8 @@ def change_event(store: Store, clock: Clock, event_id: str, actor: Actor, *,
     proposal = Proposal(program, new_start, new_end, targets, setpoint_kw=setpoint_kw,
                         test_event=event.test_event, event_id=event_id,
                         changed=frozenset(changed))
-    overridden = _allowed(check(proposal, facts(store, clock, ())), override_reason, actor)
+    overridden = _allowed(check(proposal, facts(store, clock, (), new_start, new_end)),
+                          override_reason, actor)
     with store.transaction():
         try:
             after = lifecycle.modify(
@@ -140,25 +142,36 @@ def publish(store: Store, clock: Clock, event_id: str, actor: Actor) -> Event:
     return after
 
 
-def facts(store: Store, clock: Clock, ven_ids: Sequence[str]) -> Facts:
-    """What the dispatch rules read from the store: the events not cancelled with their
-    targets, and the programs and access of `ven_ids`."""
-    targets = store.live_targets()
-    called = [CalledEvent(e.event_id, e.program_id, e.start_utc, e.end_utc,
-                          frozenset(targets.get(e.event_id, ())), e.test_event)
-              for e in store.events() if e.status != CANCELLED]
-    programs_of, refused = {}, {}
-    for ven_id in ven_ids:
-        ven = store.ven(ven_id)
-        if ven is None:
-            programs_of[ven_id] = None
-            continue
-        programs_of[ven_id] = frozenset({ven.program_id} | {
-            e.program_id for e in store.enrolments(ven_id=ven_id)})
-        why = ven_control.refusal_of(store, ven, clock)
-        if why is not None:
-            refused[ven_id] = why
-    return Facts(clock.now(), called, programs_of, refused)
+def facts(store: Store, clock: Clock, ven_ids: Sequence[str], start: datetime,
+          end: datetime) -> Facts:
+    """What the dispatch rules read from the store: the events not cancelled (with their
+    targets where they overlap [start, end)), and the programs and access of `ven_ids`.
+    A few queries whatever the fleet: an event may go to every VEN of a program."""
+    called = [e for e in store.events() if e.status != CANCELLED]
+    targets = store.live_targets([e.event_id for e in called
+                                  if e.start_utc < end and start < e.end_utc])
+    events = [CalledEvent(e.event_id, e.program_id, e.start_utc, e.end_utc,
+                          frozenset(targets.get(e.event_id, ())), e.test_event) for e in called]
+    wanted = set(ven_ids)
+    vens = {v.ven_id: v for v in store.vens() if v.ven_id in wanted}
+    refused = {ven_id: why for ven_id, why in _refusals(store, clock, vens.values()).items()
+               if why is not None}
+    enrolled: dict[str, set[str]] = {}
+    for enrolment in store.enrolments():            # active ones
+        if enrolment.ven_id in wanted:
+            enrolled.setdefault(enrolment.ven_id, set()).add(enrolment.program_id)
+    programs_of = {ven_id: frozenset({vens[ven_id].program_id} | enrolled.get(ven_id, set()))
+                   if ven_id in vens else None for ven_id in ven_ids}
+    return Facts(clock.now(), events, programs_of, refused)
+
+
+def _refusals(store: Store, clock: Clock, vens) -> dict[str, str | None]:
+    """Why the VTN refuses each VEN (None: it serves it), from one query of enrolments."""
+    enrolments: dict[str, list] = {}
+    for enrolment in store.enrolments(active_only=False):
+        enrolments.setdefault(enrolment.ven_id, []).append(enrolment)
+    today = clock.now().date()
+    return {v.ven_id: ven_control.refusal(v, enrolments.get(v.ven_id, []), today) for v in vens}
 
 
 def _allowed(violations: list[Violation], override_reason: str | None,
@@ -200,5 +213,5 @@ def _steps(request: EventRequest) -> list[event_intervals.Step] | None:
 
 def default_targets(store: Store, program: Program, clock: Clock) -> list[str]:
     """An event without targets goes to every VEN of the program the VTN serves."""
-    return [v.ven_id for v in store.vens(program.id)
-            if ven_control.refusal_of(store, v, clock) is None]
+    return [ven_id for ven_id, why in _refusals(store, clock, store.vens(program.id)).items()
+            if why is None]
