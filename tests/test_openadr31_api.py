@@ -537,10 +537,18 @@ async def test_only_business_logic_grants_targets_and_creates_vens(api, store):
                               json=event_body(targets=["ven-31"]))
     _, seen = await api.call("GET", "/events", client="new-ven-client", expect=200)
     assert [e["id"] for e in seen] == [event["id"]]
+    await api.call("PUT", f"/vens/{ven['id']}", "/vens/{venID}", client="bl", expect=200,
+                   json={**body, "clientID": "newer-ven-client"})
     # An enrolment with history stays.
     _, problem = await api.call("DELETE", f"/vens/{ven['id']}", "/vens/{venID}", client="bl",
                                 expect=400)
     assert store.ven(ven["id"]) is not None
+    with store.session() as session:       # the enrolment is audited; the refused delete not
+        rows = audit.query(session, subject_type="ven")
+    assert [(r.actor, r.action, r.subject_id) for r in rows] == [
+        ("oadr3:bl", "ven.enrol", ven["id"]), ("oadr3:bl", "ven.update", ven["id"])]
+    assert (audit.as_dict(rows[1])["before"]["client_id"],
+            audit.as_dict(rows[1])["after"]["client_id"]) == ("new-ven-client", "newer-ven-client")
 
 
 # --- reports -> telemetry -------------------------------------------------------------------------

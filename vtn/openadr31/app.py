@@ -24,7 +24,7 @@ from sqlmodel import select
 
 from flexadr.clock import Clock
 from schedules import model
-from vtn import event_control, lifecycle
+from vtn import audit, event_control, lifecycle
 from vtn.audit import Actor
 from vtn.openadr31 import auth, mapping
 from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
@@ -342,6 +342,12 @@ class Api:
         with self.store.session() as s:
             return list(s.exec(query.order_by(table.created_at)).all())
 
+    def _audit(self, session, p: Principal, action: str, ven_id: str, before: dict | None,
+               after: dict | None) -> None:
+        """A change of a ven object, in the audit trail with the client as the actor."""
+        audit.record(session, actor=bl_actor(p).name, action=action, subject_type="ven",
+                     subject_id=ven_id, before=before, after=after, clock=self.clock)
+
     def _save(self, row) -> None:
         with self.store.session() as s:
             s.add(row)
@@ -550,7 +556,9 @@ class Api:
                   program_id=program_id, device_kind=device_kind, client_id=body.clientID,
                   created_at=now, modified_at=now)
         try:
-            self.store.enrol(ven)
+            with self.store.transaction(), self.store.session() as s:
+                self.store.enrol(ven)
+                self._audit(s, p, "ven.enrol", ven.ven_id, None, audit.snapshot(ven))
         except IntegrityError:
             raise bad_request("clientID", f"client {body.clientID} already has a VEN") from None
         return web.json_response(mapping.ven_json(ven), status=201)
@@ -568,11 +576,13 @@ class Api:
                 raise Problem(409, f"{kind} is {current} (enrolment), not {given}")
         with self.store.session() as s:
             row = s.get(Ven, ven.ven_id)
+            before = audit.snapshot(row)
             if isinstance(body, BlVenRequest):
                 row.client_id = body.clientID
             row.modified_at = self.clock.now()
             s.add(row)
             try:
+                self._audit(s, p, "ven.update", ven.ven_id, before, audit.snapshot(row))
                 s.commit()
             except IntegrityError:
                 raise Problem(409, f"clientID {row.client_id} already has a VEN") from None
@@ -585,7 +595,10 @@ class Api:
         shown = mapping.ven_json(ven)
         try:
             with self.store.session() as s:
-                s.delete(s.get(Ven, ven.ven_id))
+                row = s.get(Ven, ven.ven_id)
+                before = audit.snapshot(row)
+                s.delete(row)
+                self._audit(s, p, "ven.delete", ven.ven_id, before, None)
                 s.commit()
         except IntegrityError:     # (the YAML lists no 409 for DELETE /vens/{venID})
             raise Problem(400, f"ven {ven.ven_id} has resources, events, reports or telemetry: "
