@@ -326,3 +326,22 @@ def test_cli_rule_refusals_are_one_line_per_violation_with_exit_2(vtn_toml, stor
         "durations: the event lasts 0.1 h; the program allows 2, 3 h",
         "refused: give --override REASON to override these program rules"]
     assert snapshot(store) == before
+
+
+def test_cli_modify_is_held_to_the_rules_and_overridden_with_a_reason(vtn_toml, store, capsys):
+    store.enrol(Ven(ven_id="batt-1", ven_name="batt-1", fingerprint="fp1",
+                    program_id="connected_solutions", device_kind="battery"))
+    config = ["--config", str(vtn_toml)]
+    assert main(["events", "create", *config, "--program", "connected_solutions", "--start",
+                 "2027-07-01T16:00:00-04:00", "--minutes", "120", "--setpoint-kw", "5"]) == 0
+    event_id = capsys.readouterr().out.split()[1]
+    before = snapshot(store)
+    later = ["events", "modify", *config, event_id, "--end", "2027-07-01T21:00:00-04:00"]
+    assert main(later) == 2
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        "window: the event 16:00-21:00 is outside the program's window 15:00-20:00",
+        "durations: the event lasts 5 h; the program allows 2, 3 h"]
+    assert snapshot(store) == before
+    assert main(later + ["--override", "ISO asked for an hour more"]) == 0
+    event = store.event(event_id)
+    assert (event.forced_reason, event.modification_number) == ("ISO asked for an hour more", 1)
