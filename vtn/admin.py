@@ -227,6 +227,10 @@ class AdminApi:
     def store(self):
         return self.vtn.store
 
+    @property
+    def clock(self):
+        return self.vtn.clock
+
     def _audit(self, request, action: str, subject_type: str, subject_id: str,
                before: dict | None, after: dict | None) -> None:
         """The call's audit row, in the call's transaction (see _guard)."""
@@ -234,10 +238,6 @@ class AdminApi:
             audit.record(session, actor=request[ACTOR].name, action=action,
                          subject_type=subject_type, subject_id=subject_id, before=before,
                          after=after, clock=self.clock)
-
-    @property
-    def clock(self):
-        return self.vtn.clock
 
     # --- documents ---------------------------------------------------------
     async def openapi(self, request):
@@ -294,7 +294,8 @@ class AdminApi:
         except (FileNotFoundError, model.ProgramError) as err:
             raise ApiError(404, f"no program file for {program_id}: {err}") from err
         if before is None:
-            self._audit(request, "program.load", "program", program_id, None, row.model_dump())
+            self._audit(request, "program.load", "program", program_id, None,
+                        audit.snapshot(row))
         return _json(row.model_dump())
 
     async def post_participant(self, request):
