@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import uuid
+from contextlib import contextmanager
 from typing import Sequence
 from urllib.parse import unquote_plus
 
@@ -22,7 +23,8 @@ from sqlmodel import select
 
 from flexadr.clock import Clock
 from schedules import model
-from vtn import lifecycle
+from vtn import audit, event_control, lifecycle
+from vtn.audit import Actor
 from vtn.openadr31 import auth, mapping
 from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
 from vtn.openadr31.notify.routes import NotifierRoutes
@@ -32,6 +34,7 @@ from vtn.openadr31.schemas import (RESOURCE_REQUEST, VEN_REQUEST, BlResourceRequ
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
                                    ProgramRequest, ReportRequest, SubscriptionRequest, ValuesMap)
 from vtn.openadr31.settings import Settings
+from vtn.operator_input import InputError
 from vtn.openadr31.telemetry import telemetry_points
 from vtn.store import (CANCELLED, PENDING, Event, EventTarget, Oadr3Report,
                        Oadr3Subscription, Program, Resource, Store, Ven)
@@ -239,12 +242,12 @@ class Api:
         body = await parse(request, EventRequest)
         program = self._program_file(body.programID)
         start, end, steps = mapping.event_schedule(body, program, self.clock.now())
-        ven_ids = self._target_vens(body.targets, program.id)
-        try:
-            event = lifecycle.publish(self.store, program, start, end, ven_ids, self.clock,
-                                      setpoint_kw=steps[0].value, steps=_several(steps))
-        except lifecycle.EventOutsideRules as err:
-            raise Problem(400, str(err)) from None
+        ven_ids = self._target_vens(body.targets, program)
+        with refused_as_problem():
+            event = event_control.create_event(
+                self.store, self.clock, program, start, end, ven_ids, bl_actor(p),
+                setpoint_kw=None if program.signal.value is not None else steps[0].value,
+                steps=_several(steps))
         return web.json_response(self._events_json(p, [event])[0], status=201)
 
     async def update_event(self, request: web.Request) -> web.Response:
@@ -258,16 +261,21 @@ class Api:
                 self._target_names([event.event_id]).get(event.event_id, []))):
             raise Problem(409, "the targets of a published event cannot change: cancel it "
                           "(DELETE) and create another")
-        start, end, steps = mapping.event_schedule(body, self._program_file(event.program_id),
-                                                   self.clock.now())
-        try:
-            event = lifecycle.modify(self.store, event.event_id, self.clock, start_utc=start,
-                                     end_utc=end, signal_value=steps[0].value,
-                                     steps=_several(steps))
-        except lifecycle.EventNotChangeable as err:
-            raise Problem(409, str(err)) from None
-        except lifecycle.EventOutsideRules as err:
-            raise Problem(400, str(err)) from None
+        program = self._program_file(event.program_id)
+        start, end, steps = mapping.event_schedule(body, program, self.clock.now())
+        several, value = _several(steps), steps[0].value
+        # Only what the body changes: the dispatch rules re-check what a change touches.
+        one_value_changed = several is None and program.signal.value is None and (
+            value != event.signal_value or event.interval_schedule is not None)
+        changes = {"start": start if start != event.start_utc else None,
+                   "end": end if end != event.end_utc else None,
+                   "setpoint_kw": value if one_value_changed else None, "steps": several}
+        with refused_as_problem():
+            try:
+                event = event_control.change_event(self.store, self.clock, event.event_id,
+                                                   bl_actor(p), **changes)
+            except lifecycle.EventNotChangeable as err:
+                raise Problem(409, str(err)) from None
         return web.json_response(self._events_json(p, [event])[0])
 
     async def delete_event(self, request: web.Request) -> web.Response:
@@ -277,7 +285,7 @@ class Api:
         event = self._event(p, request.match_info["id"])
         shown = self._events_json(p, [event])[0]
         try:
-            lifecycle.cancel(self.store, event.event_id, self.clock)
+            event_control.cancel(self.store, self.clock, event.event_id, bl_actor(p))
         except lifecycle.EventNotChangeable as err:    # a completed event
             raise Problem(400, str(err)) from None
         return web.json_response(shown)
@@ -290,16 +298,15 @@ class Api:
         except (model.ProgramError, OSError) as err:
             raise Problem(409, f"program {program_id} has no valid program file: {err}") from None
 
-    def _target_vens(self, targets: list[str] | None, program_id: str) -> list[str]:
+    def _target_vens(self, targets: list[str] | None, program: model.Program) -> list[str]:
+        """venNames -> VEN ids (whether they may be targeted is a dispatch rule)."""
         if targets is None:
-            return [ven.ven_id for ven in self.store.vens(program_id)]
+            return event_control.default_targets(self.store, program, self.clock)
         ven_ids = []
         for i, name in enumerate(targets):
             ven = self.store.ven_by_name(name)
             if ven is None:
                 raise bad_request(f"targets.{i}", f"no VEN named {name} (targets are venNames)")
-            if program_id not in self._program_ids_of(ven.ven_id):
-                raise bad_request(f"targets.{i}", f"VEN {name} is not enrolled in {program_id}")
             ven_ids.append(ven.ven_id)
         return list(dict.fromkeys(ven_ids))     # a target named twice is one target
 
@@ -314,6 +321,12 @@ class Api:
                 query = query.where(getattr(table, column) == value)
         with self.store.session() as s:
             return list(s.exec(query.order_by(table.created_at)).all())
+
+    def _audit(self, session, p: Principal, action: str, ven_id: str, before: dict | None,
+               after: dict | None) -> None:
+        """A change of a ven object, in the audit trail with the client as the actor."""
+        audit.record(session, actor=bl_actor(p).name, action=action, subject_type="ven",
+                     subject_id=ven_id, before=before, after=after, clock=self.clock)
 
     def _save(self, row, change: tuple[str, str, dict, str | None] | None = None) -> None:
         """Write `row`; with `change` (object type, operation, object, its VEN) also the
@@ -538,8 +551,9 @@ class Api:
                   program_id=program_id, device_kind=device_kind, client_id=body.clientID,
                   created_at=now, modified_at=now)
         try:
-            with self.store.transaction():
+            with self.store.transaction(), self.store.session() as s:
                 self.store.enrol(ven)
+                self._audit(s, p, "ven.enrol", ven.ven_id, None, audit.snapshot(ven))
                 self._changed("VEN", "CREATE", mapping.ven_json(ven), ven.ven_id)
         except IntegrityError:
             raise bad_request("clientID", f"client {body.clientID} already has a VEN") from None
@@ -559,12 +573,14 @@ class Api:
         with self.store.transaction():
             with self.store.session() as s:
                 row = s.get(Ven, ven.ven_id)
+                before = audit.snapshot(row)
                 if isinstance(body, BlVenRequest):
                     row.client_id = body.clientID
                 row.modified_at = self.clock.now()
                 client_id = row.client_id       # (a failed flush expires the row)
                 s.add(row)
                 try:
+                    self._audit(s, p, "ven.update", ven.ven_id, before, audit.snapshot(row))
                     s.commit()
                 except IntegrityError:
                     raise Problem(409, f"clientID {client_id} already has a VEN") from None
@@ -577,7 +593,14 @@ class Api:
         p.require_bl("ends an enrolment (deletes a ven)")
         shown = mapping.ven_json(ven)
         try:
-            self._delete(Ven, ven.ven_id, ("VEN", "DELETE", shown, ven.ven_id))
+            with self.store.transaction():
+                with self.store.session() as s:
+                    row = s.get(Ven, ven.ven_id)
+                    before = audit.snapshot(row)
+                    s.delete(row)
+                    self._audit(s, p, "ven.delete", ven.ven_id, before, None)
+                    s.commit()
+                self._changed("VEN", "DELETE", shown, ven.ven_id)
         except IntegrityError:     # (the YAML lists no 409 for DELETE /vens/{venID})
             raise Problem(400, f"ven {ven.ven_id} has resources, events, reports or telemetry: "
                           "it stays (unenrol it instead)") from None
@@ -788,6 +811,27 @@ def attribute(attributes: list[ValuesMap] | None, kind: str, field: str,
 def _several(steps: list) -> list | None:
     """A schedule only for several intervals: one interval is the event's one value."""
     return steps if len(steps) > 1 else None
+
+
+def bl_actor(p: Principal) -> Actor:
+    """A 3.1 business-logic client, as the audit trail names it (it may not override)."""
+    return Actor(f"oadr3:{p.client_id}", p.role)
+
+
+@contextmanager
+def refused_as_problem():
+    """Dispatch-rule refusals as RFC 7807 problems: 409 naming each rule (a BL client has
+    no override); an event that cannot be built at all is a 400."""
+    try:
+        yield
+    except event_control.RulesRefused as err:
+        raise Problem(409, f"refused by the dispatch rules: {err}",
+                      [{"field": v.field, "message": v.message, "rule": v.rule}
+                       for v in err.violations],
+                      violations=[v.as_dict() for v in err.violations]) from None
+    except InputError as err:
+        raise Problem(400, str(err), [{"field": f, "message": m} for f, m in err.problems]) \
+            from None
 
 
 def report_json(row: Oadr3Report) -> dict:

@@ -2,8 +2,8 @@
 from vtn.store import migrate  # noqa: F401
 from vtn.store.db import Store, UTCDateTime, database_url  # noqa: F401
 from vtn.store.models import (  # noqa: F401
-    ACTIVE, CANCELLED, COMPLETED, EVENT_STATUSES, FAR, NEAR, PENDING, Enrolment, Event,
-    EventTarget, EventTransition, Notice, Oadr3Client, Oadr3Delivery, Oadr3Report,
+    ACTIVE, CANCELLED, COMPLETED, EVENT_STATUSES, FAR, NEAR, PENDING, AuditEntry, Enrolment,
+    Event, EventTarget, EventTransition, Notice, Oadr3Client, Oadr3Delivery, Oadr3Report,
     Oadr3Subscription, ObjectChange, OptAvailability, OptSchedule, OutboundMessage,
     Participant, PlannerDecision, Program, ReportRegistration, ReportRequest, Resource,
     TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)

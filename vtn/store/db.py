@@ -434,6 +434,20 @@ class Store:
             return s.exec(select(EventTarget).where(EventTarget.event_id == event_id)
                           .order_by(EventTarget.ven_id)).all()
 
+    def live_targets(self, event_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The target VENs of each of these events that is not cancelled, in one query
+        (the dispatch rules' conflicts)."""
+        if not event_ids:
+            return {}
+        with self.session() as s:
+            rows = s.exec(select(EventTarget.event_id, EventTarget.ven_id).join(Event)
+                          .where(Event.status != CANCELLED,
+                                 EventTarget.event_id.in_(list(event_ids)))).all()
+        targets: dict[str, set[str]] = {}
+        for event_id, ven_id in rows:
+            targets.setdefault(event_id, set()).add(ven_id)
+        return targets
+
     def targets_of_ven(self, ven_id: str) -> Sequence[tuple[EventTarget, Event]]:
         with self.session() as s:
             return s.exec(select(EventTarget, Event).join(Event)

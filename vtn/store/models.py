@@ -110,6 +110,9 @@ class Event(SQLModel, table=True):
     # vtn/event_intervals.py); None: one interval of signal_value over the whole event.
     interval_schedule: str | None = Field(default=None, sa_type=Text)
     forced_reason: str | None = None     # the operator's reason for overriding program rules
+    # JSON [{"rule": ..., "message": ...}, ...]: the dispatch rules the operator overrode
+    # (vtn/dispatch_rules.py); settlement flags the event. None: no rule overridden.
+    rule_overrides: str | None = Field(default=None, sa_type=Text)
 
     @property
     def cancelled(self) -> bool:
@@ -380,6 +383,22 @@ class Oadr3Delivery(SQLModel, table=True):
     last_error: str | None = None
 
 
+class AuditEntry(SQLModel, table=True):
+    """Who changed what, when, with the values before and after (vtn/audit.py).
+
+    Written in the transaction of the change itself: a change that is rolled back or
+    refused leaves no row, and no change is stored without its row."""
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str = Field(index=True)        # admin-token, cli:<OS user>, a user's name
+    action: str = Field(index=True)       # e.g. event.create, ven.disable
+    subject_type: str = Field(index=True)  # event, ven, enrolment, participant, ...
+    subject_id: str = Field(index=True)
+    before: str | None = Field(default=None, sa_type=Text)   # JSON object
+    after: str | None = Field(default=None, sa_type=Text)    # JSON object
+    reason: str | None = Field(default=None, sa_type=Text)
+
+
 class NonceRecord(SQLModel, table=True):
     """A signed message's ReplayProtect nonce, kept until its timestamp leaves the window.
 
@@ -395,7 +414,7 @@ VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransi
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
               PlannerDecision, Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord,
-              ObjectChange, Oadr3Delivery)
+              ObjectChange, Oadr3Delivery, AuditEntry)
 
 
 def vtn_metadata():
