@@ -1,7 +1,7 @@
 """The audit trail; the dispatch rules an event was created past (operator override)
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ import vtn.store.types
 
 
 revision = '0009'
-down_revision = '0006'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
