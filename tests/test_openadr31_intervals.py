@@ -5,7 +5,9 @@ response is checked against the vendored YAML (tests/test_openadr31_api.py)."""
 from datetime import datetime, timedelta, timezone
 
 from tests.test_cli import run, vtn_toml  # noqa: F401  (a fixture)
-from tests.test_openadr31_api import api, assert_problem, start_api  # noqa: F401  (fixture)
+from schedules import model
+from tests.test_openadr31_api import (allowed_start, api, assert_problem,  # noqa: F401 (fixture)
+                                      start_api)
 from tests.hostile_peer import snapshot
 from vtn import oadr_events
 from vtn.event_intervals import Step, loads
@@ -36,20 +38,21 @@ def _20b_intervals(store, event_id):
 
 
 async def test_a_31_event_with_several_intervals_is_the_stored_schedule(api, store):
-    start = _start()
+    start = allowed_start("connected_solutions", 0)      # a day and length the rules accept
     # The User Guide's form: the event's period is every interval's default, the second
     # interval says its own duration and follows the first.
     body = {"programID": "connected_solutions", "targets": ["ven-a"],
             "intervalPeriod": {"start": start.isoformat(), "duration": "PT1H"},
-            "intervals": [_interval(0, 5.0), _interval(1, 2.0, duration="PT2H"),
-                          _interval(2, 4.0)]}
+            "intervals": [_interval(0, 5.0), _interval(1, 2.0, duration="PT30M"),
+                          _interval(2, 4.0, duration="PT1H30M")]}
     _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
-    assert _schedule(store, event["id"]) == [Step(HOUR, 5.0), Step(2 * HOUR, 2.0),
-                                             Step(HOUR, 4.0)]
+    assert _schedule(store, event["id"]) == [Step(HOUR, 5.0), Step(HOUR / 2, 2.0),
+                                             Step(1.5 * HOUR, 4.0)]
     stored = store.event(event["id"])
-    assert (stored.start_utc, stored.end_utc) == (start, start + 4 * HOUR)
+    assert (stored.start_utc, stored.end_utc) == (start, start + 3 * HOUR)
     assert _20b_intervals(store, event["id"]) == [
-        (0, start, HOUR, 5.0), (1, start + HOUR, 2 * HOUR, 2.0), (2, start + 3 * HOUR, HOUR, 4.0)]
+        (0, start, HOUR, 5.0), (1, start + HOUR, HOUR / 2, 2.0),
+        (2, start + 1.5 * HOUR, 1.5 * HOUR, 4.0)]
 
     # Read back, uneven intervals each carry their own period; a VEN sees the same.
     for client in ("bl", "ven-a-client"):
@@ -58,27 +61,29 @@ async def test_a_31_event_with_several_intervals_is_the_stored_schedule(api, sto
         assert [(i["id"], i["intervalPeriod"], i["payloads"][0]["values"])
                 for i in seen["intervals"]] == [
             (0, {"start": _z(start), "duration": "PT1H"}, [5.0]),
-            (1, {"start": _z(start + HOUR), "duration": "PT2H"}, [2.0]),
-            (2, {"start": _z(start + 3 * HOUR), "duration": "PT1H"}, [4.0])]
+            (1, {"start": _z(start + HOUR), "duration": "PT30M"}, [2.0]),
+            (2, {"start": _z(start + 1.5 * HOUR), "duration": "PT1H30M"}, [4.0])]
 
     # A modification with absolute, back-to-back starts replaces the schedule.
     changed = {**body, "intervalPeriod": None, "intervals": [
-        _interval(0, 3.0, start=start.isoformat(), duration="PT30M"),
-        _interval(1, 1.0, start=(start + HOUR / 2).isoformat(), duration="PT30M")]}
+        _interval(0, 3.0, start=start.isoformat(), duration="PT1H"),
+        _interval(1, 1.0, start=(start + HOUR).isoformat(), duration="PT1H")]}
     _, seen = await api.call("PUT", f"/events/{event['id']}", "/events/{eventID}",
                              client="bl", expect=200, json=changed)
-    assert _schedule(store, event["id"]) == [Step(HOUR / 2, 3.0), Step(HOUR / 2, 1.0)]
+    assert _schedule(store, event["id"]) == [Step(HOUR, 3.0), Step(HOUR, 1.0)]
     assert store.event(event["id"]).modification_number == 1
     # Even intervals need only the event's period.
-    assert seen["intervalPeriod"] == {"start": _z(start), "duration": "PT30M"}
+    assert seen["intervalPeriod"] == {"start": _z(start), "duration": "PT1H"}
     assert [("intervalPeriod" in i, i["payloads"][0]["values"]) for i in seen["intervals"]] == [
         (False, [3.0]), (False, [1.0])]
 
 
 async def test_capacity_limits_per_interval_are_fractions_in_20b(api, store):
-    start = _start()
+    start = allowed_start("managed_charging", 0)
+    half = min(model.load("managed_charging").durations) / 2
     body = {"programID": "managed_charging",
-            "intervalPeriod": {"start": start.isoformat(), "duration": "PT1H"},
+            "intervalPeriod": {"start": start.isoformat(),
+                               "duration": f"PT{int(half.total_seconds())}S"},
             "intervals": [_interval(0, 0, "IMPORT_CAPACITY_LIMIT"),
                           _interval(1, 0, "IMPORT_CAPACITY_LIMIT")]}
     _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
@@ -122,7 +127,7 @@ async def test_an_event_made_with_the_cli_reads_back_over_31_with_every_interval
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
     code, out, _ = run(capsys, "events", "create", "--config", str(vtn_toml), "--program",
                        "connected_solutions", "--start", start.isoformat(),
-                       "--minutes", "180", "--intervals", "60:5,60:2,60:4", "--force", "--reason", "a CLI test")
+                       "--minutes", "180", "--intervals", "60:5,60:2,60:4", "--override", "a CLI test")
     assert code == 0, out
     event_id = out.split()[1]
     server, api31 = await start_api(store, ("ven-a",))
