@@ -1,8 +1,10 @@
 """Admin REST API (JSON over aiohttp) on the admin listener (VtnConfig.admin_host:admin_port,
 127.0.0.1 by default, HTTPS with admin_cert / admin_key); never on the OpenADR port.
 
-Every route under /api, and /metrics, needs the admin token
-(`Authorization: Bearer TOKEN`); without a configured token they all answer 401. An
+Every route under /api, and /metrics, needs a user's API token (`Authorization: Bearer
+TOKEN`, `vtn users token`) whose role allows it (vtn/auth.py: viewers read, operators act,
+admins load programs), else 401 or 403; the legacy shared admin_token still counts as an
+admin's, with a deprecation warning. An
 address that fails the token FAILED_AUTH_LIMIT times within FAILED_AUTH_WINDOW gets 429
 until the window has passed. Public routes: /health (database reachable?) and
 /optout/{token}, where the notice's one-time token is the credential: GET shows a
@@ -13,7 +15,6 @@ and nothing is stored. Times are answered in UTC, as ISO 8601 with `Z`.
 """
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import logging
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
-from vtn import event_control, lifecycle, metrics, ven_control
+from vtn import auth, event_control, lifecycle, metrics, ven_control
 from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
 from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
@@ -46,6 +47,7 @@ FAILED_AUTH_LIMIT = 10
 FAILED_AUTH_WINDOW = timedelta(minutes=1)
 TRACKED_ADDRESSES = 10_000   # bound the memory a scan from many addresses can take
 _TIME = TypeAdapter(Time)
+PRINCIPAL = web.RequestKey("principal", auth.Principal)   # who is calling (set by the guard)
 
 
 class ApiError(Exception):
@@ -126,7 +128,8 @@ class FailedAuth:
 class AdminApi:
     def __init__(self, vtn, token: str | None):
         self.vtn = vtn
-        self.token = token
+        self.token = token           # the legacy shared admin token (config admin_token)
+        self._legacy_warned = False
         self.failed_auth = FailedAuth(vtn.clock)
         reason = {"reason": "string"}
         # (method, path, handler, summary, request body fields)
@@ -196,12 +199,16 @@ class AdminApi:
                 return web.json_response(
                     {"error": "too many failed admin tokens from this address"}, status=429,
                     headers={"Retry-After": str(max(1, int(wait.total_seconds()) + 1))})
-            given = request.headers.get("Authorization", "")
-            if not self.token or not hmac.compare_digest(given.encode(),
-                                                         f"Bearer {self.token}".encode()):
+            principal = self._bearer(request.headers.get("Authorization", ""))
+            if principal is None:
                 self.failed_auth.failed(remote)
                 log.warning("admin request from %s without a valid token", remote)
                 return _json({"error": "admin token required"}, 401)
+            needed = auth.required_role(request.method, request.match_info.route.resource.canonical)
+            if not principal.allows(needed):
+                return _json({"error": f"this needs the {needed} role; {principal.username} "
+                                       f"is {principal.role}"}, 403)
+            request[PRINCIPAL] = principal
             try:
                 # One transaction per admin call: all of it is stored, or none of it.
                 with self.store.transaction():
@@ -213,6 +220,19 @@ class AdminApi:
             except ApiError as err:
                 return _json({"error": err.message, **err.extra}, err.status)
         return guarded
+
+    def _bearer(self, header: str) -> auth.Principal | None:
+        """A user's API token, or the legacy shared admin token (an admin, deprecated)."""
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not token:
+            return None
+        if self.token and auth.same_secret(token, self.token):
+            if not self._legacy_warned:
+                self._legacy_warned = True
+                log.warning("the shared admin_token is deprecated: make users with "
+                            "`vtn users add` and give each a token (`vtn users token`)")
+            return auth.Principal("admin-token", auth.ADMIN, "legacy-token")
+        return auth.token_principal(self.store, token)
 
     @property
     def store(self):

@@ -6,4 +6,4 @@ from vtn.store.models import (  # noqa: F401
     EventTarget, EventTransition, Notice, OptAvailability, OptSchedule, OutboundMessage,
     Oadr3Client, Oadr3Report, Oadr3Subscription, Participant, Program, ReportRegistration,
     ReportRequest, Resource, TelemetryPoint, TelemetryQuarantine, TelemetryRaw, TelemetryRevision,
-    Ven)
+    Ven, User, ApiToken, UserSession, ROLES, VIEWER, OPERATOR, ADMIN)
