@@ -110,6 +110,9 @@ class Event(SQLModel, table=True):
     # vtn/event_intervals.py); None: one interval of signal_value over the whole event.
     interval_schedule: str | None = Field(default=None, sa_type=Text)
     forced_reason: str | None = None     # the operator's reason for overriding program rules
+    # JSON [{"rule": ..., "message": ...}, ...]: the dispatch rules the operator overrode
+    # (vtn/dispatch_rules.py); settlement flags the event. None: no rule overridden.
+    rule_overrides: str | None = Field(default=None, sa_type=Text)
 
     @property
     def cancelled(self) -> bool:
@@ -314,6 +317,22 @@ class Oadr3Subscription(SQLModel, table=True):
     modified_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class AuditEntry(SQLModel, table=True):
+    """Who changed what, when, with the values before and after (vtn/audit.py).
+
+    Written in the transaction of the change itself: a change that is rolled back or
+    refused leaves no row, and no change is stored without its row."""
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    actor: str = Field(index=True)        # admin-token, cli:<OS user>, a user's name
+    action: str = Field(index=True)       # e.g. event.create, ven.disable
+    subject_type: str = Field(index=True)  # event, ven, enrolment, participant, ...
+    subject_id: str = Field(index=True)
+    before: str | None = Field(default=None, sa_type=Text)   # JSON object
+    after: str | None = Field(default=None, sa_type=Text)    # JSON object
+    reason: str | None = Field(default=None, sa_type=Text)
+
+
 class NonceRecord(SQLModel, table=True):
     """A signed message's ReplayProtect nonce, kept until its timestamp leaves the window.
 
@@ -363,7 +382,8 @@ class UserSession(SQLModel, table=True):
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
-              Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord, User, ApiToken, UserSession)
+              Oadr3Client, Oadr3Report, Oadr3Subscription, AuditEntry, NonceRecord, User, ApiToken,
+              UserSession)
 
 
 def vtn_metadata():

@@ -1,7 +1,7 @@
 """Console users, their admin-API tokens and console sessions
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009 (0006 on the console branch; chained after dispatch's 0009)
 """
 from alembic import op
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ import vtn.store.types
 
 
 revision = '0010'
-down_revision = '0006'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
