@@ -24,6 +24,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import delete, select
 
+from flexadr.clock import Clock
+from vtn import audit
 from vtn.store import ADMIN, OPERATOR, ROLES, VIEWER, ApiToken, Store, User, UserSession
 
 TOKEN_PREFIX = "fxa_"          # tells a per-user token from the legacy shared one in logs
@@ -81,7 +83,13 @@ def _check_password(password: str) -> None:
         raise UserError("a password needs at least 10 characters")
 
 
-def add_user(store: Store, username: str, password: str, role: str, at: datetime) -> User:
+def _snapshot(row: User) -> dict:
+    """A user as the audit keeps it: never the password hash."""
+    return audit.snapshot(row) | {"password_hash": "(hidden)"}
+
+
+def add_user(store: Store, username: str, password: str, role: str, *, actor: str,
+             clock: Clock) -> User:
     _check_role(role)
     _check_password(password)
     if not username or len(username) > 64 or not username.replace("-", "").replace(
@@ -90,11 +98,13 @@ def add_user(store: Store, username: str, password: str, role: str, at: datetime
     with store.session() as s:
         if s.get(User, username) is not None:
             raise UserError(f"user {username} exists already")
-        user = User(username=username, password_hash=hash_password(password), role=role,
-                    created_at=at)
-        s.add(user)
+        row = User(username=username, password_hash=hash_password(password), role=role,
+                   created_at=clock.now())
+        s.add(row)
+        audit.record(s, actor=actor, action="user.add", subject_type="user",
+                     subject_id=username, before=None, after=_snapshot(row), clock=clock)
         s.commit()
-    return user
+    return row
 
 
 def users(store: Store) -> list[User]:
@@ -102,47 +112,52 @@ def users(store: Store) -> list[User]:
         return list(s.exec(select(User).order_by(User.username)).all())
 
 
-def user(store: Store, username: str) -> User:
-    with store.session() as s:
-        found = s.get(User, username)
-    if found is None:
-        raise UserError(f"no user {username}")
-    return found
-
-
-def set_role(store: Store, username: str, role: str) -> tuple[User, User]:
-    """(before, after)."""
-    _check_role(role)
-    before = user(store, username)
+def _change(store: Store, username: str, action: str, *, actor: str, clock: Clock,
+            **values) -> User:
     with store.session() as s:
         row = s.get(User, username)
-        row.role = role
+        if row is None:
+            raise UserError(f"no user {username}")
+        before = _snapshot(row)
+        for name, value in values.items():
+            setattr(row, name, value)
         s.add(row)
-        s.commit()
-        return before, row
-
-
-def set_disabled(store: Store, username: str, at: datetime | None) -> tuple[User, User]:
-    """Disable (at) or enable (None) a user; disabling ends the user's sessions at once."""
-    before = user(store, username)
-    with store.session() as s:
-        row = s.get(User, username)
-        row.disabled_at = at
-        s.add(row)
-        if at is not None:
+        if row.disabled_at is not None:
             s.exec(delete(UserSession).where(UserSession.username == username))
+        audit.record(s, actor=actor, action=action, subject_type="user", subject_id=username,
+                     before=before, after=_snapshot(row), clock=clock)
         s.commit()
-        return before, row
+        return row
 
 
-def issue_token(store: Store, username: str, name: str, at: datetime) -> str:
+def set_role(store: Store, username: str, role: str, *, actor: str, clock: Clock) -> User:
+    _check_role(role)
+    return _change(store, username, "user.set-role", actor=actor, clock=clock, role=role)
+
+
+def set_disabled(store: Store, username: str, disabled: bool, *, actor: str,
+                 clock: Clock) -> User:
+    """Disable or enable a user; disabling ends the user's sessions at once."""
+    return _change(store, username, "user.disable" if disabled else "user.enable",
+                   actor=actor, clock=clock, disabled_at=clock.now() if disabled else None)
+
+
+def issue_token(store: Store, username: str, name: str, *, actor: str, clock: Clock) -> str:
     """A new API token for the user: returned once, only its digest is stored."""
-    owner = user(store, username)
-    if owner.disabled_at is not None:
-        raise UserError(f"user {username} is disabled")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with store.session() as s:
-        s.add(ApiToken(token_digest=digest(token), username=username, name=name, created_at=at))
+        owner = s.get(User, username)
+        if owner is None:
+            raise UserError(f"no user {username}")
+        if owner.disabled_at is not None:
+            raise UserError(f"user {username} is disabled")
+        row = ApiToken(token_digest=digest(token), username=username, name=name,
+                       created_at=clock.now())
+        s.add(row)
+        audit.record(s, actor=actor, action="user.token", subject_type="user",
+                     subject_id=username, before=None,
+                     after={"token_name": name, "token_digest_prefix": row.token_digest[:12]},
+                     clock=clock)
         s.commit()
     return token
 
