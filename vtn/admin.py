@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
 from vtn import auth, event_control, lifecycle, metrics, ven_control
+from vtn.console import app as console_app
 from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
 from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
@@ -187,6 +188,7 @@ class AdminApi:
     def install(self, app: web.Application) -> None:
         for method, path, handler, _, _ in self.routes:
             app.router.add_route(method, path, self._guard(handler))
+        console_app.Console(self.vtn).install(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/optout/{token}", self.opt_out_page)
         app.router.add_post("/optout/{token}", self.opt_out)
@@ -199,7 +201,7 @@ class AdminApi:
                 return web.json_response(
                     {"error": "too many failed admin tokens from this address"}, status=429,
                     headers={"Retry-After": str(max(1, int(wait.total_seconds()) + 1))})
-            principal = self._bearer(request.headers.get("Authorization", ""))
+            principal = self._principal(request)
             if principal is None:
                 self.failed_auth.failed(remote)
                 log.warning("admin request from %s without a valid token", remote)
@@ -220,6 +222,18 @@ class AdminApi:
             except ApiError as err:
                 return _json({"error": err.message, **err.extra}, err.status)
         return guarded
+
+    def _principal(self, request: web.Request) -> auth.Principal | None:
+        """A bearer token's user, else a console session's (whose changes need its CSRF
+        token in X-CSRF-Token: the console's pages call this API)."""
+        header = request.headers.get("Authorization", "")
+        if header:
+            return self._bearer(header)
+        found = console_app.cookie_session(self.store, request, self.clock.now())
+        if found is None or (request.method not in ("GET", "HEAD")
+                             and not console_app.csrf_ok(request, found[1])):
+            return None
+        return found[0]
 
     def _bearer(self, header: str) -> auth.Principal | None:
         """A user's API token, or the legacy shared admin token (an admin, deprecated)."""
