@@ -16,6 +16,7 @@ import logging
 import secrets
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -150,7 +151,9 @@ class Console:
                            initial=json.dumps([f.as_json() for f in fleet]))
 
     async def now_stream(self, request):
-        """Server-sent events: the Now page's figures whenever telemetry or an event moves."""
+        """Server-sent events: the Now page's figures (or one event's, ?event_id=) whenever
+        telemetry arrives or an event or an answer changes."""
+        event_id = request.query.get("event_id")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
@@ -162,8 +165,7 @@ class Console:
                 current = views.change_marker(self.store)
                 if current != marker or waited >= STREAM_REFRESH_S:
                     marker, waited = current, 0.0
-                    data = json.dumps([f.as_json() for f in views.now_events(
-                        self.store, self.vtn.clock.now(), self._poll())])
+                    data = json.dumps([f.as_json() for f in self._live(event_id)])
                     if data != sent:
                         await response.write(f"data: {data}\n\n".encode())
                         sent = data
@@ -176,6 +178,13 @@ class Console:
         finally:
             self.streams.discard(stop)
         return response
+
+    def _live(self, event_id: str | None) -> list[views.FleetEvent]:
+        now = self.vtn.clock.now()
+        if event_id is None:
+            return views.now_events(self.store, now, self._poll())
+        event = self.store.event(event_id)
+        return [views.fleet_event(self.store, event, now, self._poll())] if event else []
 
     async def _end_streams(self, app) -> None:
         for stop in list(self.streams):
@@ -193,7 +202,8 @@ class Console:
             return self.render(request, "missing.html", status=404,
                                what=f"event {request.match_info['event_id']}")
         return self.render(request, "event.html", d=detail,
-                           initial=json.dumps([detail.fleet.as_json()]))
+                           initial=json.dumps([detail.fleet.as_json()]),
+                           stream=f"/ui/now/stream?event_id={quote(detail.event.event_id)}")
 
     async def vens(self, request):
         query = request.query.get("q", "")

@@ -61,12 +61,12 @@ function kw(value) {
 }
 
 function chartData(e) {
-  const xs = e.series.map((p) => p[0]);
-  if (xs.length === 0) xs.push(e.start, e.end);
-  const delivered = e.series.length ? e.series.map((p) => p[1]) : xs.map(() => null);
-  const inEvent = (x) => x >= e.start && x < e.end;
-  return [xs, delivered, xs.map((x) => (inEvent(x) ? e.target_kw : null)),
-          xs.map(() => e.baseline_kw)];
+  // The event's start and end are always on the x axis, so the target spans the event.
+  const measured = new Map(e.series);
+  const xs = [...new Set([...measured.keys(), e.start, e.end])].sort((a, b) => a - b);
+  const inEvent = (x) => x >= e.start && x <= e.end;
+  return [xs, xs.map((x) => (measured.has(x) ? measured.get(x) : null)),
+          xs.map((x) => (inEvent(x) ? e.target_kw : null)), xs.map(() => e.baseline_kw)];
 }
 
 function drawChart(section, e) {
@@ -78,7 +78,8 @@ function drawChart(section, e) {
   const width = Math.max(280, box.clientWidth || 600);
   charts.set(e.event_id, new uPlot({
     width, height: 240,
-    series: [{}, {label: "delivered kW", stroke: "#0b63ce", width: 2, points: {show: true}},
+    series: [{}, {label: "delivered kW", stroke: "#0b63ce", width: 2, points: {show: true},
+                  spanGaps: true},
              {label: "target kW", stroke: "#1b7f3b", dash: [6, 4]},
              {label: "baseline kW", stroke: "#8a5a00", dash: [2, 4]}],
     axes: [{}, {label: "kW"}],
@@ -105,12 +106,20 @@ function update(live, events) {
       const cell = section.querySelector(`[data-count="${name}"]`);
       if (cell) cell.textContent = count;
     }
+    section.dataset.points = String(e.series.length);
     drawChart(section, e);
   }
   live.dataset.updates = String(Number(live.dataset.updates || 0) + 1);
 }
 
-window.addEventListener("DOMContentLoaded", () => {
+window.addEventListener("resize", () => {
+  for (const [eventId, chart] of charts) {
+    const box = document.querySelector(`[data-event="${CSS.escape(eventId)}"] .chart`);
+    if (box) chart.setSize({width: Math.max(280, box.clientWidth), height: 240});
+  }
+});
+
+window.addEventListener("load", () => {      // after the stylesheet: charts get the box's width
   const live = document.getElementById("live");
   if (!live) return;
   update(live, JSON.parse(live.dataset.initial || "[]"));
