@@ -118,20 +118,26 @@ def _holidays_in_year(rules: DayRules, year: int) -> tuple[tuple[date, str], ...
 
 def day_exclusion(program: Program, day: date) -> str | None:
     """Why `day` cannot carry an event by the calendar rules, or None if it can."""
+    broken = day_rule_broken(program, day)
+    return None if broken is None else broken[1]
+
+
+def day_rule_broken(program: Program, day: date) -> tuple[str, str] | None:
+    """The calendar rule `day` breaks, as (rule: season | days | holidays, why), or None."""
     return _day_exclusion(program.season, program.days, day)
 
 
-def _day_exclusion(season: Season, rules: DayRules, day: date) -> str | None:
+def _day_exclusion(season: Season, rules: DayRules, day: date) -> tuple[str, str] | None:
     if not season.contains(day):
-        return "out of season"
+        return "season", "out of season"
     weekend = day.weekday() >= 5
     if weekend and not rules.weekends:
-        return "weekend"
+        return "days", "weekend"
     if not weekend and not rules.weekdays:
-        return "weekday"
+        return "days", "weekday"
     holiday = _holiday_lookup(rules, day.year).get(day)
     if holiday:
-        return f"holiday: {holiday}"
+        return "holidays", f"holiday: {holiday}"
     return None
 
 

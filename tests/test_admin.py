@@ -156,11 +156,13 @@ async def test_events_create_modify_cancel_and_list(api):
                             "minutes": 60}, "ISO 8601"),
                           ({"program_id": "connected_solutions", "start": "2026-07-02T16:00:00",
                             "minutes": 60}, "UTC offset"),
-                          ({"program_id": "connected_solutions", "start": start}, "minutes"),
-                          ({"program_id": "connected_solutions", "start": start, "minutes": 60},
-                           "setpoint")]:
+                          ({"program_id": "connected_solutions", "start": start}, "minutes")]:
         status, body = await _call(session, "POST", "/api/events", json=bad)
         assert status == 400 and fragment in body["error"], (bad, body)
+    status, body = await _call(session, "POST", "/api/events", json={
+        "program_id": "connected_solutions", "start": start, "minutes": 60})
+    assert status == 422 and [v["rule"] for v in body["violations"]] == [
+        "durations", "signal", "conflicts"], body
     assert len(store.events()) == 1
 
     status, body = await _call(session, "PATCH", f"/api/events/{event_id}",
@@ -168,7 +170,11 @@ async def test_events_create_modify_cancel_and_list(api):
     assert (status, body["modification_number"], body["signal_value"]) == (200, 1, 7.5)
     status, body = await _call(session, "PATCH", f"/api/events/{event_id}", json={
         "end": (NOW - timedelta(days=1)).isoformat()})
-    assert status == 400 and store.event(event_id).modification_number == 1
+    assert status == 400 and store.event(event_id).modification_number == 1   # ends first
+    status, body = await _call(session, "PATCH", f"/api/events/{event_id}", json={
+        "start": (NOW - timedelta(days=2)).isoformat(), "end": (NOW - timedelta(days=1)).isoformat()})
+    assert (status, body["violations"][0]["rule"]) == (422, "time")
+    assert store.event(event_id).modification_number == 1
     status, body = await _call(session, "POST", f"/api/events/{event_id}/cancel")
     assert (status, body["status"], body["modification_number"]) == (200, "cancelled", 2)
     status, body = await _call(session, "POST", f"/api/events/{event_id}/cancel")
@@ -189,7 +195,7 @@ async def test_vens_telemetry_csv_optouts_and_metrics(api):
     start = datetime(2026, 7, 2, 20, 0, tzinfo=timezone.utc)
     status, event = await _call(session, "POST", "/api/events", json={
         "program_id": "connected_solutions", "start": start.isoformat(), "minutes": 30,
-        "setpoint_kw": 5})
+        "setpoint_kw": 5, "override_reason": "a half-hour event: two telemetry intervals"})
     assert status == 201, event
     store.seen("batt-1", NOW)
     store.record_points("batt-1", [

@@ -51,7 +51,7 @@ def test_events_create_list_cancel_and_export(vtn_toml, database_url, capsys):
     start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
     code, out, _ = run(capsys, "events", "create", "--config", str(vtn_toml), "--program",
                        "connected_solutions", "--start", start.isoformat(), "--minutes", "120",
-                       "--setpoint-kw", "5", "--force", "--reason", "any day: a CLI test")
+                       "--setpoint-kw", "5", "--override", "any day: a CLI test")
     assert code == 0 and "to 1 VENs" in out
     event_id = out.split()[1]
     code, out, _ = run(capsys, "events", "list", "--config", str(vtn_toml))

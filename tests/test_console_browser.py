@@ -118,15 +118,16 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
             await form.locator("input[name=setpoint_kw]").fill("3")
             await form.locator("button[type=submit]").click()
             error = form.locator("[data-error]")
-            await expect(error).to_contain_text("outside the program's window")
+            await expect(error).to_contain_text("422: ")
+            await expect(error).to_contain_text("window: ")            # the rule, by name
             assert [e.status for e in store.events()] == ["completed"]     # nothing stored
             await shot(page, folder, "events-refused")
-            await form.locator("input[name=force]").check()
-            await form.locator("input[name=force_reason]").fill("cold-snap drill")
+            await form.locator("input[name=override_reason]").fill("cold-snap drill")
             await form.locator("button[type=submit]").click()
             await page.wait_for_url("**/ui/events/*")
             event_id = page.url.rsplit("/", 1)[1]
             assert "cold-snap drill" in store.event(event_id).forced_reason
+            await expect(page.locator("#overrides")).to_contain_text("window")
 
             # Now: the event goes live and the fleet's delivered kW moves with each report.
             await page.goto("/ui/now")
@@ -166,9 +167,19 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
             assert csv_text.startswith("participant,season_kw,payment_usd")
             assert sorted(line.split(",")[0] for line in csv_text.splitlines()[1:]) == list(VENS)
             await shot(page, folder, "results")
-            for name in ("vens", "programs", "audit"):
+            for name in ("vens", "programs"):
                 await page.goto(f"/ui/{name}")
                 await shot(page, folder, name)
+            # The override is in the audit log: who, which rules, and the reason.
+            await page.goto("/ui/audit")
+            await page.fill("input[name=action]", "event.override")
+            row = page.locator("#audit-rows tr", has_text="cold-snap drill")
+            await expect(row).to_have_count(1)
+            await expect(row).to_contain_text("operator")
+            await expect(row).to_contain_text(event_id)
+            await page.fill("input[name=action]", "")
+            await expect(page.locator("#audit-rows tr", has_text="event.cancel")).to_have_count(1)
+            await shot(page, folder, "audit")
             await context.close()
 
             # A viewer sees no dispatch control, and the API refuses the viewer's token.

@@ -6,6 +6,7 @@ YAML does not list for the operation fails the test too.
 """
 import argparse
 import io
+import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,7 @@ import yaml
 from sqlmodel import select
 
 from flexadr.clock import SystemClock
+from schedules import calendar, model
 from flexadr.demo import _free_port
 from vtn.openadr31 import Server, Settings
 from vtn.openadr31.app import Api
@@ -150,9 +152,37 @@ async def api(store):
     await server.stop()
 
 
+_DAYS = itertools.count()      # each event_body on a day of its own: no two events overlap
+
+
+@pytest.fixture(autouse=True)
+def _first_day():
+    global _DAYS
+    _DAYS = itertools.count()
+
+
+def allowed_start(program_id: str, n: int) -> datetime:
+    """The start of the program's window on its n-th day from now that the dispatch rules
+    accept: in season, an allowed day, past the notice."""
+    program = model.load(program_id)
+    now = datetime.now(timezone.utc)
+    starts = [calendar.program_window_utc(program, day).start_utc
+              for year in (now.year, now.year + 1) for day in calendar.allowed_days(program, year)]
+    return [start for start in starts if start - now >= program.notice][n]
+
+
 def event_body(targets=None, program="connected_solutions", payload="DISPATCH_SETPOINT",
-               value=5.0, minutes_ahead=30, hours=2):
-    start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=minutes_ahead)
+               value=5.0, minutes_ahead=None, hours=None):
+    """An event the dispatch rules accept, at the start of the program's window on a day of
+    its own, as long as the program allows; `minutes_ahead` places it anywhere."""
+    known = program in model.load_all()
+    if minutes_ahead is None and known:
+        start = allowed_start(program, next(_DAYS))
+    else:
+        start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(
+            minutes=minutes_ahead or 30)
+    if hours is None:
+        hours = min(model.load(program).durations) // timedelta(hours=1) if known else 2
     body = {"programID": program, "eventName": "test",
             "intervalPeriod": {"start": start.isoformat(), "duration": f"PT{hours}H"},
             "intervals": [{"id": 0, "payloads": [{"type": payload, "values": [value]}]}]}
@@ -326,7 +356,6 @@ async def test_bad_event_bodies_are_400_with_field_names_and_store_nothing(api, 
         (event_body(payload="CHARGE_STATE_SETPOINT"), ["intervals.0.payloads.0.type"]),
         (event_body(value="high"), ["intervals.0.payloads.0.values"]),
         (event_body(targets=["nobody"]), ["targets.0"]),
-        (event_body(targets=["ev-1"]), ["targets.0"]),        # not in connected_solutions
         (event_body(program="managed_charging", payload="IMPORT_CAPACITY_LIMIT", value=50),
          ["intervals.0.payloads.0.values"]),                   # the program always sends 0
         ({**event_body(), "intervalPeriod": {"start": "2026-07-01T16:00:00",
@@ -340,11 +369,34 @@ async def test_bad_event_bodies_are_400_with_field_names_and_store_nothing(api, 
     _, problem = await api.call("POST", "/events", client="bl", data="{not json",
                                 headers={"Content-Type": "application/json"}, expect=400)
     assert_problem(problem, 400, "body")
-    # An event that is already over is refused by the lifecycle's rules.
-    _, problem = await api.call("POST", "/events", client="bl", expect=400,
-                                json=event_body(minutes_ahead=-300, hours=1))
-    assert "past" in problem["detail"]
     assert store.events() == []
+
+
+async def test_an_event_against_the_dispatch_rules_is_a_409_naming_each_rule(api, store):
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=2)).replace(microsecond=0)
+    six_minutes_now = {**event_body(), "intervalPeriod": {"start": soon.isoformat(),
+                                                          "duration": "PT6M"}}
+    for body, rules in [
+        (event_body(targets=["ev-1"]), ["targets"]),       # a managed-charging VEN
+        (event_body(value=-5), ["signal"]),                 # a negative setpoint
+        (event_body(minutes_ahead=-300, hours=1), ["time"]),     # already over
+    ]:
+        _, problem = await api.call("POST", "/events", client="bl", json=body, expect=409)
+        assert [v["rule"] for v in problem["violations"]] == rules, problem
+        assert [e["rule"] for e in problem["errors"]] == rules
+        assert problem["detail"].startswith(f"refused by the dispatch rules: {rules[0]}: ")
+    _, problem = await api.call("POST", "/events", client="bl", json=six_minutes_now,
+                                expect=409)
+    assert {"notice", "durations"} <= {v["rule"] for v in problem["violations"]}, problem
+    _, event = await api.call("POST", "/events", client="bl", json=event_body(), expect=201)
+    _, problem = await api.call("POST", "/events", client="bl", expect=409, json={
+        **event_body(), "intervalPeriod": event["intervalPeriod"]})
+    assert [v["rule"] for v in problem["violations"]] == ["conflicts"]
+    _, problem = await api.call("PUT", f"/events/{event['id']}", "/events/{eventID}",
+                                client="bl", expect=409, json={**six_minutes_now, "targets": None})
+    assert "notice" in [v["rule"] for v in problem["violations"]]
+    assert [e.event_id for e in store.events()] == [event["id"]]
+    assert store.event(event["id"]).modification_number == 0
 
 
 async def test_paging_and_filters(api):

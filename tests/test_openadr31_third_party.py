@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_openadr31_api import api  # noqa: F401  (fixture)
+from tests.test_openadr31_api import allowed_start, api  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = Path(os.environ.get("FLEXADR_OPENADR3_CLIENT_PYTHON",
@@ -38,10 +38,10 @@ common = dict(vtn_base_url=args["url"], allow_insecure_http=True, version=OADRVe
 bl = BusinessLogicHttpClientFactory.create_http_bl_client(
     client_id="bl", client_secret=args["bl"], **common)   # token URL found via /auth/server
 programs = bl.programs.get_programs(target=None, pagination=None)
-start = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=30)
+start = datetime.fromisoformat(args["start"])     # one the program's rules accept
 event = bl.events.create_event(new_event=NewEvent(
     programID="connected_solutions", event_name="elaad", targets=("ven-a",),
-    interval_period=IntervalPeriod(start=start, duration=timedelta(hours=1)),
+    interval_period=IntervalPeriod(start=start, duration=timedelta(hours=2)),
     intervals=(Interval(id=0, payloads=(EventPayload(type=EventPayloadType.DISPATCH_SETPOINT,
                                                      values=(3.0,)),)),)))
 ven = VirtualEndNodeHttpClientFactory.create_http_ven_client(
@@ -65,7 +65,8 @@ async def test_elaadnl_openadr3_client_as_bl_and_as_ven(api, store):  # noqa: F8
     process = await asyncio.create_subprocess_exec(
         str(PYTHON), "-c", SCRIPT,
         json.dumps({"url": api.url, "bl": api.secrets["bl"],
-                    "ven": api.secrets["ven-a-client"]}),
+                    "ven": api.secrets["ven-a-client"],
+                    "start": allowed_start("connected_solutions", 0).isoformat()}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         # The test serves plain HTTP on 127.0.0.1; oauthlib refuses that unless told.
         env={**os.environ, "OAUTHLIB_INSECURE_TRANSPORT": "1"})

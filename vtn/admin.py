@@ -11,7 +11,10 @@ until the window has passed. Public routes: /health (database reachable?) and
 confirmation page (and changes nothing), POST records the opt-out.
 
 Input goes through the models of vtn.operator_input: a bad field is a 400 naming the field,
-and nothing is stored. Times are answered in UTC, as ISO 8601 with `Z`.
+and nothing is stored. An event the dispatch rules refuse is a 422 listing each violation
+by its rule (vtn.dispatch_rules). Every change writes its audit row (vtn.audit) in the
+call's transaction; the actor is the token's identity. Times are answered in UTC, as
+ISO 8601 with `Z`.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
-from vtn import auth, event_control, lifecycle, metrics, ven_control
+from vtn import audit, auth, event_control, lifecycle, metrics, ven_control
 from vtn.console import app as console_app
 from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
 from vtn.enrolment_rules import check
@@ -48,7 +51,7 @@ FAILED_AUTH_LIMIT = 10
 FAILED_AUTH_WINDOW = timedelta(minutes=1)
 TRACKED_ADDRESSES = 10_000   # bound the memory a scan from many addresses can take
 _TIME = TypeAdapter(Time)
-PRINCIPAL = web.RequestKey("principal", auth.Principal)   # who is calling (set by the guard)
+ACTOR = web.RequestKey("actor", audit.Actor)    # who makes the call: set by _guard
 
 
 class ApiError(Exception):
@@ -161,21 +164,20 @@ class AdminApi:
              "Queue oadrRequestReregistration for the VEN's next poll", None),
             ("GET", "/api/events", self.list_events, "Events (?status=)", None),
             ("POST", "/api/events", self.post_event,
-             "Create an event: published at once, or only planned (plan: true); program "
-             "rules (season, days, window, duration, notice) hold unless force with a "
-             "force_reason, which is stored",
+             "Create an event: published at once, or only planned (plan: true); the "
+             "dispatch rules hold (422 naming each rule) unless override_reason is given "
+             "for the program rules, which is stored, audited and flagged in settlement",
              {"program_id": "string", "start": "date-time", "end": "date-time",
               "minutes": "integer", "setpoint_kw": "number", "intervals": "array",
               "ven_ids": "array",
-              "test_event": "boolean", "plan": "boolean", "force": "boolean",
-              "force_reason": "string"}),
+              "test_event": "boolean", "plan": "boolean", "override_reason": "string"}),
             ("POST", "/api/events/{event_id}/publish", self.publish_event,
              "Publish a planned event", None),
             ("GET", "/api/events/{event_id}", self.get_event,
              "An event with its targets and transitions", None),
             ("PATCH", "/api/events/{event_id}", self.patch_event, "Modify an event",
              {"start": "date-time", "end": "date-time", "setpoint_kw": "number",
-              "force": "boolean", "force_reason": "string"}),
+              "override_reason": "string"}),
             ("POST", "/api/events/{event_id}/cancel", self.cancel_event, "Cancel an event", None),
             ("GET", "/api/optouts", self.list_optouts, "Opt-outs (?event_id=)", None),
             ("GET", "/api/telemetry.csv", self.telemetry_export,
@@ -210,7 +212,7 @@ class AdminApi:
             if not principal.allows(needed):
                 return _json({"error": f"this needs the {needed} role; {principal.username} "
                                        f"is {principal.role}"}, 403)
-            request[PRINCIPAL] = principal
+            request[ACTOR] = audit.Actor(principal.username, principal.role)
             try:
                 # One transaction per admin call: all of it is stored, or none of it.
                 with self.store.transaction():
@@ -219,6 +221,8 @@ class AdminApi:
                 return _json({"error": str(err), "field": err.field,
                               "problems": [{"field": f, "problem": p} for f, p in err.problems]},
                              400)
+            except event_control.RulesRefused as err:
+                return _json(err.as_dict(), 422)
             except ApiError as err:
                 return _json({"error": err.message, **err.extra}, err.status)
         return guarded
@@ -245,12 +249,20 @@ class AdminApi:
                 self._legacy_warned = True
                 log.warning("the shared admin_token is deprecated: make users with "
                             "`vtn users add` and give each a token (`vtn users token`)")
-            return auth.Principal("admin-token", auth.ADMIN, "legacy-token")
+            return auth.Principal(audit.ADMIN_TOKEN.name, auth.ADMIN, "legacy-token")
         return auth.token_principal(self.store, token)
 
     @property
     def store(self):
         return self.vtn.store
+
+    def _audit(self, request, action: str, subject_type: str, subject_id: str,
+               before: dict | None, after: dict | None) -> None:
+        """The call's audit row, in the call's transaction (see _guard)."""
+        with self.store.session() as session:
+            audit.record(session, actor=request[ACTOR].name, action=action,
+                         subject_type=subject_type, subject_id=subject_id, before=before,
+                         after=after, clock=self.clock)
 
     @property
     def clock(self):
@@ -305,16 +317,23 @@ class AdminApi:
 
     async def put_program(self, request):
         program_id = request.match_info["program_id"]
+        before = self.store.program(program_id)
         try:
             row = ensure_program(self.store, program_id)
         except (FileNotFoundError, model.ProgramError) as err:
             raise ApiError(404, f"no program file for {program_id}: {err}") from err
+        if before is None:
+            self._audit(request, "program.load", "program", program_id, None, row.model_dump())
         return _json(row.model_dump())
 
     async def post_participant(self, request):
         body = parse(ParticipantRequest, await _body(request),
                      {"allow_private": self.vtn.config.webhook_allow_private})
+        before = audit.snapshot(self.store.participant(body.participant_id))
         participant = self.store.add_participant(Participant(**body.model_dump()))
+        self._audit(request, "participant.update" if before else "participant.create",
+                    "participant", participant.participant_id, before,
+                    audit.snapshot(participant))
         return _json(participant.model_dump(), 201)
 
     async def list_enrolments(self, request):
@@ -369,6 +388,8 @@ class AdminApi:
         enrolment = self.store.add_enrolment(Enrolment(
             participant_id=participant_id, program_id=program_id, ven_id=ven_id,
             device_kind=kind, enrolled_on=self.clock.now().date()))
+        self._audit(request, "enrolment.create", "enrolment", str(enrolment.id), None,
+                    {**audit.snapshot(enrolment), "new_ven": ven is None})
         return _json(enrolment.model_dump(), 201)
 
     # --- VENs ----------------------------------------------------------------
@@ -381,7 +402,8 @@ class AdminApi:
 
     async def _ven_action(self, request, action, *args):
         try:
-            ven = action(self.store, request.match_info["ven_id"], self.clock, *args)
+            ven = action(self.store, request.match_info["ven_id"], self.clock, request[ACTOR],
+                         *args)
         except ven_control.UnknownVen as err:
             raise ApiError(404, str(err)) from err
         except ven_control.NotAllowed as err:
@@ -415,7 +437,7 @@ class AdminApi:
     async def post_event(self, request):
         body = parse(EventRequest, await _body(request))
         program = event_control.load_program(body.program_id)
-        event = event_control.create(self.store, self.clock, body, program)
+        event = event_control.create(self.store, self.clock, body, program, request[ACTOR])
         return _json(event.model_dump(), 201)
 
     async def get_event(self, request):
@@ -431,7 +453,7 @@ class AdminApi:
         body = parse(EventChange, await _body(request))
         try:
             event = event_control.change(self.store, self.clock, request.match_info["event_id"],
-                                         body)
+                                         body, request[ACTOR])
         except lifecycle.EventNotChangeable as err:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
         return _json(event.model_dump())
@@ -439,7 +461,7 @@ class AdminApi:
     async def publish_event(self, request):
         event_id = request.match_info["event_id"]
         try:
-            event = lifecycle.publish_planned(self.store, event_id, self.clock)
+            event = event_control.publish(self.store, self.clock, event_id, request[ACTOR])
         except lifecycle.EventNotChangeable as err:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
         except lifecycle.EventOutsideRules as err:
@@ -449,7 +471,7 @@ class AdminApi:
     async def cancel_event(self, request):
         event_id = request.match_info["event_id"]
         try:
-            event = lifecycle.cancel(self.store, event_id, self.clock)
+            event = event_control.cancel(self.store, self.clock, event_id, request[ACTOR])
         except lifecycle.EventNotChangeable as err:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
         return _json(event.model_dump())

@@ -30,6 +30,7 @@ class Actor:
 
 # Today's identities: the one shared admin token and the CLI's OS user (both admins).
 ADMIN_TOKEN = Actor("admin-token", "admin")
+SYSTEM = Actor("vtn", "system")          # the VTN's own calls (no person behind them)
 
 
 def cli_actor() -> Actor:

@@ -31,7 +31,7 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
             ven_ids: Sequence[str], clock: Clock, setpoint_kw: float | None = None,
             test_event: bool = False, follow_up: timedelta | None = None,
             planned: bool = False, steps: Sequence[event_intervals.Step] | None = None,
-            forced_reason: str | None = None) -> Event:
+            forced_reason: str | None = None, rule_overrides: str | None = None) -> Event:
     """Store an event for `ven_ids`; they receive it at their next poll.
 
     planned=True stores it as 'pending': nobody sees it until `publish_planned`.
@@ -77,6 +77,7 @@ def publish(store: Store, program: Program, start_utc: datetime, end_utc: dateti
         follow_up_at=(start_utc - follow_up) if follow_up else None,
         interval_schedule=interval_schedule,
         forced_reason=forced_reason,
+        rule_overrides=rule_overrides,
     )
     return store.add_event(event, ven_ids)
 
@@ -104,9 +105,9 @@ def status_at_publication(start_utc: datetime, end_utc: datetime, now: datetime)
 
 def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | None = None,
            end_utc: datetime | None = None, signal_value: float | None = None,
-           forced_reason: str | None = None) -> Event:
+           forced_reason: str | None = None, rule_overrides: str | None = None) -> Event:
     """Change an event: its modification number goes up and every target gets it again."""
-    event = _changeable(store, event_id)
+    event = changeable(store, event_id)
     start = start_utc or event.start_utc
     end = end_utc or event.end_utc
     if end <= start:
@@ -122,6 +123,8 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
             event_intervals.fit(steps, end - start))
     if forced_reason is not None:
         changes["forced_reason"] = forced_reason
+    if rule_overrides is not None:
+        changes["rule_overrides"] = rule_overrides
     now = clock.now()
     if event.follow_up_at is not None:
         changes["follow_up_at"] = start - (event.start_utc - event.follow_up_at)
@@ -132,11 +135,12 @@ def modify(store: Store, event_id: str, clock: Clock, *, start_utc: datetime | N
 
 def cancel(store: Store, event_id: str, clock: Clock) -> Event:
     """Cancel an event; every target gets the cancellation at its next poll."""
-    _changeable(store, event_id)
+    changeable(store, event_id)
     return store.modify_event(event_id, clock.now(), "cancelled", status=CANCELLED)
 
 
-def _changeable(store: Store, event_id: str) -> Event:
+def changeable(store: Store, event_id: str) -> Event:
+    """The event, if it may still be modified or cancelled; EventNotChangeable if not."""
     event = store.event(event_id)
     if event is None:
         raise EventNotChangeable(f"no event {event_id}")

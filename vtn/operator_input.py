@@ -1,16 +1,15 @@
 """Operator input: the one set of models the admin API and the CLI verbs read through.
 
 Shape and absolute bounds (types, finite numbers, durations, dates) are pydantic
-models; the rules that need a program or the clock (sign by dispatch type,
-season, allowed days, window, notice, targets) are pure functions below. A
-program rule may be overridden with `force` and a `force_reason`, which is
-stored with the event; shape, sign and bounds cannot.
+models here: a bad one is refused whatever the program. The rules that need a program,
+the clock or the store (season, days, window, notice, budgets, signal sign, targets,
+conflicts) are vtn.dispatch_rules; an event request may carry an `override_reason` for
+the program rules an operator may override.
 """
 from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -19,18 +18,11 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       StrictBool, StrictInt, StringConstraints, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
-from schedules import calendar
-from schedules.model import Dispatch, Program
-
 UTC = timezone.utc
 MAX_EVENT = timedelta(hours=24)        # longer than any program's window: a typo, not an event
-MAX_LEAD = timedelta(days=366)         # programs are planned at most a season ahead
 MAX_KW = 1000.0                        # per VEN; far above any enrolled device
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-# Signal types whose payload is an offset: negative values are meaningful there.
-SIGNED_SIGNAL_TYPES = {"delta", "x-loadControlLevelOffset", "x-loadControlPercentOffset"}
-CAPACITY = "x-loadControlCapacity"
 
 
 class InputError(ValueError):
@@ -92,15 +84,9 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Forceable(_Input):
-    force: StrictBool = False
-    force_reason: Reason | None = None
-
-    @model_validator(mode="after")
-    def _reason_for_force(self):
-        if self.force and self.force_reason is None:
-            raise ValueError("force_reason: required with force (it is stored with the event)")
-        return self
+class _Overridable(_Input):
+    # Why the operator overrides the program rules the event breaks (stored and audited).
+    override_reason: Reason | None = None
 
 
 class IntervalRequest(_Input):
@@ -109,7 +95,7 @@ class IntervalRequest(_Input):
     value: Kw
 
 
-class EventRequest(_Forceable):
+class EventRequest(_Overridable):
     program_id: ProgramId
     start: Time
     end: Time | None = None
@@ -140,7 +126,7 @@ class EventRequest(_Forceable):
         return self.end if self.end is not None else self.start + timedelta(minutes=self.minutes)
 
 
-class EventChange(_Forceable):
+class EventChange(_Overridable):
     start: Time | None = None
     end: Time | None = None
     setpoint_kw: Kw | None = None
@@ -197,6 +183,12 @@ class VenAction(_Input):
     reason: Reason | None = None
 
 
+class AuditWindow(_Input):
+    """`vtn audit export --since --until`."""
+    since: Time | None = None
+    until: Time | None = None
+
+
 def parse(model: type[BaseModel], data, context: Mapping | None = None):
     """Validate operator input: the model, or InputError naming every bad field."""
     if not isinstance(data, dict):
@@ -224,117 +216,6 @@ def _bounded(start: datetime, end: datetime) -> None:
         raise ValueError(f"end: the event ends ({end:%Y-%m-%dT%H:%M}Z) before it starts")
     if end - start > MAX_EVENT:
         raise ValueError(f"end: an event lasts at most {MAX_EVENT.total_seconds() / 3600:g} h")
-
-
-# --- program rules (pure) --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    problem: str
-    forceable: bool       # a program rule the operator may override with force + reason
-
-
-def interval_problems(program: Program, intervals: Sequence[IntervalRequest]) -> list[Problem]:
-    """Each interval's value as a setpoint; a fixed-signal program's capacity profile may
-    hold fractions 0-1 (0 = no charging, 1 = no limit)."""
-    problems = []
-    for i, interval in enumerate(intervals):
-        field = f"intervals.{i}.value"
-        if program.signal.value is not None:
-            if program.signal.type != CAPACITY or not 0 <= interval.value <= 1:
-                problems.append(Problem(field, f"program {program.id} sends a "
-                                        f"{program.signal.type}: only fractions 0-1 of "
-                                        f"x-loadControlCapacity may vary", False))
-            continue
-        problems += [replace(problem, field=field) for problem in
-                     setpoint_problems(program, interval.value, creating=True)]
-    return problems
-
-
-def setpoint_problems(program: Program, setpoint_kw: float | None,
-                      creating: bool) -> list[Problem]:
-    """The setpoint against the program's signal and dispatch type (never forceable)."""
-    if program.signal.value is not None:
-        if setpoint_kw is not None:
-            return [Problem("setpoint_kw", f"program {program.id} sends a fixed "
-                            f"{program.signal.type} of {program.signal.value:g}; leave it out",
-                            False)]
-        return []
-    if setpoint_kw is None:
-        return [Problem("setpoint_kw", f"program {program.id} needs a setpoint in "
-                        f"{program.signal.unit}", False)] if creating else []
-    problems = []
-    if (program.dispatch is Dispatch.DISCHARGE and setpoint_kw < 0
-            and program.signal.type not in SIGNED_SIGNAL_TYPES):
-        problems.append(Problem("setpoint_kw", f"{setpoint_kw:g} kW: a {program.signal.type} "
-                                f"in discharge program {program.id} is not negative", False))
-    limit = program.limits.inverter_max_kw
-    if limit is not None and abs(setpoint_kw) > limit:
-        problems.append(Problem("setpoint_kw", f"{setpoint_kw:g} kW exceeds the program's "
-                                f"inverter limit of {limit:g} kW", False))
-    return problems
-
-
-def timing_problems(program: Program, start: datetime, end: datetime, now: datetime,
-                    check_start: bool = True) -> list[Problem]:
-    """The event's times against the clock (hard) and the program's rules (forceable).
-
-    check_start=False: only the end moved (e.g. an active event cut short or extended)."""
-    if end <= now:
-        return [Problem("end", f"the event ends ({_z(end)}) in the past", False)]
-    if start - now > MAX_LEAD:
-        return [Problem("start", f"{_z(start)} is more than {MAX_LEAD.days} days ahead", False)]
-    problems = []
-    day = calendar.local_date(program, start)
-    window = calendar.program_window_utc(program, day)
-    if check_start:
-        excluded = calendar.day_exclusion(program, day)
-        if excluded:
-            problems.append(Problem("start", f"{day}: {excluded} in program {program.id}", True))
-        if start - now < program.notice:
-            problems.append(Problem("start", f"{_z(start)} gives less than the program's "
-                                    f"{_hours(program.notice)} h notice", True))
-    if (check_start and start < window.start_utc) or end > window.end_utc:
-        problems.append(Problem("start" if check_start else "end",
-                                f"the event {_local(program, start)}-{_local(program, end)} "
-                                f"is outside the program's window {program.window.start:%H:%M}-"
-                                f"{program.window.end:%H:%M}", True))
-    longest = max(program.durations)
-    if end - start > longest:
-        problems.append(Problem("end", f"the event lasts {_hours(end - start)} h, more than "
-                                f"the program's {_hours(longest)} h", True))
-    return problems
-
-
-def target_problems(program: Program, ven_ids: Sequence[str],
-                    programs_of: Mapping[str, set[str] | None],
-                    refused: Mapping[str, str]) -> list[Problem]:
-    """Targets must be known VENs of the event's program that are not disabled.
-
-    programs_of: each VEN's programs (None: unknown VEN); refused: why a VEN is disabled.
-    """
-    problems = []
-    for ven_id in ven_ids:
-        programs = programs_of.get(ven_id)
-        if programs is None:
-            problems.append(Problem("ven_ids", f"unknown VEN {ven_id}", False))
-        elif program.id not in programs:
-            problems.append(Problem("ven_ids", f"VEN {ven_id} is not enrolled in {program.id}",
-                                    False))
-        elif ven_id in refused:
-            problems.append(Problem("ven_ids", f"VEN {ven_id} is {refused[ven_id]}", False))
-    return problems
-
-
-def enforce(problems: Sequence[Problem], force: bool) -> None:
-    """Raise InputError unless every problem is a program rule and the operator forced it."""
-    blocking = [p for p in problems if not (force and p.forceable)]
-    if blocking:
-        hint = " (program rules: give force with a force_reason to override)" if any(
-            p.forceable for p in blocking) and not force else ""
-        raise InputError([(p.field, p.problem + (hint if i == len(blocking) - 1 else ""))
-                          for i, p in enumerate(blocking)])
 
 
 def check_url(url: str, allow_private: bool = False) -> None:
@@ -379,10 +260,3 @@ def refuse_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> No
 def _hours(span: timedelta) -> str:
     return f"{span.total_seconds() / 3600:g}"
 
-
-def _z(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _local(program: Program, when: datetime) -> str:
-    return when.astimezone(program.timezone).strftime("%H:%M")

@@ -32,7 +32,7 @@ from flexadr import oadr_xml, tls
 from flexadr.clock import Clock, SystemClock
 from flexadr.signing import MessageSigner
 from flexadr.tls import CertKey, TlsProfile
-from vtn import metrics, telemetry, ven_control
+from vtn import audit, metrics, telemetry, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.security import MessagePath, PartlyRefused, ReplayGuard
@@ -335,11 +335,11 @@ class Vtn:
 
     def request_reregistration(self, ven_id: str) -> None:
         """Queue oadrRequestReregistration: the VEN gets it at its next poll."""
-        ven_control.request_reregistration(self.store, ven_id, self.clock)
+        ven_control.request_reregistration(self.store, ven_id, self.clock, audit.SYSTEM)
 
     def cancel_registration(self, ven_id: str) -> None:
         """Queue oadrCancelPartyRegistration: the VEN gets it at its next poll."""
-        ven_control.cancel_registration(self.store, ven_id, self.clock)
+        ven_control.cancel_registration(self.store, ven_id, self.clock, audit.SYSTEM)
 
     async def canceled_party_registration(self, payload: dict):
         """The VEN confirms a cancellation the VTN sent: the registration ends here."""

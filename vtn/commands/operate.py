@@ -1,28 +1,34 @@
 """Operator verbs on the store: `vtn vens list|disable|enable|revoke|cancel-registration|
-reregister`, `vtn events list|create|modify|cancel`, `vtn telemetry export`, `vtn db upgrade`.
+reregister`, `vtn events list|create|modify|cancel`, `vtn telemetry export`,
+`vtn audit export`, `vtn db upgrade`.
 They act on the database directly, so they work whether or not a VTN is running (a running
 VTN picks changes up at the VENs' next poll). Input goes through the admin API's models
-(vtn.operator_input): a bad value is one line on stderr and exit 2, nothing stored.
+(vtn.operator_input): a bad value is one line on stderr and exit 2, nothing stored. An
+event the dispatch rules refuse is one line per violation on stderr and exit 2. The actor
+of every change (its audit row) is `cli:` and the OS user.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 
 from flexadr.clock import SystemClock
 from schedules import model
-from vtn import config, event_control, lifecycle, ven_control
+from vtn import audit, config, event_control, lifecycle, ven_control
 from vtn.export import event_telemetry_csv
-from vtn.operator_input import EventChange, EventRequest, InputError, VenAction, parse
+from vtn.operator_input import (AuditWindow, EventChange, EventRequest, InputError, VenAction,
+                                parse)
 from vtn.store import EVENT_STATUSES, Store
 from vtn.store import migrate
 
 ONLINE_WINDOW = 3   # poll intervals
 # Model field -> the flag that carries it, for error messages.
 FLAGS = {"program_id": "--program", "ven_name": "name", "device_kind": "--kind", "start": "--start", "end": "--end", "minutes": "--minutes",
-         "setpoint_kw": "--setpoint-kw", "intervals": "--intervals", "ven_ids": "--ven", "force_reason": "--reason",
-         "reason": "--reason", "test_event": "--test"}
+         "setpoint_kw": "--setpoint-kw", "intervals": "--intervals", "ven_ids": "--ven", "override_reason": "--override",
+         "reason": "--reason", "test_event": "--test", "since": "--since", "until": "--until"}
 VEN_ACTIONS = {
     "disable": (ven_control.disable, "refuse every request of the VEN (463), end its "
                                      "registration", True),
@@ -72,7 +78,7 @@ def register(subparsers) -> None:
     modify.add_argument("--start", help="new start, ISO 8601 with offset")
     modify.add_argument("--end", help="new end, ISO 8601 with offset")
     modify.add_argument("--setpoint-kw", type=float, help="new kW for discharge programs")
-    _force_arguments(modify)
+    _override_argument(modify)
     modify.set_defaults(func=_events_modify)
     cancel = events_sub.add_parser("cancel", help="cancel an event")
     _config_arg(cancel)
@@ -86,6 +92,18 @@ def register(subparsers) -> None:
     export.add_argument("--event", required=True, help="event id")
     export.add_argument("--csv", required=True, type=Path, help="output file ('-' for stdout)")
     export.set_defaults(func=_telemetry_export)
+
+    audit_parser = subparsers.add_parser("audit", help="the audit trail: who changed what")
+    audit_sub = audit_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    audit_export = audit_sub.add_parser("export", help="audit rows, oldest first, on stdout")
+    _config_arg(audit_export)
+    audit_export.add_argument("--since", help="from this time (ISO 8601 with offset), inclusive")
+    audit_export.add_argument("--until", help="before this time (ISO 8601 with offset)")
+    audit_export.add_argument("--actor", help="only this actor, e.g. admin-token, cli:alice")
+    audit_export.add_argument("--action", dest="audit_action",
+                              help="only this action, e.g. event.override")
+    audit_export.add_argument("--format", choices=("csv", "json"), default="csv")
+    audit_export.set_defaults(func=_audit_export)
 
     db = subparsers.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -126,7 +144,7 @@ def _events_list(args) -> int:
 
 
 def add_event_arguments(parser) -> None:
-    """--start, --minutes | --end, --setpoint-kw, --ven, --test, --force --reason."""
+    """--start, --minutes | --end, --setpoint-kw, --ven, --test, --override REASON."""
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--minutes", type=int, help="duration in minutes")
     length.add_argument("--end", help="end, ISO 8601 with offset")
@@ -137,7 +155,7 @@ def add_event_arguments(parser) -> None:
     parser.add_argument("--ven", action="append", dest="ven_ids", metavar="VEN",
                         help="target this VEN (repeat; default: every enabled VEN of the program)")
     parser.add_argument("--test", action="store_true", help="a test event")
-    _force_arguments(parser)
+    _override_argument(parser)
 
 
 def _profile(text: str) -> list[dict]:
@@ -154,15 +172,26 @@ def _profile(text: str) -> list[dict]:
     return intervals
 
 
-def _force_arguments(parser) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help="override the program's season / day / window / duration / notice "
-                             "rules (needs --reason, stored with the event)")
-    parser.add_argument("--reason", help="why the rules are overridden")
+def _override_argument(parser) -> None:
+    parser.add_argument("--override", metavar="REASON", dest="override_reason",
+                        help="override the program rules the event breaks (season, days, "
+                             "holidays, window, durations, notice, budgets, conflicts), for "
+                             "this written reason: stored, audited, flagged in settlement")
 
 
 def refused(err: InputError) -> int:
     print("; ".join(_flagged(field, problem) for field, problem in err.problems), file=sys.stderr)
+    return 2
+
+
+def rules_refused(err: event_control.RulesRefused) -> int:
+    """One line per violation, by its rule; exit 2."""
+    for v in err.violations:
+        print(f"{v.rule}: {v.message}" + ("" if v.overridable else " (not overridable)"),
+              file=sys.stderr)
+    if err.may_override:
+        print("refused: give --override REASON to override these program rules",
+              file=sys.stderr)
     return 2
 
 
@@ -191,26 +220,31 @@ def events_create(args) -> int:
             program_id=program.id, start=args.start, minutes=args.minutes,
             end=getattr(args, "end", None), setpoint_kw=args.setpoint_kw,
             intervals=getattr(args, "intervals", None), ven_ids=getattr(args, "ven_ids", None), test_event=getattr(args, "test", False),
-            force=getattr(args, "force", False), force_reason=getattr(args, "reason", None)))
+            override_reason=getattr(args, "override_reason", None)))
         _, store = _store(args)
-        event = event_control.create(store, SystemClock(), request, program)
+        event = event_control.create(store, SystemClock(), request, program, audit.cli_actor())
     except InputError as err:
         return refused(err)
+    except event_control.RulesRefused as err:
+        return rules_refused(err)
     targets = store.targets(event.event_id)
     print(f"published {event.event_id} to {len(targets)} VENs"
-          + (f" (forced: {event.forced_reason})" if event.forced_reason else ""))
+          + (f" (overridden: {event.forced_reason})" if event.forced_reason else ""))
     return 0
 
 
 def _events_modify(args) -> int:
     try:
         request = parse(EventChange, _given(start=args.start, end=args.end,
-                                            setpoint_kw=args.setpoint_kw, force=args.force,
-                                            force_reason=args.reason))
+                                            setpoint_kw=args.setpoint_kw,
+                                            override_reason=args.override_reason))
         _, store = _store(args)
-        event = event_control.change(store, SystemClock(), args.event_id, request)
+        event = event_control.change(store, SystemClock(), args.event_id, request,
+                                     audit.cli_actor())
     except InputError as err:
         return refused(err)
+    except event_control.RulesRefused as err:
+        return rules_refused(err)
     except lifecycle.EventNotChangeable as err:
         print(f"cannot modify: {err}", file=sys.stderr)
         return 1
@@ -228,7 +262,7 @@ def _ven_action(args) -> int:
             return refused(err)
     _, store = _store(args)
     try:
-        ven = action(store, args.ven_id, SystemClock(), *extra)
+        ven = action(store, args.ven_id, SystemClock(), audit.cli_actor(), *extra)
     except (ven_control.UnknownVen, ven_control.NotAllowed) as err:
         print(f"{args.ven_action}: {err.args[0]}", file=sys.stderr)
         return 1
@@ -239,7 +273,7 @@ def _ven_action(args) -> int:
 def _events_cancel(args) -> int:
     _, store = _store(args)
     try:
-        event = lifecycle.cancel(store, args.event_id, SystemClock())
+        event = event_control.cancel(store, SystemClock(), args.event_id, audit.cli_actor())
     except lifecycle.EventNotChangeable as err:
         print(f"cannot cancel: {err}", file=sys.stderr)
         return 1
@@ -260,6 +294,36 @@ def _telemetry_export(args) -> int:
         args.csv.write_text(text)
         print(f"wrote {len(text.splitlines()) - 1} rows to {args.csv}")
     return 0
+
+
+AUDIT_COLUMNS = ("id", "at", "actor", "action", "subject_type", "subject_id", "reason",
+                 "before", "after")
+
+
+def _audit_export(args) -> int:
+    try:
+        window = parse(AuditWindow, _given(since=args.since, until=args.until))
+    except InputError as err:
+        return refused(err)
+    _, store = _store(args)
+    with store.session() as session:
+        rows = [audit.as_dict(row) for row in audit.query(
+            session, actor=args.actor, action=args.audit_action, since=window.since,
+            until=window.until)]
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    writer = csv.DictWriter(sys.stdout, AUDIT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "before": _json_cell(row["before"]),
+                         "after": _json_cell(row["after"])})
+    return 0
+
+
+def _json_cell(values: dict | None) -> str:
+    return "" if values is None else json.dumps(values, sort_keys=True)
 
 
 def _db_upgrade(args) -> int:

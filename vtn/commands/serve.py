@@ -14,7 +14,7 @@ from pathlib import Path
 from certs.pki import CertError, file_fingerprint, fingerprint
 from flexadr import logs
 from flexadr.clock import SystemClock
-from vtn import config, event_control
+from vtn import audit, config, event_control
 from vtn.commands import operate
 from vtn.operator_input import InputError, VenRequest, parse
 from vtn.planning import PlanningSchedule
@@ -134,7 +134,13 @@ def _enrol(args: argparse.Namespace) -> int:
     if store.ven(args.name) is not None:
         print(f"VEN {args.name} is already enrolled")
         return 1
-    store.enrol(Ven(ven_id=args.name, ven_name=args.name, fingerprint=cert_fingerprint,
-                    program_id=args.program, device_kind=args.kind))
+    with store.transaction():
+        ven = store.enrol(Ven(ven_id=args.name, ven_name=args.name,
+                              fingerprint=cert_fingerprint, program_id=args.program,
+                              device_kind=args.kind))
+        with store.session() as session:
+            audit.record(session, actor=audit.cli_actor().name, action="ven.enrol",
+                         subject_type="ven", subject_id=ven.ven_id, before=None,
+                         after=audit.snapshot(ven))
     print(f"enrolled {args.name} ({args.kind}, {args.program})")
     return 0

@@ -60,6 +60,7 @@ class Console:
                                autoescape=select_autoescape(default=True, default_for_string=True))
         self.env.filters["utc"] = _utc
         self.env.filters["kw"] = _kw
+        self.env.filters["fromjson"] = json.loads
 
     @property
     def store(self):

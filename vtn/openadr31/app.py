@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import uuid
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Sequence
 from urllib.parse import unquote_plus, urlsplit
@@ -23,7 +24,8 @@ from sqlmodel import select
 
 from flexadr.clock import Clock
 from schedules import model
-from vtn import lifecycle
+from vtn import event_control, lifecycle
+from vtn.audit import Actor
 from vtn.openadr31 import auth, mapping
 from vtn.openadr31.auth import ExternalAuthority, Principal, TokenIssuer
 from vtn.openadr31.problems import Problem, bad_request, from_validation
@@ -31,6 +33,7 @@ from vtn.openadr31.schemas import (NOW, RESOURCE_REQUEST, VEN_REQUEST, BlResourc
                                    BlVenRequest, ClientCredentialRequest, EventRequest,
                                    ProgramRequest, ReportRequest, SubscriptionRequest, ValuesMap)
 from vtn.openadr31.settings import Settings
+from vtn.operator_input import InputError
 from vtn.openadr31.telemetry import later, telemetry_points
 from vtn.store import (CANCELLED, PENDING, Event, EventTarget, Oadr3Report,
                        Oadr3Subscription, Program, Resource, Store, Ven)
@@ -244,12 +247,11 @@ class Api:
         program = self._program_file(body.programID)
         start, end = self._event_times(body)
         value = event_value(body, program)
-        ven_ids = self._target_vens(body.targets, program.id)
-        try:
-            event = lifecycle.publish(self.store, program, start, end, ven_ids, self.clock,
-                                      setpoint_kw=value)
-        except lifecycle.EventOutsideRules as err:
-            raise Problem(400, str(err)) from None
+        ven_ids = self._target_vens(body.targets, program)
+        with refused_as_problem():
+            event = event_control.create_event(
+                self.store, self.clock, program, start, end, ven_ids, bl_actor(p),
+                setpoint_kw=None if program.signal.value is not None else value)
         return web.json_response(self._events_json(p, [event])[0], status=201)
 
     async def update_event(self, request: web.Request) -> web.Response:
@@ -264,14 +266,19 @@ class Api:
             raise Problem(409, "the targets of a published event cannot change: cancel it "
                           "(DELETE) and create another")
         start, end = self._event_times(body)
-        value = event_value(body, self._program_file(event.program_id))
-        try:
-            event = lifecycle.modify(self.store, event.event_id, self.clock, start_utc=start,
-                                     end_utc=end, signal_value=value)
-        except lifecycle.EventNotChangeable as err:
-            raise Problem(409, str(err)) from None
-        except lifecycle.EventOutsideRules as err:
-            raise Problem(400, str(err)) from None
+        program = self._program_file(event.program_id)
+        value = event_value(body, program)
+        # Only what the body changes: the dispatch rules re-check what a change touches.
+        changes = {"start": start if start != event.start_utc else None,
+                   "end": end if end != event.end_utc else None,
+                   "setpoint_kw": value if program.signal.value is None
+                   and value != event.signal_value else None}
+        with refused_as_problem():
+            try:
+                event = event_control.change_event(self.store, self.clock, event.event_id,
+                                                   bl_actor(p), **changes)
+            except lifecycle.EventNotChangeable as err:
+                raise Problem(409, str(err)) from None
         return web.json_response(self._events_json(p, [event])[0])
 
     async def delete_event(self, request: web.Request) -> web.Response:
@@ -281,7 +288,7 @@ class Api:
         event = self._event(p, request.match_info["id"])
         shown = self._events_json(p, [event])[0]
         try:
-            lifecycle.cancel(self.store, event.event_id, self.clock)
+            event_control.cancel(self.store, self.clock, event.event_id, bl_actor(p))
         except lifecycle.EventNotChangeable as err:    # a completed event
             raise Problem(400, str(err)) from None
         return web.json_response(shown)
@@ -311,16 +318,15 @@ class Api:
             start = self.clock.now()
         return start, later(start, duration, "intervalPeriod.duration")
 
-    def _target_vens(self, targets: list[str] | None, program_id: str) -> list[str]:
+    def _target_vens(self, targets: list[str] | None, program: model.Program) -> list[str]:
+        """venNames -> VEN ids (whether they may be targeted is a dispatch rule)."""
         if targets is None:
-            return [ven.ven_id for ven in self.store.vens(program_id)]
+            return event_control.default_targets(self.store, program, self.clock)
         ven_ids = []
         for i, name in enumerate(targets):
             ven = self.store.ven_by_name(name)
             if ven is None:
                 raise bad_request(f"targets.{i}", f"no VEN named {name} (targets are venNames)")
-            if program_id not in self._program_ids_of(ven.ven_id):
-                raise bad_request(f"targets.{i}", f"VEN {name} is not enrolled in {program_id}")
             ven_ids.append(ven.ven_id)
         return list(dict.fromkeys(ven_ids))     # a target named twice is one target
 
@@ -784,6 +790,27 @@ def attribute(attributes: list[ValuesMap] | None, kind: str, field: str,
     if required:
         raise bad_request(field, f"needs a {kind} attribute (one string)")
     return None
+
+
+def bl_actor(p: Principal) -> Actor:
+    """A 3.1 business-logic client, as the audit trail names it (it may not override)."""
+    return Actor(f"oadr3:{p.client_id}", p.role)
+
+
+@contextmanager
+def refused_as_problem():
+    """Dispatch-rule refusals as RFC 7807 problems: 409 naming each rule (a BL client has
+    no override); an event that cannot be built at all is a 400."""
+    try:
+        yield
+    except event_control.RulesRefused as err:
+        raise Problem(409, f"refused by the dispatch rules: {err}",
+                      [{"field": v.field, "message": v.message, "rule": v.rule}
+                       for v in err.violations],
+                      violations=[v.as_dict() for v in err.violations]) from None
+    except InputError as err:
+        raise Problem(400, str(err), [{"field": f, "message": m} for f, m in err.problems]) \
+            from None
 
 
 def event_value(body: EventRequest, program: model.Program) -> float:

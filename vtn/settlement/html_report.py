@@ -237,17 +237,24 @@ def _event_section(result: SeasonSettlement, tz: ZoneInfo) -> str:
         return ""
     cards = []
     for f in result.fleet:
+        override = result.overrides.get(f.event_id)
+        flag = (f'<div class="warn override">override: {escape(override)}</div>'
+                if override else "")
         cards.append(f'<div class="card"><h3>{escape(f.event_id)}</h3>'
                      f'<div class="sub">{_local(f.start_utc, tz)} – {f.end_utc.astimezone(tz):%H:%M}'
-                     f' · fleet {f.kw:.3f} kW</div>{event_plot(f, tz)}</div>')
+                     f' · fleet {f.kw:.3f} kW</div>{flag}{event_plot(f, tz)}</div>')
     return f'<section id="events"><h2>Events</h2><div class="grid">{"".join(cards)}</div></section>'
 
 
-def _participant_section(p: ParticipantSettlement, doc_p: dict, tz: ZoneInfo) -> str:
+def _participant_section(p: ParticipantSettlement, doc_p: dict, tz: ZoneInfo,
+                         overrides: dict[str, str]) -> str:
     charging = any(e.baseline_kw is not None for e in p.events)
-    headers = ["event", "kW", "status", "covered h"] + (["baseline kW", "actual kW"] if charging else [])
+    flagged = any(e.event_id in overrides for e in p.events)
+    headers = (["event", "kW", "status", "covered h"] + (["baseline kW", "actual kW"] if charging else [])
+               + (["override"] if flagged else []))
     rows = [[e.event_id, e.kw, str(e.status), e.covered_s / 3600]
-            + ([e.baseline_kw, e.actual_kw] if charging else []) for e in p.events]
+            + ([e.baseline_kw, e.actual_kw] if charging else [])
+            + ([overrides.get(e.event_id)] if flagged else []) for e in p.events]
     plot = bar_plot([e.event_id for e in p.events], [e.kw for e in p.events], width=360, height=150,
                     color="#4c9f70", y_label="kW", mean=p.season_kw,
                     label_every=max(1, math.ceil(len(p.events) / 8)),
@@ -269,7 +276,8 @@ def to_html(result: SeasonSettlement) -> str:
     summary = _table(
         ["participant", "season kW", "payment USD"],
         [[p.participant, p.season_kw, Usd(p.payment_usd)] for p in result.participants])
-    participants = "".join(_participant_section(p, d, tz) for p, d in zip(result.participants, doc["participants"]))
+    participants = "".join(_participant_section(p, d, tz, result.overrides)
+                           for p, d in zip(result.participants, doc["participants"]))
     title = f"{result.program} settlement, season {result.season}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

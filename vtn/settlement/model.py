@@ -27,6 +27,9 @@ class EventRecord:
     start_utc: datetime
     end_utc: datetime
     kind: EventKind = EventKind.PEAK
+    # Dispatched past the program's rules by an operator's override: the rules and the
+    # reason. Settled like any event, and flagged in every output.
+    override: str | None = None
 
     @property
     def duration_s(self) -> float:
@@ -156,3 +159,4 @@ class SeasonSettlement:
     totals: dict
     fleet: tuple[FleetEventSeries, ...] = ()
     warnings: tuple[str, ...] = ()
+    overrides: dict[str, str] = field(default_factory=dict)   # event_id -> EventRecord.override

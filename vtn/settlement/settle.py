@@ -57,11 +57,17 @@ def settle(program: str, data: SettlementInput, *,
     results = tuple(settle_one(info, series.get(info.participant), opted.get(info.participant, set()))
                     for info in participants_of(data))
     results, flag_warnings = _flagged(results, data)
-    warnings = _warnings(program, params, ctx) + flag_warnings
+    overrides = {ev.event_id: ev.override for ev in all_events if ev.override}
+    if overrides:     # a CSV column only when there is something to flag
+        results = tuple(replace(r, details={**r.details, "overridden_events": " ".join(
+            e.event_id for e in r.events if e.event_id in overrides)}) for r in results)
+    warnings = (_warnings(program, params, ctx) + flag_warnings
+                + [f"event {event_id} was dispatched by override of the program rules: {why}"
+                   for event_id, why in overrides.items()])
     totals = _totals(program, params, ctx, results)
     fleet_series = fleet_event_series(program, params, ctx, results, series) if fleet else ()
     return SeasonSettlement(program, season, params.timezone.key, results, totals,
-                            fleet_series, tuple(warnings))
+                            fleet_series, tuple(warnings), overrides)
 
 
 def _flagged(results: tuple[ParticipantSettlement, ...], data: SettlementInput
@@ -199,17 +205,20 @@ def to_json_dict(result: SeasonSettlement) -> dict:
         "program": result.program,
         "season": result.season,
         "timezone": result.timezone,
-        "participants": [_participant_json(p) for p in result.participants],
+        "participants": [_participant_json(p, result.overrides) for p in result.participants],
         "totals": result.totals,
         "warnings": list(result.warnings),
+        "overridden_events": dict(result.overrides),
     }
 
 
-def _participant_json(p: ParticipantSettlement) -> dict:
+def _participant_json(p: ParticipantSettlement, overrides: dict[str, str]) -> dict:
     events = []
     for e in p.events:
         row = {"event_id": e.event_id, "kw": round(e.kw, 3), "status": str(e.status),
                "covered_s": round(e.covered_s, 1)}
+        if e.event_id in overrides:
+            row["override"] = overrides[e.event_id]
         if e.baseline_kw is not None or e.actual_kw is not None:
             row["baseline_kw"] = None if e.baseline_kw is None else round(e.baseline_kw, 3)
             row["actual_kw"] = None if e.actual_kw is None else round(e.actual_kw, 3)

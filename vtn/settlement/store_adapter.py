@@ -9,6 +9,7 @@ Two layers, kept apart on purpose:
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -101,7 +102,8 @@ def query_season(store, params: ProgramParams, season: int) -> SettlementInput:
         event_ids = [e.event_id for e in stored_events]
         targets = s.exec(select(EventTarget).where(
             EventTarget.event_id.in_(event_ids), EventTarget.opt_type == OPT_OUT)).all()
-    events = [EventRecord(e.event_id, e.start_utc, e.end_utc) for e in stored_events]
+    events = [EventRecord(e.event_id, e.start_utc, e.end_utc, override=_override(e))
+              for e in stored_events]
     telemetry = [TelemetryInterval(p.ven_id, p.interval_start, p.interval_end, sign * p.kw + 0.0,
                                    soc_pct=p.soc_pct)
                  for p in points if p.kw is not None]       # a missing reading is missing data
@@ -113,3 +115,11 @@ def query_season(store, params: ProgramParams, season: int) -> SettlementInput:
                            f"counts") for r in revisions]
     return from_store_rows(events, telemetry, participants, opt_outs,
                            event_data_only=params.event_data_only, flags=flags)
+
+
+def _override(event) -> str | None:
+    """The flag of an event dispatched past the program rules: which rules, and why."""
+    if not event.rule_overrides:
+        return None
+    rules = sorted({row["rule"] for row in json.loads(event.rule_overrides)})
+    return f"{', '.join(rules)} overridden: {event.forced_reason or 'no reason given'}"

@@ -395,6 +395,17 @@ class Store:
             return s.exec(select(EventTarget).where(EventTarget.event_id == event_id)
                           .order_by(EventTarget.ven_id)).all()
 
+    def live_targets(self) -> dict[str, set[str]]:
+        """Each event's target VENs, for every event not cancelled (one query: the
+        dispatch rules' budgets and conflicts read them all)."""
+        with self.session() as s:
+            rows = s.exec(select(EventTarget.event_id, EventTarget.ven_id).join(Event)
+                          .where(Event.status != CANCELLED)).all()
+        targets: dict[str, set[str]] = {}
+        for event_id, ven_id in rows:
+            targets.setdefault(event_id, set()).add(ven_id)
+        return targets
+
     def targets_of_ven(self, ven_id: str) -> Sequence[tuple[EventTarget, Event]]:
         with self.session() as s:
             return s.exec(select(EventTarget, Event).join(Event)

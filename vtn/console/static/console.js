@@ -20,13 +20,13 @@ function formBody(form) {
 }
 
 function problemText(answer) {
+  // A dispatch-rule refusal (422) names each rule broken; other refusals give one error.
   if (!answer || typeof answer !== "object") return String(answer);
-  const lines = [answer.error || "refused"];
-  for (const rule of answer.rules || []) {
-    const name = typeof rule === "string" ? rule : rule.rule || rule.name;
-    if (name && !lines[0].includes(name)) lines.push("rule: " + name);
+  if (Array.isArray(answer.violations)) {
+    const rules = answer.violations.map((v) => `${v.rule}: ${v.message}`);
+    return [...rules, answer.override].filter(Boolean).join(" · ");
   }
-  return lines.join(" · ");
+  return answer.error || "refused";
 }
 
 document.addEventListener("submit", async (submitted) => {
