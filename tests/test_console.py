@@ -95,7 +95,7 @@ async def test_login_form_without_its_token_is_refused(console):
 async def test_the_session_acts_on_the_api_only_with_its_csrf_token_and_role(console, store):
     base, vtn, clock = console
     body = {"program_id": "connected_solutions", "start": "2026-07-03T21:00:00Z",
-            "minutes": 60, "setpoint_kw": 3.0}
+            "minutes": 120, "setpoint_kw": 3.0}
     session, _, _ = await _login(base, "operator")
     async with session:
         async with session.post("/api/events", json=body) as response:
