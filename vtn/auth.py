@@ -85,7 +85,7 @@ def _check_password(password: str) -> None:
 
 def _snapshot(row: User) -> dict:
     """A user as the audit keeps it: never the password hash."""
-    return audit.snapshot(row) | {"password_hash": "(hidden)"}
+    return {key: value for key, value in audit.snapshot(row).items() if key != "password_hash"}
 
 
 def add_user(store: Store, username: str, password: str, role: str, *, actor: str,

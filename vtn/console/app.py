@@ -259,6 +259,8 @@ class Console:
                    for name in ("actor", "action", "subject_type", "subject_id")}
         with self.store.session() as s:
             rows = [audit.as_dict(e) for e in audit.query(s, **filters)]
+        for row in rows:
+            row["changes"] = views.audit_changes(row)
         rows = rows[::-1][:AUDIT_ROWS]      # newest first
         template = "audit_rows.html" if request.headers.get("HX-Request") else "audit.html"
         return self.render(request, template, rows=rows, filters=filters, roles=ROLES)

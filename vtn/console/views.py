@@ -25,6 +25,7 @@ from vtn.store import (ACTIVE, CANCELLED, COMPLETED, PENDING, Event, EventTarget
 ONLINE_POLLS = 3          # as the admin API: online if seen within this many poll intervals
 BASELINE_SPAN = timedelta(hours=1)
 NEXT_EVENTS = 3
+SHORT_ROW = 6             # audit rows with at most this many values are listed in full
 
 
 def program_file(program_id: str) -> Program | None:
@@ -73,14 +74,21 @@ class FleetEvent:
                 "counts": vars(self.counts)}
 
 
-def fleet_series(store: Store, ven_ids: list[str], start: datetime, end: datetime,
-                 kw_sense: float) -> list[tuple[float, float]]:
+def _points(store: Store, ven_ids: list[str], start: datetime,
+            end: datetime) -> list[TelemetryPoint]:
+    """The VENs' intervals overlapping [start, end), oldest first: one query per fleet."""
+    with store.session() as s:
+        return list(s.exec(select(TelemetryPoint).where(
+            TelemetryPoint.ven_id.in_(ven_ids), TelemetryPoint.interval_end > start,
+            TelemetryPoint.interval_start < end).order_by(TelemetryPoint.interval_start)))
+
+
+def fleet_series(points: list[TelemetryPoint], kw_sense: float) -> list[tuple[float, float]]:
     """The fleet's kW per reporting interval (summed over the VENs that reported it)."""
     totals: dict[datetime, float] = defaultdict(float)
-    for ven_id in ven_ids:
-        for point in store.telemetry(ven_id, start, end):
-            if point.kw is not None:
-                totals[point.interval_start] += kw_sense * point.kw
+    for point in points:
+        if point.kw is not None:
+            totals[point.interval_start] += kw_sense * point.kw
     return [(when.timestamp(), round(kw, 3)) for when, kw in sorted(totals.items())]
 
 
@@ -88,6 +96,11 @@ def fleet_event(store: Store, event: Event, now: datetime,
                 poll_interval: timedelta) -> FleetEvent:
     targets = store.targets(event.event_id)
     ven_ids = [t.ven_id for t in targets]
+    points = _points(store, ven_ids, event.start_utc - BASELINE_SPAN,
+                     min(event.end_utc, now) + poll_interval)
+    latest = {p.ven_id: p for p in points}           # each VEN's last interval in view
+    with store.session() as s:
+        vens = {v.ven_id: v for v in s.exec(select(Ven).where(Ven.ven_id.in_(ven_ids)))}
     counts = Counts()
     for target in targets:
         if target.opt_type == "optIn":
@@ -96,20 +109,18 @@ def fleet_event(store: Store, event: Event, now: datetime,
             counts.opted_out += 1
         else:
             counts.no_answer += 1
-        ven = store.ven(target.ven_id)
+        ven = vens.get(target.ven_id)
         if ven is not None and not is_online(ven, now, poll_interval):
             counts.offline += 1
-        last = store.last_telemetry(target.ven_id)
+        last = latest.get(target.ven_id)
         if last is not None and last.plugged_in is False:
             counts.unplugged += 1
     kw_sense = sense(event.program_id)
-    before = fleet_series(store, ven_ids, event.start_utc - BASELINE_SPAN, event.start_utc,
-                          kw_sense)
-    baseline = round(sum(kw for _, kw in before) / len(before), 3) if before else None
+    series = fleet_series(points, kw_sense)
+    before = [kw for when, kw in series if when < event.start_utc.timestamp()]
+    baseline = round(sum(before) / len(before), 3) if before else None
     # Discharge: the setpoint per device; charge delay: the capacity limit per device.
     target_kw = event.signal_value * (len(ven_ids) - counts.opted_out)
-    series = fleet_series(store, ven_ids, event.start_utc - BASELINE_SPAN,
-                          min(event.end_utc, now) + poll_interval, kw_sense)
     return FleetEvent(event, counts, target_kw, baseline, series)
 
 
@@ -254,3 +265,13 @@ def change_marker(store: Store) -> tuple:
         return (s.exec(select(func.max(TelemetryPoint.id))).one(),
                 s.exec(select(func.max(EventTransition.id))).one(),
                 s.exec(select(func.max(EventTarget.opt_at))).one())
+
+
+def audit_changes(row: dict) -> list[tuple[str, object, object]]:
+    """(field, before, after) of each value an audited change moved: what a reader looks
+    for first (the whole rows stay one click away)."""
+    before, after = row["before"] or {}, row["after"] or {}
+    if not before and len(after) > SHORT_ROW:
+        return []                   # a whole new row (an event, a user): see the details
+    return [(key, before.get(key), after.get(key)) for key in sorted(before.keys() | after.keys())
+            if before.get(key) != after.get(key)]
