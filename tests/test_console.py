@@ -143,3 +143,35 @@ async def test_now_stream_sends_the_fleet_when_telemetry_arrives(console, store)
         second = json.loads((await stream.content.readline()).decode().removeprefix("data: "))
         assert second[0]["series"] == [[(start - timedelta(minutes=15)).timestamp(), 2.5]]
         assert second[0]["baseline_kw"] == 2.5
+
+
+async def test_tomorrow_lists_pending_events_and_the_planners_reasons(console, store):
+    from schedules import model
+    from vtn import lifecycle
+    from vtn.planning import PlannerSettings
+    from tests.test_vtn_planning import SOURCES
+    base, vtn, clock = console
+    program = model.load("connected_solutions")
+    start = NOW + timedelta(days=2, hours=9)
+    pending = lifecycle.publish(store, program, start, start + timedelta(hours=3), ["ev-1"],
+                                clock, setpoint_kw=3.0, planned=True)
+    session, _, _ = await _login(base, "operator")
+    async with session:
+        async with session.get("/ui/tomorrow") as response:
+            page = await response.text()
+        assert response.status == 200 and f'data-event-id="{pending.event_id}"' in page
+        assert "No <code>[planner]</code>" in page
+        async with session.post(f"/api/events/{pending.event_id}/publish",
+                                headers={"X-CSRF-Token": await _csrf(session)}) as response:
+            assert response.status == 200, await response.text()      # approved
+        assert store.event(pending.event_id).status != "pending"
+        # With the planner's data, the page shows what it would decide and why.
+        vtn.planner_settings = PlannerSettings(programs=("connected_solutions",),
+                                               sources=SOURCES)
+        clock.set(datetime(2018, 8, 27, 16, 0, tzinfo=timezone.utc))   # ISO issued at 14:00
+        async with session.get("/ui/tomorrow") as response:
+            page = await response.text()
+        assert response.status == 200, page[:500]
+        assert "2018-08-28" in page and "forecast peak" in page.lower()
+        assert 'class="forecast-chart"' in page
+        assert re.search(r"<strong>(Call an event|No event)</strong>: \S", page)

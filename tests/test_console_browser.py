@@ -51,6 +51,13 @@ async def shot(page, folder: Path, name: str, width: int = 1280) -> None:
     await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
+def update_docs(folder: Path) -> None:
+    """FLEXADR_UPDATE_SCREENSHOTS=docs/console: refresh the committed screenshots."""
+    docs = os.environ.get("FLEXADR_UPDATE_SCREENSHOTS")
+    for png in folder.glob("*.png") if docs else ():
+        shutil.copy(png, Path(docs) / png.name)
+
+
 def seed_past_event(store, year: int) -> str:
     """A July event of this season with the fleet's telemetry: something to settle."""
     program = model.load("connected_solutions")
@@ -194,7 +201,35 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
             async with client.post(f"{base}/api/events", json={},
                                    headers={"Authorization": f"Bearer {viewer_token}"}) as answer:
                 assert answer.status == 403
-    docs = os.environ.get("FLEXADR_UPDATE_SCREENSHOTS")
-    if docs:             # refresh docs/console/ from this run
-        for png in folder.glob("*.png"):
-            shutil.copy(png, Path(docs) / png.name)
+    update_docs(folder)
+
+
+async def test_tomorrow_page_shows_the_planners_forecast(tmp_path, store):
+    """The planner's view of 2018-08-28 from the ISO-NE data: its reason and forecast plot."""
+    from certs.pki import ensure_dev_pki
+    from vtn.planning import PlannerSettings
+    from vtn.service import Vtn, VtnConfig
+    from tests.test_vtn_planning import SOURCES
+    folder = artifacts(tmp_path)
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    admin_port = _free_port()
+    clock = ManualClock(datetime(2018, 8, 27, 16, 0, tzinfo=timezone.utc))
+    vtn = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", _free_port(), pki.vtn.cert, pki.vtn.key,
+                        pki.ca.cert, admin_port=admin_port), store, clock)
+    vtn.planner_settings = PlannerSettings(programs=("connected_solutions",), sources=SOURCES)
+    auth.add_user(store, "viewer", PASSWORD, "viewer", actor="test", clock=clock)
+    await vtn.start(run_ticker=False)
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                       args=["--no-sandbox"])
+            context, page = await login(browser, f"http://127.0.0.1:{admin_port}", "viewer")
+            await page.goto("/ui/tomorrow")
+            section = page.locator('[data-program="connected_solutions"]')
+            await expect(section.locator(".decision")).to_contain_text(":")
+            assert await section.locator(".forecast-chart canvas").count() == 1
+            await shot(page, folder, "tomorrow")
+            await browser.close()
+    finally:
+        await vtn.stop()
+    update_docs(folder)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from schedules import sources
 from vtn import audit, auth
 from vtn.console import views
 from vtn.settlement.html_report import to_html
@@ -75,6 +76,7 @@ class Console:
         pages = [("/ui/now", self.now), ("/ui/now/stream", self.now_stream),
                  ("/ui/events", self.events), ("/ui/events/{event_id}", self.event),
                  ("/ui/vens", self.vens), ("/ui/programs", self.programs),
+                 ("/ui/tomorrow", self.tomorrow),
                  ("/ui/results", self.results), ("/ui/results.csv", self.results_csv),
                  ("/ui/results/report.html", self.results_report), ("/ui/audit", self.audit)]
         for path, handler in pages:
@@ -215,6 +217,16 @@ class Console:
     async def programs(self, request):
         return self.render(request, "programs.html",
                            programs=views.program_summaries(self.store, self.vtn.clock.now()))
+
+    async def tomorrow(self, request):
+        try:       # the planner's data files are read off the event loop, as its own runs
+            plans, problem = await asyncio.to_thread(
+                views.tomorrow, self.store, self.vtn.planner_settings, self.vtn.clock), None
+        except sources.DataFileError as err:
+            plans, problem = [], str(err)
+        return self.render(request, "tomorrow.html", plans=plans, problem=problem,
+                           planner=self.vtn.planner_settings is not None,
+                           charts=json.dumps({p.program_id: p.forecast for p in plans}))
 
     def _season_args(self, request) -> tuple[str, int]:
         program = request.query.get("program") or views.settlement_programs()[0]

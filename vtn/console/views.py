@@ -275,3 +275,48 @@ def audit_changes(row: dict) -> list[tuple[str, object, object]]:
         return []                   # a whole new row (an event, a user): see the details
     return [(key, before.get(key), after.get(key)) for key in sorted(before.keys() | after.keys())
             if before.get(key) != after.get(key)]
+
+
+@dataclass
+class TomorrowPlan:
+    """One program's next undecided day: what the planner would decide now, its
+    forecast, and the events it has already stored as pending (awaiting their notice)."""
+    program_id: str
+    decision: object | None               # schedules.planner.DayDecision
+    forecast: list[tuple[float, float]]   # (unix s, MW) of the day, as issued by now
+    pending: list[Event]
+
+
+def tomorrow(store: Store, settings, clock) -> list[TomorrowPlan]:
+    """settings: the VTN's [planner] (vtn.planning.PlannerSettings) or None. Reads the
+    planner's data files (sources.DataFileError when one cannot be used)."""
+    pending = sorted(store.events(status=PENDING), key=lambda e: e.start_utc)
+    if settings is None:
+        ids = sorted({e.program_id for e in pending})
+        return [TomorrowPlan(pid, None, [], [e for e in pending if e.program_id == pid])
+                for pid in ids]
+    from schedules.planner import PlannerConfig, plan_next_day
+    from vtn.planning import planned_so_far, read_exclusions, read_inputs
+    programs = {pid: model.load(pid) for pid in settings.programs}
+    found = settings.sources
+    inputs = read_inputs(found, next(iter(programs.values())))
+    decisions = plan_next_day(programs, inputs,
+                              {pid: planned_so_far(store, p) for pid, p in programs.items()},
+                              clock, PlannerConfig(forecast=found.forecast),
+                              read_exclusions(found, programs))
+    plans = []
+    for pid, decision in decisions.items():
+        plans.append(TomorrowPlan(pid, decision, _day_forecast(inputs, programs[pid],
+                                                               decision.day, clock.now()),
+                                  [e for e in pending if e.program_id == pid]))
+    return plans
+
+
+def _day_forecast(inputs, program: Program, day, now: datetime) -> list[tuple[float, float]]:
+    if inputs.iso_forecast is None:
+        return []
+    issued = inputs.iso_forecast.as_of(int(now.timestamp()))
+    start = datetime.combine(day, datetime.min.time(), program.timezone).timestamp()
+    end = start + 24 * 3600
+    return [(float(t), round(float(mw), 1)) for t, mw in zip(issued.t, issued.mw)
+            if start <= t < end]

@@ -120,6 +120,13 @@ window.addEventListener("resize", () => {
 });
 
 window.addEventListener("load", () => {      // after the stylesheet: charts get the box's width
+  for (const box of document.querySelectorAll(".forecast-chart")) {
+    const series = JSON.parse(box.dataset.series);
+    new uPlot({width: Math.max(280, box.clientWidth), height: 220,
+               series: [{}, {label: "load forecast MW", stroke: "#0b63ce", width: 2}],
+               axes: [{}, {label: "MW"}]},
+              [series.map((p) => p[0]), series.map((p) => p[1])], box);
+  }
   const live = document.getElementById("live");
   if (!live) return;
   update(live, JSON.parse(live.dataset.initial || "[]"));
