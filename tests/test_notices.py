@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from flexadr.clock import ManualClock
 from flexadr.demo import _free_port
 from schedules import model
-from vtn import lifecycle
+from vtn import audit, lifecycle
 from vtn.notify import (ChannelNotifier, EmailNotifier, NoticeService, WebhookNotifier,
                         record_opt_out)
 from vtn.programs import ensure_program
@@ -126,6 +126,10 @@ async def test_publication_and_follow_up_notices_reach_email_and_webhook(store, 
     store.record_opt("ev-alice", event.event_id, "optIn", clock.now())
     assert store.target(event.event_id, "ev-alice").opt_type == "optOut"
     assert record_opt_out(store, "forged-token", clock) == (False, "This opt-out link is not valid.")
+    with store.session() as session:          # the participant's choice, in the audit trail
+        (row,) = audit.query(session, action="event.opt_out")
+    assert row.subject_id == f"{event.event_id}/ev-alice" and row.actor.startswith("participant:")
+    assert audit.as_dict(row)["after"]["opt_type"] == "optOut"
 
 
 async def test_a_failing_channel_is_recorded_and_does_not_stop_the_others(store, smtp):

@@ -23,6 +23,7 @@ from sqlmodel import select
 from flexadr.clock import SystemClock
 from schedules import calendar, model
 from flexadr.demo import _free_port
+from vtn import audit
 from vtn.openadr31 import Server, Settings
 from vtn.openadr31.app import Api
 from vtn.openadr31.auth import create_client
@@ -397,6 +398,8 @@ async def test_an_event_against_the_dispatch_rules_is_a_409_naming_each_rule(api
     assert "notice" in [v["rule"] for v in problem["violations"]]
     assert [e.event_id for e in store.events()] == [event["id"]]
     assert store.event(event["id"]).modification_number == 0
+    with store.session() as session:       # the BL client is the audit trail's actor
+        assert [(r.actor, r.action) for r in audit.query(session)] == [("oadr3:bl", "event.create")]
 
 
 async def test_paging_and_filters(api):

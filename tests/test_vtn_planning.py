@@ -10,6 +10,7 @@ from flexadr.clock import ManualClock
 from schedules import model
 from schedules.forecast import from_epoch_s
 from schedules.planner import decision_moment
+from vtn import audit
 from vtn.planning import PlannerSources, publish_due, read_inputs, run_once
 from vtn.store import CANCELLED, PENDING, Ven
 
@@ -56,6 +57,10 @@ def test_the_annual_peak_day_is_planned_pending_and_published_at_its_notice(stor
     (sent,) = publish_due(store, {program.id: program}, clock)
     assert sent.event_id == event.event_id and sent.status != PENDING
     assert [e.event_id for e in store.events_for("ven-1", clock.now())] == [event.event_id]
+    with store.session() as session:       # the planner is the actor of its own changes
+        rows = audit.query(session, subject_type="event")
+    assert [(r.actor, r.action, r.subject_id) for r in rows] == [
+        ("planner", "event.create", event.event_id), ("planner", "event.publish", event.event_id)]
 
 
 def test_a_day_already_decided_is_not_planned_twice(store, peak_day_2018):
@@ -128,6 +133,9 @@ def test_an_emergency_declared_after_planning_cancels_the_pending_event(store, p
     run = run_once(store, programs, found, clock)
     assert [e.event_id for e in run.withdrawn] == [event.event_id]
     assert store.event(event.event_id).status == CANCELLED
+    with store.session() as session:
+        (row,) = audit.query(session, action="event.cancel")
+    assert (row.actor, row.reason) == ("planner", "declared emergency: Type 1 (test)")
     clock.set(event.start_utc - program.notice)
     assert publish_due(store, programs, clock) == []        # never sent
 

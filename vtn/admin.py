@@ -182,6 +182,9 @@ class AdminApi:
             ("GET", "/api/optouts", self.list_optouts, "Opt-outs (?event_id=)", None),
             ("GET", "/api/telemetry.csv", self.telemetry_export,
              "Telemetry as CSV (?event_id= or ?ven_id=&start=&end=)", None),
+            ("GET", "/api/audit", self.list_audit,
+             "Audit rows, oldest first (?actor=&action=&subject_type=&subject_id=&since=&until="
+             "&limit=)", None),
             ("GET", "/api/connectivity", self.connectivity,
              "Offline streaks and who must be unenrolled", None),
             ("GET", "/metrics", self.metrics, "Prometheus metrics", None),
@@ -475,6 +478,17 @@ class AdminApi:
         except lifecycle.EventNotChangeable as err:
             raise ApiError(404 if "no event" in str(err) else 409, str(err)) from err
         return _json(event.model_dump())
+
+    async def list_audit(self, request):
+        filters = {name: request.query[name] for name in
+                   ("actor", "action", "subject_type", "subject_id") if name in request.query}
+        limit = request.query.get("limit", str(audit.DEFAULT_LIMIT))
+        if not limit.isdigit() or not 1 <= int(limit) <= audit.DEFAULT_LIMIT:
+            raise InputError.one("limit", f"an integer 1-{audit.DEFAULT_LIMIT}")
+        with self.store.session() as session:
+            rows = audit.query(session, **filters, since=_query_time(request, "since"),
+                               until=_query_time(request, "until"), limit=int(limit))
+            return _json([audit.as_dict(row) for row in rows])
 
     # --- opt-outs, telemetry, connectivity -----------------------------------
     async def list_optouts(self, request):

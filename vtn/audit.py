@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlmodel import Session, SQLModel, select
@@ -34,7 +35,11 @@ SYSTEM = Actor("vtn", "system")          # the VTN's own calls (no person behind
 
 
 def cli_actor() -> Actor:
-    return Actor(f"cli:{getpass.getuser()}", "admin")
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):      # a container's uid without a passwd entry or $USER
+        user = f"uid{os.getuid()}"
+    return Actor(f"cli:{user}", "admin")
 
 
 def record(session: Session, *, actor: str, action: str, subject_type: str, subject_id: str,
@@ -73,10 +78,14 @@ def snapshot(row: SQLModel | None) -> dict | None:
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
     """An audit row for export: before/after decoded, time in ISO 8601 UTC."""
-    return {"id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor,
+    return {"id": entry.id, "at": _z(entry.at), "actor": entry.actor,
             "action": entry.action, "subject_type": entry.subject_type,
             "subject_id": entry.subject_id, "before": _loads(entry.before),
             "after": _loads(entry.after), "reason": entry.reason}
+
+
+def _z(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _dumps(values: dict | None) -> str | None:
@@ -88,6 +97,8 @@ def _loads(text: str | None) -> dict | None:
 
 
 def _json_default(value):
-    if isinstance(value, (datetime, date)):
+    if isinstance(value, datetime):
+        return _z(value)
+    if isinstance(value, date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON: give the audit a plain value")

@@ -28,6 +28,7 @@ import aiohttp
 
 from flexadr.clock import Clock
 from schedules import model
+from vtn import audit
 from vtn.operator_input import check_url, refuse_address
 from vtn.store import CANCELLED, COMPLETED, PENDING, Event, Notice, Participant, Store
 
@@ -313,5 +314,15 @@ def record_opt_out(store: Store, token: str, clock: Clock) -> tuple[bool, str]:
     event, ven_id_or_reason = opt_out_target(store, token, clock)
     if event is None:
         return False, ven_id_or_reason
-    store.record_opt(ven_id_or_reason, event.event_id, "optOut", clock.now(), source="notice")
+    ven_id = ven_id_or_reason
+    with store.transaction():
+        before = audit.snapshot(store.target(event.event_id, ven_id))
+        store.record_opt(ven_id, event.event_id, "optOut", clock.now(), source="notice")
+        with store.session() as session:       # the participant, through the notice's link
+            notice = store.notice_by_token(token)
+            audit.record(session, actor=f"participant:{notice.participant_id or ven_id}",
+                         action="event.opt_out", subject_type="event_target",
+                         subject_id=f"{event.event_id}/{ven_id}", before=before,
+                         after=audit.snapshot(store.target(event.event_id, ven_id)),
+                         clock=clock)
     return True, f"You have opted out of event {event.event_id}."

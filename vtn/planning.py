@@ -29,10 +29,12 @@ from schedules.model import Dispatch, Program
 from schedules.planner import (EventKind, PlanInputs, PlannedEvent, PlannerConfig,
                                plan_next_day)
 from schedules.storms import Exclusion
+from vtn import audit
 from vtn.lifecycle import cancel, modify, publish, publish_planned
 from vtn.store import CANCELLED, PENDING, Event, Store
 
 log = logging.getLogger(__name__)
+PLANNER = audit.Actor("planner", "system")
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,11 @@ def plan_and_store(store: Store, programs: dict[str, Program], inputs: PlanInput
             log.warning("planner: %s event on %s has no enrolled VEN", pid, planned.day)
             continue
         program = programs[pid]
-        event = publish(store, program, planned.start_utc, planned.end_utc, targets, clock,
-                        setpoint_kw=setpoint_kw if program.dispatch is Dispatch.DISCHARGE else None,
-                        test_event=planned.test_event, planned=True)
+        with store.transaction():
+            event = publish(store, program, planned.start_utc, planned.end_utc, targets, clock,
+                            setpoint_kw=setpoint_kw if program.dispatch is Dispatch.DISCHARGE
+                            else None, test_event=planned.test_event, planned=True)
+            _audit(store, clock, "event.create", None, event, decision.reason)
         log.info("planner: %s event %s on %s (%s)", pid, event.event_id, planned.day,
                  decision.reason)
         stored.append(event)
@@ -131,7 +135,10 @@ def publish_due(store: Store, programs: dict[str, Program], clock: Clock) -> lis
         program = programs.get(event.program_id)
         if program is None or event.start_utc - program.notice > now:
             continue
-        sent.append(publish_planned(store, event.event_id, clock))
+        with store.transaction():
+            before = audit.snapshot(event)
+            sent.append(publish_planned(store, event.event_id, clock))
+            _audit(store, clock, "event.publish", before, sent[-1], "notice time")
     return sent
 
 
@@ -150,15 +157,29 @@ def withdraw_for_exclusions(store: Store, exclusions: dict[str, tuple[Exclusion,
         if not hits:
             continue
         first = min(hits, key=lambda p: p.start_utc)
+        before = audit.snapshot(event)
         if first.start_utc <= max(event.start_utc, now):
-            changed.append(cancel(store, event.event_id, clock))
+            with store.transaction():
+                changed.append(cancel(store, event.event_id, clock))
+                _audit(store, clock, "event.cancel", before, changed[-1], first.reason)
             log.warning("planner: %s event %s cancelled: %s", event.program_id,
                         event.event_id, first.reason)
         else:
-            changed.append(modify(store, event.event_id, clock, end_utc=first.start_utc))
+            with store.transaction():
+                changed.append(modify(store, event.event_id, clock, end_utc=first.start_utc))
+                _audit(store, clock, "event.modify", before, changed[-1], first.reason)
             log.warning("planner: %s event %s cut short at %s: %s", event.program_id,
                         event.event_id, first.start_utc.isoformat(), first.reason)
     return changed
+
+
+def _audit(store: Store, clock: Clock, action: str, before: dict | None, after: Event,
+           reason: str) -> None:
+    """The planner's own changes are in the audit trail too (actor "planner")."""
+    with store.session() as session:
+        audit.record(session, actor=PLANNER.name, action=action, subject_type="event",
+                     subject_id=after.event_id, before=before, after=audit.snapshot(after),
+                     reason=reason, clock=clock)
 
 
 class PlanningRun(NamedTuple):
