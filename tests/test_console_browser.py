@@ -174,9 +174,17 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
             assert csv_text.startswith("participant,season_kw,payment_usd")
             assert sorted(line.split(",")[0] for line in csv_text.splitlines()[1:]) == list(VENS)
             await shot(page, folder, "results")
-            for name in ("vens", "programs"):
-                await page.goto(f"/ui/{name}")
-                await shot(page, folder, name)
+            await page.goto("/ui/programs")
+            await shot(page, folder, "programs")
+            # VENs: disable one with a reason (through the admin API, audited).
+            await page.goto("/ui/vens")
+            await shot(page, folder, "vens")
+            row = page.locator('tr[data-ven="ven-c"]')
+            await row.locator("input[name=reason]").fill("meter swap")
+            await row.locator("button", has_text="Disable").click()
+            await expect(page.locator('tr[data-ven="ven-c"]')).to_contain_text(
+                "disabled (meter swap)")
+            assert store.ven("ven-c").disabled_at is not None
             # The override is in the audit log: who, which rules, and the reason.
             await page.goto("/ui/audit")
             await page.fill("input[name=action]", "event.override")
@@ -186,6 +194,8 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
             await expect(row).to_contain_text(event_id)
             await page.fill("input[name=action]", "")
             await expect(page.locator("#audit-rows tr", has_text="event.cancel")).to_have_count(1)
+            await expect(page.locator("#audit-rows tr", has_text="ven.disable")).to_contain_text(
+                "operator")
             await shot(page, folder, "audit")
             await context.close()
 
