@@ -175,3 +175,21 @@ async def test_tomorrow_lists_pending_events_and_the_planners_reasons(console, s
         assert "2018-08-28" in page and "forecast peak" in page.lower()
         assert 'class="forecast-chart"' in page
         assert re.search(r"<strong>(Call an event|No event)</strong>: \S", page)
+
+
+async def test_programs_page_shows_the_exclusions_in_force(console, store, tmp_path):
+    from vtn.planning import PlannerSettings
+    from tests.test_vtn_planning import _declare
+    base, vtn, clock = console
+    start = NOW + timedelta(days=1)
+    found = _declare(tmp_path, "Type 1", start, start + timedelta(hours=6), NOW)
+    session, _, _ = await _login(base, "viewer")
+    async with session:
+        async with session.get("/ui/programs") as response:
+            assert "No alert feeds" in await response.text()
+        vtn.planner_settings = PlannerSettings(programs=("connected_solutions",),
+                                               sources=found)
+        async with session.get("/ui/programs") as response:
+            page = await response.text()
+    assert response.status == 200
+    assert re.search(r"2026-07-02 12:00:00 UTC → 2026-07-02 18:00:00 UTC: [^<]*Type 1", page)

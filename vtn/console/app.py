@@ -215,8 +215,14 @@ class Console:
         return self.render(request, template, rows=rows, q=query)
 
     async def programs(self, request):
-        return self.render(request, "programs.html",
-                           programs=views.program_summaries(self.store, self.vtn.clock.now()))
+        try:       # alert feeds are files the planner reads: off the event loop
+            programs, problem = await asyncio.to_thread(
+                views.program_summaries, self.store, self.vtn.clock.now(),
+                self.vtn.planner_settings), None
+        except sources.DataFileError as err:
+            programs, problem = views.program_summaries(self.store, self.vtn.clock.now()), str(err)
+        return self.render(request, "programs.html", programs=programs, problem=problem,
+                           planner=self.vtn.planner_settings is not None)
 
     async def tomorrow(self, request):
         try:       # the planner's data files are read off the event loop, as its own runs

@@ -174,9 +174,26 @@ class ProgramSummary:
     events_left: int | None
     opt_outs: int
     next_events: list[Event]
+    exclusions: list = field(default_factory=list)   # storm / emergency periods in force
 
 
-def program_summaries(store: Store, now: datetime) -> list[ProgramSummary]:
+EXCLUSION_HORIZON = timedelta(days=7)
+
+
+def exclusions_in_force(settings, now: datetime) -> dict[str, list]:
+    """Each planned program's storm and emergency exclusions known by now and touching
+    the coming week (settings: the VTN's [planner], or None: no alert feeds, none known)."""
+    if settings is None:
+        return {}
+    from vtn.planning import read_exclusions
+    programs = {pid: model.load(pid) for pid in settings.programs}
+    return {pid: [e for e in periods if e.known_utc <= now
+                  and e.overlaps(now, now + EXCLUSION_HORIZON)]
+            for pid, periods in read_exclusions(settings.sources, programs).items()}
+
+
+def program_summaries(store: Store, now: datetime, settings=None) -> list[ProgramSummary]:
+    in_force = exclusions_in_force(settings, now)
     rows = []
     for stored in store.programs():
         rules = program_file(stored.program_id)
@@ -190,7 +207,7 @@ def program_summaries(store: Store, now: datetime) -> list[ProgramSummary]:
                            if e.start_utc > now and e.status != CANCELLED),
                           key=lambda e: e.start_utc)
         rows.append(ProgramSummary(stored.program_id, rules, len(events), left, opt_outs,
-                                   upcoming[:NEXT_EVENTS]))
+                                   upcoming[:NEXT_EVENTS], in_force.get(stored.program_id, [])))
     return rows
 
 
