@@ -72,6 +72,7 @@ class Site:
     proxy: Proxy = None
     agents: list[VenAgent] = field(default_factory=list)
     database: LocalDatabase = None
+    vtn_options: dict = field(default_factory=dict)   # more VtnConfig fields (e.g. admin_port)
 
     @property
     def report_wall(self) -> timedelta:
@@ -87,7 +88,8 @@ class Site:
         port = _free_port()
         self.vtn = Vtn(VtnConfig("TEST_VTN", "127.0.0.1", port, self.pki.vtn.cert, self.pki.vtn.key,
                                  self.pki.ca.cert, poll_interval=timedelta(seconds=1),
-                                 telemetry_interval=self.report_wall), self.store, SystemClock())
+                                 telemetry_interval=self.report_wall, **self.vtn_options),
+                       self.store, SystemClock())
         await self.vtn.start()
         self.proxy = Proxy(port)
         await self.proxy.start()
@@ -116,8 +118,9 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def running_site(root: Path, time_scale: float, ven_names: tuple[str, ...] = ("ven-a",)):
-    site = Site(root, time_scale)
+async def running_site(root: Path, time_scale: float, ven_names: tuple[str, ...] = ("ven-a",),
+                       **vtn_options):
+    site = Site(root, time_scale, vtn_options=vtn_options)
     await site.start(list(ven_names))
     try:
         yield site

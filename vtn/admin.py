@@ -1,8 +1,10 @@
 """Admin REST API (JSON over aiohttp) on the admin listener (VtnConfig.admin_host:admin_port,
 127.0.0.1 by default, HTTPS with admin_cert / admin_key); never on the OpenADR port.
 
-Every route under /api, and /metrics, needs the admin token
-(`Authorization: Bearer TOKEN`); without a configured token they all answer 401. An
+Every route under /api, and /metrics, needs a user's API token (`Authorization: Bearer
+TOKEN`, `vtn users token`) whose role allows it (vtn/auth.py: viewers read, operators act,
+admins load programs), else 401 or 403; the legacy shared admin_token still counts as an
+admin's, with a deprecation warning. An
 address that fails the token FAILED_AUTH_LIMIT times within FAILED_AUTH_WINDOW gets 429
 until the window has passed. Public routes: /health (database reachable?) and
 /optout/{token}, where the notice's one-time token is the credential: GET shows a
@@ -16,7 +18,6 @@ ISO 8601 with `Z`.
 """
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import logging
@@ -32,7 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
-from vtn import audit, event_control, lifecycle, metrics, ven_control
+from vtn import audit, auth, event_control, lifecycle, metrics, ven_control
+from vtn.console import app as console_app
 from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
 from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
@@ -130,7 +132,8 @@ class FailedAuth:
 class AdminApi:
     def __init__(self, vtn, token: str | None):
         self.vtn = vtn
-        self.token = token
+        self.token = token           # the legacy shared admin token (config admin_token)
+        self._legacy_warned = False
         self.failed_auth = FailedAuth(vtn.clock)
         reason = {"reason": "string"}
         # (method, path, handler, summary, request body fields)
@@ -190,6 +193,7 @@ class AdminApi:
     def install(self, app: web.Application) -> None:
         for method, path, handler, _, _ in self.routes:
             app.router.add_route(method, path, self._guard(handler))
+        console_app.Console(self.vtn).install(app)
         app.router.add_get("/health", self.health)
         app.router.add_get("/optout/{token}", self.opt_out_page)
         app.router.add_post("/optout/{token}", self.opt_out)
@@ -202,13 +206,16 @@ class AdminApi:
                 return web.json_response(
                     {"error": "too many failed admin tokens from this address"}, status=429,
                     headers={"Retry-After": str(max(1, int(wait.total_seconds()) + 1))})
-            given = request.headers.get("Authorization", "")
-            if not self.token or not hmac.compare_digest(given.encode(),
-                                                         f"Bearer {self.token}".encode()):
+            principal = self._principal(request)
+            if principal is None:
                 self.failed_auth.failed(remote)
                 log.warning("admin request from %s without a valid token", remote)
                 return _json({"error": "admin token required"}, 401)
-            request[ACTOR] = audit.ADMIN_TOKEN
+            needed = auth.required_role(request.method, request.match_info.route.resource.canonical)
+            if not principal.allows(needed):
+                return _json({"error": f"this needs the {needed} role; {principal.username} "
+                                       f"is {principal.role}"}, 403)
+            request[ACTOR] = audit.Actor(principal.username, principal.role)
             try:
                 # One transaction per admin call: all of it is stored, or none of it.
                 with self.store.transaction():
@@ -222,6 +229,31 @@ class AdminApi:
             except ApiError as err:
                 return _json({"error": err.message, **err.extra}, err.status)
         return guarded
+
+    def _principal(self, request: web.Request) -> auth.Principal | None:
+        """A bearer token's user, else a console session's (whose changes need its CSRF
+        token in X-CSRF-Token: the console's pages call this API)."""
+        header = request.headers.get("Authorization", "")
+        if header:
+            return self._bearer(header)
+        found = console_app.cookie_session(self.store, request, self.clock.now())
+        if found is None or (request.method not in ("GET", "HEAD")
+                             and not console_app.csrf_ok(request, found[1])):
+            return None
+        return found[0]
+
+    def _bearer(self, header: str) -> auth.Principal | None:
+        """A user's API token, or the legacy shared admin token (an admin, deprecated)."""
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not token:
+            return None
+        if self.token and auth.same_secret(token, self.token):
+            if not self._legacy_warned:
+                self._legacy_warned = True
+                log.warning("the shared admin_token is deprecated: make users with "
+                            "`vtn users add` and give each a token (`vtn users token`)")
+            return auth.Principal(audit.ADMIN_TOKEN.name, auth.ADMIN, "legacy-token")
+        return auth.token_principal(self.store, token)
 
     @property
     def store(self):

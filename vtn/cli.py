@@ -21,6 +21,7 @@ COMMANDS = [
     "vtn.commands.oadr3",
     "vtn.commands.replay",
     "vtn.commands.planner",
+    "vtn.commands.users",
 ]
 
 

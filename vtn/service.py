@@ -139,6 +139,7 @@ class Vtn:
         self._too_fast_logged: set[str] = set()
         self._raw_logged: set[tuple[str, str | None]] = set()   # log raw values once per VEN and rID
         self._admin_runner = None
+        self.planner_settings = None      # the [planner] of `vtn serve`: the console's Tomorrow page
         self._crl_mtime: float | None = None
         self.server = OpenADRServer(
             vtn_id=config.vtn_id,

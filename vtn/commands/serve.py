@@ -88,6 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
             log.info("OpenADR 3.1 edge listening on http://%s:%s", edge.host, edge.port)
         planner = None
         if settings.planner is not None:
+            vtn.planner_settings = settings.planner
             planner = PlanningSchedule(vtn.store, settings.planner, SystemClock())
             planner.start()
         await stop.wait()

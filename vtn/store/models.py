@@ -410,11 +410,46 @@ class NonceRecord(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
+# Console and admin-API roles, least to most: each may do what the one before it may.
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ROLES = (VIEWER, OPERATOR, ADMIN)
+
+
+class User(SQLModel, table=True):
+    """A person using the console or the admin API (vtn/auth.py)."""
+    __tablename__ = "console_user"
+    username: str = Field(primary_key=True)
+    password_hash: str                # argon2id; the password is never stored
+    role: str                         # viewer | operator | admin
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    """A user's admin-API bearer token; only its SHA-256 is stored (shown once at creation)."""
+    __tablename__ = "api_token"
+    token_digest: str = Field(primary_key=True)
+    username: str = Field(foreign_key="console_user.username", index=True)
+    name: str = ""                    # what the user calls it (e.g. "grafana")
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UserSession(SQLModel, table=True):
+    """A console login: the cookie holds a random id, the row its SHA-256 and CSRF token."""
+    __tablename__ = "user_session"
+    session_digest: str = Field(primary_key=True)
+    username: str = Field(foreign_key="console_user.username", index=True)
+    csrf_token: str
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
 VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransition, EventTarget,
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
               PlannerDecision, Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord,
-              ObjectChange, Oadr3Delivery, AuditEntry)
+              ObjectChange, Oadr3Delivery, AuditEntry, User, ApiToken, UserSession)
 
 
 def vtn_metadata():

@@ -1,0 +1,1 @@
+"""The operator console (vtn/console/app.py; docs/console.md)."""
