@@ -20,6 +20,7 @@ COMMANDS = [
     "vtn.commands.backtest",
     "vtn.commands.oadr3",
     "vtn.commands.replay",
+    "vtn.commands.data",
 ]
 
 
