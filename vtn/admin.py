@@ -27,17 +27,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
+from vtn import enrolment as enrolment_path
 from vtn import event_control, lifecycle, metrics, ven_control
-from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
-from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
 from vtn.notify import opt_out_target, record_opt_out
 from vtn.operator_input import (EnrolmentRequest, EventChange, EventRequest, InputError,
                                 ParticipantRequest, Time, VenAction, parse)
 from vtn.programs import ensure_program
-from vtn.store import EVENT_STATUSES, Enrolment, Participant, Resource, Ven
+from vtn.store import EVENT_STATUSES, Participant
 
 log = logging.getLogger(__name__)
 
@@ -288,53 +286,14 @@ class AdminApi:
 
     async def post_enrolment(self, request):
         body = parse(EnrolmentRequest, await _body(request))
-        participant = self.store.participant(body.participant_id)
-        if participant is None:
-            raise ApiError(404, f"no participant {body.participant_id}")
         try:
-            program = ensure_program(self.store, body.program_id)
-        except (FileNotFoundError, model.ProgramError) as err:
-            raise ApiError(404, f"no program {body.program_id}") from err
-        ven_name, kind = body.ven_name, body.device_kind
-        participant_id, program_id = body.participant_id, body.program_id
-        ven = self.store.ven_by_name(ven_name)
-        fingerprint = body.fingerprint
-        if body.certificate_pem:
-            try:
-                fingerprint = cert_fingerprint(body.certificate_pem)
-            except Exception as err:  # noqa: BLE001 - any parse failure is the caller's input
-                raise InputError.one("certificate_pem", f"not a PEM certificate: {err}") from err
-        if ven is None and not fingerprint:
-            raise InputError.one("certificate_pem", "a new VEN needs certificate_pem or "
-                                                    "fingerprint")
-        if ven is not None and fingerprint and fingerprint != ven.fingerprint:
-            raise ApiError(409, f"VEN {ven_name} is enrolled with another certificate")
-        if ven is None and self.store.ven_by_fingerprint(fingerprint) is not None:
-            raise ApiError(409, "this certificate is already enrolled for another VEN")
-        charger_kw, inverter_kw = body.charger_kw, body.inverter_kw
-        ven_id = ven.ven_id if ven else ven_name
-        device_enrolments = self.store.enrolments(ven_id=ven_id) if ven else []
-        refusals = check(program, RuleRequest(
-            participant_id=participant_id, household_id=participant.household_id,
-            program_id=program_id, ven_id=ven_id, device_kind=kind, charger_kw=charger_kw,
-            inverter_kw=inverter_kw),
-            [e for e, _ in self.store.household_enrolments(participant.household_id)],
-            device_enrolments,
-            {e.program_id: self.store.program(e.program_id) for e in device_enrolments
-             if self.store.program(e.program_id) is not None})
-        if refusals:
-            raise ApiError(409, "enrolment refused: " + "; ".join(r.reason for r in refusals),
-                           rules=[r.rule for r in refusals],
-                           reasons=[r.reason for r in refusals])
-        if ven is None:
-            self.store.enrol(Ven(ven_id=ven_id, ven_name=ven_name, fingerprint=fingerprint,
-                                 program_id=program_id, device_kind=kind,
-                                 participant_id=participant_id),
-                             [Resource(ven_id=ven_id, resource_id="device", device_kind=kind,
-                                       charger_kw=charger_kw, inverter_kw=inverter_kw)])
-        enrolment = self.store.add_enrolment(Enrolment(
-            participant_id=participant_id, program_id=program_id, ven_id=ven_id,
-            device_kind=kind, enrolled_on=self.clock.now().date()))
+            enrolment = enrolment_path.enrol(self.store, self.clock, body)
+        except enrolment_path.NotFound as err:
+            raise ApiError(404, str(err)) from err
+        except enrolment_path.Conflict as err:
+            extra = {"rules": [r.rule for r in err.refusals],
+                     "reasons": [r.reason for r in err.refusals]} if err.refusals else {}
+            raise ApiError(409, str(err), **extra) from err
         return _json(enrolment.model_dump(), 201)
 
     # --- VENs ----------------------------------------------------------------

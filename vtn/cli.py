@@ -13,7 +13,9 @@ from flexadr import logs
 
 COMMANDS = [
     "vtn.commands.serve",
+    "vtn.commands.enrol",
     "vtn.commands.operate",
+    "vtn.commands.status",
     "vtn.commands.certs",
     "vtn.commands.settle",
     "vtn.commands.programs",
