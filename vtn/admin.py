@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from schedules import model
+from vtn import admin_openapi
 from vtn import enrolment as enrolment_path
 from vtn import event_control, lifecycle, metrics, ven_control
 from vtn.export import event_telemetry_csv, telemetry_csv
@@ -126,29 +127,26 @@ class AdminApi:
         self.vtn = vtn
         self.token = token
         self.failed_auth = FailedAuth(vtn.clock)
-        reason = {"reason": "string"}
-        # (method, path, handler, summary, request body fields)
-        self.routes: list[tuple[str, str, Callable, str, dict | None]] = [
+        # (method, path, handler, summary, the request body's model; vtn/admin_openapi.py
+        # documents each answer)
+        self.routes: list[tuple[str, str, Callable, str, type | None]] = [
             ("GET", "/api/openapi.json", self.openapi, "This document", None),
             ("GET", "/api/programs", self.list_programs, "Programs and their enrolment rules", None),
             ("PUT", "/api/programs/{program_id}", self.put_program,
              "Load a program from its program file", None),
             ("POST", "/api/participants", self.post_participant, "Create or update a participant",
-             {"participant_id": "string", "name": "string", "household_id": "string",
-              "email": "string", "webhook_url": "string", "channel": "email|webhook|none"}),
+             ParticipantRequest),
             ("GET", "/api/enrolments", self.list_enrolments, "Active enrolments", None),
             ("POST", "/api/enrolments", self.post_enrolment,
              "Enrol a device (VEN) in a program, checking the program's rules",
-             {"participant_id": "string", "program_id": "string", "ven_name": "string",
-              "certificate_pem": "string", "fingerprint": "string", "device_kind": "string",
-              "charger_kw": "number", "inverter_kw": "number"}),
+             EnrolmentRequest),
             ("GET", "/api/vens", self.list_vens, "VENs: registration, online, last seen", None),
             ("POST", "/api/vens/{ven_id}/disable", self.disable_ven,
-             "Refuse every request of the VEN (463) and end its registration", reason),
+             "Refuse every request of the VEN (463) and end its registration", VenAction),
             ("POST", "/api/vens/{ven_id}/enable", self.enable_ven,
              "Serve a disabled VEN again (it registers afresh)", None),
             ("POST", "/api/vens/{ven_id}/revoke", self.revoke_ven,
-             "Disable the VEN for good", reason),
+             "Disable the VEN for good", VenAction),
             ("POST", "/api/vens/{ven_id}/cancel-registration", self.cancel_registration,
              "Queue oadrCancelPartyRegistration for the VEN's next poll", None),
             ("POST", "/api/vens/{ven_id}/reregister", self.reregister,
@@ -158,18 +156,13 @@ class AdminApi:
              "Create an event: published at once, or only planned (plan: true); program "
              "rules (season, days, window, duration, notice) hold unless force with a "
              "force_reason, which is stored",
-             {"program_id": "string", "start": "date-time", "end": "date-time",
-              "minutes": "integer", "setpoint_kw": "number", "intervals": "array",
-              "ven_ids": "array",
-              "test_event": "boolean", "plan": "boolean", "force": "boolean",
-              "force_reason": "string"}),
+             EventRequest),
             ("POST", "/api/events/{event_id}/publish", self.publish_event,
              "Publish a planned event", None),
             ("GET", "/api/events/{event_id}", self.get_event,
              "An event with its targets and transitions", None),
             ("PATCH", "/api/events/{event_id}", self.patch_event, "Modify an event",
-             {"start": "date-time", "end": "date-time", "setpoint_kw": "number",
-              "force": "boolean", "force_reason": "string"}),
+             EventChange),
             ("POST", "/api/events/{event_id}/cancel", self.cancel_event, "Cancel an event", None),
             ("GET", "/api/optouts", self.list_optouts, "Opt-outs (?event_id=)", None),
             ("GET", "/api/telemetry.csv", self.telemetry_export,
@@ -222,31 +215,7 @@ class AdminApi:
 
     # --- documents ---------------------------------------------------------
     async def openapi(self, request):
-        paths: dict[str, dict] = {}
-        for method, path, _, summary, fields in self.routes:
-            operation: dict = {"summary": summary, "security": [{"bearer": []}],
-                               "responses": {"200": {"description": "OK"},
-                                             "400": {"description": "bad input"},
-                                             "401": {"description": "no or wrong admin token"}}}
-            if fields:
-                operation["requestBody"] = {"content": {"application/json": {"schema": {
-                    "type": "object", "properties": {
-                        name: {"type": kind if kind in ("string", "number", "integer",
-                                                        "boolean", "array") else "string",
-                               "description": kind} for name, kind in fields.items()}}}}}
-            params = [part[1:-1] for part in path.split("/") if part.startswith("{")]
-            if params:
-                operation["parameters"] = [{"name": p, "in": "path", "required": True,
-                                            "schema": {"type": "string"}} for p in params]
-            paths.setdefault(path, {})[method.lower()] = operation
-        paths["/health"] = {"get": {"summary": "Liveness: the database answers (no token)",
-                                    "responses": {"200": {"description": "ok"},
-                                                  "503": {"description": "no database"}}}}
-        return _json({"openapi": "3.0.3",
-                      "info": {"title": "flexadr VTN admin API", "version": "1"},
-                      "components": {"securitySchemes": {"bearer": {"type": "http",
-                                                                    "scheme": "bearer"}}},
-                      "paths": paths})
+        return _json(admin_openapi.document(self.routes))
 
     async def metrics(self, request):
         now = self.clock.now()
