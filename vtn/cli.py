@@ -17,6 +17,7 @@ COMMANDS = [
     "vtn.commands.operate",
     "vtn.commands.status",
     "vtn.commands.certs",
+    "vtn.commands.doctor",
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",
