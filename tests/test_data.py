@@ -38,6 +38,8 @@ def test_meteostat_weather_is_kept_apart_as_non_commercial():
         assert shipped.path(name).parent.name == shipped.NONCOMMERCIAL
     licences = (ROOT / "flexadr" / "data" / "LICENSES.md").read_text()
     assert "noncommercial/*.csv.gz` | **CC BY-NC 4.0**" in licences
+    label = shipped.PACKAGED / shipped.NONCOMMERCIAL / "LICENSE.md"
+    assert label.read_text().startswith("# CC BY-NC 4.0: non-commercial use only")
     assert all(shipped.NONCOMMERCIAL not in shipped.path(n).parts for n in shipped.names()
                if not n.startswith("boston_logan"))
 

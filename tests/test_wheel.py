@@ -64,6 +64,7 @@ def test_the_wheel_holds_the_data_programs_and_licences(installed):
     for name in ("flexadr/data/isone_hourly_load_2015-07_2019-12.csv.gz",
                  "flexadr/data/noncommercial/boston_logan_daily_weather_2010-2019.csv.gz",
                  "flexadr/data/PROVENANCE.md", "flexadr/data/LICENSES.md",
+                 "flexadr/data/noncommercial/LICENSE.md",
                  "schedules/programs/connected_solutions.toml",
                  "vtn/store/migrations/versions/0001_first_release_the_vtn_store.py"):
         assert name in names, name
