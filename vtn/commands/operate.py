@@ -57,7 +57,7 @@ def register(subparsers) -> None:
             verb.add_argument("--reason", help="why (stored with the VEN)")
         verb.set_defaults(func=_ven_action, ven_action=action)
 
-    events = subparsers.add_parser("events", help="list, create or cancel events")
+    events = subparsers.add_parser("events", help="list, create, modify or cancel events")
     events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     events_list = events_sub.add_parser("list", help="list events")
     _config_arg(events_list)
@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     cancel.add_argument("event_id")
     cancel.set_defaults(func=_events_cancel)
 
-    telemetry = subparsers.add_parser("telemetry", help="export telemetry")
+    telemetry = subparsers.add_parser("telemetry", help="export a season for vtn settle")
     telemetry_sub = telemetry.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = telemetry_sub.add_parser(
         "export", help="a program's season as the CSV files `vtn settle --events` reads",
