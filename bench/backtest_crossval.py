@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 
 import numpy as np
 
+from flexadr import data as shipped
 from schedules import backtest, model, sources
 from schedules.planner import PlanInputs, PlannerConfig
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 YEARS = [2016, 2017, 2018, 2019]
 GRID = {
     "reference": ["season", "hybrid"],
@@ -33,8 +32,8 @@ def main() -> None:
     parser.add_argument("--forecast", default="iso", choices=("iso", "own"))
     args = parser.parse_args()
     program = model.load("connected_solutions")
-    data = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    data = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
     inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
     scores = {}
     for values in itertools.product(*GRID.values()):

@@ -10,20 +10,19 @@ temperature forecast input could add to the own forecaster.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
+from flexadr import data as shipped
 from schedules import backtest, model, sources
 from schedules.forecast import DailyWeather
 from schedules.planner import PlanInputs, PlannerConfig
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 YEARS = [2016, 2017, 2018, 2019]
 
 
 def main() -> None:
     program = model.load("connected_solutions")
-    data = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    data = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
     inputs = PlanInputs.build(data.load, program.timezone, data.iso_forecast, weather)
     rows = [
         ("planner, `--forecast iso`", "planner", "iso"),

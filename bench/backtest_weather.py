@@ -13,15 +13,14 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import numpy as np
 
+from flexadr import data as shipped
 from schedules import backtest, calendar, model, sources
 from schedules import forecast as F
 from schedules.planner import PlanInputs, PlannerConfig, decision_moment
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CS = model.load("connected_solutions")
 NY = CS.timezone
 
@@ -55,11 +54,11 @@ def forecast_errors(inputs: PlanInputs, forecast: str, first: date, last: date,
 
 
 def main() -> None:
-    old = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
-    both = sources.read_load_files([DATA / "isone_hourly_load_2015-07_2019-12.csv",
-                                    DATA / "isone_hourly_load_eei_2025-01_2026-07.csv"])
-    temps = sources.read_weather_forecast(DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv")
+    old = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
+    both = sources.read_load_files([shipped.path("isone_hourly_load_2015-07_2019-12.csv"),
+                                    shipped.path("isone_hourly_load_eei_2025-01_2026-07.csv")])
+    temps = sources.read_weather_forecast(shipped.path("gfs_day_ahead_temperature_2025-2026_summers.csv"))
     history_2016 = PlanInputs.build(old.load, NY, old.iso_forecast, weather)
     issued = PlanInputs.build(both.load, NY, weather_forecast=temps)
     no_issued = PlanInputs.build(both.load, NY)

@@ -18,15 +18,14 @@ import argparse
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
+from flexadr import data as shipped
 from schedules import backtest, model, sources
 from schedules.forecast import DAY_S, ForecastSeries, ForecastTemps, HourlySeries
 from schedules.planner import PlanInputs, PlannerConfig
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEEKS_52_S = 364 * DAY_S
 
 
@@ -79,8 +78,8 @@ def main() -> None:
     tz = program.timezone
 
     t0 = time.perf_counter()
-    data = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    data = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
     load, iso = tiled(data.load, data.iso_forecast, copies=2, shift_s=4 * WEEKS_52_S)
     t1 = time.perf_counter()
     inputs = PlanInputs.build(load, tz, iso, weather)
@@ -93,8 +92,8 @@ def main() -> None:
               f"forecast={forecast}", t2 - t0)
 
     t0 = time.perf_counter()
-    eei = sources.read_isone_csv(DATA / "isone_hourly_load_eei_2025-01_2026-07.csv")
-    temps = sources.read_weather_forecast(DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv")
+    eei = sources.read_isone_csv(shipped.path("isone_hourly_load_eei_2025-01_2026-07.csv"))
+    temps = sources.read_weather_forecast(shipped.path("gfs_day_ahead_temperature_2025-2026_summers.csv"))
     load, _ = tiled(eei.load, None, copies=9, shift_s=WEEKS_52_S)
     inputs = PlanInputs.build(load, tz, weather_forecast=tiled_temps(temps, copies=9))
     t1 = time.perf_counter()

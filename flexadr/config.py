@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError,
                       ValidationInfo)
 
+from flexadr import data
 
 M = TypeVar("M", bound="Strict")
 
@@ -160,6 +161,11 @@ def _relative_path(value: Any, info: ValidationInfo) -> Path:
         return value
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a file name (a string), got {value!r}")
+    if value.startswith(data.PREFIX):      # a file shipped in flexadr/data
+        try:
+            return data.resolve(value)
+        except data.DataNotFound as err:
+            raise ValueError(str(err)) from None
     base = (info.context or {}).get("base", Path.cwd())
     return (Path(base) / os.path.expanduser(value)).resolve()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import os
 import shutil
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -24,7 +23,7 @@ from typing import Callable
 from adapters.base import AdapterError, Reading
 from adapters.sim import SimAdapter
 from certs.pki import ensure_dev_pki
-from flexadr import replay_scenario as scenario
+from flexadr import data as shipped, replay_scenario as scenario
 from flexadr.clock import Clock, SystemClock
 from flexadr.demo import _free_port
 from flexadr.replay_plan import ReplayPlanner, load_programs, planner_sources
@@ -45,12 +44,6 @@ SETPOINT_KW = 50.0       # per device; the agent caps it at the inverter and the
 FLEX_ALERT = "flex_alert"
 LOAD_FILE = "isone_hourly_load_2015-07_2019-12.csv"
 PEAK_WEEK = date(2018, 8, 27)
-
-
-def data_dir() -> Path:
-    """The shipped data: $FLEXADR_DATA, else ../shared/data beside the checkout."""
-    found = os.environ.get("FLEXADR_DATA")
-    return Path(found) if found else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @dataclass
@@ -194,11 +187,11 @@ class Replay:
         opts = self.options
         workdir = opts.workdir
         shutil.rmtree(workdir / "state", ignore_errors=True)
-        state, data = workdir / "state", workdir / "data"
+        state, inputs = workdir / "state", workdir / "data"
         state.mkdir(parents=True, exist_ok=True)
-        data.mkdir(parents=True, exist_ok=True)
-        alerts, emergencies, wall_alerts = self._files(data)
-        load_csv = opts.load_csv or data_dir() / LOAD_FILE
+        inputs.mkdir(parents=True, exist_ok=True)
+        alerts, emergencies, wall_alerts = self._files(inputs)
+        load_csv = opts.load_csv or shipped.path(LOAD_FILE)
         self.show(f"planning the season up to {opts.first_day} from {load_csv.name} ...")
         planner = ReplayPlanner(self.programs, planner_sources(load_csv, alerts, emergencies),
                                 opts.first_day, opts.last_day)

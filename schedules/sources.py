@@ -2,7 +2,7 @@
 
 - `read_isone_csv` (`read_load_files` for several): ISO-NE-style hourly CSV (columns `utc_hour_ending`,
   `demand_mw_clean` or `demand_mw`, `isone_dayahead_forecast_mw`; see
-  shared/data/PROVENANCE.md) -> actual load and ISO's day-ahead forecast series.
+  flexadr/data/PROVENANCE.md) -> actual load and ISO's day-ahead forecast series.
 - `read_daily_weather`: Meteostat-style daily CSV (`time`, `tavg`, `tmin`, `tmax`).
 - `read_weather_forecast`: issued hourly temperature forecasts of several cities
   (`timestamp_local`, `temperature_2m`, `city`).
@@ -19,6 +19,7 @@ MAX_PROBLEMS problems are listed at once, so one run shows what to fix.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import re
@@ -84,10 +85,14 @@ class LoadFile:
 
 
 def _read_bytes(path: str | Path) -> bytes:
+    """The file's bytes; a `.gz` file (as the packaged data ships) decompressed."""
     try:
-        return Path(path).read_bytes()
-    except OSError as err:
+        data = Path(path).read_bytes()
+        return gzip.decompress(data) if str(path).endswith(".gz") else data
+    except OSError as err:       # gzip.BadGzipFile is an OSError
         raise DataFileError(path, [(None, (err.strerror or str(err)).lower())]) from None
+    except EOFError:
+        raise DataFileError(path, [(None, "truncated gzip file")]) from None
 
 
 def _read_text(path: str | Path) -> str:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from schedules import backtest, model, sources
 from schedules.planner import PlanInputs, PlannerConfig
 from vtn.commands import backtest as backtest_cmd
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-LOAD = str(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-WEATHER = str(DATA / "boston_logan_daily_weather_2010-2019.csv")
-FEED = str(DATA / "raw" / "nws_cap_atom_us_2018-08-15_IBM-cap.xml")
+LOAD = str(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+WEATHER = str(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
+FEED = str(shipped.path("raw/nws_cap_atom_us_2018-08-15_IBM-cap.xml"))
 CS = model.load("connected_solutions")
 
 

@@ -59,13 +59,14 @@ def test_events_create_list_cancel_and_export(vtn_toml, database_url, capsys):
 
     store.record_points("batt-1", [(start, start + timedelta(minutes=15),
                                     {"kw": -4.5, "soc_pct": 70.0, "online": True})])
-    csv_path = vtn_toml.parent / "out.csv"
-    code, out, _ = run(capsys, "telemetry", "export", "--config", str(vtn_toml), "--event",
-                       event_id, "--csv", str(csv_path))
+    out_dir = vtn_toml.parent / "season"
+    code, out, _ = run(capsys, "telemetry", "export", "--config", str(vtn_toml), "--program",
+                       "connected_solutions", "--season", str(start.year), "--out", str(out_dir))
     assert code == 0
-    lines = csv_path.read_text().splitlines()
-    assert lines[1].split(",")[:4] == ["batt-1", start.isoformat(),
-                                       (start + timedelta(minutes=15)).isoformat(), "-4.5"]
+    lines = (out_dir / "telemetry.csv").read_text().splitlines()
+    assert lines[0].startswith("participant,interval_start,interval_end,kw")
+    assert lines[1].split(",")[:4] == ["batt-1", start.isoformat(),     # discharge positive
+                                       (start + timedelta(minutes=15)).isoformat(), "4.5"]
 
     code, out, _ = run(capsys, "events", "cancel", "--config", str(vtn_toml), event_id)
     assert code == 0 and "modification 1" in out
@@ -97,9 +98,6 @@ def test_bad_input_gets_a_clear_message_and_changes_nothing(vtn_toml, database_u
     code, _, err = run(capsys, "events", "create", "--config", str(vtn_toml), "--program",
                        "no_such_program", "--start", "2030-07-01T16:00:00-04:00", "--minutes", "60")
     assert code == 2 and "no program" in err
-    code, _, err = run(capsys, "telemetry", "export", "--config", str(vtn_toml), "--event", "nope",
-                       "--csv", "-")
-    assert code == 1 and "no event nope" in err
     code, _, err = run(capsys, "vens", "list", "--config", str(vtn_toml.parent / "missing.toml"))
     assert code == 2 and "no such config file" in err
     assert store.events() == []

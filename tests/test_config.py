@@ -7,25 +7,22 @@ from pathlib import Path
 import pytest
 
 from certs.pki import ensure_dev_pki
+from flexadr import data as shipped
 from ven import cli as ven_cli
 from ven import config as ven_config
 from vtn import config as vtn_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "config"
-DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture
 def examples(tmp_path) -> Path:
-    """examples/config copied with the PKI its comments say how to make, and the data
-    folder where its planner paths point (a sibling of the checkout)."""
+    """examples/config copied with the PKI its comments say how to make (its planner
+    reads the data shipped in flexadr/data)."""
     folder = tmp_path / "repo" / "examples" / "config"
     shutil.copytree(EXAMPLES, folder)
     ensure_dev_pki(folder / "pki", ["ven-001", "ven-002"])
-    if DATA.is_dir():
-        (tmp_path / "shared").mkdir()
-        (tmp_path / "shared" / "data").symlink_to(DATA)
     return folder
 
 
@@ -67,11 +64,11 @@ def test_example_vtn_config_resolves_paths_next_to_the_file(examples):
     assert settings.server.webhook_allow_private is False
 
 
-def test_example_vtn_config_has_a_planner_with_paths_next_to_the_file(examples):
+def test_example_vtn_config_has_a_planner_on_the_shipped_data(examples):
     planner = vtn_config.load(examples / "vtn.toml").planner
     assert planner.programs == ("connected_solutions", "managed_charging")
-    assert planner.sources.load_csv.name == "isone_hourly_load_2015-07_2019-12.csv"
-    assert planner.sources.load_csv.is_file()
+    assert planner.sources.load_csv == shipped.path("isone_hourly_load_2015-07_2019-12.csv")
+    assert planner.sources.weather_csv.parent.name == shipped.NONCOMMERCIAL
     assert planner.every.total_seconds() == 3600
 
 

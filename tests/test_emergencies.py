@@ -4,17 +4,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from schedules import emergencies, model, planner, sources
 from schedules.planner import PlanInputs
 from schedules.sources import DataFileError
 
 UTC = timezone.utc
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-LOAD = str(DATA / "isone_hourly_load_2015-07_2019-12.csv")
+LOAD = str(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
 CS = model.load("connected_solutions")
 MC = model.load("managed_charging")
 NY = CS.timezone

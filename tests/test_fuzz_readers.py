@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flexadr import data as shipped
 from schedules import model, sources
 from vtn.settlement import csvio
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 SNIPPETS = [b'<!DOCTYPE p [<!ENTITY e "x">]>', b"&e;", b"\x00", b"\r", b"\r\n", b"9999-12-31",
@@ -44,9 +44,9 @@ def mutated(draw, original: bytes) -> bytes:
     return bytes(data)
 
 
-def _head(path: Path, lines: int = 60) -> bytes:
-    """The first lines of a data file: enough structure, small enough to fuzz fast."""
-    return b"\n".join(path.read_bytes().split(b"\n")[:lines])
+def _head(name: str, lines: int = 60) -> bytes:
+    """The first lines of a shipped data file: enough structure, small enough to fuzz fast."""
+    return b"\n".join(shipped.read_bytes(name).split(b"\n")[:lines])
 
 
 PROGRAM = (ROOT / "schedules" / "programs" / "connected_solutions.toml").read_bytes()
@@ -73,7 +73,7 @@ CSV_READERS = [
 
 @pytest.mark.parametrize("name, reader", CSV_READERS, ids=[n for n, _ in CSV_READERS])
 def test_data_files(tmp_path_factory, name, reader):
-    original = _head(DATA / name, 400 if name.endswith(".xml") else 60)
+    original = _head(name, 400 if name.endswith(".xml") else 60)
 
     @FUZZ
     @given(mutated(original))

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -14,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from flexadr.clock import ManualClock
 from schedules import sources
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-LOAD = DATA / "isone_hourly_load_2015-07_2019-12.csv"
+LOAD_NAME = "isone_hourly_load_2015-07_2019-12.csv"
+LOAD = shipped.path(LOAD_NAME)
 HEADER = "utc_hour_ending,demand_mw,demand_mw_clean,isone_dayahead_forecast_mw\n"
 GOOD_LOAD = HEADER + "2018-07-01 00:00,15000,15010,14900\n2018-07-01 01:00,14000,14010,13900\n"
 ATOM_HEAD = ('<?xml version="1.0"?>\n<feed xmlns="http://www.w3.org/2005/Atom" '
@@ -169,7 +169,7 @@ async def test_the_planner_job_logs_the_file_error_and_runs_again_once_fixed(sto
             assert failed.getMessage() == (f"planner run failed: {load}:4: utc_hour_ending: "
                                            "not a 'YYYY-MM-DD HH:MM' time: '2018-07-01 xx'")
             assert failed.exc_info is None                  # the message, not a traceback
-            shutil.copyfile(LOAD, load)                     # the operator fixes the file
+            load.write_bytes(shipped.read_bytes(LOAD_NAME))   # the operator fixes the file
             while not any(r.getMessage().startswith("planner: ") and " planned, " in
                           r.getMessage() for r in caplog.records):
                 await asyncio.sleep(0.05)

@@ -2,28 +2,27 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
+from flexadr import data as shipped
 from schedules import forecast as F
 from schedules import sources
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
 def load_file():
-    return sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
+    return sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
 
 
 @pytest.fixture(scope="module")
 def weather():
-    return sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    return sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
 
 
 def _cutoff(day: date) -> int:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from flexadr import data as shipped
 from flexadr.clock import ManualClock
 from schedules import backtest, calendar, model, planner, sources, storms
 from schedules import forecast as F
@@ -16,7 +16,6 @@ from schedules.model import StormRule
 from schedules.planner import EventKind, PlanInputs, PlannerConfig
 
 UTC = timezone.utc
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CS = model.load("connected_solutions")
 MC = model.load("managed_charging")
 NY = CS.timezone
@@ -24,8 +23,8 @@ NY = CS.timezone
 
 @pytest.fixture(scope="module")
 def raw():
-    load = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    load = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
     return load, weather
 
 
@@ -112,8 +111,7 @@ def test_byod_month_cap_and_cycle_cap(inputs):
 
 
 def test_no_event_inside_a_storm_exclusion_from_the_real_cap_feed(inputs):
-    feed = storms.parse_alerts((DATA / "raw" / "nws_cap_atom_us_2018-08-15_IBM-cap.xml")
-                               .read_bytes())
+    feed = storms.parse_alerts(shipped.read_bytes("raw/nws_cap_atom_us_2018-08-15_IBM-cap.xml"))
     # The feed's only New England alerts are the Aug 15 2018 air-quality alerts for
     # south-eastern MA; a rule that treats them as "storms" exercises the real path.
     rule = StormRule(zones=("MAZ020", "MAZ022", "MAZ023", "MAZ024"),

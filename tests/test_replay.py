@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from flexadr import replay_report, replay_scenario
 from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
 from flexadr.replay_plan import ReplayPlanner, load_programs, planner_sources
 from vtn.store import CANCELLED
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FLEXADR_DATA") or ROOT.parent / "shared" / "data")
-LOAD = DATA / LOAD_FILE
+LOAD = shipped.path(LOAD_FILE)
 PEAK_DAY = date(2018, 8, 29)
 
 
@@ -201,7 +201,7 @@ def test_the_plan_and_the_fleet_are_deterministic_for_a_seed(tmp_path):
     (["--days", "0"], "--days"),
     (["--vens", "3"], "--vens"),
     (["--day-seconds", "50"], "--day-seconds"),
-    (["--load", "/nonexistent/load.csv"], "no load file"),
+    (["--load", "/nonexistent/load.csv"], "/nonexistent/load.csv: no such file"),
     (["--start", "2030-07-01"], "outside"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, tmp_path):

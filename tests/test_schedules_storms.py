@@ -4,23 +4,22 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from schedules import model, storms
 from schedules.model import StormAction, StormRule
 
 UTC = timezone.utc
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FEED = DATA / "raw" / "nws_cap_atom_us_2018-08-15_IBM-cap.xml"
+FEED = "raw/nws_cap_atom_us_2018-08-15_IBM-cap.xml"
 CS = model.load("connected_solutions")
 BYOD = model.load("byod_vpp")
 
 
 @pytest.fixture(scope="module")
 def feed() -> list[storms.Alert]:
-    return storms.parse_alerts(FEED.read_bytes())
+    return storms.parse_alerts(shipped.read_bytes(FEED))
 
 
 def test_real_feed_parses_every_alert_with_codes_and_times(feed):

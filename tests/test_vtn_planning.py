@@ -1,11 +1,11 @@
 """The VTN plans tomorrow's events from the real ISO-NE data and publishes them with notice."""
 import dataclasses
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from flexadr import data as shipped
 from flexadr.clock import ManualClock
 from schedules import model
 from schedules.forecast import from_epoch_s
@@ -14,9 +14,8 @@ from vtn import audit
 from vtn.planning import PlannerSources, publish_due, read_inputs, run_once
 from vtn.store import CANCELLED, PENDING, Ven
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SOURCES = PlannerSources(load_csv=DATA / "isone_hourly_load_2015-07_2019-12.csv",
-                         weather_csv=DATA / "boston_logan_daily_weather_2010-2019.csv")
+SOURCES = PlannerSources(load_csv=shipped.path("isone_hourly_load_2015-07_2019-12.csv"),
+                         weather_csv=shipped.path("boston_logan_daily_weather_2010-2019.csv"))
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +216,9 @@ def test_the_vtn_plans_from_the_issued_weather_forecast(store):
     its window on the peak hour."""
     program = model.load("connected_solutions")
     _enrol(store)
-    found = PlannerSources(load_csv=DATA / "isone_hourly_load_eei_2025-01_2026-07.csv",
-                           load_history=(DATA / "isone_hourly_load_2015-07_2019-12.csv",),
-                           weather_forecast=DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv",
+    found = PlannerSources(load_csv=shipped.path("isone_hourly_load_eei_2025-01_2026-07.csv"),
+                           load_history=(shipped.path("isone_hourly_load_2015-07_2019-12.csv"),),
+                           weather_forecast=shipped.path("gfs_day_ahead_temperature_2025-2026_summers.csv"),
                            forecast="own")
     day = date(2025, 6, 24)
     clock = ManualClock(decision_moment(program, day) - timedelta(minutes=5))

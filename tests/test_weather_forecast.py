@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from flexadr import data as shipped
 from schedules import backtest, model, planner, sources
 from schedules import forecast as F
 from schedules.planner import PlanInputs, PlannerConfig
 from tests.test_input_errors import assert_fails_with, backtest as backtest_cli, write
 
 UTC = timezone.utc
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OLD_LOAD = DATA / "isone_hourly_load_2015-07_2019-12.csv"
-LOAD = DATA / "isone_hourly_load_eei_2025-01_2026-07.csv"
-ISSUED = DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv"
+OLD_LOAD = shipped.path("isone_hourly_load_2015-07_2019-12.csv")
+LOAD = shipped.path("isone_hourly_load_eei_2025-01_2026-07.csv")
+ISSUED = shipped.path("gfs_day_ahead_temperature_2025-2026_summers.csv")
 CS = model.load("connected_solutions")
 NY = CS.timezone
 HEADER = "timestamp_local,temperature_2m,city\n"
@@ -65,7 +64,7 @@ def test_load_files_join_across_the_gap_and_may_not_overlap(history, tmp_path):
     assert date(2022, 7, 1).toordinal() not in days
     # ISO's forecast comes from the older file only
     assert history.iso_forecast is not None and len(history.iso_forecast.t) == 39461
-    copy = write(tmp_path / "copy.csv", LOAD.read_text())
+    copy = write(tmp_path / "copy.csv", shipped.read_bytes(LOAD.name.removesuffix(".gz")).decode())
     with pytest.raises(sources.DataFileError, match="overlap"):
         sources.read_load_files([LOAD, copy])
 

@@ -31,18 +31,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from certs.pki import fingerprint as cert_fingerprint
 from schedules import model
-from vtn import audit, auth, event_control, lifecycle, metrics, ven_control
+from vtn import admin_openapi, audit, auth, event_control, lifecycle, metrics, ven_control
+from vtn import enrolment as enrolment_path
 from vtn.console import app as console_app
-from vtn.enrolment_rules import EnrolmentRequest as RuleRequest
-from vtn.enrolment_rules import check
 from vtn.export import event_telemetry_csv, telemetry_csv
 from vtn.notify import opt_out_target, record_opt_out
 from vtn.operator_input import (EnrolmentRequest, EventChange, EventRequest, InputError,
                                 ParticipantRequest, Time, VenAction, parse)
 from vtn.programs import ensure_program
-from vtn.store import EVENT_STATUSES, Enrolment, Participant, Resource, Ven
+from vtn.store import EVENT_STATUSES, Participant
 
 log = logging.getLogger(__name__)
 
@@ -135,29 +133,26 @@ class AdminApi:
         self.token = token           # the legacy shared admin token (config admin_token)
         self._legacy_warned = False
         self.failed_auth = FailedAuth(vtn.clock)
-        reason = {"reason": "string"}
-        # (method, path, handler, summary, request body fields)
-        self.routes: list[tuple[str, str, Callable, str, dict | None]] = [
+        # (method, path, handler, summary, the request body's model; vtn/admin_openapi.py
+        # documents each answer)
+        self.routes: list[tuple[str, str, Callable, str, type | None]] = [
             ("GET", "/api/openapi.json", self.openapi, "This document", None),
             ("GET", "/api/programs", self.list_programs, "Programs and their enrolment rules", None),
             ("PUT", "/api/programs/{program_id}", self.put_program,
              "Load a program from its program file", None),
             ("POST", "/api/participants", self.post_participant, "Create or update a participant",
-             {"participant_id": "string", "name": "string", "household_id": "string",
-              "email": "string", "webhook_url": "string", "channel": "email|webhook|none"}),
+             ParticipantRequest),
             ("GET", "/api/enrolments", self.list_enrolments, "Active enrolments", None),
             ("POST", "/api/enrolments", self.post_enrolment,
              "Enrol a device (VEN) in a program, checking the program's rules",
-             {"participant_id": "string", "program_id": "string", "ven_name": "string",
-              "certificate_pem": "string", "fingerprint": "string", "device_kind": "string",
-              "charger_kw": "number", "inverter_kw": "number"}),
+             EnrolmentRequest),
             ("GET", "/api/vens", self.list_vens, "VENs: registration, online, last seen", None),
             ("POST", "/api/vens/{ven_id}/disable", self.disable_ven,
-             "Refuse every request of the VEN (463) and end its registration", reason),
+             "Refuse every request of the VEN (463) and end its registration", VenAction),
             ("POST", "/api/vens/{ven_id}/enable", self.enable_ven,
              "Serve a disabled VEN again (it registers afresh)", None),
             ("POST", "/api/vens/{ven_id}/revoke", self.revoke_ven,
-             "Disable the VEN for good", reason),
+             "Disable the VEN for good", VenAction),
             ("POST", "/api/vens/{ven_id}/cancel-registration", self.cancel_registration,
              "Queue oadrCancelPartyRegistration for the VEN's next poll", None),
             ("POST", "/api/vens/{ven_id}/reregister", self.reregister,
@@ -167,17 +162,13 @@ class AdminApi:
              "Create an event: published at once, or only planned (plan: true); the "
              "dispatch rules hold (422 naming each rule) unless override_reason is given "
              "for the program rules, which is stored, audited and flagged in settlement",
-             {"program_id": "string", "start": "date-time", "end": "date-time",
-              "minutes": "integer", "setpoint_kw": "number", "intervals": "array",
-              "ven_ids": "array",
-              "test_event": "boolean", "plan": "boolean", "override_reason": "string"}),
+             EventRequest),
             ("POST", "/api/events/{event_id}/publish", self.publish_event,
              "Publish a planned event", None),
             ("GET", "/api/events/{event_id}", self.get_event,
              "An event with its targets and transitions", None),
             ("PATCH", "/api/events/{event_id}", self.patch_event, "Modify an event",
-             {"start": "date-time", "end": "date-time", "setpoint_kw": "number",
-              "override_reason": "string"}),
+             EventChange),
             ("POST", "/api/events/{event_id}/cancel", self.cancel_event, "Cancel an event", None),
             ("GET", "/api/optouts", self.list_optouts, "Opt-outs (?event_id=)", None),
             ("GET", "/api/telemetry.csv", self.telemetry_export,
@@ -273,31 +264,7 @@ class AdminApi:
 
     # --- documents ---------------------------------------------------------
     async def openapi(self, request):
-        paths: dict[str, dict] = {}
-        for method, path, _, summary, fields in self.routes:
-            operation: dict = {"summary": summary, "security": [{"bearer": []}],
-                               "responses": {"200": {"description": "OK"},
-                                             "400": {"description": "bad input"},
-                                             "401": {"description": "no or wrong admin token"}}}
-            if fields:
-                operation["requestBody"] = {"content": {"application/json": {"schema": {
-                    "type": "object", "properties": {
-                        name: {"type": kind if kind in ("string", "number", "integer",
-                                                        "boolean", "array") else "string",
-                               "description": kind} for name, kind in fields.items()}}}}}
-            params = [part[1:-1] for part in path.split("/") if part.startswith("{")]
-            if params:
-                operation["parameters"] = [{"name": p, "in": "path", "required": True,
-                                            "schema": {"type": "string"}} for p in params]
-            paths.setdefault(path, {})[method.lower()] = operation
-        paths["/health"] = {"get": {"summary": "Liveness: the database answers (no token)",
-                                    "responses": {"200": {"description": "ok"},
-                                                  "503": {"description": "no database"}}}}
-        return _json({"openapi": "3.0.3",
-                      "info": {"title": "flexadr VTN admin API", "version": "1"},
-                      "components": {"securitySchemes": {"bearer": {"type": "http",
-                                                                    "scheme": "bearer"}}},
-                      "paths": paths})
+        return _json(admin_openapi.document(self.routes))
 
     async def metrics(self, request):
         now = self.clock.now()
@@ -345,55 +312,14 @@ class AdminApi:
 
     async def post_enrolment(self, request):
         body = parse(EnrolmentRequest, await _body(request))
-        participant = self.store.participant(body.participant_id)
-        if participant is None:
-            raise ApiError(404, f"no participant {body.participant_id}")
         try:
-            program = ensure_program(self.store, body.program_id)
-        except (FileNotFoundError, model.ProgramError) as err:
-            raise ApiError(404, f"no program {body.program_id}") from err
-        ven_name, kind = body.ven_name, body.device_kind
-        participant_id, program_id = body.participant_id, body.program_id
-        ven = self.store.ven_by_name(ven_name)
-        fingerprint = body.fingerprint
-        if body.certificate_pem:
-            try:
-                fingerprint = cert_fingerprint(body.certificate_pem)
-            except Exception as err:  # noqa: BLE001 - any parse failure is the caller's input
-                raise InputError.one("certificate_pem", f"not a PEM certificate: {err}") from err
-        if ven is None and not fingerprint:
-            raise InputError.one("certificate_pem", "a new VEN needs certificate_pem or "
-                                                    "fingerprint")
-        if ven is not None and fingerprint and fingerprint != ven.fingerprint:
-            raise ApiError(409, f"VEN {ven_name} is enrolled with another certificate")
-        if ven is None and self.store.ven_by_fingerprint(fingerprint) is not None:
-            raise ApiError(409, "this certificate is already enrolled for another VEN")
-        charger_kw, inverter_kw = body.charger_kw, body.inverter_kw
-        ven_id = ven.ven_id if ven else ven_name
-        device_enrolments = self.store.enrolments(ven_id=ven_id) if ven else []
-        refusals = check(program, RuleRequest(
-            participant_id=participant_id, household_id=participant.household_id,
-            program_id=program_id, ven_id=ven_id, device_kind=kind, charger_kw=charger_kw,
-            inverter_kw=inverter_kw),
-            [e for e, _ in self.store.household_enrolments(participant.household_id)],
-            device_enrolments,
-            {e.program_id: self.store.program(e.program_id) for e in device_enrolments
-             if self.store.program(e.program_id) is not None})
-        if refusals:
-            raise ApiError(409, "enrolment refused: " + "; ".join(r.reason for r in refusals),
-                           rules=[r.rule for r in refusals],
-                           reasons=[r.reason for r in refusals])
-        if ven is None:
-            self.store.enrol(Ven(ven_id=ven_id, ven_name=ven_name, fingerprint=fingerprint,
-                                 program_id=program_id, device_kind=kind,
-                                 participant_id=participant_id),
-                             [Resource(ven_id=ven_id, resource_id="device", device_kind=kind,
-                                       charger_kw=charger_kw, inverter_kw=inverter_kw)])
-        enrolment = self.store.add_enrolment(Enrolment(
-            participant_id=participant_id, program_id=program_id, ven_id=ven_id,
-            device_kind=kind, enrolled_on=self.clock.now().date()))
-        self._audit(request, "enrolment.create", "enrolment", str(enrolment.id), None,
-                    {**audit.snapshot(enrolment), "new_ven": ven is None})
+            enrolment = enrolment_path.enrol(self.store, self.clock, body, request[ACTOR])
+        except enrolment_path.NotFound as err:
+            raise ApiError(404, str(err)) from err
+        except enrolment_path.Conflict as err:
+            extra = {"rules": [r.rule for r in err.refusals],
+                     "reasons": [r.reason for r in err.refusals]} if err.refusals else {}
+            raise ApiError(409, str(err), **extra) from err
         return _json(enrolment.model_dump(), 201)
 
     # --- VENs ----------------------------------------------------------------

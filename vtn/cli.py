@@ -13,8 +13,11 @@ from flexadr import logs
 
 COMMANDS = [
     "vtn.commands.serve",
+    "vtn.commands.enrol",
     "vtn.commands.operate",
+    "vtn.commands.status",
     "vtn.commands.certs",
+    "vtn.commands.doctor",
     "vtn.commands.settle",
     "vtn.commands.programs",
     "vtn.commands.backtest",
@@ -22,6 +25,7 @@ COMMANDS = [
     "vtn.commands.replay",
     "vtn.commands.planner",
     "vtn.commands.users",
+    "vtn.commands.data",
 ]
 
 

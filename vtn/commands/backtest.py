@@ -1,6 +1,6 @@
 """`vtn backtest`: replay seasons of a program's events against real load history.
 
-    vtn backtest --program connected_solutions --load ISNE.csv \\
+    vtn backtest --program connected_solutions [--load ISNE.csv|data:NAME] \\
         [--weather WEATHER.csv] [--weather-forecast ISSUED.csv] [--alerts FEED.xml] \\
         [--emergencies DECLARED.csv] [--forecast iso|own] \\
         [--seasons 2016-2019] [--policy planner|hindsight|threshold] [--json] [--why] \\
@@ -9,7 +9,8 @@
 Progress on stderr; JSON (with --json) or a table on stdout. A bad input file
 (missing, a missing column, a value that does not parse, hours out of order) or
 a season the load file has no hour of: `error: ...` on stderr naming the file,
-line and column, exit 1.
+line and column, exit 1. Files are paths or `data:NAME`, a file shipped in flexadr/data
+(`vtn data list`); the load defaults to the shipped ISO-NE 2015-2019 file.
 """
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import json
 import sys
 from datetime import date
 
+from flexadr import data as shipped
 from schedules import backtest, calendar, emergencies, model, sources, storms
 from schedules.forecast import HourlySeries, local_day_hour
 from schedules.planner import PlanInputs, PlannerConfig
+
+DEFAULT_LOAD = "data:isone_hourly_load_2015-07_2019-12.csv"
 
 
 def register(subparsers) -> None:
@@ -31,20 +35,22 @@ def register(subparsers) -> None:
                     "it with 'error: FILE:LINE: column: ...' and exit status 1.")
     parser.add_argument("--program", required=True,
                         help="program name under schedules/programs, or a .toml path")
-    parser.add_argument("--load", required=True, metavar="CSV", action="append",
-                        help="ISO-NE-style hourly CSV: utc_hour_ending (increasing), "
+    parser.add_argument("--load", metavar="CSV", action="append", type=shipped.argument,
+                        help=f"default {DEFAULT_LOAD}. "
+                             "ISO-NE-style hourly CSV: utc_hour_ending (increasing), "
                              "demand_mw_clean or demand_mw, isone_dayahead_forecast_mw; "
                              "empty numbers are missing hours (repeatable: older years and "
                              "recent months, hours not overlapping)")
-    parser.add_argument("--weather", metavar="CSV",
+    parser.add_argument("--weather", metavar="CSV", type=shipped.argument,
                         help="daily weather CSV: time (increasing dates), tmax, tavg")
-    parser.add_argument("--weather-forecast", metavar="CSV",
+    parser.add_argument("--weather-forecast", metavar="CSV", type=shipped.argument,
                         help="issued hourly temperature forecasts for --forecast own: "
                              "timestamp_local (wall clock, hour beginning), temperature_2m "
                              "(deg C), city; each value issued 24 h before its hour")
-    parser.add_argument("--alerts", metavar="FILE", action="append", default=[],
+    parser.add_argument("--alerts", metavar="FILE", action="append", default=[], type=shipped.argument,
                         help="NWS CAP ATOM feed or api.weather.gov GeoJSON (repeatable)")
     parser.add_argument("--emergencies", metavar="CSV", action="append", default=[],
+                        type=shipped.argument,
                         help="declared emergencies: type,start,end[,declared,description] "
                              "with UTC offsets (repeatable; see schedules/emergencies.py)")
     parser.add_argument("--forecast", choices=("iso", "own"), default="iso",
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     lead = leader or program
     try:
-        data = sources.read_load_files(args.load, program.timezone)
+        data = sources.read_load_files(args.load or [shipped.resolve(DEFAULT_LOAD)],
+                                       program.timezone)
         weather = sources.read_daily_weather(args.weather) if args.weather else None
         weather_forecast = (sources.read_weather_forecast(args.weather_forecast, program.timezone)
                             if args.weather_forecast else None)

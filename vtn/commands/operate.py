@@ -1,6 +1,6 @@
 """Operator verbs on the store: `vtn vens list|disable|enable|revoke|cancel-registration|
-reregister`, `vtn events list|create|modify|cancel`, `vtn telemetry export`,
-`vtn audit export`, `vtn db upgrade`.
+reregister`, `vtn events list|create|modify|cancel`, `vtn telemetry export` (a season as the
+files `vtn settle` reads), `vtn audit export`, `vtn db upgrade`.
 They act on the database directly, so they work whether or not a VTN is running (a running
 VTN picks changes up at the VENs' next poll). Input goes through the admin API's models
 (vtn.operator_input): a bad value is one line on stderr and exit 2, nothing stored. An
@@ -18,17 +18,21 @@ from pathlib import Path
 from flexadr.clock import SystemClock
 from schedules import model
 from vtn import audit, config, event_control, lifecycle, ven_control
-from vtn.export import event_telemetry_csv
+from vtn.export import SETTLEMENT_FILES, settlement_csvs
 from vtn.operator_input import (AuditWindow, EventChange, EventRequest, InputError, VenAction,
                                 parse)
+from vtn.settlement.params import PARAMS, params_for
+from vtn.settlement.store_adapter import StoreDataError, query_season
 from vtn.store import EVENT_STATUSES, Store
 from vtn.store import migrate
 
 ONLINE_WINDOW = 3   # poll intervals
 # Model field -> the flag that carries it, for error messages.
 FLAGS = {"program_id": "--program", "ven_name": "name", "device_kind": "--kind", "start": "--start", "end": "--end", "minutes": "--minutes",
-         "setpoint_kw": "--setpoint-kw", "intervals": "--intervals", "ven_ids": "--ven", "override_reason": "--override",
-         "reason": "--reason", "test_event": "--test", "since": "--since", "until": "--until"}
+         "setpoint_kw": "--setpoint-kw", "intervals": "--intervals", "ven_ids": "--ven",
+         "override_reason": "--override", "reason": "--reason", "test_event": "--test",
+         "since": "--since", "until": "--until", "charger_kw": "--charger-kw",
+         "inverter_kw": "--inverter-kw"}
 VEN_ACTIONS = {
     "disable": (ven_control.disable, "refuse every request of the VEN (463), end its "
                                      "registration", True),
@@ -59,7 +63,7 @@ def register(subparsers) -> None:
             verb.add_argument("--reason", help="why (stored with the VEN)")
         verb.set_defaults(func=_ven_action, ven_action=action)
 
-    events = subparsers.add_parser("events", help="list, create or cancel events")
+    events = subparsers.add_parser("events", help="list, create, modify or cancel events")
     events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
     events_list = events_sub.add_parser("list", help="list events")
     _config_arg(events_list)
@@ -85,12 +89,19 @@ def register(subparsers) -> None:
     cancel.add_argument("event_id")
     cancel.set_defaults(func=_events_cancel)
 
-    telemetry = subparsers.add_parser("telemetry", help="export telemetry")
+    telemetry = subparsers.add_parser("telemetry", help="export a season for vtn settle")
     telemetry_sub = telemetry.add_subparsers(dest="action", required=True, metavar="ACTION")
-    export = telemetry_sub.add_parser("export", help="an event's telemetry as CSV")
+    export = telemetry_sub.add_parser(
+        "export", help="a program's season as the CSV files `vtn settle --events` reads",
+        description="Write events.csv, telemetry.csv, participants.csv and opt_outs.csv of "
+                    "one program's season (what `vtn settle --season` reads from the store) "
+                    "into a folder; `vtn settle --events ... --telemetry ...` on them gives "
+                    "the same figures.")
     _config_arg(export)
-    export.add_argument("--event", required=True, help="event id")
-    export.add_argument("--csv", required=True, type=Path, help="output file ('-' for stdout)")
+    export.add_argument("--program", required=True, choices=sorted(PARAMS))
+    export.add_argument("--season", required=True, type=int, metavar="YEAR")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="folder to write the four files into (made if missing)")
     export.set_defaults(func=_telemetry_export)
 
     audit_parser = subparsers.add_parser("audit", help="the audit trail: who changed what")
@@ -112,13 +123,13 @@ def register(subparsers) -> None:
     upgrade.set_defaults(func=_db_upgrade)
 
 
-def _store(args, migrate_schema=True) -> tuple[config.VtnSettings, Store]:
+def store_of(args, migrate_schema=True) -> tuple[config.VtnSettings, Store]:
     settings = config.load(args.config)
     return settings, Store(settings.database_url, migrate_schema=migrate_schema)
 
 
 def _vens_list(args) -> int:
-    settings, store = _store(args)
+    settings, store = store_of(args)
     now = SystemClock().now()
     window = ONLINE_WINDOW * settings.server.poll_interval
     print(f"{'VEN':<28} {'program':<22} {'kind':<11} {'registered':<10} {'online':<6} "
@@ -134,7 +145,7 @@ def _vens_list(args) -> int:
 
 
 def _events_list(args) -> int:
-    _, store = _store(args)
+    _, store = store_of(args)
     print(f"{'event':<36} {'program':<22} {'status':<10} {'mod':>3} start (UTC)               end (UTC)")
     for event in store.events(status=args.status):
         print(f"{event.event_id:<36} {event.program_id:<22} {event.status:<10} "
@@ -179,8 +190,11 @@ def _override_argument(parser) -> None:
                              "this written reason: stored, audited, flagged in settlement")
 
 
-def refused(err: InputError) -> int:
-    print("; ".join(_flagged(field, problem) for field, problem in err.problems), file=sys.stderr)
+def refused(err: InputError, flags: dict[str, str] | None = None) -> int:
+    """One line: each problem under the flag that set it (`flags` before FLAGS)."""
+    names = {**FLAGS, **(flags or {})}
+    print("; ".join(_flagged(names, field, problem) for field, problem in err.problems),
+          file=sys.stderr)
     return 2
 
 
@@ -195,15 +209,15 @@ def rules_refused(err: event_control.RulesRefused) -> int:
     return 2
 
 
-def _flagged(field: str, problem: str) -> str:
+def _flagged(names: dict[str, str], field: str, problem: str) -> str:
     """A model field as the flag that set it; a nested one keeps its path (intervals.1.value)."""
     head = field.split(".")[0]
-    if field != head and head in FLAGS:
-        return f"{FLAGS[head]}: {field}: {problem}"
-    return f"{FLAGS.get(field, field)}: {problem}"
+    if field != head and head in names:
+        return f"{names[head]}: {field}: {problem}"
+    return f"{names.get(field, field)}: {problem}"
 
 
-def _given(**values) -> dict:
+def given(**values) -> dict:
     return {name: value for name, value in values.items()
             if value is not None and value is not False}
 
@@ -216,12 +230,12 @@ def events_create(args) -> int:
         print(f"--program: no program {args.program}: {err}", file=sys.stderr)
         return 2
     try:
-        request = parse(EventRequest, _given(
+        request = parse(EventRequest, given(
             program_id=program.id, start=args.start, minutes=args.minutes,
             end=getattr(args, "end", None), setpoint_kw=args.setpoint_kw,
             intervals=getattr(args, "intervals", None), ven_ids=getattr(args, "ven_ids", None), test_event=getattr(args, "test", False),
             override_reason=getattr(args, "override_reason", None)))
-        _, store = _store(args)
+        _, store = store_of(args)
         event = event_control.create(store, SystemClock(), request, program, audit.cli_actor())
     except InputError as err:
         return refused(err)
@@ -235,10 +249,10 @@ def events_create(args) -> int:
 
 def _events_modify(args) -> int:
     try:
-        request = parse(EventChange, _given(start=args.start, end=args.end,
-                                            setpoint_kw=args.setpoint_kw,
-                                            override_reason=args.override_reason))
-        _, store = _store(args)
+        request = parse(EventChange, given(start=args.start, end=args.end,
+                                           setpoint_kw=args.setpoint_kw,
+                                           override_reason=args.override_reason))
+        _, store = store_of(args)
         event = event_control.change(store, SystemClock(), args.event_id, request,
                                      audit.cli_actor())
     except InputError as err:
@@ -257,10 +271,10 @@ def _ven_action(args) -> int:
     extra = []
     if VEN_ACTIONS[args.ven_action][2]:
         try:
-            extra = [parse(VenAction, _given(reason=args.reason)).reason]
+            extra = [parse(VenAction, given(reason=args.reason)).reason]
         except InputError as err:
             return refused(err)
-    _, store = _store(args)
+    _, store = store_of(args)
     try:
         ven = action(store, args.ven_id, SystemClock(), audit.cli_actor(), *extra)
     except (ven_control.UnknownVen, ven_control.NotAllowed) as err:
@@ -271,7 +285,7 @@ def _ven_action(args) -> int:
 
 
 def _events_cancel(args) -> int:
-    _, store = _store(args)
+    _, store = store_of(args)
     try:
         event = event_control.cancel(store, SystemClock(), args.event_id, audit.cli_actor())
     except lifecycle.EventNotChangeable as err:
@@ -282,17 +296,24 @@ def _events_cancel(args) -> int:
 
 
 def _telemetry_export(args) -> int:
-    _, store = _store(args)
+    _, store = store_of(args)
     try:
-        text = event_telemetry_csv(store, args.event)
-    except KeyError:
-        print(f"no event {args.event}", file=sys.stderr)
+        season = query_season(store, params_for(args.program), args.season)
+    except StoreDataError as err:
+        print(f"telemetry export: {err}", file=sys.stderr)
         return 1
-    if str(args.csv) == "-":
-        sys.stdout.write(text)
-    else:
-        args.csv.write_text(text)
-        print(f"wrote {len(text.splitlines()) - 1} rows to {args.csv}")
+    files = settlement_csvs(season)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.out / name).write_text(text)
+    except OSError as err:
+        print(f"telemetry export: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(season.events)} events and {len(season.telemetry)} telemetry intervals "
+          f"to {args.out}; settle them with:")
+    print(f"  vtn settle --program {args.program} "
+          + " ".join(f"{flag} {args.out / name}" for flag, name in SETTLEMENT_FILES.items()))
     return 0
 
 
@@ -302,10 +323,10 @@ AUDIT_COLUMNS = ("id", "at", "actor", "action", "subject_type", "subject_id", "r
 
 def _audit_export(args) -> int:
     try:
-        window = parse(AuditWindow, _given(since=args.since, until=args.until))
+        window = parse(AuditWindow, given(since=args.since, until=args.until))
     except InputError as err:
         return refused(err)
-    _, store = _store(args)
+    _, store = store_of(args)
     with store.session() as session:
         rows = [audit.as_dict(row) for row in audit.query(
             session, actor=args.actor, action=args.audit_action, since=window.since,
@@ -327,7 +348,7 @@ def _json_cell(values: dict | None) -> str:
 
 
 def _db_upgrade(args) -> int:
-    settings, store = _store(args, migrate_schema=False)
+    settings, store = store_of(args, migrate_schema=False)
     before = migrate.current(store.engine)
     migrate.upgrade(store.engine)
     after = migrate.current(store.engine)

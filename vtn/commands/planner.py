@@ -13,7 +13,7 @@ import argparse
 from datetime import date
 
 from schedules import model
-from vtn.commands.operate import _config_arg, _store
+from vtn.commands.operate import _config_arg, store_of
 
 
 def register(subparsers) -> None:
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def _decisions(args) -> int:
-    _, store = _store(args)
+    _, store = store_of(args)
     print(f"{'day':<10} {'program':<22} {'decided (local)':<16} {'event':<36} {'peak MW':>8} "
           f"{'thresh':>7} {'rank':>4} {'left':>4}  reason")
     zones: dict[str, object] = {}

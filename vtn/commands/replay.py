@@ -9,6 +9,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from flexadr import data
+
 EXIT_INPUT = 2
 
 
@@ -30,8 +32,9 @@ def register(subparsers) -> None:
                         "15-minute interval in 3 s; 96 is the fastest, for small fleets)")
     p.add_argument("--poll-seconds", type=float, default=4.0, metavar="S",
                    help="how often each VEN polls the VTN, wall seconds (default 4)")
-    p.add_argument("--load", type=Path, metavar="CSV",
-                   help="ISO-NE hourly load + day-ahead forecast (default: the shipped data)")
+    p.add_argument("--load", type=data.argument, metavar="CSV",
+                   help="ISO-NE hourly load + day-ahead forecast, a path or data:NAME "
+                        "(default: the shipped data:isone_hourly_load_2015-07_2019-12.csv)")
     p.add_argument("--workdir", type=Path, default=Path("var/replay"),
                    help="dev PKI, SQLite stores and the replay's data files (default var/replay)")
     p.add_argument("--database", metavar="URL", help="VTN store (default: SQLite under --workdir)")
@@ -39,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def _problem(args: argparse.Namespace) -> str | None:
-    from flexadr.replay import data_dir, LOAD_FILE
+    from flexadr.replay import LOAD_FILE
     from flexadr.replay_scenario import MIX
     if args.days < 1:
         return "--days must be at least 1"
@@ -49,9 +52,10 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--poll-seconds must be positive"
     if args.day_seconds <= 0 or args.day_seconds % 96:
         return "--day-seconds must be a positive multiple of 96 (whole wall seconds per interval)"
-    load = args.load or data_dir() / LOAD_FILE
-    if not load.is_file():
-        return f"no load file {load} (give --load or set FLEXADR_DATA)"
+    try:
+        load = args.load or data.path(LOAD_FILE)
+    except data.DataNotFound as err:
+        return f"{err}: give --load"
     return _outside_data(load, args.start, args.days)
 
 
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vtn replay: {problem}", file=sys.stderr)
         return EXIT_INPUT
     from flexadr import replay_report
-    from flexadr.replay import ReplayOptions, data_dir, LOAD_FILE, run_replay
+    from flexadr.replay import ReplayOptions, LOAD_FILE, run_replay
     from schedules.sources import DataFileError
 
     quiet = args.verbose == 0
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     settlements = {pid: replay_report.settle_program(result, pid) for pid in result.programs
                    if replay_report.settled_events(result, pid)}
-    peak = replay_report.annual_peak(result, args.load or data_dir() / LOAD_FILE)
+    peak = replay_report.annual_peak(result, args.load or data.path(LOAD_FILE))
     print()
     print(f"{args.start} + {args.days} days, {len(result.members)} VENs, seed {args.seed}: "
           f"fleet kW = average over each program's events of the fleet's event kW "

@@ -1,4 +1,4 @@
-"""`vtn serve`, `vtn enrol`, `vtn event`: run the VTN and feed it VENs and events."""
+"""`vtn serve`: run the VTN."""
 from __future__ import annotations
 
 import argparse
@@ -8,18 +8,15 @@ import io
 import logging
 import signal
 import socket
-import sys
 from pathlib import Path
 
-from certs.pki import CertError, file_fingerprint, fingerprint
+from certs.pki import fingerprint
 from flexadr import logs
 from flexadr.clock import SystemClock
-from vtn import audit, config, event_control
-from vtn.commands import operate
-from vtn.operator_input import InputError, VenRequest, parse
+from vtn import config
 from vtn.planning import PlanningSchedule
 from vtn.service import Vtn
-from vtn.store import Store, Ven
+from vtn.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -30,24 +27,6 @@ def register(subparsers) -> None:
     serve.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
     logs.add_format_option(serve)
     serve.set_defaults(func=_serve)
-
-    enrol = subparsers.add_parser("enrol", help="enrol a VEN by its certificate",
-                                  description="Enrol a VEN: only enrolled certificates may register.")
-    enrol.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
-    enrol.add_argument("name", help="the VEN's name (venName) and venID")
-    enrol.add_argument("cert", type=Path, help="the VEN's certificate (PEM)")
-    enrol.add_argument("--program", required=True, help="program id, e.g. connected_solutions")
-    enrol.add_argument("--kind", required=True, help="device kind, e.g. battery, ev_v2g, ev_managed")
-    enrol.set_defaults(func=_enrol)
-
-    event = subparsers.add_parser("event", help="publish an event now",
-                                  description="Publish an event of a program to all its VENs.")
-    event.add_argument("--config", type=Path, required=True, help="VTN config file (TOML)")
-    event.add_argument("--program", required=True, help="program id or program file")
-    event.add_argument("--start", required=True,
-                       help="start, ISO 8601 with offset, e.g. 2026-07-01T16:00:00-04:00")
-    operate.add_event_arguments(event)
-    event.set_defaults(func=operate.events_create)   # the same checks as `vtn events create`
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -117,31 +96,3 @@ def _require_free(source: Path, key: str, host: str, port: int) -> None:
         except OSError as err:
             raise config.ConfigError(f"{source}: {key}: cannot listen on {host}:{port}: "
                                      f"{err.strerror}") from None
-
-
-def _enrol(args: argparse.Namespace) -> int:
-    try:
-        request = parse(VenRequest, {"ven_name": args.name, "program_id": args.program,
-                                     "device_kind": args.kind})
-        event_control.load_program(request.program_id)
-        cert_fingerprint = file_fingerprint(args.cert)
-    except InputError as err:
-        return operate.refused(err)
-    except CertError as err:      # no such file, not a PEM certificate
-        print(err, file=sys.stderr)
-        return 2
-    settings = config.load(args.config)
-    store = Store(settings.database_url)
-    if store.ven(args.name) is not None:
-        print(f"VEN {args.name} is already enrolled")
-        return 1
-    with store.transaction():
-        ven = store.enrol(Ven(ven_id=args.name, ven_name=args.name,
-                              fingerprint=cert_fingerprint, program_id=args.program,
-                              device_kind=args.kind))
-        with store.session() as session:
-            audit.record(session, actor=audit.cli_actor().name, action="ven.enrol",
-                         subject_type="ven", subject_id=ven.ven_id, before=None,
-                         after=audit.snapshot(ven))
-    print(f"enrolled {args.name} ({args.kind}, {args.program})")
-    return 0
