@@ -85,6 +85,17 @@ OPT_OUTS = {"type": "object", "required": ["event_opt_outs", "opt_schedules", "s
                 "event_opt_outs": _list(_ref(OptOutRow)),
                 "opt_schedules": _list(_with(OptSchedule, availability=_list(_ref(OptAvailability)))),
                 "season_counts": {"type": "object", "additionalProperties": _ref(SeasonCount)}}}
+# vtn.audit.as_dict: before/after are the JSON objects the row stores.
+AUDIT_ROW = {"type": "object",
+             "required": ["id", "at", "actor", "action", "subject_type", "subject_id",
+                          "before", "after", "reason"],
+             "properties": {"id": {"type": "integer"}, "at": {"type": "string",
+                                                              "format": "date-time"},
+                            "actor": {"type": "string"}, "action": {"type": "string"},
+                            "subject_type": {"type": "string"}, "subject_id": {"type": "string"},
+                            "before": {"type": ["object", "null"]},
+                            "after": {"type": ["object", "null"]},
+                            "reason": {"type": ["string", "null"]}}}
 CSV, TEXT = {"text/csv": {"type": "string"}}, {"text/plain": {"type": "string"}}
 
 # (method, path) -> (status, JSON schema, or {media type: schema} for non-JSON answers)
@@ -107,14 +118,17 @@ ANSWERS: dict[tuple[str, str], tuple[int, dict]] = {
     ("GET", "/api/optouts"): (200, OPT_OUTS),
     ("GET", "/api/telemetry.csv"): (200, {"media": CSV}),
     ("GET", "/api/connectivity"): (200, _ref(Connectivity)),
+    ("GET", "/api/audit"): (200, _list(AUDIT_ROW)),
     ("GET", "/metrics"): (200, {"media": TEXT}),
 }
 ANSWER_MODELS = (Program, Participant, Enrolment, Ven, Event, EventTarget, EventTransition,
                  OptSchedule, OptAvailability, OptOutRow, SeasonCount, Connectivity, UnenrolDue,
                  Health, Error, Problem)
 PARTIAL_ANSWERS = {"Error"}      # keys present only for some refusals
-REFUSALS = {"400": "bad input: the field and the problem", "401": "no or wrong admin token",
-            "404": "no such object", "409": "refused: the state or the program's rules",
+REFUSALS = {"400": "bad input: the field and the problem", "401": "no or wrong token or session",
+            "403": "the caller's role may not do this", "404": "no such object",
+            "409": "refused: the state or the enrolment rules",
+            "422": "refused by the dispatch rules: each violation with its rule",
             "429": "too many failed tokens from this address"}
 
 
