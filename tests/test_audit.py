@@ -169,15 +169,15 @@ async def test_participants_enrolments_and_programs_are_audited(api):
     rows = _rows(store)
     assert [(r["action"], r["subject_id"]) for r in rows] == [
         ("participant.create", "alice"), ("participant.update", "alice"),
-        ("enrolment.create", "1"), ("program.load", "byod_vpp")]
+        ("ven.enrol", "ev-1"), ("enrolment.create", "1"), ("program.load", "byod_vpp")]
     assert (rows[1]["before"]["name"], rows[1]["after"]["name"]) == ("Alice", "Alice Smith")
-    assert rows[2]["after"]["ven_id"] == "ev-1" and rows[2]["after"]["new_ven"] is True
+    assert rows[3]["after"]["ven_id"] == "ev-1" and rows[3]["after"]["new_ven"] is True
     # The same rows over the admin API, filtered; a bad filter is a 400.
     status, body = await _call(session, "GET", "/api/audit?subject_type=participant&limit=1")
     assert (status, [r["action"] for r in body]) == (200, ["participant.create"])
     status, body = await _call(session, "GET", "/api/audit?actor=admin-token&since="
                                "2026-07-01T12:00:00Z&until=2026-07-01T12:00:01Z")
-    assert len(body) == 4 and body[0]["at"] == "2026-07-01T12:00:00Z"
+    assert len(body) == 5 and body[0]["at"] == "2026-07-01T12:00:00Z"
     for query, field in [("?since=yesterday", "since"), ("?limit=0", "limit"),
                          ("?limit=x", "limit")]:
         status, body = await _call(session, "GET", "/api/audit" + query)
@@ -229,10 +229,13 @@ def test_vtn_enrol_is_audited(vtn_toml, store, capsys, tmp_path):
                      str(pki.vens["ven-9"].cert), "--program", "connected_solutions",
                      "--kind", "battery")
     assert code == 0
-    [row] = _rows(store)
-    assert (row["action"], row["subject_id"], row["actor"].startswith("cli:")) == (
-        "ven.enrol", "ven-9", True)
+    rows = {row["action"]: row for row in _rows(store)}
+    assert sorted(rows) == ["enrolment.create", "participant.create", "ven.enrol"]
+    assert all(row["actor"].startswith("cli:") for row in rows.values())
+    row = rows["ven.enrol"]
+    assert row["subject_id"] == "ven-9"
     assert row["after"]["fingerprint"] == pki.vens["ven-9"].fingerprint
+    assert rows["enrolment.create"]["after"]["ven_id"] == "ven-9"
 
 
 # --- an overridden event is flagged in settlement ------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from flexadr import data as shipped
 from flexadr.clock import ManualClock
 from flexadr.demo import _free_port
 from schedules import model
@@ -19,7 +20,6 @@ from vtn.store import Ven
 from vtn.weather_feed import NwsFeed, NwsPoint, NwsSettings
 
 RECORDED = Path(__file__).with_name("data") / "nws"
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 POINTS = (NwsPoint("boston", 42.3601, -71.0589), NwsPoint("hartford", 41.7658, -72.6734))
 ISSUED = datetime(2025, 6, 23, 13, 37, 12, tzinfo=timezone.utc)
 EVENT_DAY = date(2025, 6, 24)       # 2025's annual peak day
@@ -133,10 +133,11 @@ async def test_the_planner_plans_from_the_live_forecast_as_of_its_issue_time(sto
     program = model.load("connected_solutions")
     store.enrol(Ven(ven_id="ven-1", ven_name="ven-1", fingerprint="AA:BB",
                     program_id=program.id, device_kind="battery"))
-    found = PlannerSources(load_csv=DATA / "isone_hourly_load_eei_2025-01_2026-07.csv",
-                           load_history=(DATA / "isone_hourly_load_2015-07_2019-12.csv",),
-                           weather_forecast=DATA / "gfs_day_ahead_temperature_2025-2026_summers.csv",
-                           forecast="own")
+    found = PlannerSources(
+        load_csv=shipped.path("isone_hourly_load_eei_2025-01_2026-07.csv"),
+        load_history=(shipped.path("isone_hourly_load_2015-07_2019-12.csv"),),
+        weather_forecast=shipped.path("gfs_day_ahead_temperature_2025-2026_summers.csv"),
+        forecast="own")
     clock = ManualClock(decision_moment(program, EVENT_DAY) - timedelta(minutes=5))
     async with FakeNws() as nws:
         for city in ("boston", "hartford"):

@@ -57,22 +57,22 @@ def enrol(store: Store, clock: Clock, body: EnrolmentRequest, actor: Actor) -> E
          if store.program(e.program_id) is not None})
     if refusals:
         raise Conflict("enrolment refused: " + "; ".join(r.reason for r in refusals), refusals)
-    with store.transaction():
+    with store.transaction(), store.session() as session:
         if ven is None:
-            store.enrol(Ven(ven_id=ven_id, ven_name=body.ven_name, fingerprint=fingerprint,
-                            program_id=body.program_id, device_kind=body.device_kind,
-                            participant_id=body.participant_id),
-                        [Resource(ven_id=ven_id, resource_id="device",
-                                  device_kind=body.device_kind, charger_kw=body.charger_kw,
-                                  inverter_kw=body.inverter_kw)])
+            new = store.enrol(Ven(ven_id=ven_id, ven_name=body.ven_name, fingerprint=fingerprint,
+                                  program_id=body.program_id, device_kind=body.device_kind,
+                                  participant_id=body.participant_id),
+                              [Resource(ven_id=ven_id, resource_id="device",
+                                        device_kind=body.device_kind, charger_kw=body.charger_kw,
+                                        inverter_kw=body.inverter_kw)])
+            audit.record(session, actor=actor.name, action="ven.enrol", subject_type="ven",
+                         subject_id=ven_id, before=None, after=audit.snapshot(new), clock=clock)
         enrolment = store.add_enrolment(Enrolment(
             participant_id=body.participant_id, program_id=body.program_id, ven_id=ven_id,
             device_kind=body.device_kind, enrolled_on=clock.now().date()))
-        with store.session() as session:
-            audit.record(session, actor=actor.name, action="enrolment.create",
-                         subject_type="enrolment", subject_id=str(enrolment.id), before=None,
-                         after={**audit.snapshot(enrolment), "new_ven": ven is None},
-                         clock=clock)
+        audit.record(session, actor=actor.name, action="enrolment.create",
+                     subject_type="enrolment", subject_id=str(enrolment.id), before=None,
+                     after={**audit.snapshot(enrolment), "new_ven": ven is None}, clock=clock)
     return enrolment
 
 
