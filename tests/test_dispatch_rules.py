@@ -1,10 +1,10 @@
 """The dispatch rules, one by one (pure: program files in, violations out; no store, no clock)."""
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from flexadr import data as shipped
 from schedules import model, planner, sources
 from schedules.planner import PlanInputs
 from schedules.model import DayRules, EventBudget
@@ -189,13 +189,10 @@ def test_an_override_lifts_program_rules_for_the_roles_that_may(role, lifted):
 
 # --- the planner plans inside the same rules ------------------------------------------------
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @pytest.fixture(scope="module")
 def inputs():
-    load = sources.read_isone_csv(DATA / "isone_hourly_load_2015-07_2019-12.csv")
-    weather = sources.read_daily_weather(DATA / "boston_logan_daily_weather_2010-2019.csv")
+    load = sources.read_isone_csv(shipped.path("isone_hourly_load_2015-07_2019-12.csv"))
+    weather = sources.read_daily_weather(shipped.path("boston_logan_daily_weather_2010-2019.csv"))
     return PlanInputs.build(load.load, CS.timezone, load.iso_forecast, weather)
 
 
