@@ -73,16 +73,62 @@ _USE_NONCE = insert(NonceRecord.__table__)
 
 
 class _UnitOfWork(Session):
-    """The session of Store.transaction(): store methods' commits become flushes."""
+    """The ORM session of a Store.transaction(): store methods' commits become flushes."""
 
     def commit(self) -> None:
         self.flush()
 
-    def commit_unit(self) -> None:
-        super().commit()
+
+class _Unit:
+    """One Store.transaction(): a Core connection in a transaction, and an ORM session on
+    it made only when a store method needs the ORM (a poll needs none: its statements are
+    Core, so it pays for no session)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._connection = None
+        self._session: _UnitOfWork | None = None
+
+    @property
+    def connection(self):
+        if self._connection is None:
+            self._connection = self.engine.connect()
+            self._connection.begin()
+        return self._connection
+
+    @property
+    def session(self) -> _UnitOfWork:
+        if self._session is None:
+            # "rollback_only": the session never commits the connection's transaction;
+            # the unit does, at its end.
+            self._session = _UnitOfWork(bind=self.connection, expire_on_commit=False,
+                                        join_transaction_mode="rollback_only")
+        return self._session
+
+    def commit(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+        if self._connection is not None:
+            if self.engine.dialect.name == "postgresql":
+                # seen() turns synchronous_commit off for its own (informational) write;
+                # the request's data must be durable.
+                self._connection.execute(text("SET LOCAL synchronous_commit TO ON"))
+            self._connection.commit()
+
+    def close(self, commit: bool) -> None:
+        try:
+            if commit:
+                self.commit()
+            elif self._connection is not None:
+                self._connection.rollback()
+        finally:
+            if self._session is not None:
+                self._session.close()
+            if self._connection is not None:
+                self._connection.close()
 
 
-_UNIT: ContextVar[_UnitOfWork | None] = ContextVar("flexadr_store_unit", default=None)
+_UNIT: ContextVar[_Unit | None] = ContextVar("flexadr_store_unit", default=None)
 
 
 class Store:
@@ -103,8 +149,8 @@ class Store:
     @contextmanager
     def session(self) -> Iterator[Session]:
         unit = _UNIT.get()
-        if unit is not None and unit.bind is self.engine:
-            yield unit      # inside transaction(): its commits are flushes of the one transaction
+        if unit is not None and unit.engine is self.engine:
+            yield unit.session   # inside transaction(): its commits flush the one transaction
             return
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
@@ -120,21 +166,15 @@ class Store:
         if _UNIT.get() is not None:
             yield
             return
-        unit = _UnitOfWork(self.engine, expire_on_commit=False)
+        unit = _Unit(self.engine)
         token = _UNIT.set(unit)
+        committed = False
         try:
             yield
-            if self.engine.dialect.name == "postgresql":
-                # seen() turns synchronous_commit off for its own (informational) write;
-                # the request's data must be durable.
-                unit.exec(text("SET LOCAL synchronous_commit TO ON"))
-            unit.commit_unit()
-        except BaseException:
-            unit.rollback()
-            raise
+            committed = True
         finally:
             _UNIT.reset(token)
-            unit.close()
+            unit.close(commit=committed)
 
     @contextmanager
     def _connection(self):
@@ -142,8 +182,8 @@ class Store:
         else its own, committed at the end. The ORM costs ~0.3-0.5 ms per query here;
         a prepared Core statement a tenth of that."""
         unit = _UNIT.get()
-        if unit is not None and unit.bind is self.engine:
-            yield unit.connection()
+        if unit is not None and unit.engine is self.engine:
+            yield unit.connection
             return
         with self.engine.begin() as connection:
             yield connection
