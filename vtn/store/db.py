@@ -522,23 +522,27 @@ class Store:
 
     # --- EiReport ----------------------------------------------------------
     def register_report(self, rows: Sequence[ReportRegistration]) -> None:
-        """Replace what a VEN offered under these report specifiers (a re-registration)."""
+        """Replace what a VEN offered under these report specifiers (a re-registration).
+        Core statements: this runs for every VEN coming online."""
         if not rows:
             return
-        with self.session() as s:
+        table = ReportRegistration.__table__
+        with self._connection() as connection:
             # One query for the rows already there (none at a first registration).
-            existing = {(old.report_specifier_id, old.r_id): old.id for old in s.exec(
-                select(ReportRegistration).where(
-                    ReportRegistration.ven_id.in_({row.ven_id for row in rows}),
-                    ReportRegistration.report_specifier_id.in_(
-                        {row.report_specifier_id for row in rows})))}
+            existing = {(old.report_specifier_id, old.r_id): old.id for old in connection.execute(
+                select(table.c.id, table.c.report_specifier_id, table.c.r_id).where(
+                    table.c.ven_id.in_({row.ven_id for row in rows}),
+                    table.c.report_specifier_id.in_({row.report_specifier_id for row in rows})))}
+            new = []
             for row in rows:
-                row.id = existing.get((row.report_specifier_id, row.r_id))
-                if row.id is not None:
-                    s.merge(row)
+                values = row.model_dump(exclude={"id"})
+                row_id = existing.get((row.report_specifier_id, row.r_id))
+                if row_id is None:
+                    new.append(values)
                 else:
-                    s.add(row)
-            s.commit()
+                    connection.execute(update(table).where(table.c.id == row_id).values(values))
+            if new:
+                connection.execute(insert(table), new)
 
     def report_registrations(self, ven_id: str) -> Sequence[ReportRegistration]:
         with self.session() as s:
@@ -547,14 +551,13 @@ class Store:
 
     def add_report_request(self, request: ReportRequest, queue_at: datetime | None = None) -> None:
         """Store a report request; with queue_at, also queue it as oadrCreateReport for the poll."""
-        with self.session() as s:
-            s.add(request)
+        with self._connection() as connection:
+            connection.execute(insert(ReportRequest.__table__), request.model_dump())
             if queue_at is not None:
-                s.add(OutboundMessage(ven_id=request.ven_id, message_type="oadrCreateReport",
-                                      payload=json.dumps({"report_request_id":
-                                                          request.report_request_id}),
-                                      created_at=queue_at))
-            s.commit()
+                connection.execute(insert(_OUTBOUND), {
+                    "ven_id": request.ven_id, "message_type": "oadrCreateReport",
+                    "payload": json.dumps({"report_request_id": request.report_request_id}),
+                    "created_at": queue_at})
 
     def report_request(self, report_request_id: str) -> ReportRequest | None:
         with self.session() as s:
@@ -568,14 +571,11 @@ class Store:
             return s.exec(query.order_by(ReportRequest.created_at)).all()
 
     def acknowledge_report_requests(self, ven_id: str, ids: Sequence[str], at: datetime) -> int:
-        with self.session() as s:
-            result = s.exec(update(ReportRequest)
-                            .where(ReportRequest.ven_id == ven_id,
-                                   ReportRequest.report_request_id.in_(list(ids)),
-                                   ReportRequest.acknowledged_at.is_(None))
-                            .values(acknowledged_at=at))
-            s.commit()
-            return result.rowcount
+        table = ReportRequest.__table__
+        with self._connection() as connection:
+            return connection.execute(update(table).where(
+                table.c.ven_id == ven_id, table.c.report_request_id.in_(list(ids)),
+                table.c.acknowledged_at.is_(None)).values(acknowledged_at=at)).rowcount
 
     def cancel_report_request(self, report_request_id: str, at: datetime) -> None:
         with self.session() as s:
