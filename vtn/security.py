@@ -142,8 +142,9 @@ class ReplayGuard:
     """ReplayProtect: a timestamp inside [now - past, now + future] and a nonce used once.
 
     The nonces live in the store, so every VTN process on the database shares them and a
-    restart forgets none. Each check is one unique-key insert; expired rows are deleted in
-    bulk, at most once per `past` window per process.
+    restart forgets none. Each check is one unique-key insert, in the request's own
+    transaction (a refused request keeps no nonce, like nothing else it sent); expired rows
+    are deleted in bulk, at most once per `past` window per process.
     """
 
     def __init__(self, store, clock: Clock, past: timedelta, future: timedelta):
