@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from flexadr.clock import SystemClock
 from tests.hostile_peer import VEN, Peer, answer, code, enrol, pki_for, running_vtn
-from vtn import metrics, ven_control
+from vtn import audit, metrics, ven_control
 from vtn.poll_rate import PollRate
 
 T0 = datetime(2026, 7, 1, 12, tzinfo=timezone.utc)
@@ -40,7 +40,7 @@ async def test_too_fast_polls_get_459_and_lose_no_message(tmp_path, store):
         burst = [code((await peer.post(url, "OadrPoll", peer.sign("oadrPoll", ven_id=VEN)))[1])
                  for _ in range(10)]
         assert burst == [200] * 10
-        ven_control.request_reregistration(store, VEN, SystemClock())
+        ven_control.request_reregistration(store, VEN, SystemClock(), audit.ADMIN_TOKEN)
         status, body = await peer.post(url, "OadrPoll", peer.sign("oadrPoll", ven_id=VEN))
         assert status == 200
         kind, payload = answer(body)
