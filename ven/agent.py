@@ -31,6 +31,7 @@ from flexadr.clock import Clock, ceil_to
 from ven import events
 from ven.events import Event, Identity
 from ven.oadr_client import FlexClient
+from ven.push_server import PushListen, PushServer
 from ven.policy import (Conditions, Decision, DeviceProfile, Opt, OwnerPrefs, decide, in_force,
                         storm_preparation)
 from ven.storm_watch import StormWatchConfig
@@ -80,6 +81,7 @@ class AgentConfig:
     storm_watch: StormWatchConfig | None = None    # NWS alerts read next to the device
     group_ids: tuple[str, ...] = ()                 # eiTarget groups this VEN belongs to
     party_ids: tuple[str, ...] = ()
+    push: PushListen | None = None     # the push exchange model; None: pull (oadrPoll)
 
 
 def _wall(period: timedelta, time_scale: float) -> timedelta:
@@ -105,6 +107,11 @@ class VenAgent:
             cert=str(config.cert), key=str(config.key), ca_file=str(config.ca_file),
             vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False)
         self.client.add_handler("on_event", self.on_event)
+        self.push_server = None
+        if config.push is not None:
+            self.client.push_address = config.push.public_url
+            self.push_server = PushServer(self.client, config.push, config.cert, config.key,
+                                          config.ca_file, config.vtn_fingerprint)
         self.client.add_handler("on_update_event", self.on_event)
         self._describe_reports()
         self.uplink = Uplink(self.client, self.store)
@@ -139,6 +146,8 @@ class VenAgent:
             # Not fatal: the agent records the device offline and keeps trying.
             self._device_failed(err)
         await self._restore_events()
+        if self.push_server is not None:     # listening before the VTN learns the address
+            await self.push_server.start()
         self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
                        asyncio.create_task(self.uplink.run(), name=f"{self.config.ven_name}-uplink"),
                        asyncio.create_task(self._boundary_loop(),
@@ -150,6 +159,8 @@ class VenAgent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.push_server is not None:
+            await self.push_server.stop()
         if self.client.client_session is not None:
             await self.client.stop()
         await self.adapter.stop()
