@@ -17,6 +17,7 @@ from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from test_openadr_20b import Stock, eventually
 from tests.harness import Site, running_site
+from ven.agent import VenAgent
 from ven.push_server import PushListen
 from vtn import lifecycle
 from vtn.push import SERVICE, PushSettings
@@ -59,6 +60,15 @@ class Received:
                 if xsd.message_type(tree) == "oadrCancelReport"]
 
 
+async def _push_agent(site: Site, name: str) -> tuple[VenAgent, Received]:
+    """An agent in push mode, recording what it receives from before it registers."""
+    agent = VenAgent(_push_config(site, name), SystemClock(), database=site.database)
+    received = Received(agent)
+    await agent.start()
+    site.agents.append(agent)
+    return agent, received
+
+
 def _push_config(site: Site, name: str):
     port = _free_port()
     return dataclasses.replace(site.agent_config(name), push=PushListen(
@@ -86,8 +96,7 @@ def _signed(tree: etree._Element) -> bool:
 
 async def test_push_ven_gets_the_event_opts_reports_and_is_cancelled_without_polling(
         site, vtn_sent_messages):
-    agent = await site.add_agent(_push_config(site, "ven-a"))
-    received = Received(agent)
+    agent, received = await _push_agent(site, "ven-a")
     assert agent.registered
     endpoint = _endpoint(site.store, "ven-a")
     assert endpoint.address == agent.config.push.public_url
@@ -119,8 +128,7 @@ def _endpoint(store: Store, ven_id: str) -> PushEndpoint | None:
 
 
 async def test_a_ven_down_gets_every_queued_message_once_in_order_even_across_a_vtn_restart(site):
-    agent = await site.add_agent(_push_config(site, "ven-a"))
-    received = Received(agent)
+    agent, received = await _push_agent(site, "ven-a")
     await eventually(lambda: all(r.acknowledged_at for r in site.store.report_requests("ven-a")),
                      what="report requests acknowledged")
     await agent.push_server.stop()          # the VEN's endpoint is gone for a while
@@ -155,7 +163,7 @@ async def test_a_ven_down_gets_every_queued_message_once_in_order_even_across_a_
 
 
 async def test_a_stock_pull_ven_works_beside_a_push_ven(site):
-    agent = await site.add_agent(_push_config(site, "ven-a"))
+    agent, _ = await _push_agent(site, "ven-a")
     stock = Stock("stock-1", site.pki, f"https://127.0.0.1:{site.vtn.config.port}{PATH}")
     await asyncio.wait_for(stock.client.run(), 20)
     try:
@@ -230,8 +238,7 @@ async def test_two_vtn_processes_on_one_database_deliver_each_message_once(
                     SystemClock())
         await other.start(run_ticker=False)
         try:
-            agent = await site.add_agent(_push_config(site, "ven-a"))
-            received = Received(agent)
+            agent, received = await _push_agent(site, "ven-a")
             await eventually(lambda: not site.store.pending_messages("ven-a"), what="settled")
             before = len(received.trees)
             ids = [f"r{i:02d}" for i in range(20)]

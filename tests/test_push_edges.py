@@ -20,7 +20,7 @@ from flexadr.demo import _free_port
 from flexadr.signing import MessageSigner
 from test_notices import smtp  # noqa: F401  (fixture)
 from test_openadr_20b import eventually
-from test_push import FAST_RETRY, Received, _endpoint, _push_config
+from test_push import FAST_RETRY, _endpoint, _push_agent
 from test_ven_resilience import HOUR, SCALE, _publish
 from tests.harness import running_site
 from ven.config import agent_config
@@ -49,7 +49,7 @@ async def test_past_the_programs_connectivity_limit_an_error_and_one_notice(tmp_
                        site.store, SystemClock(),
                        notifier=EmailNotifier("127.0.0.1", smtp_port, "vtn@utility.example"))
         await site.vtn.start(run_ticker=False)      # no published notices: only connectivity
-        agent = await site.add_agent(_push_config(site, "ven-a"))
+        agent, _ = await _push_agent(site, "ven-a")
         await eventually(lambda: not site.store.pending_messages("ven-a"), what="settled")
         await agent.push_server.stop()
         caplog.set_level(logging.ERROR, logger="vtn.push")
@@ -81,8 +81,7 @@ def _client_tls(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
 
 async def test_the_push_endpoint_refuses_what_the_vtn_did_not_sign_and_replays(tmp_path):
     async with running_site(tmp_path, SCALE, ("ven-a", "ven-b")) as site:
-        agent = await site.add_agent(_push_config(site, "ven-a"))
-        received = Received(agent)
+        agent, received = await _push_agent(site, "ven-a")
         url = f"{agent.config.push.public_url}/EiReport"
         vtn, other = site.pki.vtn, site.pki.vens["ven-b"]
 

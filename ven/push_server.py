@@ -33,7 +33,7 @@ from ven.oadr_client import PUSHED, FlexClient, Pushed
 log = logging.getLogger(__name__)
 
 SERVICES = ("EiEvent", "EiReport", "EiRegisterParty")
-ANSWER_TIMEOUT_S = 8.0     # within the VTN's 10 s for a whole POST
+ANSWER_TIMEOUT_S = 8.0     # well within the VTN's 20 s for a whole POST
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ MAX_ADDRESS = 2000
 @dataclass(frozen=True)
 class PushSettings:
     scan_interval: timedelta = timedelta(milliseconds=250)   # how often the queue is looked at
-    timeout: timedelta = timedelta(seconds=10)               # one POST, answer included
+    timeout: timedelta = timedelta(seconds=20)               # one POST, answer included
     first_retry: timedelta = timedelta(seconds=2)            # doubled after each failure ...
     max_retry: timedelta = timedelta(minutes=5)              # ... up to this
     lease: timedelta = timedelta(seconds=60)                 # renewed before each message
