@@ -247,17 +247,20 @@ def main(argv: list[str] | None = None) -> int:
         description="Event fan-out latency, push VENs beside pull VENs, one VTN, one run.",
         epilog="example: python -m bench.fanout_push --vens 1000 --poll-s 10")
     parser.add_argument("--vens", type=int, default=1000, help="VENs of each exchange model")
+    parser.add_argument("--pull-vens", type=int, default=None,
+                        help="pull VENs, if not --vens (0: push alone, for its CPU cost)")
     parser.add_argument("--poll-s", type=float, default=10.0, help="the pull VENs' poll period")
     parser.add_argument("--max-wait-s", type=float, default=120.0,
                         help="stop waiting for deliveries this long after publication")
     args = parser.parse_args(argv)
-    if args.vens < 1 or not 1 <= args.poll_s <= PULL_60 or args.max_wait_s <= args.poll_s:
-        print("error: --vens must be positive, --poll-s within 1..60 and --max-wait-s above "
-              "--poll-s", file=sys.stderr)
+    if args.vens < 1 or (args.pull_vens or 0) < 0 or not 1 <= args.poll_s <= PULL_60 \
+            or args.max_wait_s <= args.poll_s:
+        print("error: --vens must be positive, --pull-vens not negative, --poll-s within 1..60 "
+              "and --max-wait-s above --poll-s", file=sys.stderr)
         return 2
     sockets = _listening(args.vens)
     push = {f"push-{i:05d}": sock.getsockname()[1] for i, sock in enumerate(sockets)}
-    pull = [f"pull-{i:05d}" for i in range(args.vens)]
+    pull = [f"pull-{i:05d}" for i in range(args.vens if args.pull_vens is None else args.pull_vens)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_pki(root, [*push, *pull], "ecdsa")
@@ -277,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop.set()
             process.join(15)
-    print(json.dumps({"bench": "fanout_push", "vens_per_model": args.vens, **figures,
+    print(json.dumps({"bench": "fanout_push", "push_vens": len(push), "pull_vens": len(pull),
+                      **figures,
                       "load_average_1m": round(os.getloadavg()[0], 1), "cores": os.cpu_count(), "python": platform.python_version(),
                       "argv": sys.argv[1:]}))
     return 0
