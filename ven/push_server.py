@@ -90,6 +90,8 @@ class PushServer:
             return web.Response(status=err.status, text=err.reason)
         await self.client._execute_hooks("after_receive_xml", body.decode())
         answer = await self._dispatch(message_type, payload)
+        if answer is None:      # the handling failed: the VTN keeps the message and retries
+            return web.Response(status=503, text="the VEN could not handle the message")
         return web.Response(text=answer, content_type="application/xml")
 
     def _checked(self, request: web.Request, body: bytes) -> tuple[str, dict]:
@@ -116,8 +118,9 @@ class PushServer:
             raise Refused(403, f"the message is for venID {payload.get('ven_id')!r}")
         return message_type, payload
 
-    async def _dispatch(self, message_type: str, payload: dict) -> str:
-        """The client's answer to a pushed message, through the poll handling."""
+    async def _dispatch(self, message_type: str, payload: dict) -> str | None:
+        """The client's answer to a pushed message, through the poll handling (None if
+        that failed before answering)."""
         async with self._lock:
             pushed = Pushed(message_type, payload, asyncio.get_running_loop().create_future())
             token = PUSHED.set(pushed)
@@ -132,6 +135,8 @@ class PushServer:
             if pushed.answer.done():
                 return utils.ensure_str(pushed.answer.result())
             pushed.answer.cancel()      # anything the handlers send later goes to the VTN
+            if handling.done() and not handling.cancelled() and handling.exception() is not None:
+                return None
             return self.client._create_message(
                 "oadrResponse", ven_id=self.client.ven_id,
                 response={"response_code": 200, "response_description": "OK",

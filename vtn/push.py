@@ -205,14 +205,9 @@ class PushDelivery:
         self._slots = asyncio.Semaphore(settings.in_flight)
         self._task: asyncio.Task | None = None
         self._deliveries: set[asyncio.Task] = set()
-        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="push-delivery")
-
-    def wake(self) -> None:
-        """Look at the queue now (something was queued by this process)."""
-        self._wake.set()
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._deliveries) if t is not None]
@@ -233,11 +228,7 @@ class PushDelivery:
                         task.add_done_callback(self._deliveries.discard)
             except Exception:   # noqa: BLE001 - keep delivering; the next scan retries
                 log.exception("push: the queue scan failed")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.scan_interval.total_seconds())
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(self.settings.scan_interval.total_seconds())
 
     def _due(self) -> list[str]:
         """Registered push VENs with undelivered messages that no process is delivering to
@@ -286,9 +277,11 @@ class PushDelivery:
                 await self._deliver_all(ven_id)
         except asyncio.CancelledError:
             raise
-        except Exception:   # noqa: BLE001 - one VEN's fault must not stop the others
+        except Exception as err:   # noqa: BLE001 - one VEN's fault must not stop the others
             log.exception("push to VEN %s failed", ven_id)
-            self._release(ven_id)
+            # Not at once again: a fault of ours would repeat at every scan.
+            self._release(ven_id, next_attempt_at=self.wall.now() + self.settings.max_retry,
+                          last_error=f"{type(err).__name__}: {err}"[:500])
         finally:
             self._busy.discard(ven_id)
 
