@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from openleadr import errors, hooks, utils
 from sqlalchemy import exists, or_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 
 from flexadr import oadr_xml, xsd
@@ -218,6 +219,7 @@ class PushDelivery:
         await self.transport.close()
 
     async def _run(self) -> None:
+        failing = None      # the scan's error, logged once until the scan works again
         while True:
             try:
                 for ven_id in self._due():
@@ -226,8 +228,11 @@ class PushDelivery:
                         task = asyncio.create_task(self._deliver_queue(ven_id))
                         self._deliveries.add(task)
                         task.add_done_callback(self._deliveries.discard)
-            except Exception:   # noqa: BLE001 - keep delivering; the next scan retries
-                log.exception("push: the queue scan failed")
+                failing = None
+            except Exception as err:   # noqa: BLE001 - keep delivering; the next scan retries
+                if str(err) != failing:
+                    log.error("push: the queue scan failed: %s", err)
+                failing = str(err)
             await asyncio.sleep(self.settings.scan_interval.total_seconds())
 
     def _due(self) -> list[str]:
@@ -266,10 +271,13 @@ class PushDelivery:
             s.commit()
 
     def _release_all(self) -> None:
-        with self.store.session() as s:
-            s.exec(update(PushEndpoint).where(PushEndpoint.lease_owner == self.owner)
-                   .values(lease_owner=None, lease_until=None))
-            s.commit()
+        try:
+            with self.store.session() as s:
+                s.exec(update(PushEndpoint).where(PushEndpoint.lease_owner == self.owner)
+                       .values(lease_owner=None, lease_until=None))
+                s.commit()
+        except SQLAlchemyError as err:     # stopping all the same: the leases expire
+            log.warning("push: could not release this process's leases: %s", err)
 
     async def _deliver_queue(self, ven_id: str) -> None:
         try:
