@@ -294,24 +294,35 @@ class PushDelivery:
             self._busy.discard(ven_id)
 
     async def _deliver_all(self, ven_id: str) -> None:
-        """Deliver the VEN's queue in order while the lease is ours; stop at the first
-        message it does not confirm."""
-        while (endpoint := self._claim(ven_id)) is not None:
-            head = self._head(ven_id)
-            if head is None:
-                self._release(ven_id)
-                return
+        """Deliver the VEN's queue in order while the lease is ours (renewed at half its
+        time); stop at the first message the VEN does not confirm."""
+        endpoint = self._claim(ven_id)
+        if endpoint is None:
+            return
+        renew_at = self.wall.now() + self.settings.lease / 2
+        delivered = 0
+        while (head := self._head(ven_id)) is not None:
+            if self.wall.now() >= renew_at:
+                if self._claim(ven_id) is None:
+                    return      # expired and taken by another process
+                renew_at = self.wall.now() + self.settings.lease / 2
             try:
                 await self._deliver_one(endpoint, head)
             except (Undelivered, OSError) as err:
+                if delivered:   # a new streak
+                    endpoint.attempts, endpoint.failing_since = 0, None
                 await self._failed(endpoint, str(err))
                 return
-            self._unreachable.discard(ven_id)
-            if endpoint.attempts:
-                log.info("push: VEN %s is reachable again after %d failed attempt(s)", ven_id,
-                         endpoint.attempts)
-                self._release(ven_id, attempts=0, next_attempt_at=None, failing_since=None,
-                              last_error=None)
+            delivered += 1
+        if not delivered:
+            self._release(ven_id)
+            return
+        if endpoint.attempts:
+            log.info("push: VEN %s is reachable again after %d failed attempt(s)", ven_id,
+                     endpoint.attempts)
+        self._unreachable.discard(ven_id)
+        self._release(ven_id, attempts=0, next_attempt_at=None, failing_since=None,
+                      last_error=None)
 
     def _head(self, ven_id: str) -> list[OutboundMessage] | None:
         """The oldest undelivered message, with the distributions queued right after it
