@@ -114,7 +114,10 @@ def issue(ca: CertPaths, directory: Path, common_name: str, *, server: bool = Fa
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     key = _new_key(key_type)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    # Both usages: in the 2.0b push exchange model the VTN connects to the VEN, so each
+    # side is a TLS server and a TLS client (OpenSSL checks the purpose against the EKU).
+    usage = ([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server
+             else [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH])
     builder = (x509.CertificateBuilder()
                .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
                .public_key(key.public_key())
@@ -122,7 +125,7 @@ def issue(ca: CertPaths, directory: Path, common_name: str, *, server: bool = Fa
                .not_valid_before(now - timedelta(minutes=5))
                .not_valid_after(now + VALIDITY)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+               .add_extension(x509.ExtendedKeyUsage(usage), critical=False))
     if server:
         builder = builder.add_extension(x509.SubjectAlternativeName(_sans(hosts)), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())

@@ -41,6 +41,7 @@ from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, 
 from ven.telemetry import IntervalRecorder
 
 if TYPE_CHECKING:
+    from ven.openadr20b.push_server import PushListen
     from ven.openadr31.settings import Oadr31Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class AgentConfig:
     storm_watch: StormWatchConfig | None = None    # NWS alerts read next to the device
     group_ids: tuple[str, ...] = ()                 # eiTarget groups this VEN belongs to
     party_ids: tuple[str, ...] = ()
+    push: "PushListen | None" = None     # 2.0b push exchange model; None: pull (oadrPoll)
 
 
 def _wall(period: timedelta, time_scale: float) -> timedelta:

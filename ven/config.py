@@ -19,6 +19,7 @@ from flexadr.config import (ConfigError, ReadableFile, Strict, check, key_path, 
                             require_tls, sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
+from ven.openadr20b.push_server import PushListen
 from ven.openadr31.settings import Oadr31Settings
 from ven.policy import OwnerPrefs
 from ven.storm_watch import StormWatchConfig, watch_rules
@@ -143,6 +144,28 @@ class Oadr31File(Strict):
             webhook_url=hook.url if hook else None)
 
 
+class PushFile(Strict):
+    """[push]: where the push endpoint listens and the URL the VTN is given."""
+    public_url: str
+    listen_host: str = "0.0.0.0"
+    listen_port: Annotated[int, Field(ge=1, le=65535)]
+    tls_profile: Literal["default", "openadr"] = "default"
+
+    @field_validator("public_url")
+    @classmethod
+    def _https_without_credentials(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(f"not an https:// URL with a host: {url!r}")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError(f"no credentials, query or fragment in the URL: {url!r}")
+        return url.rstrip("/")
+
+    def settings(self) -> PushListen:
+        return PushListen(self.listen_host, self.listen_port, self.public_url, self.tls_profile)
+
+
 class AgentFile(Strict):
     ven_name: str = Field(min_length=1)
     protocol: Literal["2.0b", "3.1"] = "2.0b"
@@ -166,6 +189,16 @@ class AgentFile(Strict):
     storm_watch: StormWatchFile | None = None
     group_ids: list[str] = []           # eiTarget groups this VEN belongs to
     party_ids: list[str] = []
+    exchange: Literal["pull", "push"] = "pull"      # 2.0b exchange model
+    push: PushFile | None = None
+
+    @model_validator(mode="after")
+    def _push_table_with_push(self) -> "AgentFile":
+        if self.exchange == "push" and self.push is None:
+            raise ValueError("exchange = \"push\" needs a [push] table (public_url, listen_port)")
+        if self.exchange == "pull" and self.push is not None:
+            raise ValueError("a [push] table needs exchange = \"push\"")
+        return self
 
     @model_validator(mode="wrap")
     @classmethod
@@ -221,7 +254,8 @@ class AgentFile(Strict):
             telemetry_interval=timedelta(minutes=self.telemetry_interval_min),
             state_url=sqlite_relative_to(base, self.state_url),
             storm_watch=self.storm_watch.settings(base) if self.storm_watch else None,
-            group_ids=tuple(self.group_ids), party_ids=tuple(self.party_ids))
+            group_ids=tuple(self.group_ids), party_ids=tuple(self.party_ids),
+            push=self.push.settings() if self.push else None)
 
 
 class FleetFile(Strict):

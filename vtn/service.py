@@ -22,7 +22,9 @@ import ssl
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 from openleadr import OpenADRServer, errors
@@ -32,7 +34,7 @@ from flexadr import oadr_xml, tls
 from flexadr.clock import Clock, SystemClock
 from flexadr.signing import MessageSigner
 from flexadr.tls import CertKey, TlsProfile
-from vtn import audit, metrics, telemetry, ven_control
+from vtn import audit, metrics, push, telemetry, ven_control
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.poll_rate import PollRate
@@ -74,6 +76,7 @@ class VtnConfig:
     # ReplayProtect timestamps accepted from now - replay_past to now + replay_future
     replay_past: timedelta = timedelta(seconds=30)
     replay_future: timedelta = timedelta(seconds=5)
+    push_settings: push.PushSettings = push.PushSettings()   # delivery to push VENs (vtn/push.py)
 
     def tls_identities(self) -> list[CertKey]:
         identities = [CertKey(self.cert, self.key)]
@@ -99,23 +102,30 @@ class OptService(VTNService):
         return self.vtn.on_cancel_opt(payload)
 
 
-# What this VTN serves (push and XMPP are not built yet): a VEN asking for anything else
-# would be told it is registered and then never hear from us.
+# What this VTN serves: simple HTTP, pull or push (XMPP is not built yet). A VEN asking
+# for anything else would be told it is registered and then never hear from us.
 SERVED_TRANSPORTS = ("simpleHttp",)
 
 
-def _check_exchange(payload: dict) -> None:
+def _check_exchange(payload: dict) -> str | None:
+    """The push address of a registration (None: a pull VEN); refuse what is not served."""
     transport = payload.get("transport_name")
     if transport not in SERVED_TRANSPORTS:
         log.warning("refused registration of %s: transport %s is not served",
                     payload.get("ven_name"), transport)
         raise errors.NotAllowedError(f"transport {transport!r} is not served by this VTN; "
                                      f"use {' or '.join(SERVED_TRANSPORTS)}")
-    if payload.get("http_pull_model") is False:
-        log.warning("refused registration of %s: the push exchange model is not served",
-                    payload.get("ven_name"))
-        raise errors.NotAllowedError("the push exchange model (oadrHttpPullModel false) is not "
-                                     "served by this VTN; register with oadrHttpPullModel true")
+    if payload.get("http_pull_model") is not False:
+        return None
+    try:
+        return push.check_address(payload.get("transport_address"))
+    except ValueError as err:
+        log.warning("refused push registration of %s: %s", payload.get("ven_name"), err)
+        raise errors.InvalidDataError(_safe(f"oadrTransportAddress: {err}"))
+
+
+def _nothing() -> None:
+    """Nothing to record when a message is handed out."""
 
 
 def _as_list(value) -> list:
@@ -162,9 +172,15 @@ class Vtn:
         self._route_report_service()
         self.server.services["event_service"].handlers["oadrRequestEvent"] = self.request_event
         self._count_queries()
-        signer = self._own_service_state()
+        self._answer_push_registrations()
+        self.signer = signer = self._own_service_state()
         # Signed timestamps are wall-clock time whatever clock the VTN's logic runs on.
-        replay = ReplayGuard(store, SystemClock(), config.replay_past, config.replay_future)
+        self.replay = replay = ReplayGuard(store, SystemClock(), config.replay_past,
+                                           config.replay_future)
+        self.push = push.PushDelivery(
+            self, push.HttpsPush(CertKey(config.cert, config.key), config.ca_file,
+                                 config.tls_profile, config.push_settings),
+            config.push_settings, SystemClock())
         self.server.app._client_max_size = oadr_xml.MAX_BYTES
         self.server.app.middlewares.append(metrics.middleware)
         self.server.app.middlewares.append(
@@ -204,8 +220,21 @@ class Vtn:
             return await original(payload)
         service_.handlers["oadrQueryRegistration"] = query_registration
 
+    def _answer_push_registrations(self) -> None:
+        """A push VEN is told no poll frequency: it does not poll."""
+        service_ = self.server.services["registration_service"]
+        original = service_.handlers["oadrCreatePartyRegistration"]
+
+        async def create_party_registration(payload: dict):
+            answer_type, answer = await original(payload)
+            if payload.get("http_pull_model") is False:
+                answer.pop("requested_oadr_poll_freq", None)
+            return answer_type, answer
+        service_.handlers["oadrCreatePartyRegistration"] = create_party_registration
+
     async def start(self, run_ticker: bool = True) -> None:
         await self.server.run()
+        self.push.start()
         log.info("VTN %s listening on https://%s:%s", self.config.vtn_id, self.config.host,
                  self.config.port)
         if self.config.admin_port:
@@ -245,6 +274,7 @@ class Vtn:
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
+        await self.push.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         await self.server.stop()
@@ -318,14 +348,16 @@ class Vtn:
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             raise errors.InvalidIdError(f"venID {payload['ven_id']} does not belong to this "
                                         f"certificate")
-        _check_exchange(payload)
+        push_address = _check_exchange(payload)
         # A re-registration that names the current registration keeps it.
         asked = payload.get("registration_id")
         registration_id = (asked if asked and asked == ven.registration_id
                            else str(uuid.uuid4()))
         self.store.set_registration(ven.ven_id, registration_id, self.clock.now())
+        push.register(self.store, ven.ven_id, push_address, self.clock.now())
         self._seen(ven.ven_id)
-        log.info("registered VEN %s (%s)", ven.ven_id, ven.device_kind)
+        log.info("registered VEN %s (%s, %s)", ven.ven_id, ven.device_kind,
+                 f"push to {push_address}" if push_address else "pull")
         return ven.ven_id, registration_id
 
     def on_cancel_party_registration(self, payload: dict) -> tuple[str, dict]:
@@ -392,32 +424,43 @@ class Vtn:
         return None
 
     def _answer(self, ven_id: str, message, now: datetime):
-        """The message a queued entry stands for; None if it no longer applies."""
+        """The message a queued entry stands for, handed out; None if it no longer applies."""
+        answer, handed_out = self.compose(ven_id, message, now)
+        handed_out()
+        return answer
+
+    def compose(self, ven_id: str, message, now: datetime) -> tuple[tuple[str, dict] | None,
+                                                                   Callable[[], None]]:
+        """The message a queued entry stands for (None if it no longer applies), and what
+        to record once the VEN has it: the poll hands it out at once, push (vtn/push.py)
+        when the VEN has answered."""
         payload = json.loads(message.payload or "{}")
         kind = message.message_type
         if kind == "oadrDistributeEvent":
             if not self.store.undelivered(ven_id):
-                return None     # every version already went out, e.g. in an oadrRequestEvent answer
-            return "oadrDistributeEvent", {"events": self._current_events(ven_id)}
+                return None, _nothing   # every version already went out, e.g. in an oadrRequestEvent answer
+            events = self.store.events_for(ven_id, not_ended_before=now)
+            return (("oadrDistributeEvent", {"events": [to_oadr(e, ven_id, now) for e in events]}),
+                    partial(self.store.mark_delivered, ven_id, events))
         if kind == "oadrCreateReport":
             request = self.store.report_request(payload["report_request_id"])
             if request is None or request.cancelled_at is not None:
-                return None     # superseded (e.g. by a re-registration)
-            return "oadrCreateReport", {"report_requests": [self._report_request(request)]}
+                return None, _nothing   # superseded (e.g. by a re-registration)
+            return ("oadrCreateReport", {"report_requests": [self._report_request(request)]}), _nothing
         if kind == "oadrCancelReport":
             # oadrCanceledReport only lists what stays pending: the request ends when sent.
-            self.store.cancel_report_request(payload["report_request_id"], now)
-            return "oadrCancelReport", {"report_request_id": payload["report_request_id"],
-                                        "report_to_follow": False}
+            return (("oadrCancelReport", {"report_request_id": payload["report_request_id"],
+                                          "report_to_follow": False}),
+                    partial(self.store.cancel_report_request, payload["report_request_id"], now))
         if kind == ven_control.REQUEST_REREGISTRATION:
-            return "oadrRequestReregistration", {"ven_id": ven_id}
+            return ("oadrRequestReregistration", {"ven_id": ven_id}), _nothing
         if kind == ven_control.CANCEL_REGISTRATION:
             if payload["registration_id"] != self.store.ven(ven_id).registration_id:
-                return None     # the VEN registered anew (or was cancelled) since
-            return "oadrCancelPartyRegistration", {"ven_id": ven_id,
-                                                   "registration_id": payload["registration_id"]}
+                return None, _nothing   # the VEN registered anew (or was cancelled) since
+            return ("oadrCancelPartyRegistration", {"ven_id": ven_id,
+                                                    "registration_id": payload["registration_id"]}), _nothing
         log.error("unknown queued message %s for %s", kind, ven_id)
-        return None
+        return None, _nothing
 
     async def request_event(self, payload: dict):
         """oadrRequestEvent, answered like the poll: openleadr's own handler re-derives each

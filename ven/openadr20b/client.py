@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import asyncio
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +63,18 @@ class ReportRequest:
     report_name: str
     r_ids: tuple[str, ...]
     granularity: timedelta | None
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """A message the VTN pushed (ven/openadr20b/push_server.py), and the answer it is waiting for."""
+    message_type: str
+    payload: dict
+    answer: asyncio.Future      # the first message the client would send back
+
+
+# Set while a pushed message is handled, in that handling's context only.
+PUSHED: ContextVar[Pushed | None] = ContextVar("flexadr_pushed", default=None)
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,8 @@ class FlexClient(OpenADRClient):
             self._create_message.refused_events = self.refused_events
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
+        # The push exchange model: the VTN POSTs to this URL and the client never polls.
+        self.push_address: str | None = None
 
     def _check_events(self, content: str) -> None:
         """Runs on every schema-valid message before openleadr parses it."""
@@ -137,7 +153,26 @@ class FlexClient(OpenADRClient):
 
     async def create_party_registration(self, *args, **kwargs):
         kwargs.setdefault("xml_signature", self.signs)
+        if self.push_address:
+            kwargs.setdefault("http_pull_model", False)
+            kwargs.setdefault("transport_address", self.push_address)
         return await super().create_party_registration(*args, **kwargs)
+
+    async def poll(self):
+        """In push mode openleadr's poll handling (`_poll`) dispatches the pushed message
+        instead of fetching one: the same handlers take a message by either path."""
+        if not self.push_address:
+            return await super().poll()
+        pushed = PUSHED.get()
+        return (pushed.message_type, pushed.payload) if pushed else (None, {})
+
+    async def _perform_request(self, service, message):
+        pushed = PUSHED.get()
+        if pushed is not None and not pushed.answer.done():
+            # The answer to a pushed message goes back in its HTTP response.
+            pushed.answer.set_result(message)
+            return "oadrResponse", {}
+        return await super()._perform_request(service, message)
 
     async def _ensure_client_session(self) -> None:
         """openleadr's session (same TLS setup, headers and timeouts), with short-lived idle connections."""

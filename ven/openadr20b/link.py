@@ -13,6 +13,7 @@ from openleadr import enums, objects, utils
 from ven.events import RESOURCE_ID
 from ven.openadr20b.client import FlexClient
 from ven.openadr20b.events import from_openleadr
+from ven.openadr20b.push_server import PushServer
 from ven.openadr20b.uplink import STATUS, USAGE, Uplink
 from ven.policy import Opt
 from ven.store import LocalStore
@@ -43,6 +44,11 @@ class Link20b:
             vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False)
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
+        self.push_server = None
+        if config.push is not None:       # the push exchange model: the VTN POSTs to us
+            self.client.push_address = config.push.public_url
+            self.push_server = PushServer(self.client, config.push, config.cert, config.key,
+                                          config.ca_file, config.vtn_fingerprint)
         self._describe_reports()
         self.uplink = Uplink(self.client, store)
         self._tasks: list[asyncio.Task] = []
@@ -56,6 +62,8 @@ class Link20b:
         return self.client.registration_id is not None
 
     async def start(self) -> None:
+        if self.push_server is not None:     # listening before the VTN learns the address
+            await self.push_server.start()
         self._tasks = [asyncio.create_task(self.uplink.run(),
                                            name=f"{self.config.ven_name}-uplink")]
         if not await self._register():
@@ -65,6 +73,8 @@ class Link20b:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.push_server is not None:
+            await self.push_server.stop()
         if self.client.client_session is not None:
             await self.client.stop()
 

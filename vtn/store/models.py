@@ -213,6 +213,23 @@ class OutboundMessage(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class PushEndpoint(SQLModel, table=True):
+    """A VEN registered for the push exchange model: its queue is POSTed to `address`.
+
+    One VTN process at a time delivers a VEN's queue (in order): the one holding the
+    lease (`lease_owner` until `lease_until`). `next_attempt_at` spaces the retries
+    while the VEN is unreachable; `failing_since` is when the current streak began."""
+    ven_id: str = Field(primary_key=True, foreign_key="ven.ven_id")
+    address: str
+    registered_at: datetime = Field(sa_type=UTCDateTime)
+    lease_owner: str | None = None
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    attempts: int = 0                 # failed attempts in the current streak
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failing_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+
+
 class TelemetryPoint(SQLModel, table=True):
     """One reporting interval of one VEN; kw is power into the device (charging > 0)."""
     __table_args__ = (UniqueConstraint("ven_id", "interval_start"),)
@@ -449,7 +466,8 @@ VTN_MODELS = (Program, Participant, Ven, Resource, Enrolment, Event, EventTransi
               OptSchedule, OptAvailability, ReportRegistration, ReportRequest, OutboundMessage,
               TelemetryPoint, TelemetryRevision, TelemetryRaw, TelemetryQuarantine, Notice,
               PlannerDecision, Oadr3Client, Oadr3Report, Oadr3Subscription, NonceRecord,
-              ObjectChange, Oadr3Delivery, AuditEntry, User, ApiToken, UserSession)
+              ObjectChange, Oadr3Delivery, AuditEntry, User, ApiToken, UserSession,
+              PushEndpoint)
 
 
 def vtn_metadata():

@@ -1,7 +1,7 @@
 """Planner decisions: why each program day was called or not, with what the planner saw
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 from alembic import op
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ import vtn.store.types
 
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
