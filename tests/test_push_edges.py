@@ -16,12 +16,11 @@ import pytest
 
 from flexadr.clock import SystemClock
 from flexadr.config import ConfigError
-from flexadr.demo import _free_port
 from flexadr.signing import MessageSigner
-from test_notices import smtp  # noqa: F401  (fixture)
-from test_openadr_20b import eventually
-from test_push import FAST_RETRY, _endpoint, _push_agent
-from test_ven_resilience import HOUR, SCALE, _publish
+from tests.test_notices import smtp  # noqa: F401  (fixture)
+from tests.test_openadr_20b import eventually
+from tests.test_push import FAST_RETRY, _endpoint, _push_agent
+from tests.test_ven_resilience import HOUR, SCALE, _publish
 from tests.harness import running_site
 from ven.config import agent_config
 from vtn.notify import CONNECTIVITY, EmailNotifier

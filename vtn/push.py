@@ -132,7 +132,7 @@ def register(store: Store, ven_id: str, address: str | None, at: datetime) -> No
 @dataclass(frozen=True)
 class Answer:
     body: bytes
-    tls_fingerprint: str | None     # of the certificate the VEN's endpoint presented
+    tls_certificate: bytes | None   # DER of the certificate the VEN's endpoint presented
 
 
 class Undelivered(Exception):
@@ -170,13 +170,13 @@ class HttpsPush:
         try:
             async with self._client().post(url, data=message_xml.encode(),
                                            headers={"content-type": "application/xml"}) as reply:
-                fingerprint = _peer_fingerprint(reply)
+                certificate = _peer_certificate(reply)
                 body = await reply.read()
                 if reply.status != 200:
                     raise Undelivered(f"HTTP {reply.status} from {url}")
         except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError) as err:
             raise Undelivered(f"{type(err).__name__} at {url}: {err}") from None
-        return Answer(body, fingerprint)
+        return Answer(body, certificate)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -184,14 +184,13 @@ class HttpsPush:
             self._session = None
 
 
-def _peer_fingerprint(reply: aiohttp.ClientResponse) -> str | None:
+def _peer_certificate(reply: aiohttp.ClientResponse) -> bytes | None:
     # The connection is already released when the whole (small) answer came with the
     # headers; its protocol still holds the TLS transport. aiohttp has no public accessor.
     protocol = getattr(reply, "_protocol", None)
     transport = protocol.transport if protocol is not None else None
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return utils.certificate_fingerprint(ssl.DER_cert_to_PEM_cert(der)) if der else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
 
 class PushDelivery:
@@ -403,7 +402,7 @@ class PushDelivery:
             xsd.check(tree)
         except (oadr_xml.Malformed, xsd.SchemaViolation) as err:
             raise Refused(400, f"not valid OpenADR 2.0b: {err}") from None
-        fingerprint, timestamp, nonce = verify_signature(tree, answer.tls_fingerprint)
+        fingerprint, timestamp, nonce = verify_signature(tree, answer.tls_certificate)
         ven = self.store.ven(ven_id)
         if ven is None or fingerprint != ven.fingerprint:
             raise Refused(463, "the answer was signed with another certificate than the VEN's")
