@@ -197,6 +197,7 @@ class PlanningSchedule:
         self.programs = {pid: model.load(pid) for pid in settings.programs}
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self.ticks = 0
+        self.leadership = None    # vtn serve: several workers, one planner (vtn/leadership.py)
 
     def start(self) -> None:
         self.scheduler.add_job(self.tick, "interval", seconds=self.settings.every.total_seconds(),
@@ -205,6 +206,8 @@ class PlanningSchedule:
         self.scheduler.start()
 
     async def tick(self) -> None:
+        if self.leadership is not None and not self.leadership.leading:
+            return
         try:
             planned, published, withdrawn = await asyncio.to_thread(
                 run_once, self.store, self.programs, self.settings.sources, self.clock)

@@ -67,12 +67,17 @@ _UNIT: ContextVar[_UnitOfWork | None] = ContextVar("flexadr_store_unit", default
 
 
 class Store:
-    def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True):
+    def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True,
+                 pool_size: int = 5):
+        """pool_size: PostgreSQL connections kept open by this process (each VTN worker
+        has its own pool; the server's max_connections bounds workers x pool_size)."""
         url = database_url(url)
         self.url = url
         is_sqlite = url.startswith("sqlite")
         connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        pool = {} if is_sqlite else {"pool_size": pool_size, "max_overflow": pool_size}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite,
+                                    **pool)
         if is_sqlite:
             _sqlite_pragmas(self.engine)
         if migrate_schema:
@@ -318,16 +323,25 @@ class Store:
             s.commit()
             return event
 
-    def set_event_status(self, event_id: str, status: str, at: datetime) -> bool:
-        """A time-driven transition (far -> near -> active -> completed): no modification."""
+    def set_event_status(self, event_id: str, from_status: str, status: str,
+                         at: datetime) -> bool:
+        """A time-driven transition (far -> near -> active -> completed): no modification.
+
+        Applied only if the event is still `from_status` (one UPDATE ... WHERE status =
+        old): when two VTN workers tick at once, one transition is stored, not two.
+        """
+        if from_status == status:
+            return False
         with self.session() as s:
-            event = s.get(Event, event_id, with_for_update=True)
-            if event.status == status or event.status == CANCELLED:
+            moved = s.exec(update(Event).where(Event.event_id == event_id,
+                                               Event.status == from_status)
+                           .values(status=status)).rowcount
+            if moved != 1:      # already moved on (or cancelled) by someone else
                 return False
-            s.add(EventTransition(event_id=event_id, from_status=event.status, to_status=status,
-                                  modification_number=event.modification_number, at=at))
-            event.status = status
-            s.add(event)
+            modification = s.exec(select(Event.modification_number)
+                                  .where(Event.event_id == event_id)).one()
+            s.add(EventTransition(event_id=event_id, from_status=from_status, to_status=status,
+                                  modification_number=modification, at=at))
             s.commit()
             return True
 
