@@ -146,6 +146,10 @@ class VenAgent:
         if not await self._register():
             self._tasks.append(asyncio.create_task(self._register_loop()))
 
+    def stop_recording(self) -> None:
+        """No more readings; the uplink keeps sending the outbox (a drain before a stop)."""
+        self._tasks[0].cancel()
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

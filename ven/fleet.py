@@ -56,6 +56,18 @@ class Fleet:
         self._watch_tasks = [asyncio.create_task(watch.run(), name=f"storm-watch-{i}")
                              for i, watch in enumerate(self.storm_watches)]
 
+    async def drain(self, timeout_s: float) -> int:
+        """Stop recording and wait (at most timeout_s) until every outbox is sent; returns
+        how many intervals are still unsent."""
+        for agent in self.agents:
+            agent.stop_recording()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (left := sum(agent.store.backlog() for agent in self.agents)) and \
+                loop.time() < deadline:
+            await asyncio.sleep(0.5)
+        return left
+
     async def stop(self) -> None:
         for task in self._watch_tasks:
             task.cancel()

@@ -105,6 +105,20 @@ class Leadership:
                 await connection.close()
 
 
+def leader_pid(database_url: str) -> int | None:
+    """The OS pid of the worker that leads now (from its connection's application_name)."""
+    import psycopg
+    with psycopg.connect(_libpq_url(database_url), autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = %s"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (LOCK_KEY,)).fetchone()
+    if row is None or not row[0].startswith(APPLICATION_NAME + "-"):
+        return None
+    return int(row[0].rsplit("-", 1)[1])
+
+
 def _libpq_url(url: str) -> str:
     """psycopg wants plain postgresql://, not SQLAlchemy's postgresql+psycopg://."""
     scheme, rest = url.split("://", 1)
