@@ -36,6 +36,12 @@ from vtn.store.models import EventTarget, OutboundMessage, TelemetryPoint
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+# The nginx config passes TLS through with the stream module (Debian: libnginx-mod-stream);
+# CI installs it (FLEXADR_REQUIRE_DAEMONS=1): there a missing one fails the test.
+stream_module = pytest.mark.skipif(
+    not STREAM_MODULE.exists() and os.environ.get("FLEXADR_REQUIRE_DAEMONS") != "1",
+    reason="nginx's stream module is not installed (Debian package libnginx-mod-stream)")
 postgresql_only = pytest.mark.skipif(
     not os.environ.get(TEST_DATABASE_ENV, "").startswith("postgres"),
     reason=f"needs a PostgreSQL server ({TEST_DATABASE_ENV}; CI's second pass sets it)")
@@ -118,8 +124,8 @@ async def _until(condition, timeout_s: float) -> None:
 
 # --- the whole thing --------------------------------------------------------------------
 VENS = 200
-POLL_S = 4
-TELEMETRY_S = 10
+POLL_S = 5
+TELEMETRY_S = 15
 
 
 class Lines:
@@ -176,6 +182,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 @postgresql_only
+@stream_module
 def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_is_killed(
         tmp_path, database_url):
     nginx = daemon("nginx")
@@ -193,14 +200,16 @@ def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_i
                       tls_profile="openadr", database_pool_size=4)
     run_dir = tmp_path / "nginx"
     run_dir.mkdir()
+    nginx_conf = render_nginx(run_dir, front_port, vtn_port)
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("vtn", "nginx", "fleet")}
-    workers = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
-                               env=ENV, stdout=logs["vtn"], stderr=subprocess.STDOUT)
-    front = subprocess.Popen([nginx, "-e", str(run_dir / "error.log"), "-p", str(run_dir),
-                              "-c", str(render_nginx(run_dir, front_port, vtn_port)),
-                              "-g", "daemon off;"], stdout=logs["nginx"], stderr=subprocess.STDOUT)
-    fleet = None
+    workers = front = fleet = None
     try:
+        workers = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config",
+                                    str(config)], env=ENV, stdout=logs["vtn"],
+                                   stderr=subprocess.STDOUT)
+        front = subprocess.Popen([nginx, "-e", str(run_dir / "error.log"), "-p", str(run_dir),
+                                  "-c", str(nginx_conf), "-g", "daemon off;"],
+                                 stdout=logs["nginx"], stderr=subprocess.STDOUT)
         wait_until(lambda: listening(vtn_port) and listening(front_port), 60, "the listeners")
         spec = tmp_path / "fleet.json"
         spec.write_text(json.dumps({
@@ -211,7 +220,7 @@ def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_i
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=logs["fleet"], text=True)
         lines = Lines(fleet)
-        assert lines.next(1, 150)["registered"] == VENS
+        assert lines.next(1, 300)["registered"] == VENS
 
         start = datetime.now(timezone.utc) + timedelta(seconds=15)
         event = lifecycle.publish(store, model.load("connected_solutions"), start,
@@ -228,7 +237,7 @@ def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_i
                    "the event to complete")
         fleet.stdin.write("drain\n")
         fleet.stdin.flush()
-        sent = lines.next(2, 120)
+        sent = lines.next(2, 150)
     finally:
         for process in (fleet, workers, front):
             if process is not None:
@@ -257,7 +266,7 @@ def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_i
     assert statuses[-2:] == ["active", "completed"] and len(set(statuses)) == len(statuses)
     # Every interval the VENs recorded is stored once; none is invented.
     recorded = {(ven, start) for ven, starts in sent["intervals"].items() for start in starts}
-    assert len(recorded) >= VENS * 3          # the event and its telemetry overlapped
+    assert len(recorded) >= VENS * 2          # the event and its telemetry overlapped
     assert len(stored) == len(recorded)
     assert {(ven, start.isoformat()) for ven, start in stored} == recorded
     store.close()

@@ -15,6 +15,7 @@ from ven.storm_watch import StormWatch
 from ven.store import LocalDatabase
 
 log = logging.getLogger(__name__)
+DRAIN_RETRY_S = 2.0
 
 
 class Fleet:
@@ -63,10 +64,13 @@ class Fleet:
             agent.stop_recording()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while (left := sum(agent.store.backlog() for agent in self.agents)) and \
-                loop.time() < deadline:
-            await asyncio.sleep(0.5)
-        return left
+        while True:
+            waiting = [agent for agent in self.agents if agent.store.backlog()]
+            if not waiting or loop.time() >= deadline:
+                return sum(agent.store.backlog() for agent in waiting)
+            for agent in waiting:      # cut a long back-off short: the drain is bounded
+                agent.uplink.wake.set()
+            await asyncio.sleep(DRAIN_RETRY_S)
 
     async def stop(self) -> None:
         for task in self._watch_tasks:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # One key for all flexadr VTNs on a database (the lock is per database).
 LOCK_KEY = 0x666C6578      # "flex"
 APPLICATION_NAME = "flexadr-leader"
+CHECK_TIMEOUT_S = 10.0
 
 
 def application_name(pid: int | None = None) -> str:
@@ -66,7 +67,7 @@ class Leadership:
                     await self._try()
             except Exception as err:   # noqa: BLE001 - the database away: not leading, retry
                 if self.leading:
-                    log.error("leadership lost (pid %d): %s", os.getpid(), err)
+                    log.error("leadership lost (pid %d): %r", os.getpid(), err)
                 self.leading = False
                 await self._drop()
             await asyncio.sleep(self.retry)
@@ -95,7 +96,8 @@ class Leadership:
 
     async def _still_held(self) -> None:
         # The lock lives as long as the session: a round trip proves the session lives.
-        async with asyncio.timeout(self.retry * 2):
+        # Generous: a busy event loop must not give the lock away for nothing.
+        async with asyncio.timeout(max(CHECK_TIMEOUT_S, self.retry * 2)):
             await self._connection.execute("SELECT 1")
 
     async def _drop(self) -> None:

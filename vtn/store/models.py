@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from vtn.store.types import UTCDateTime
@@ -129,6 +129,8 @@ class EventTransition(SQLModel, table=True):
 
 class EventTarget(SQLModel, table=True):
     """One VEN's view of one event: what was delivered and what it answered."""
+    # A VEN's events (every oadrDistributeEvent) are looked up by VEN, not by event.
+    __table_args__ = (Index("ix_eventtarget_ven_id", "ven_id"),)
     event_id: str = Field(foreign_key="event.event_id", primary_key=True)
     ven_id: str = Field(foreign_key="ven.ven_id", primary_key=True)
     delivered_modification: int = -1
@@ -198,6 +200,11 @@ class ReportRequest(SQLModel, table=True):
 
 class OutboundMessage(SQLModel, table=True):
     """A message queued for a VEN, handed out in order on oadrPoll."""
+    # Every poll asks for a VEN's oldest undelivered message: a partial index holds only
+    # those, so the lookup stays one probe however many were delivered before.
+    __table_args__ = (Index("ix_outboundmessage_pending", "ven_id", "id",
+                            sqlite_where=text("delivered_at IS NULL"),
+                            postgresql_where=text("delivered_at IS NULL")),)
     id: int | None = Field(default=None, primary_key=True)
     ven_id: str = Field(foreign_key="ven.ven_id", index=True)
     message_type: str
