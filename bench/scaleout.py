@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "openadr-workers.conf"
 DEFAULT_URL = "postgresql://flexadr:flexadr@127.0.0.1:5432/flexadr"
 NGINX = "/usr/sbin/nginx"
+STATS_FLUSH_S = 1.5
 
 
 def fresh_database(base_url: str, name: str) -> str:
@@ -71,6 +72,19 @@ def backends(url: str) -> list[int]:
         rows = connection.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s"
                                   " AND pid <> pg_backend_pid()", (name,)).fetchall()
     return [pid for (pid,) in rows]
+
+
+def database_counts(url: str) -> dict[str, int]:
+    """Commits and rows written so far in the benchmark database (pg_stat_database)."""
+    import psycopg
+    name = url.rsplit("/", 1)[1]
+    time.sleep(STATS_FLUSH_S)       # backends report their counts at most once a second
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("SELECT pg_stat_clear_snapshot()")
+        commits, rows = connection.execute(
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted FROM pg_stat_database"
+            " WHERE datname = %s", (name,)).fetchone()
+    return {"commits": commits, "rows_written": rows}
 
 
 def cpu(pids: list[int]) -> dict[int, float]:
@@ -120,8 +134,9 @@ async def polls(port: int, root: Path, names: list[str], concurrency: int, secon
     return {"polls": count, "errors": failed[0], "seconds": elapsed,
             "p50_ms": round(1000 * latencies[count // 2], 2) if count else None,
             "p99_ms": round(1000 * latencies[int(count * 0.99)], 2) if count else None,
-            "cpu": {group: {pid: after[group][pid] - before[group].get(pid, 0.0)
-                            for pid in after[group]} for group in after}}
+            "cpu": {group: {pid: after["cpu"][group][pid] - before["cpu"][group].get(pid, 0.0)
+                            for pid in after["cpu"][group]} for group in after["cpu"]},
+            "db": {key: after["db"][key] - before["db"][key] for key in after["db"]}}
 
 
 async def _poller(waiting: asyncio.Queue, url: str, until: float, latencies: list[float],
@@ -170,8 +185,9 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
                 "nginx": ([front.pid] + children(front.pid)) if front else []}
 
         def measure():
-            return {**{group: cpu(p) for group, p in pids.items()},
-                    "postgresql": cpu(backends(url))}
+            return {"cpu": {**{group: cpu(p) for group, p in pids.items()},
+                            "postgresql": cpu(backends(url))},
+                    "db": database_counts(url)}
         figures = asyncio.run(polls(port, root, names, args.concurrency, args.seconds, measure))
     finally:
         for process in (front, serve):
@@ -189,6 +205,7 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
             "worker_cpu_s": [round(value, 2) for value in per_worker],
             "cpu_ms_per_poll": {group: round(1000 * value / count, 3)
                                 for group, value in totals.items()},
+            "db_per_poll": {key: round(value / count, 2) for key, value in figures["db"].items()},
             "p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]}
 
 

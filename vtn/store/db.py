@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import delete, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
@@ -704,14 +706,21 @@ class Store:
     def use_nonce(self, key: str, expires_at: datetime) -> bool:
         """Record a nonce; False if any VTN process recorded it before (a replay).
 
-        One insert on the primary key: O(1) whatever the table holds.
+        One insert on the primary key: O(1) whatever the table holds. Inside
+        transaction() it is part of the request's transaction (one commit per message,
+        not two: on PostgreSQL each commit waits for the disk); a request that is rolled
+        back keeps no nonce, and its replay is refused for the same reason it was.
+        A concurrent insert of the same key waits for the other transaction, then finds it.
         """
-        try:
-            with self.engine.begin() as connection:   # Core, not the ORM: this runs per message
-                connection.execute(insert(NonceRecord).values(key=key, expires_at=expires_at))
-        except IntegrityError:
-            return False
-        return True
+        insert_ = (pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert)
+        with self.session() as s:
+            # RETURNING, not rowcount: psycopg reports none for an insert that may skip.
+            added = s.connection().execute(
+                insert_(NonceRecord).values(key=key, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(NonceRecord.key)).first()
+            s.commit()
+        return added is not None
 
     def prune_nonces(self, expired_before: datetime) -> int:
         """Drop the nonces whose messages the timestamp check alone now refuses."""
