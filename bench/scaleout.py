@@ -87,6 +87,13 @@ def database_counts(url: str) -> dict[str, int]:
     return {"commits": commits, "rows_written": rows}
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def cpu(pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
@@ -189,6 +196,7 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
                             "postgresql": cpu(backends(url))},
                     "db": database_counts(url)}
         figures = asyncio.run(polls(port, root, names, args.concurrency, args.seconds, measure))
+        figures["rss_mib"] = [rss_mib(pid) for pid in pids["workers"]]
     finally:
         for process in (front, serve):
             if process is not None:
@@ -203,6 +211,7 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
             "polls_per_s": round(figures["polls"] / figures["seconds"], 1),
             "polls_per_s_per_worker": round(figures["polls"] / figures["seconds"] / workers, 1),
             "worker_cpu_s": [round(value, 2) for value in per_worker],
+            "worker_rss_mib": figures["rss_mib"],
             "cpu_ms_per_poll": {group: round(1000 * value / count, 3)
                                 for group, value in totals.items()},
             "db_per_poll": {key: round(value / count, 2) for key, value in figures["db"].items()},
