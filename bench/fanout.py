@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +37,7 @@ from bench.scaleout import DEFAULT_URL, enrol, fresh_database, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEETS = 2
+START_CONCURRENCY = 20     # registrations in flight per fleet process
 REGISTER_S = 1800.0        # every phase is bounded
 
 
@@ -60,7 +63,8 @@ class Fleets:
                                         "names": names[index::FLEETS],
                                         "vtn_fingerprint": vtn_fingerprint,
                                         "state": str(work / f"vens-{index}.sqlite"),
-                                        "kind": "battery"}))
+                                        "kind": "battery",
+                                        "start_concurrency": START_CONCURRENCY}))
             process = subprocess.Popen([sys.executable, "-m", "bench.fleet_agents", str(spec)],
                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=(work / f"fleet-{index}.log").open("w"), text=True)
@@ -165,7 +169,8 @@ def stock_server(root: Path, names: list[str], port: int, poll_s: int, commands,
     server = OpenADRServer(vtn_id="BENCH_VTN", cert=str(root / "vtn.crt"), key=str(root / "vtn.key"),
                            http_cert=str(root / "vtn.crt"), http_key=str(root / "vtn.key"),
                            http_ca_file=str(root / "ca.crt"), http_host="127.0.0.1",
-                           http_port=port, ven_lookup=lookup.get, show_fingerprint=False,
+                           http_port=port, ven_lookup=lambda ven_id: lookup.get(ven_id),
+                           show_fingerprint=False,
                            requested_poll_freq=timedelta(seconds=poll_s))
     registered: set[str] = set()
 
@@ -179,7 +184,8 @@ def stock_server(root: Path, names: list[str], port: int, poll_s: int, commands,
         answers.setdefault(ven_id, time.time())
 
     async def main() -> None:
-        await server.run()
+        with contextlib.redirect_stdout(io.StringIO()):     # openleadr's banner
+            await server.run()
         results.send("listening")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, commands.recv)          # "publish"

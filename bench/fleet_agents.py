@@ -5,7 +5,8 @@ store can be checked against it exactly.
     python -m bench.fleet_agents SPEC.json
 
 SPEC: {"url", "pki_root", "names": [...], "vtn_fingerprint", "state" (SQLite file),
-optional "kind" (one device kind for all; default: bench.fleet's mix in turn)}.
+optional "kind" (one device kind for all; default: bench.fleet's mix in turn),
+"start_concurrency" (registrations in flight, default 50), "register_s".
 Prints one JSON line {"registered": n, "cpu_s": ...} once every agent has registered
 (or "register_s" of the spec, default REGISTER_S, has passed); on
 the line "drain" on stdin it stops recording, waits until every outbox is sent
@@ -107,7 +108,8 @@ async def run(spec: dict) -> None:
     from ven.fleet import Fleet
     tally = Tally()
     tally.install()
-    fleet = Fleet(agent_configs(spec), SystemClock(), max_concurrent_starts=START_CONCURRENCY,
+    fleet = Fleet(agent_configs(spec), SystemClock(),
+                  max_concurrent_starts=spec.get("start_concurrency", START_CONCURRENCY),
                   database=local_database(spec["state"]))
     await fleet.start()
     # An agent whose first registration timed out tries again every 30 s (ven.agent).
