@@ -164,6 +164,10 @@ class VenAgent:
                                            name=f"{self.config.ven_name}-boundaries")]
         await self.link.start()
 
+    def stop_recording(self) -> None:
+        """No more readings; the uplink keeps sending the outbox (a drain before a stop)."""
+        self._tasks[0].cancel()
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -15,6 +15,7 @@ from ven.storm_watch import StormWatch
 from ven.store import LocalDatabase
 
 log = logging.getLogger(__name__)
+DRAIN_RETRY_S = 2.0
 
 
 class Fleet:
@@ -55,6 +56,21 @@ class Fleet:
         log.info("fleet: %d of %d agents registered", registered, len(self.agents))
         self._watch_tasks = [asyncio.create_task(watch.run(), name=f"storm-watch-{i}")
                              for i, watch in enumerate(self.storm_watches)]
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop recording and wait (at most timeout_s) until every outbox is sent; returns
+        how many intervals are still unsent."""
+        for agent in self.agents:
+            agent.stop_recording()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            waiting = [agent for agent in self.agents if agent.store.backlog()]
+            if not waiting or loop.time() >= deadline:
+                return sum(agent.store.backlog() for agent in waiting)
+            for agent in waiting:      # cut a long back-off short: the drain is bounded
+                agent.uplink.wake.set()
+            await asyncio.sleep(DRAIN_RETRY_S)
 
     async def stop(self) -> None:
         for task in self._watch_tasks:

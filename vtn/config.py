@@ -38,6 +38,8 @@ class SmtpSettings:
 class VtnSettings:
     server: VtnConfig
     database_url: str
+    workers: int = 1                  # processes serving one port on one database
+    database_pool_size: int = 5       # connections per worker
     smtp: SmtpSettings | None = None
     planner: PlannerSettings | None = None
     openadr31: Openadr31Settings | None = None     # the OpenADR 3.1 edge (docs/openadr3.md)
@@ -165,6 +167,9 @@ class Openadr31File(Strict):
 class VtnFile(Strict):
     vtn_id: str = Field("FLEXADR_VTN", min_length=1)
     database: str = "sqlite:///vtn.sqlite"
+    # Worker processes on the port (SO_REUSEPORT), one database (PostgreSQL for more than 1).
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5   # per worker
     host: str = "127.0.0.1"
     port: Port = 8080
     cert: ReadableFile
@@ -241,7 +246,7 @@ def load(path: Path) -> VtnSettings:
     planner = parsed.planner.settings() if parsed.planner else None
     openadr31 = parsed.openadr31.settings() if parsed.openadr31 else None
     return VtnSettings(parsed.server(str(path)), sqlite_relative_to(base, parsed.database),
-                       smtp, planner, openadr31)
+                       parsed.workers, parsed.database_pool_size, smtp, planner, openadr31)
 
 
 def planner_settings(table: dict[str, Any], base: Path,

@@ -167,6 +167,6 @@ def advance(store: Store, clock: Clock) -> list[tuple[str, str]]:
         if event.status == PENDING:
             continue
         status = status_at(event, now)
-        if status != event.status and store.set_event_status(event.event_id, status, now):
+        if store.set_event_status(event.event_id, event.status, status, now):
             changed.append((event.event_id, status))
     return changed

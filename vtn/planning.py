@@ -251,6 +251,7 @@ class PlanningSchedule:
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
         self.feed = NwsFeed(settings.nws) if settings.nws is not None else None
         self.ticks = 0
+        self.leadership = None    # vtn serve: several workers, one planner (vtn/leadership.py)
 
     def start(self) -> None:
         self.scheduler.add_job(self.tick, "interval", seconds=self.settings.every.total_seconds(),
@@ -259,6 +260,8 @@ class PlanningSchedule:
         self.scheduler.start()
 
     async def tick(self) -> None:
+        if self.leadership is not None and not self.leadership.leading:
+            return
         if self.feed is not None:
             await self.feed.refresh()
         try:

@@ -35,6 +35,7 @@ from flexadr.clock import Clock, SystemClock
 from flexadr.signing import MessageSigner
 from flexadr.tls import CertKey, TlsProfile
 from vtn import audit, metrics, push, telemetry, ven_control
+from vtn.leadership import Leadership
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
 from vtn.poll_rate import PollRate
@@ -135,9 +136,11 @@ def _as_list(value) -> list:
 
 
 class Vtn:
-    def __init__(self, config: VtnConfig, store: Store, clock: Clock, notifier=None):
+    def __init__(self, config: VtnConfig, store: Store, clock: Clock, notifier=None,
+                 leadership: Leadership | None = None):
         from vtn.notify import NoticeService
         self.config = config
+        self.leadership = leadership     # None: this process alone runs the lifecycle
         self.store = store
         self.clock = clock
         self.notices = (NoticeService(store, notifier, clock, config.public_url)
@@ -232,8 +235,12 @@ class Vtn:
             return answer_type, answer
         service_.handlers["oadrCreatePartyRegistration"] = create_party_registration
 
-    async def start(self, run_ticker: bool = True) -> None:
-        await self.server.run()
+    async def start(self, run_ticker: bool = True, reuse_port: bool = False) -> None:
+        """reuse_port: several worker processes listen on the port (vtn serve --workers)."""
+        self.server.app_runner = web.AppRunner(self.server.app)
+        await self.server.app_runner.setup()
+        await web.TCPSite(self.server.app_runner, self.config.host, self.config.port,
+                          ssl_context=self.server.ssl_context, reuse_port=reuse_port).start()
         self.push.start()
         log.info("VTN %s listening on https://%s:%s", self.config.vtn_id, self.config.host,
                  self.config.port)
@@ -243,7 +250,7 @@ class Vtn:
             self._admin_runner = web.AppRunner(app)
             await self._admin_runner.setup()
             await web.TCPSite(self._admin_runner, self.config.admin_host, self.config.admin_port,
-                              ssl_context=self._admin_tls()).start()
+                              ssl_context=self._admin_tls(), reuse_port=reuse_port).start()
         if run_ticker:
             self._ticker = asyncio.create_task(self._tick_forever())
 
@@ -286,6 +293,8 @@ class Vtn:
             self._load_crl()
         except OSError as err:    # keep the CRL already loaded; say so
             log.error("cannot re-read the CRL %s: %s", self.config.crl_file, err)
+        if self.leadership is not None and not self.leadership.leading:
+            return      # another worker runs the lifecycle and the notices
         for event_id, status in advance(self.store, self.clock):
             log.info("event %s is now %s", event_id, status)
             completed = completed or status == COMPLETED

@@ -53,9 +53,10 @@ class Server:
                                     max_line_size=MAX_LINE_BYTES,
                                     max_field_size=MAX_LINE_BYTES)
 
-    async def start(self) -> None:
+    async def start(self, reuse_port: bool = False) -> None:
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
+        await web.TCPSite(self.runner, self.settings.host, self.settings.port,
+                          reuse_port=reuse_port).start()
         await self.notifier.start()
 
     async def stop(self) -> None:
@@ -63,7 +64,8 @@ class Server:
         await self.runner.cleanup()
 
 
-async def start(store: Store, clock: Clock, settings: Settings) -> Server:
+async def start(store: Store, clock: Clock, settings: Settings,
+                reuse_port: bool = False) -> Server:
     server = Server(store, clock, settings)
-    await server.start()
+    await server.start(reuse_port)
     return server

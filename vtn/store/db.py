@@ -13,6 +13,8 @@ from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import Row, bindparam, delete, insert, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine, select
 
@@ -69,7 +71,6 @@ _PENDING = (select(_OUTBOUND.c.id)
             .limit(1))
 _SEEN = (update(_VEN).where(_VEN.c.ven_id == bindparam("seen_ven"))
          .values(last_seen_at=bindparam("seen_at")))
-_USE_NONCE = insert(NonceRecord.__table__)
 
 
 class _UnitOfWork(Session):
@@ -132,12 +133,17 @@ _UNIT: ContextVar[_Unit | None] = ContextVar("flexadr_store_unit", default=None)
 
 
 class Store:
-    def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True):
+    def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True,
+                 pool_size: int = 5):
+        """pool_size: PostgreSQL connections kept open by this process (each VTN worker
+        has its own pool; the server's max_connections bounds workers x pool_size)."""
         url = database_url(url)
         self.url = url
         is_sqlite = url.startswith("sqlite")
         connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite)
+        pool = {} if is_sqlite else {"pool_size": pool_size, "max_overflow": pool_size}
+        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite,
+                                    **pool)
         if is_sqlite:
             _sqlite_pragmas(self.engine)
         if migrate_schema:
@@ -397,16 +403,25 @@ class Store:
             s.commit()
             return event
 
-    def set_event_status(self, event_id: str, status: str, at: datetime) -> bool:
-        """A time-driven transition (far -> near -> active -> completed): no modification."""
+    def set_event_status(self, event_id: str, from_status: str, status: str,
+                         at: datetime) -> bool:
+        """A time-driven transition (far -> near -> active -> completed): no modification.
+
+        Applied only if the event is still `from_status` (one UPDATE ... WHERE status =
+        old): when two VTN workers tick at once, one transition is stored, not two.
+        """
+        if from_status == status:
+            return False
         with self.session() as s:
-            event = s.get(Event, event_id, with_for_update=True)
-            if event.status == status or event.status == CANCELLED:
+            moved = s.exec(update(Event).where(Event.event_id == event_id,
+                                               Event.status == from_status)
+                           .values(status=status)).rowcount
+            if moved != 1:      # already moved on (or cancelled) by someone else
                 return False
-            s.add(EventTransition(event_id=event_id, from_status=event.status, to_status=status,
-                                  modification_number=event.modification_number, at=at))
-            event.status = status
-            s.add(event)
+            modification = s.exec(select(Event.modification_number)
+                                  .where(Event.event_id == event_id)).one()
+            s.add(EventTransition(event_id=event_id, from_status=from_status, to_status=status,
+                                  modification_number=modification, at=at))
             s.commit()
             return True
 
@@ -816,18 +831,21 @@ class Store:
     def use_nonce(self, key: str, expires_at: datetime) -> bool:
         """Record a nonce; False if any VTN process recorded it before (a replay).
 
-        One insert on the primary key: O(1) whatever the table holds.
-        Inside a transaction (a request's) the nonce is kept only if the request is: a
-        refused message stores nothing, its nonce neither; another process inserting the
-        same key waits for this transaction and then fails. There, False leaves the
-        transaction unusable on PostgreSQL: the caller refuses (rolls back) the request.
+        One insert on the primary key: O(1) whatever the table holds. Inside
+        transaction() it is part of the request's transaction (one commit per message,
+        not two: on PostgreSQL each commit waits for the disk); a request that is rolled
+        back keeps no nonce, and its replay is refused for the same reason it was.
+        A concurrent insert of the same key waits for the other transaction, then finds
+        it; ON CONFLICT leaves the transaction usable either way.
         """
-        try:
-            with self._connection() as connection:
-                connection.execute(_USE_NONCE, {"key": key, "expires_at": expires_at})
-        except IntegrityError:
-            return False
-        return True
+        insert_ = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        with self._connection() as connection:
+            # RETURNING, not rowcount: psycopg reports none for an insert that may skip.
+            added = connection.execute(
+                insert_(NonceRecord.__table__).values(key=key, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(NonceRecord.__table__.c.key)).first()
+        return added is not None
 
     def prune_nonces(self, expired_before: datetime) -> int:
         """Drop the nonces whose messages the timestamp check alone now refuses."""

@@ -132,6 +132,8 @@ class EventTransition(SQLModel, table=True):
 
 class EventTarget(SQLModel, table=True):
     """One VEN's view of one event: what was delivered and what it answered."""
+    # A VEN's events (every oadrDistributeEvent) are looked up by VEN, not by event.
+    __table_args__ = (Index("ix_eventtarget_ven_id", "ven_id"),)
     event_id: str = Field(foreign_key="event.event_id", primary_key=True)
     ven_id: str = Field(foreign_key="ven.ven_id", primary_key=True)
     delivered_modification: int = -1
@@ -201,7 +203,8 @@ class ReportRequest(SQLModel, table=True):
 
 class OutboundMessage(SQLModel, table=True):
     """A message queued for a VEN, handed out in order on oadrPoll."""
-    # Every poll looks for the VEN's undelivered rows: indexed apart from the delivered ones.
+    # Every poll asks for a VEN's oldest undelivered message: a partial index holds only
+    # those, so the lookup stays one probe however many were delivered before.
     __table_args__ = (Index("ix_outboundmessage_pending", "ven_id", "id",
                             sqlite_where=text("delivered_at IS NULL"),
                             postgresql_where=text("delivered_at IS NULL")),)

@@ -1,7 +1,7 @@
 """OpenADR 3.1 notifications: object changes, deliveries, MQTT password hashes
 
 Revision ID: 0008
-Revises: 0007a
+Revises: 0007
 Create Date: 2026-12-02 00:53:28
 """
 from alembic import op
@@ -11,7 +11,7 @@ import vtn.store.types
 
 
 revision = '0008'
-down_revision = '0007a'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
