@@ -28,7 +28,7 @@ from flexadr.demo import _free_port
 from schedules import model
 from tests.test_openadr31_api import SECRET, Api31, enrol, event_body, report_body, spec
 from tests.test_openadr_20b import eventually
-from vtn import event_control, lifecycle
+from vtn import audit, event_control, lifecycle
 from vtn.openadr31 import Server, Settings
 from vtn.openadr31.auth import create_client
 from vtn.openadr31.notify.outbox import purge, retry_after
@@ -161,7 +161,8 @@ async def test_every_event_path_notifies_its_subscribers_and_a_ven_only_of_its_o
     program = model.load("connected_solutions")
     by_operator = event_control.create(store, SystemClock(), EventRequest(
         program_id="connected_solutions", start=start_in(90), minutes=60, setpoint_kw=3.0,
-        ven_ids=["ven-a", "ven-b"], force=True, force_reason="a test out of season"), program)
+        ven_ids=["ven-a", "ven-b"], override_reason="a test out of season"), program,
+        audit.ADMIN_TOKEN)
     planned = lifecycle.publish(store, program, start_in(120), start_in(180), ["ven-a"],
                                 SystemClock(), setpoint_kw=2.0, planned=True)
     await eventually(lambda: len(receiver.on("/bl")) == 3, what="three CREATEs for BL")

@@ -1,5 +1,6 @@
-"""Dual stack end to end: one event with two intervals, created by a business-logic client
-over OpenADR 3.1, reaches our 2.0b agent (mutual TLS, signed XML, through a proxy) and our
+"""Dual stack end to end: one event with two intervals, written as an OpenADR 3.1 body and
+mapped by the 3.1 edge (an operator creates it: the dispatch rules refuse a seconds-long
+event to a 3.1 business-logic client, see tests/test_ven_openadr31.py), reaches our 2.0b agent (mutual TLS, signed XML, through a proxy) and our
 3.1 agent (REST, token); both sim batteries follow each interval; both telemetry streams
 land in the one store, and `vtn settle` settles the two participants together.
 
@@ -14,8 +15,8 @@ from flexadr.clock import SystemClock
 from tests.harness import running_site
 from tests.test_openadr31_api import enrol, start_api
 from tests.test_openadr31_notify import clients, start_edge
-from tests.test_ven_openadr31 import (HALF_HOUR, REPORT, SCALE, agent_config, profile_event,
-                                      sleep_until, until)
+from tests.test_ven_openadr31 import (HALF_HOUR, REPORT, SCALE, agent_config, post_event,
+                                      profile_event, sleep_until, until)
 from ven import config as ven_config
 from ven.agent import VenAgent
 from ven.fleet import Fleet
@@ -48,7 +49,7 @@ async def test_one_31_event_reaches_a_20b_and_a_31_agent_and_settles_both(tmp_pa
         try:
             await modern.start()
             start, body = profile_event(PROFILE, targets=("ven-20b", "ven-31"))
-            _, event = await api.call("POST", "/events", client="bl", expect=201, json=body)
+            event = await post_event(api, site.store, body)
             event_id = event["id"]
             for agent in (legacy, modern):
                 await until(lambda a=agent: event_id in a.decisions, 10,
