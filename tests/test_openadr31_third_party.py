@@ -1,6 +1,7 @@
 """ElaadNL's openadr3-client (PyPI; Python >= 3.12, so in a venv of its own, run as a separate
 process) against our 3.1 edge: as BL it reads the programs and creates an event, as a VEN
-it reads that event and posts a report, which lands in the store's telemetry rows.
+it reads that event and posts a report, which lands in the store's telemetry rows; our own
+VEN agent in 3.1 mode, with the same VEN's credentials, receives the same event.
 
 The interpreter: $FLEXADR_OPENADR3_CLIENT_PYTHON, else var/peers/openadr3/bin/python, which
 `make test` creates when a Python 3.12 is on the machine. CI sets FLEXADR_REQUIRE_PEERS=1,
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from flexadr.clock import SystemClock
 from tests.test_openadr31_api import allowed_start, api  # noqa: F401  (fixture)
+from tests.test_ven_openadr31 import agent_config, until
+from ven.agent import VenAgent
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = Path(os.environ.get("FLEXADR_OPENADR3_CLIENT_PYTHON",
@@ -61,7 +65,7 @@ print(json.dumps({"programs": sorted(p.program_name for p in programs), "event":
 
 @pytest.mark.skipif(not PYTHON.exists() and not os.environ.get("FLEXADR_REQUIRE_PEERS"), reason=f"no Python 3.12 venv with openadr3-client at "
                     f"{PYTHON} (set FLEXADR_OPENADR3_CLIENT_PYTHON)")
-async def test_elaadnl_openadr3_client_as_bl_and_as_ven(api, store):  # noqa: F811
+async def test_elaadnl_openadr3_client_as_bl_and_as_ven(api, store, tmp_path):  # noqa: F811
     process = await asyncio.create_subprocess_exec(
         str(PYTHON), "-c", SCRIPT,
         json.dumps({"url": api.url, "bl": api.secrets["bl"],
@@ -82,3 +86,11 @@ async def test_elaadnl_openadr3_client_as_bl_and_as_ven(api, store):  # noqa: F8
     point = store.telemetry("ven-a")[0]
     assert point.kw == 2.5 and point.interval_start == event.start_utc
     assert point.interval_end - point.interval_start == timedelta(minutes=15)
+
+    ours = VenAgent(agent_config(tmp_path, api.url, api.secrets["ven-a-client"], name="ven-a",
+                                 webhook=False), SystemClock())
+    await ours.start()
+    try:
+        await until(lambda: event.event_id in ours.decisions, 20, "our 3.1 agent read the event")
+    finally:
+        await ours.stop()
