@@ -70,7 +70,8 @@ def seed_past_event(store, year: int) -> str:
             begin = start + timedelta(minutes=15 * quarter)
             store.record_telemetry(ven_id, begin, begin + timedelta(minutes=15),
                                    kw=-4.0 if quarter >= 0 else 0.5)
-    store.set_event_status(event.event_id, "completed", start + timedelta(hours=3))
+    assert store.set_event_status(event.event_id, event.status, "completed",
+                                  start + timedelta(hours=3))
     return event.event_id
 
 
