@@ -40,7 +40,7 @@ class Tally:
     def install(self) -> None:
         import time
 
-        from ven.oadr_client import FlexClient
+        from ven.openadr20b.client import FlexClient
         from ven.store import LocalStore
         original_request, original_add = FlexClient._perform_request, LocalStore.add_interval
         tally = self

@@ -69,7 +69,7 @@ class Fleet:
             if not waiting or loop.time() >= deadline:
                 return sum(agent.store.backlog() for agent in waiting)
             for agent in waiting:      # cut a long back-off short: the drain is bounded
-                agent.uplink.wake.set()
+                agent.link.outbox_changed()
             await asyncio.sleep(DRAIN_RETRY_S)
 
     async def stop(self) -> None:
