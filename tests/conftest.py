@@ -67,18 +67,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "fuzz: bounded fuzzing of an endpoint (bench/fuzz_*.py runs longer)")
 
 
-def daemon(name: str) -> str:
-    """Path of a system daemon a test starts itself (nginx, mosquitto, prosody).
+def _daemon_path(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
 
-    Without it the test is skipped locally; CI installs every daemon and sets
-    FLEXADR_REQUIRE_DAEMONS=1, so there a missing one fails instead.
-    """
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if path:
-        return path
-    if os.environ.get("FLEXADR_REQUIRE_DAEMONS") == "1":
-        pytest.fail(f"FLEXADR_REQUIRE_DAEMONS=1 but {name} is not installed")
-    pytest.skip(f"{name} is not installed (Debian package {name})")
+
+def needs_daemon(name: str):
+    """Mark a test that starts a system daemon itself (nginx, mosquitto, prosody): skipped
+    locally without it; CI installs every daemon and sets FLEXADR_REQUIRE_DAEMONS=1, so
+    there a missing one fails (in `daemon`) instead."""
+    return pytest.mark.skipif(_daemon_path(name) is None
+                              and os.environ.get("FLEXADR_REQUIRE_DAEMONS") != "1",
+                              reason=f"{name} is not installed (Debian package {name})")
+
+
+def daemon(name: str) -> str:
+    """Path of a daemon a `needs_daemon` test starts."""
+    path = _daemon_path(name)
+    assert path, f"{name} is not installed (CI installs it: .ci/run)"
+    return path
 
 
 def fresh_database_url(tmp_path) -> tuple[str, callable]:

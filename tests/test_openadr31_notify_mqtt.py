@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
-from tests.conftest import daemon
+from tests.conftest import daemon, needs_daemon
 from tests.test_openadr31_api import SECRET, Api31, enrol, event_body
 from tests.test_openadr31_notify import FAST, clients, deliveries
 from tests.test_openadr_20b import eventually
@@ -110,6 +110,7 @@ class Listener:
         await self.client.__aexit__(None, None, None)
 
 
+@needs_daemon("mosquitto")
 async def test_notifiers_advertise_mqtt_and_the_topic_endpoints_name_the_topics(mqtt_edge):
     api, port = mqtt_edge
     _, body = await api.call("GET", "/notifiers", client="ven-a-client", expect=200)
@@ -139,6 +140,7 @@ async def test_notifiers_advertise_mqtt_and_the_topic_endpoints_name_the_topics(
                        expect=200)
 
 
+@needs_daemon("mosquitto")
 async def test_events_are_published_and_a_ven_cannot_read_another_vens_topics(
         mqtt_edge, broker):
     api, port = mqtt_edge
@@ -184,6 +186,7 @@ async def test_events_are_published_and_a_ven_cannot_read_another_vens_topics(
             await listener.stop()
 
 
+@needs_daemon("mosquitto")
 async def test_a_wrong_secret_cannot_log_in_to_the_broker(broker):
     _, port, _, _ = broker
     with pytest.raises(aiomqtt.MqttCodeError):
@@ -191,6 +194,7 @@ async def test_a_wrong_secret_cannot_log_in_to_the_broker(broker):
             pass
 
 
+@needs_daemon("mosquitto")
 def test_the_acl_file_gives_a_ven_only_its_own_topics(broker):
     acl = (broker[3] / "acl").read_text()
     assert "user ven-a-client\ntopic read vens/ven-a/#" in acl

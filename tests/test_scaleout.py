@@ -26,7 +26,7 @@ from sqlmodel import select
 from certs.pki import ensure_dev_pki
 from flexadr.clock import SystemClock
 from schedules import model
-from tests.conftest import TEST_DATABASE_ENV, daemon
+from tests.conftest import TEST_DATABASE_ENV, daemon, needs_daemon
 from vtn import lifecycle
 from vtn.leadership import Leadership, leader_pid
 from vtn.store import Store, Ven
@@ -187,6 +187,7 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 @postgresql_only
+@needs_daemon("nginx")
 @stream_module
 def test_three_workers_behind_nginx_lose_and_duplicate_nothing_when_the_leader_is_killed(
         tmp_path, database_url):
