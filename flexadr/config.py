@@ -24,8 +24,8 @@ from typing import Annotated, Any, TypeVar
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError,
-                      ValidationInfo)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, ValidationInfo, field_validator)
 
 from flexadr import data
 
@@ -238,3 +238,36 @@ def require_tls(source: str, prefix: str, cert: Path, key: Path,
     problems = tls_problems(cert, key, ca_file)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(prefix + p for p in problems))
+
+
+def _full_jid(text: str) -> str:
+    from flexadr.xmpp import valid_jid     # slixmpp, only for a file that has [xmpp]
+    jid = valid_jid(text)
+    if jid is None:
+        raise ValueError(f"not a full JID user@domain/resource: {text!r}")
+    return jid
+
+
+FullJid = Annotated[str, AfterValidator(_full_jid)]
+
+
+class XmppFile(Strict):
+    """[xmpp]: the account on the XMPP server (the 2.0b XMPP transport, flexadr/xmpp.py).
+    The TLS client certificate is the file's own cert and key."""
+    server_host: str
+    server_port: Annotated[int, Field(ge=1, le=65535)] = 5222
+    jid: FullJid
+    password_file: ReadableFile
+
+    @field_validator("password_file")
+    @classmethod
+    def _not_empty(cls, path: Path) -> Path:
+        if not path.read_text().strip():
+            raise ValueError(f"{path} is empty")
+        return path
+
+    def settings(self, cert: Path, key: Path, ca_file: Path, tls_profile: str = "default"):
+        from flexadr.xmpp import XmppSettings
+        return XmppSettings(self.server_host, self.server_port, self.jid,
+                            self.password_file.read_text().strip(), cert, key, ca_file,
+                            tls_profile)

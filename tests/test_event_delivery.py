@@ -70,8 +70,8 @@ async def test_a_modification_after_delivery_is_delivered_once_more(vtn):
     assert len(_distributions(stock, event.event_id)) == 2
 
 
-# Push is served (tests/test_push.py); XMPP is not yet.
-@pytest.mark.parametrize("asked", [{"transport_name": "xmpp"}])
+# Push is served (tests/test_push.py); XMPP only by a VTN with [xmpp] (tests/test_xmpp.py).
+@pytest.mark.parametrize("asked", [{"transport_name": "xmpp"}, {"transport_name": "mqtt"}])
 async def test_a_registration_for_an_exchange_the_vtn_does_not_serve_is_refused(vtn, asked):
     server, pki, url = vtn
     stock = Stock("stock-1", pki, url)
@@ -87,4 +87,5 @@ async def test_a_registration_for_an_exchange_the_vtn_does_not_serve_is_refused(
         await stock.client.stop()
     assert response_type == "oadrCreatedPartyRegistration"
     assert payload["response"]["response_code"] == 451
+    assert "use simpleHttp" in payload["response"]["response_description"]
     assert server.store.ven("stock-1").registration_id is None

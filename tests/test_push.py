@@ -202,7 +202,8 @@ async def test_a_push_registration_with_a_bad_transport_address_is_refused(site,
     assert _endpoint(site.store, "stock-1") is None
 
 
-async def test_a_push_registration_is_told_no_poll_frequency_and_xmpp_is_still_refused(site):
+async def test_a_push_registration_is_told_no_poll_frequency_and_xmpp_unserved_is_refused(
+        site):
     stock = Stock("stock-1", site.pki, f"https://127.0.0.1:{site.vtn.config.port}{PATH}")
     answers = {}
     try:

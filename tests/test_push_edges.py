@@ -146,9 +146,29 @@ listen_port = 8443
     assert agent_config(_ven_toml(tmp_path, pki, ""), tmp_path, "ven.toml").push is None
 
 
+def test_ven_toml_xmpp_exchange(tmp_path, pki):
+    (tmp_path / "pw").write_text("secret\n")
+    config = agent_config(_ven_toml(tmp_path, pki, """exchange = "xmpp"
+[xmpp]
+server_host = "xmpp.example"
+jid = "ven-a@xmpp.example/flexadr"
+password_file = "pw"
+vtn_jid = "vtn@xmpp.example/flexadr"
+"""), tmp_path, "ven.toml")
+    account = config.xmpp.account
+    assert (account.host, account.port, account.jid, account.password) == (
+        "xmpp.example", 5222, "ven-a@xmpp.example/flexadr", "secret")
+    assert account.cert == pki.vens["ven-a"].cert and config.xmpp.vtn_jid.startswith("vtn@")
+    assert config.push is None
+
+
 @pytest.mark.parametrize("extra, says", [
     ('exchange = "push"', 'needs a [push] table'),
-    ('exchange = "xmpp"', "exchange"),
+    ('exchange = "xmpp"', "needs an [xmpp] table"),
+    ('[xmpp]\nserver_host = "x"\njid = "a@b/c"\npassword_file = "pw"\nvtn_jid = "v@b/c"',
+     'needs exchange = "xmpp"'),
+    ('exchange = "xmpp"\n[xmpp]\nserver_host = "x"\njid = "a@b"\npassword_file = "pw"\n'
+     'vtn_jid = "v@b/c"', "not a full JID"),
     ('[push]\npublic_url = "https://a.example/x"\nlisten_port = 1', 'needs exchange = "push"'),
     ('exchange = "push"\n[push]\npublic_url = "http://a.example/x"\nlisten_port = 1', "https://"),
     ('exchange = "push"\n[push]\npublic_url = "https://u:p@a.example/x"\nlisten_port = 1',
@@ -157,6 +177,7 @@ listen_port = 8443
      "did you mean 'listen_port'"),
 ])
 def test_ven_toml_push_mistakes_are_one_line(tmp_path, pki, extra, says):
+    (tmp_path / "pw").write_text("secret\n")
     with pytest.raises(ConfigError) as err:
         agent_config(_ven_toml(tmp_path, pki, extra), tmp_path, "ven.toml")
     assert says in str(err.value) and "\n" not in str(err.value)

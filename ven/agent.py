@@ -42,6 +42,7 @@ from ven.telemetry import IntervalRecorder
 
 if TYPE_CHECKING:
     from ven.openadr20b.push_server import PushListen
+    from ven.openadr20b.xmpp_link import XmppExchange
     from ven.openadr31.settings import Oadr31Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class AgentConfig:
     group_ids: tuple[str, ...] = ()                 # eiTarget groups this VEN belongs to
     party_ids: tuple[str, ...] = ()
     push: "PushListen | None" = None     # 2.0b push exchange model; None: pull (oadrPoll)
+    xmpp: "XmppExchange | None" = None   # 2.0b over XMPP (instead of push or pull)
 
 
 def _wall(period: timedelta, time_scale: float) -> timedelta:

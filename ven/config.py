@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from flexadr.config import (ConfigError, ReadableFile, Strict, check, key_path, read_toml,
-                            require_tls, sqlite_relative_to, validate)
+from flexadr.config import (ConfigError, FullJid, ReadableFile, Strict, XmppFile, check,
+                            key_path, read_toml, require_tls, sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
 from ven.openadr20b.push_server import PushListen
@@ -166,6 +166,15 @@ class PushFile(Strict):
         return PushListen(self.listen_host, self.listen_port, self.public_url, self.tls_profile)
 
 
+class VenXmppFile(XmppFile):
+    """[xmpp] of a VEN: its account, and the VTN's JID."""
+    vtn_jid: FullJid
+
+    def exchange(self, cert: Path, key: Path, ca_file: Path):
+        from ven.openadr20b.xmpp_link import XmppExchange
+        return XmppExchange(self.settings(cert, key, ca_file), self.vtn_jid)
+
+
 class AgentFile(Strict):
     ven_name: str = Field(min_length=1)
     protocol: Literal["2.0b", "3.1"] = "2.0b"
@@ -189,15 +198,21 @@ class AgentFile(Strict):
     storm_watch: StormWatchFile | None = None
     group_ids: list[str] = []           # eiTarget groups this VEN belongs to
     party_ids: list[str] = []
-    exchange: Literal["pull", "push"] = "pull"      # 2.0b exchange model
+    exchange: Literal["pull", "push", "xmpp"] = "pull"      # 2.0b exchange model / transport
     push: PushFile | None = None
+    xmpp: VenXmppFile | None = None
 
     @model_validator(mode="after")
     def _push_table_with_push(self) -> "AgentFile":
         if self.exchange == "push" and self.push is None:
             raise ValueError("exchange = \"push\" needs a [push] table (public_url, listen_port)")
-        if self.exchange == "pull" and self.push is not None:
+        if self.exchange != "push" and self.push is not None:
             raise ValueError("a [push] table needs exchange = \"push\"")
+        if self.exchange == "xmpp" and self.xmpp is None:
+            raise ValueError("exchange = \"xmpp\" needs an [xmpp] table (server_host, jid, "
+                             "password_file, vtn_jid)")
+        if self.exchange != "xmpp" and self.xmpp is not None:
+            raise ValueError("an [xmpp] table needs exchange = \"xmpp\"")
         return self
 
     @model_validator(mode="wrap")
@@ -255,7 +270,8 @@ class AgentFile(Strict):
             state_url=sqlite_relative_to(base, self.state_url),
             storm_watch=self.storm_watch.settings(base) if self.storm_watch else None,
             group_ids=tuple(self.group_ids), party_ids=tuple(self.party_ids),
-            push=self.push.settings() if self.push else None)
+            push=self.push.settings() if self.push else None,
+            xmpp=self.xmpp.exchange(self.cert, self.key, self.ca_file) if self.xmpp else None)
 
 
 class FleetFile(Strict):

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flexadr.config import (ConfigError, ReadableFile, Strict, read_toml, require_tls,
-                            sqlite_relative_to, validate)
+from flexadr.config import (ConfigError, ReadableFile, Strict, XmppFile, read_toml,
+                            require_tls, sqlite_relative_to, validate)
 from schedules import model as program_model
 from vtn.openadr31.settings import MqttSettings, NotifySettings
 from vtn.openadr31.settings import Settings as Openadr31Settings
@@ -194,6 +194,7 @@ class VtnFile(Strict):
     smtp: SmtpFile | None = None
     planner: PlannerFile | None = None
     openadr31: Openadr31File | None = None
+    xmpp: XmppFile | None = None      # the 2.0b XMPP transport; absent: XMPP is refused (451)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "VtnFile":
@@ -230,7 +231,9 @@ class VtnFile(Strict):
             admin_host=self.admin_host, crl_file=self.crl_file,
             admin_cert=self.admin_cert, admin_key=self.admin_key,
             alt_cert=self.alt_cert, alt_key=self.alt_key, tls_profile=self.tls_profile,
-            webhook_allow_private=self.webhook_allow_private)
+            webhook_allow_private=self.webhook_allow_private,
+            xmpp=(self.xmpp.settings(self.cert, self.key, self.ca_file, self.tls_profile)
+                  if self.xmpp else None))
 
 
 def load(path: Path) -> VtnSettings:

@@ -23,7 +23,8 @@ in the database queue.
 The loop (`PushDelivery`) is transport-neutral: a transport is anything with
 `deliver(endpoint, service, message_xml) -> Answer`. `HttpsPush` is the simple-HTTP
 one (mutual TLS: the VTN's certificate as client certificate, the VEN's verified
-against the CA and pinned to its enrolled fingerprint).
+against the CA and pinned to its enrolled fingerprint); vtn/xmpp.py's `XmppEdge` the
+XMPP one; `BySchemes` picks one by the scheme of the VEN's address.
 """
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def register(store: Store, ven_id: str, address: str | None, at: datetime) -> No
 @dataclass(frozen=True)
 class Answer:
     body: bytes
-    tls_certificate: bytes | None   # DER of the certificate the VEN's endpoint presented
+    # DER of the certificate the VEN's endpoint presented (XMPP: the answer's signature's
+    # own, when the CA issued it): the answer must be signed with it
+    tls_certificate: bytes | None
 
 
 class Undelivered(Exception):
@@ -182,6 +185,25 @@ class HttpsPush:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class BySchemes:
+    """One transport per scheme of the push address: `https` (HttpsPush), `xmpp`
+    (vtn/xmpp.py, whose addresses are xmpp:<full JID>)."""
+
+    def __init__(self, transports: dict[str, Transport]):
+        self.transports = transports
+
+    async def deliver(self, endpoint: PushEndpoint, service: str, message_xml: str) -> Answer:
+        scheme = urlsplit(endpoint.address).scheme
+        transport = self.transports.get(scheme)
+        if transport is None:
+            raise Undelivered(f"this VTN has no {scheme} transport for {endpoint.address}")
+        return await transport.deliver(endpoint, service, message_xml)
+
+    async def close(self) -> None:
+        for transport in self.transports.values():
+            await transport.close()
 
 
 def _peer_certificate(reply: aiohttp.ClientResponse) -> bytes | None:

@@ -12,11 +12,13 @@ written:
 1. the body: application/xml, at most MAX_BYTES, DTD-free, well-formed, bounded
    depth (flexadr.oadr_xml) -> 400;
 2. the 2.0b XSD -> 400;
-3. the XML signature, made with the certificate of the TLS connection; its
+3. the XML signature, made with the peer's certificate (`Peer`: the TLS client
+   certificate; over XMPP the signature's own, if the CA issued it); its
    ReplayProtect timestamp inside the window around now and its nonce never seen
    by any VTN process on the database (ReplayGuard) -> 463;
-4. the vtnID is ours (452); a venID belongs to the TLS certificate and is
-   registered (463, or oadrRequestReregistration as openleadr does);
+4. the vtnID is ours (452); a venID belongs to that certificate and is
+   registered (463, or oadrRequestReregistration as openleadr does), and the
+   sender may speak for it (over XMPP: the JID it registered from) -> 463;
 5. the handler, in one store transaction with the rendering of its answer: an
    openleadr ProtocolError keeps its code, any other exception (or an answer
    that would not be valid 2.0b) is invalid data (454), and either rolls back
@@ -231,13 +233,30 @@ def tls_certificate(request: web.Request) -> bytes | None:
     return (ssl_object.getpeercert(binary_form=True) or None) if ssl_object else None
 
 
+def _anyone(_ven_id: str) -> None:
+    """Over HTTP the TLS certificate is the whole identity."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a message, as the transport that carried it knows them."""
+    transport: str      # "simpleHttp" or "xmpp" (oadrTransportName)
+    address: str        # the TLS peer's IP address, the sender's full JID: for log lines
+    # The DER of the certificate the message must be signed with (None: refused 463): the
+    # TLS client certificate over HTTP, the signature's own when its CA issued it (XMPP).
+    certificate: Callable[[etree._Element], bytes | None]
+    # Raises Refused if this sender may not speak for the (registered) venID.
+    authorize: Callable[[str], None] = _anyone
+
+
 class MessagePath:
     """The OpenADR request path of one VTN (see the module docstring)."""
 
     def __init__(self, vtn_id: str, signer: Callable[..., str], ven_lookup: Callable,
-                 replay: ReplayGuard, transaction: Callable[[], ContextManager]):
+                 replay: ReplayGuard, transaction: Callable[[], ContextManager],
+                 services: dict[str, VTNService]):
         self.vtn_id, self.signer, self.ven_lookup, self.replay = vtn_id, signer, ven_lookup, replay
-        self.transaction = transaction
+        self.transaction, self.services = transaction, services
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
@@ -247,13 +266,34 @@ class MessagePath:
         return await self.handle(request, service)
 
     async def handle(self, request: web.Request, service: VTNService) -> web.Response:
+        """An HTTP request: its body, read and checked here, then `process`."""
+        content_type = request.headers.get("content-type", "")
+        peer = Peer("simpleHttp", str(request.remote),
+                    lambda _tree, der=tls_certificate(request): der)
+        try:
+            if not content_type.lower().startswith("application/xml"):
+                raise Refused(BAD_REQUEST, f"the Content-Type must be application/xml, "
+                                           f"not {content_type!r}")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise Refused(BAD_REQUEST, f"the message is larger than {oadr_xml.MAX_BYTES} bytes")
+        except Refused as err:
+            text = self._refused(Incoming(), peer, err)
+        else:
+            text = await self.process(body, peer, service)
+        return web.Response(text=text, content_type="application/xml")
+
+    async def process(self, body: bytes, peer: Peer, service: VTNService | None = None) -> str:
+        """The signed answer to one message, whatever carried it ("" for none). `service`:
+        the one it was sent to; None: the one that takes its message type (XMPP)."""
         incoming = Incoming()
         try:
             # One transaction: a request refused at any step stores nothing; a PartlyRefused
             # one keeps what its handler accepted.
             with self.transaction():
                 try:
-                    answer_type, answer = await self._answer(request, service, incoming)
+                    answer_type, answer = await self._answer(body, peer, service, incoming)
                 except PartlyRefused as err:
                     partly = err
                 except _Empty:
@@ -261,17 +301,23 @@ class MessagePath:
                 else:
                     return self._respond(self._build(answer_type, answer))
             log.warning("partly refused %s from %s (venID %s): %s", incoming.message_type,
-                        request.remote, incoming.ven_id, partly.response_description)
+                        peer.address, incoming.ven_id, partly.response_description)
             code, description = partly.response_code, partly.response_description
         except Refused as err:
-            log.warning("refused %s from %s (venID %s): %s %s%s", incoming.message_type or "message",
-                        request.remote, incoming.ven_id, err.code, err.description,
-                        f" [{err.detail}]" if err.detail else "")
-            code, description = err.code, err.description
+            return self._refused(incoming, peer, err)
         except Exception as err:   # noqa: BLE001 - a bug of this path must not become a 500 either
             log.error("the message path failed on a %s from %s at %s", incoming.message_type,
-                      request.remote, _site(err))
+                      peer.address, _site(err))
             code, description = OTHER_ERROR, "the VTN could not process this message"
+        return self._error(incoming, code, description)
+
+    def _refused(self, incoming: Incoming, peer: Peer, err: Refused) -> str:
+        log.warning("refused %s from %s (venID %s): %s %s%s", incoming.message_type or "message",
+                    peer.address, incoming.ven_id, err.code, err.description,
+                    f" [{err.detail}]" if err.detail else "")
+        return self._error(incoming, err.code, err.description)
+
+    def _error(self, incoming: Incoming, code: int, description: str) -> str:
         answer_type, answer = error_answer(self.vtn_id, incoming, code, description)
         return self._respond(self.signer(answer_type, **answer))
 
@@ -294,20 +340,12 @@ class MessagePath:
         return text
 
     @staticmethod
-    def _respond(text: str) -> web.Response:
-        response = web.Response(text=text, content_type="application/xml")
-        hooks.call("before_respond", response.text)
-        return response
+    def _respond(text: str) -> str:
+        hooks.call("before_respond", text)    # what the VTN sends, for its observers
+        return text
 
-    async def _answer(self, request: web.Request, service: VTNService,
+    async def _answer(self, body: bytes, peer: Peer, service: VTNService | None,
                       incoming: Incoming) -> tuple[str, dict]:
-        content_type = request.headers.get("content-type", "")
-        if not content_type.lower().startswith("application/xml"):
-            raise Refused(BAD_REQUEST, f"the Content-Type must be application/xml, not {content_type!r}")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise Refused(BAD_REQUEST, f"the message is larger than {oadr_xml.MAX_BYTES} bytes")
         try:
             tree = oadr_xml.parse(body)
         except oadr_xml.Malformed as err:
@@ -317,7 +355,7 @@ class MessagePath:
             xsd.check(tree)
         except xsd.SchemaViolation as err:
             raise Refused(BAD_REQUEST, f"not valid OpenADR 2.0b: {err.errors[0]}")
-        fingerprint, timestamp, nonce = self._verify(request, tree)
+        fingerprint, timestamp, nonce = self._verify(peer, tree)
         self.replay.check(fingerprint, timestamp, nonce)
         try:
             message_type, payload = oadr_xml.payload(tree)
@@ -327,6 +365,10 @@ class MessagePath:
         incoming.request_id = _text(payload.get("request_id")) or incoming.request_id
         if message_type == "oadrResponse":
             raise _Empty()
+        service = service or next((s for s in self.services.values()
+                                   if message_type in s.handlers), None)
+        if service is None:
+            raise Refused(CODES.COMPLIANCE_ERROR, f"no service of this VTN takes a {message_type}")
         if message_type not in service.handlers:
             raise Refused(CODES.COMPLIANCE_ERROR, f"a {message_type} is not sent to "
                                                   f"{service.__service_name__}")
@@ -337,8 +379,10 @@ class MessagePath:
             registered = await self._identify(payload["ven_id"], fingerprint)
             if not registered and message_type not in _BEFORE_REGISTRATION:
                 return "oadrRequestReregistration", {"ven_id": payload["ven_id"]}
+            if message_type not in _BEFORE_REGISTRATION:
+                peer.authorize(payload["ven_id"])
         if message_type == "oadrCreatePartyRegistration":
-            payload["fingerprint"] = fingerprint
+            payload["fingerprint"], payload["carried_by"] = fingerprint, peer
         return await self._handle(service, message_type, payload, incoming)
 
     @staticmethod
@@ -352,13 +396,13 @@ class MessagePath:
         incoming.ven_id = scope.findtext(f".//{_EI}venID")
 
     @staticmethod
-    def _verify(request: web.Request, tree: etree._Element) -> tuple[str, datetime, str]:
+    def _verify(peer: Peer, tree: etree._Element) -> tuple[str, datetime, str]:
         signed = signed_by_id(tree, _SIGNED_ID)
         if len(signed) != 1 or signed[0].getparent() is not tree:
             raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
                           "exactly one oadrSignedObject, under oadrPayload, must be signed")
         try:
-            return verify_signature(tree, tls_certificate(request))
+            return verify_signature(tree, peer.certificate(tree))
         except Refused:
             metrics.SIGNATURE_FAILURES.inc()
             raise

@@ -34,7 +34,8 @@ from flexadr import oadr_xml, tls
 from flexadr.clock import Clock, SystemClock
 from flexadr.signing import MessageSigner
 from flexadr.tls import CertKey, TlsProfile
-from vtn import audit, metrics, push, telemetry, ven_control
+from flexadr.xmpp import XmppSettings
+from vtn import audit, metrics, push, telemetry, ven_control, xmpp
 from vtn.leadership import Leadership
 from vtn.lifecycle import advance
 from vtn.oadr_events import in_profile_order, to_oadr, to_report_request
@@ -78,6 +79,7 @@ class VtnConfig:
     replay_past: timedelta = timedelta(seconds=30)
     replay_future: timedelta = timedelta(seconds=5)
     push_settings: push.PushSettings = push.PushSettings()   # delivery to push VENs (vtn/push.py)
+    xmpp: XmppSettings | None = None     # the XMPP transport (vtn/xmpp.py); None: not served
 
     def tls_identities(self) -> list[CertKey]:
         identities = [CertKey(self.cert, self.key)]
@@ -103,19 +105,34 @@ class OptService(VTNService):
         return self.vtn.on_cancel_opt(payload)
 
 
-# What this VTN serves: simple HTTP, pull or push (XMPP is not built yet). A VEN asking
-# for anything else would be told it is registered and then never hear from us.
-SERVED_TRANSPORTS = ("simpleHttp",)
+def served_transports(config: "VtnConfig") -> tuple[str, ...]:
+    """What this VTN serves: simple HTTP (pull or push), and XMPP when configured. A VEN
+    asking for anything else would be told it is registered and then never hear from us."""
+    return ("simpleHttp", "xmpp") if config.xmpp is not None else ("simpleHttp",)
 
 
-def _check_exchange(payload: dict) -> str | None:
-    """The push address of a registration (None: a pull VEN); refuse what is not served."""
+def _check_exchange(payload: dict, served: tuple[str, ...], ven_id: str) -> str | None:
+    """The push address of a registration (None: a pull VEN); refuse what is not served.
+    A registration asks for the transport that carries it: an XMPP VEN is known by the
+    JID it registers from (vtn/xmpp.py)."""
     transport = payload.get("transport_name")
-    if transport not in SERVED_TRANSPORTS:
+    if transport not in served:
         log.warning("refused registration of %s: transport %s is not served",
                     payload.get("ven_name"), transport)
         raise errors.NotAllowedError(f"transport {transport!r} is not served by this VTN; "
-                                     f"use {' or '.join(SERVED_TRANSPORTS)}")
+                                     f"use {' or '.join(served)}")
+    carrier = payload.get("carried_by")
+    carried = carrier.transport if carrier is not None else "simpleHttp"
+    if transport != carried:
+        raise errors.NotRegisteredOrAuthorizedError(
+            f"a registration for transport {transport} is sent over it, not over {carried}")
+    if transport == "xmpp":
+        try:
+            return xmpp.push_address(carrier.address, payload.get("transport_address"), ven_id)
+        except xmpp.NotTheSender as err:
+            raise errors.NotRegisteredOrAuthorizedError(_safe(str(err)))
+        except ValueError as err:
+            raise errors.InvalidDataError(_safe(f"oadrTransportAddress: {err}"))
     if payload.get("http_pull_model") is not False:
         return None
     try:
@@ -123,6 +140,10 @@ def _check_exchange(payload: dict) -> str | None:
     except ValueError as err:
         log.warning("refused push registration of %s: %s", payload.get("ven_name"), err)
         raise errors.InvalidDataError(_safe(f"oadrTransportAddress: {err}"))
+
+
+def _polls(payload: dict) -> bool:
+    return payload.get("transport_name") != "xmpp" and payload.get("http_pull_model") is not False
 
 
 def _nothing() -> None:
@@ -180,14 +201,19 @@ class Vtn:
         # Signed timestamps are wall-clock time whatever clock the VTN's logic runs on.
         self.replay = replay = ReplayGuard(store, SystemClock(), config.replay_past,
                                            config.replay_future)
-        self.push = push.PushDelivery(
-            self, push.HttpsPush(CertKey(config.cert, config.key), config.ca_file,
-                                 config.tls_profile, config.push_settings),
-            config.push_settings, SystemClock())
+        self.message_path = MessagePath(config.vtn_id, signer, self.ven_lookup, replay,
+                                        store.transaction, self.server.services)
+        transports = {"https": push.HttpsPush(CertKey(config.cert, config.key), config.ca_file,
+                                              config.tls_profile, config.push_settings)}
+        self.xmpp = None
+        if config.xmpp is not None:
+            self.xmpp = transports["xmpp"] = xmpp.XmppEdge(
+                self, config.xmpp, config.push_settings.timeout.total_seconds())
+        self.push = push.PushDelivery(self, push.BySchemes(transports), config.push_settings,
+                                      SystemClock())
         self.server.app._client_max_size = oadr_xml.MAX_BYTES
         self.server.app.middlewares.append(metrics.middleware)
-        self.server.app.middlewares.append(
-            MessagePath(config.vtn_id, signer, self.ven_lookup, replay, store.transaction).middleware)
+        self.server.app.middlewares.append(self.message_path.middleware)
         from vtn.admin import AdminApi
         self.admin = AdminApi(self, config.admin_token)    # on its own listener (start)
 
@@ -220,17 +246,20 @@ class Vtn:
 
         async def query_registration(payload: dict):
             metrics.MESSAGES_IN.labels("oadrQueryRegistration").inc()
-            return await original(payload)
+            answer_type, answer = await original(payload)
+            answer["profiles"] = [{"profile_name": "2.0b", "transports": [
+                {"transport_name": name} for name in served_transports(self.config)]}]
+            return answer_type, answer
         service_.handlers["oadrQueryRegistration"] = query_registration
 
     def _answer_push_registrations(self) -> None:
-        """A push VEN is told no poll frequency: it does not poll."""
+        """A push or XMPP VEN is told no poll frequency: it does not poll."""
         service_ = self.server.services["registration_service"]
         original = service_.handlers["oadrCreatePartyRegistration"]
 
         async def create_party_registration(payload: dict):
             answer_type, answer = await original(payload)
-            if payload.get("http_pull_model") is False:
+            if not _polls(payload):
                 answer.pop("requested_oadr_poll_freq", None)
             return answer_type, answer
         service_.handlers["oadrCreatePartyRegistration"] = create_party_registration
@@ -241,6 +270,8 @@ class Vtn:
         await self.server.app_runner.setup()
         await web.TCPSite(self.server.app_runner, self.config.host, self.config.port,
                           ssl_context=self.server.ssl_context, reuse_port=reuse_port).start()
+        if self.xmpp is not None:
+            self.xmpp.start()
         self.push.start()
         log.info("VTN %s listening on https://%s:%s", self.config.vtn_id, self.config.host,
                  self.config.port)
@@ -357,7 +388,7 @@ class Vtn:
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             raise errors.InvalidIdError(f"venID {payload['ven_id']} does not belong to this "
                                         f"certificate")
-        push_address = _check_exchange(payload)
+        push_address = _check_exchange(payload, served_transports(self.config), ven.ven_id)
         # A re-registration that names the current registration keeps it.
         asked = payload.get("registration_id")
         registration_id = (asked if asked and asked == ven.registration_id

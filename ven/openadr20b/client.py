@@ -24,7 +24,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import aiohttp
 from jinja2 import ChoiceLoader, FileSystemLoader
 from openleadr import OpenADRClient, enums, messaging, objects, utils
 
-from flexadr import oadr_xml, profile_rules, signing
+from flexadr import oadr_xml, profile_rules, signing, xsd
 from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,17 @@ class Pushed:
 
 # Set while a pushed message is handled, in that handling's context only.
 PUSHED: ContextVar[Pushed | None] = ContextVar("flexadr_pushed", default=None)
+
+
+class Refused(Exception):
+    """A pushed message the VEN does not take; `status` is the HTTP answer's."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+ANSWER_TIMEOUT_S = 8.0     # well within the VTN's 20 s for a pushed message's answer
 
 
 @dataclass(frozen=True)
@@ -138,8 +149,15 @@ class FlexClient(OpenADRClient):
             self._create_message.refused_events = self.refused_events
         self.requested: dict[str, ReportRequest] = {}   # report name -> what the VTN asked for
         self.first_request_at: float | None = None      # time.monotonic() of the first one
-        # The push exchange model: the VTN POSTs to this URL and the client never polls.
+        # The push exchange model: the VTN POSTs to this URL (or sends to this JID, XMPP)
+        # and the client never polls.
         self.push_address: str | None = None
+        self.transport_name = "simpleHttp"
+        # XMPP (ven/openadr20b/xmpp_link.py): sends a request to the VTN; its answer, and the
+        # fingerprint of the certificate that answer must be signed with (None: no answer)
+        self.send_over: Callable[[str], Awaitable[tuple[bytes, str] | None]] | None = None
+        self._pushed_lock = asyncio.Lock()     # one pushed message at a time, in arrival order
+        self._pushed_tasks: set[asyncio.Task] = set()
 
     def _check_events(self, content: str) -> None:
         """Runs on every schema-valid message before openleadr parses it."""
@@ -156,7 +174,64 @@ class FlexClient(OpenADRClient):
         if self.push_address:
             kwargs.setdefault("http_pull_model", False)
             kwargs.setdefault("transport_address", self.push_address)
+            kwargs.setdefault("transport_name", self.transport_name)
         return await super().create_party_registration(*args, **kwargs)
+
+    def checked(self, body: bytes, signer_fingerprint: str) -> tuple[str, dict]:
+        """(type, payload) of a message the VTN pushed: DTD-free bounded XML, valid 2.0b,
+        signed with the certificate of `signer_fingerprint`, ReplayProtect fresh, for
+        this VEN. Raises Refused."""
+        try:
+            tree = oadr_xml.parse(body)
+            xsd.check(tree)
+        except (oadr_xml.Malformed, xsd.SchemaViolation) as err:
+            raise Refused(400, f"not valid OpenADR 2.0b: {err}") from None
+        try:
+            signing.validate_xml_signature(tree, messaging.NONCE_CACHE,
+                                           cert_fingerprint=signer_fingerprint)
+            message_type, payload = oadr_xml.payload(tree)
+        except oadr_xml.Malformed as err:
+            raise Refused(400, str(err)) from None
+        except Exception as err:   # noqa: BLE001 - signxml and openleadr raise many types
+            raise Refused(403, f"signature or ReplayProtect refused: {err}") from None
+        if self.ven_id and payload.get("ven_id") not in (None, self.ven_id):
+            raise Refused(403, f"the message is for venID {payload.get('ven_id')!r}")
+        return message_type, payload
+
+    async def take_pushed(self, message_type: str, payload: dict) -> str | None:
+        """The client's answer to a pushed message, through the poll handling (None if
+        that failed before answering)."""
+        async with self._pushed_lock:
+            pushed = Pushed(message_type, payload, asyncio.get_running_loop().create_future())
+            token = PUSHED.set(pushed)
+            try:
+                handling = asyncio.create_task(self._poll())   # inherits PUSHED
+            finally:
+                PUSHED.reset(token)
+            self._pushed_tasks.add(handling)
+            handling.add_done_callback(self._pushed_finished)
+            await asyncio.wait({pushed.answer, handling}, timeout=ANSWER_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if pushed.answer.done():
+                return utils.ensure_str(pushed.answer.result())
+            pushed.answer.cancel()      # anything the handlers send later goes to the VTN
+            if handling.done() and not handling.cancelled() and handling.exception() is not None:
+                return None
+            return self._create_message(
+                "oadrResponse", ven_id=self.ven_id,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id") or ""})
+
+    def _pushed_finished(self, task: asyncio.Task) -> None:
+        self._pushed_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("VEN %s: handling a pushed message failed: %r", self.ven_name,
+                      task.exception())
+
+    async def stop_pushed(self) -> None:
+        for task in self._pushed_tasks:
+            task.cancel()
+        await asyncio.gather(*self._pushed_tasks, return_exceptions=True)
 
     async def poll(self):
         """In push mode openleadr's poll handling (`_poll`) dispatches the pushed message
@@ -169,10 +244,42 @@ class FlexClient(OpenADRClient):
     async def _perform_request(self, service, message):
         pushed = PUSHED.get()
         if pushed is not None and not pushed.answer.done():
-            # The answer to a pushed message goes back in its HTTP response.
+            # The answer to a pushed message goes back as its answer (HTTP response, XMPP).
             pushed.answer.set_result(message)
             return "oadrResponse", {}
+        if self.send_over is not None:
+            return await self._request_over(message)
         return await super()._perform_request(service, message)
+
+    async def _request_over(self, message: str):
+        """openleadr's _perform_request (hooks, checks, parsing, answers) over `send_over`."""
+        await self._execute_hooks("before_send_xml", utils.ensure_str(message))
+        answer = await self.send_over(utils.ensure_str(message))
+        if answer is None:
+            return None, {}
+        content, signer_fingerprint = answer
+        await self._execute_hooks("after_receive_xml", utils.ensure_str(content))
+        try:
+            message_type, payload = self.checked(content, signer_fingerprint)
+            await self._execute_hooks("before_parse_xml", utils.ensure_str(content))
+            await self._execute_hooks("after_parse_xml", message_type, payload)
+        except Refused as err:
+            log.warning("VEN %s: refused the VTN's answer: %s", self.ven_name, err.reason)
+            return None, {}
+        code = (payload.get("response") or {}).get("response_code")
+        if code is not None and code != 200:
+            log.warning("VEN %s: the VTN answered %s: %s", self.ven_name, code,
+                        payload["response"].get("response_description"))
+        return message_type, payload
+
+    async def stop(self):
+        """openleadr's, also when no HTTP session is open (XMPP; or openleadr closed it)."""
+        if self.client_session is not None:
+            return await super().stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown()
+        if self.report_queue_task:
+            self.report_queue_task.cancel()
 
     async def _ensure_client_session(self) -> None:
         """openleadr's session (same TLS setup, headers and timeouts), with short-lived idle connections."""

@@ -44,11 +44,14 @@ class Link20b:
             vtn_fingerprint=config.vtn_fingerprint, show_fingerprint=False)
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
-        self.push_server = None
+        self.push_server = None             # what the VTN pushes to: PushServer, XmppTransport
         if config.push is not None:       # the push exchange model: the VTN POSTs to us
             self.client.push_address = config.push.public_url
             self.push_server = PushServer(self.client, config.push, config.cert, config.key,
                                           config.ca_file, config.vtn_fingerprint)
+        elif config.xmpp is not None:     # XMPP: requests and pushed messages on one connection
+            from ven.openadr20b.xmpp_link import XmppTransport
+            self.push_server = XmppTransport(self.client, config.xmpp, config.vtn_fingerprint)
         self._describe_reports()
         self.uplink = Uplink(self.client, store)
         self._tasks: list[asyncio.Task] = []
@@ -75,8 +78,7 @@ class Link20b:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.push_server is not None:
             await self.push_server.stop()
-        if self.client.client_session is not None:
-            await self.client.stop()
+        await self.client.stop()
 
     def outbox_changed(self) -> None:
         self.uplink.wake.set()
