@@ -158,6 +158,7 @@ class Endpoint:
                                                 s.ca_file)
         client.enable_direct_tls = False     # STARTTLS on the c2s port (TLS then required)
         client.add_event_handler("message", self._on_message)
+        client.add_event_handler("message_error", self._on_message)
 
         def close(reason) -> None:
             if not closed.done():

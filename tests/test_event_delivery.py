@@ -71,7 +71,7 @@ async def test_a_modification_after_delivery_is_delivered_once_more(vtn):
 
 
 # Push is served (tests/test_push.py); XMPP only by a VTN with [xmpp] (tests/test_xmpp.py).
-@pytest.mark.parametrize("asked", [{"transport_name": "xmpp"}, {"transport_name": "mqtt"}])
+@pytest.mark.parametrize("asked", [{"transport_name": "xmpp"}])
 async def test_a_registration_for_an_exchange_the_vtn_does_not_serve_is_refused(vtn, asked):
     server, pki, url = vtn
     stock = Stock("stock-1", pki, url)

@@ -8,10 +8,12 @@ profile rules); every message the VENs send and receive is checked here.
 """
 import asyncio
 import dataclasses
+import os
 import secrets
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -34,13 +36,14 @@ from tests.harness import running_site
 from ven.agent import VenAgent
 from ven.openadr20b.xmpp_link import XmppExchange
 from vtn import lifecycle
+from vtn.config import load
 from vtn.store import PushEndpoint
 
+ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = "localhost"          # on the test VTN certificate, which Prosody presents
 VTN_JID = f"vtn@{DOMAIN}/flexadr"
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
-pytestmark = needs_daemon("prosody")
 
 
 class Prosody:
@@ -154,6 +157,7 @@ def _address(site, ven_id: str) -> str | None:
         return endpoint.address if endpoint else None
 
 
+@needs_daemon("prosody")
 @pytest.mark.parametrize("exchange", ["pull", "push", "xmpp"])
 async def test_each_exchange_carries_the_event_opt_report_and_cancel(
         xmpp_site, vtn_sent_messages, exchange):
@@ -187,6 +191,7 @@ async def test_each_exchange_carries_the_event_opt_report_and_cancel(
     assert sum("oadrDistributeEvent" in xml for xml in vtn_sent_messages) >= 2
 
 
+@needs_daemon("prosody")
 async def test_a_stock_pull_ven_works_beside_push_and_xmpp_vens(xmpp_site):
     site = xmpp_site
     xmpp_agent, _ = await _agent(site, _xmpp_config(site, "ven-a"))
@@ -245,6 +250,7 @@ def _registration(signer, jid: str, transport: str = "xmpp") -> str:
                   registration_id=None)
 
 
+@needs_daemon("prosody")
 async def test_bad_input_over_xmpp_is_refused_with_its_code_and_changes_nothing(xmpp_site):
     site = xmpp_site
     jid = f"ven-a@{DOMAIN}/flexadr"
@@ -277,18 +283,46 @@ async def test_bad_input_over_xmpp_is_refused_with_its_code_and_changes_nothing(
     assert _address(site, "ven-a") == f"xmpp:{jid}"
 
 
+@needs_daemon("prosody")
 async def test_prosody_refuses_a_client_without_a_certificate(xmpp_site):
     site = xmpp_site
     client = slixmpp.ClientXMPP(f"ven-a@{DOMAIN}/bare", site.prosody.passwords["ven-a"])
     client.ssl_context = ssl.create_default_context(cafile=str(site.pki.ca.cert))
-    started = asyncio.get_running_loop().create_future()
-    client.add_event_handler("session_start", lambda _e: started.set_result(True))
+    client.enable_direct_tls = False
+    outcome = asyncio.get_running_loop().create_future()
+    for event in ("session_start", "disconnected", "connection_failed"):
+        client.add_event_handler(event, lambda _e, event=event: outcome.done()
+                                 or outcome.set_result(event))
     client.connect("127.0.0.1", site.prosody.port)
-    await asyncio.sleep(1.5)
-    client.disconnect(wait=0)
-    assert not started.done()
+    try:
+        assert await asyncio.wait_for(outcome, 10) != "session_start"
+    finally:
+        client.disconnect(wait=0)
 
 
+@needs_daemon("prosody")
+async def test_an_xmpp_ven_offline_gets_its_queue_when_it_is_back(xmpp_site):
+    site = xmpp_site
+    agent, _ = await _agent(site, _xmpp_config(site, "ven-a"))
+    await eventually(lambda: agent.registered and not site.store.pending_messages("ven-a"),
+                     what="registered, queue delivered")
+    transport = agent.link.push_server
+    await transport.endpoint.stop()          # the VEN is gone
+    event = _publish(site, lead=2 * HOUR, duration=2 * HOUR)
+    await eventually(lambda: _attempts(site, "ven-a") >= 2, what="retries while it is gone")
+    assert event.event_id not in agent.decisions
+    transport.endpoint.start()               # back, on the same JID: nothing to re-register
+    await eventually(lambda: event.event_id in agent.decisions, what="the event, late")
+    await eventually(lambda: not site.store.pending_messages("ven-a"), what="queue delivered")
+    assert site.store.target(event.event_id, "ven-a").opt_type == "optIn"
+
+
+def _attempts(site, ven_id: str) -> int:
+    with site.store.session() as s:
+        return s.get(PushEndpoint, ven_id).attempts or 0
+
+
+@needs_daemon("prosody")
 async def test_an_xmpp_registration_is_offered_and_answered_truthfully(xmpp_site, tmp_path):
     site = xmpp_site
     stock = Stock("stock-1", site.pki, f"https://127.0.0.1:{site.vtn.config.port}{PATH}")
@@ -307,3 +341,28 @@ async def test_an_xmpp_registration_is_offered_and_answered_truthfully(xmpp_site
     assert transports == {"simpleHttp", "xmpp"}
     assert over_http["response"]["response_code"] == 463
     assert site.store.ven("stock-1").registration_id is None
+
+
+def test_vtn_toml_xmpp_table_and_one_worker(tmp_path):
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    (tmp_path / "xmpp-password").write_text("secret\n")
+    path = tmp_path / "vtn.toml"
+    path.write_text(f"""cert = "{pki.vtn.cert}"
+key = "{pki.vtn.key}"
+ca_file = "{pki.ca.cert}"
+database = "postgresql://flexadr@127.0.0.1:1/none"
+[xmpp]
+server_host = "xmpp.example"
+jid = "vtn@xmpp.example/flexadr"
+password_file = "xmpp-password"
+""")
+    account = load(path).server.xmpp
+    assert (account.host, account.port, account.jid, account.password) == (
+        "xmpp.example", 5222, "vtn@xmpp.example/flexadr", "secret")
+    assert (account.cert, account.ca_file) == (pki.vtn.cert, pki.ca.cert)
+    proc = subprocess.run([sys.executable, "-m", "vtn.cli", "serve", "--config", str(path),
+                           "--workers", "2"], capture_output=True, text=True, timeout=60,
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr == (f"vtn: {path}: workers = 2 with [xmpp]: the XMPP transport runs in "
+                           f"one process (workers = 1)\n")

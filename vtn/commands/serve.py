@@ -45,6 +45,10 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1 and not settings.database_url.startswith(("postgresql", "postgres")):
         raise config.ConfigError(f"{args.config}: workers = {workers} needs a PostgreSQL "
                                  f"database (SQLite has one writer: run one process)")
+    if workers > 1 and settings.server.xmpp is not None:
+        # Every worker would log in as the same full JID: the server keeps one session.
+        raise config.ConfigError(f"{args.config}: workers = {workers} with [xmpp]: the XMPP "
+                                 f"transport runs in one process (workers = 1)")
     edge = settings.openadr31
     for key, host, port in (("port", settings.server.host, settings.server.port),
                             ("admin_port", settings.server.admin_host, settings.server.admin_port),
