@@ -49,7 +49,7 @@ RECONNECT_FIRST_S = 0.5       # doubled after each failed connection ...
 RECONNECT_MAX_S = 30.0        # ... up to this
 CONNECT_TIMEOUT_S = 10.0
 
-# (sender's full JID, message body) -> the answer's body, or None for no answer
+# (sender's full JID, message body) -> the answer's body ("" an empty one), None for none
 RequestHandler = Callable[[str, bytes], Awaitable[str | None]]
 
 
@@ -231,11 +231,16 @@ class Endpoint:
         reply.send()
 
 
-def signer_certificate(tree: etree._Element, ca_file: Path,
+def issuers(ca_file: Path) -> list[x509.Certificate]:
+    """The CA certificates of `ca_file`, for `signer_certificate` (read once)."""
+    return x509.load_pem_x509_certificates(Path(ca_file).read_bytes())
+
+
+def signer_certificate(tree: etree._Element, cas: list[x509.Certificate],
                        revoked: Callable[[], set[int]] = set) -> bytes | None:
-    """The DER of the certificate in a message's XML signature, if `ca_file` issued it,
-    it is valid now and its serial is not `revoked()`; else None (the message path then
-    refuses the message as unsigned by a known certificate)."""
+    """The DER of the certificate in a message's XML signature, if one of `cas` issued
+    it, it is valid now and its serial is not `revoked()`; else None (the message is
+    then refused as not signed by a known certificate)."""
     text = tree.findtext(f"./{_DS}Signature//{_DS}X509Certificate")
     if not text or not text.strip():
         return None
@@ -247,7 +252,7 @@ def signer_certificate(tree: etree._Element, ca_file: Path,
     now = datetime.now(timezone.utc)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         return None
-    for issuer in x509.load_pem_x509_certificates(Path(ca_file).read_bytes()):
+    for issuer in cas:
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature):

@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest

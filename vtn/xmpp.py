@@ -23,7 +23,6 @@ account.
 """
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -31,8 +30,8 @@ import slixmpp
 
 from certs.pki import revoked_serials
 from flexadr import oadr_xml
-from flexadr.xmpp import (Endpoint, Unanswered, XmppSettings, bare, signer_certificate,
-                          valid_jid)
+from flexadr.xmpp import (Endpoint, Unanswered, XmppSettings, bare, issuers,
+                          signer_certificate, valid_jid)
 from vtn.push import Answer, Undelivered
 from vtn.security import Peer, Refused
 from vtn.store import PushEndpoint
@@ -40,7 +39,6 @@ from vtn.store import PushEndpoint
 if TYPE_CHECKING:
     from vtn.service import Vtn
 
-log = logging.getLogger(__name__)
 
 SCHEME = "xmpp:"     # an XMPP VEN's push address is xmpp:<its full JID> (RFC 5122's URI)
 NOT_AUTHORIZED = 463
@@ -73,6 +71,7 @@ class XmppEdge:
     def __init__(self, vtn: "Vtn", settings: XmppSettings, timeout_s: float):
         self.vtn, self.timeout_s = vtn, timeout_s
         self.endpoint = Endpoint(settings, self._request)
+        self._cas = issuers(vtn.config.ca_file)
 
     @property
     def jid(self) -> str:
@@ -86,13 +85,13 @@ class XmppEdge:
 
     async def _request(self, sender: str, body: bytes) -> str | None:
         peer = Peer("xmpp", sender, self._certificate, partial(self._authorize, sender))
-        return await self.vtn.message_path.process(body, peer) or None
+        return await self.vtn.message_path.process(body, peer)    # "": an empty answer
 
     def _certificate(self, tree) -> bytes:
         config = self.vtn.config
         revoked = (partial(revoked_serials, config.crl_file) if config.crl_file is not None
                    else set)
-        der = signer_certificate(tree, config.ca_file, revoked)
+        der = signer_certificate(tree, self._cas, revoked)
         if der is None:
             raise Refused(NOT_AUTHORIZED, "the signature's certificate is not one the VTN's CA "
                                           "issued (or it expired, or it is revoked)")

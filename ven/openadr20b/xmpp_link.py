@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from openleadr import utils
 
 from flexadr import oadr_xml
-from flexadr.xmpp import Endpoint, Unanswered, XmppSettings, bare, signer_certificate
+from flexadr.xmpp import Endpoint, Unanswered, XmppSettings, bare, issuers, signer_certificate
 from ven.openadr20b.client import FlexClient, Refused
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class XmppTransport:
     def __init__(self, client: FlexClient, exchange: XmppExchange, vtn_fingerprint: str | None):
         self.client, self.exchange, self.vtn_fingerprint = client, exchange, vtn_fingerprint
         self.endpoint = Endpoint(exchange.account, self._pushed)
+        self._cas = issuers(exchange.account.ca_file)
         client.push_address, client.transport_name = exchange.account.jid, "xmpp"
         client.send_over = self.send
 
@@ -63,6 +64,8 @@ class XmppTransport:
         except Unanswered as err:
             log.warning("VEN %s: no answer over XMPP: %s", self.client.ven_name, err)
             return None
+        if not body:
+            return None     # the empty answer to an oadrResponse
         try:
             return body, self._signer(body)
         except Refused as err:
@@ -73,7 +76,7 @@ class XmppTransport:
         """The fingerprint a message of the VTN must be signed with: the pinned one, and
         in any case that of a certificate the CA issued."""
         try:
-            der = signer_certificate(oadr_xml.parse(body), self.exchange.account.ca_file)
+            der = signer_certificate(oadr_xml.parse(body), self._cas)
         except oadr_xml.Malformed as err:
             raise Refused(400, str(err)) from None
         if der is None:
