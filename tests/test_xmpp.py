@@ -1,7 +1,6 @@
-"""OpenADR 2.0b over XMPP, through a real Prosody (Debian's package) started per test.
-
-Prosody listens on its own port on 127.0.0.1, requires TLS and a client certificate
-of the test CA, and authenticates the JIDs by password. The VTN and our VEN agents
+"""OpenADR 2.0b over XMPP, through a real Prosody (Debian's package) started per test
+(tests/prosody.py: TLS and a client certificate of the test CA required, JIDs
+authenticated by password). The VTN and our VEN agents
 talk through it with slixmpp; a stock openleadr VEN polls over HTTP beside them.
 Every message the VTN sends is checked by the `vtn_sent_messages` fixture (XSD and
 profile rules); every message the VENs send and receive is checked here.
@@ -9,12 +8,9 @@ profile rules); every message the VENs send and receive is checked here.
 import asyncio
 import dataclasses
 import os
-import secrets
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,14 +20,14 @@ from lxml import etree
 from certs.pki import ensure_dev_pki
 from flexadr import xsd
 from flexadr.clock import SystemClock
-from flexadr.demo import _free_port
 from flexadr.signing import MessageSigner
-from flexadr.xmpp import Endpoint, XmppSettings
+from flexadr.xmpp import Endpoint
 from test_openadr_20b import Stock, eventually
 from test_push import FAST_RETRY, PATH, _push_config
 from test_ven_resilience import HOUR, SCALE, _publish
-from tests.conftest import daemon, needs_daemon
+from tests.conftest import needs_daemon
 from tests.harness import running_site
+from tests.prosody import DOMAIN, Prosody
 from ven.agent import VenAgent
 from ven.openadr20b.xmpp_link import XmppExchange
 from vtn import lifecycle
@@ -39,69 +35,9 @@ from vtn.config import load
 from vtn.store import PushEndpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN = "localhost"          # on the test VTN certificate, which Prosody presents
 VTN_JID = f"vtn@{DOMAIN}/flexadr"
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
-
-
-class Prosody:
-    """A Prosody of this test: TLS required, client certificates of the test CA."""
-
-    def __init__(self, root: Path, pki, users: list[str]):
-        self.root, self.pki, self.port = root, pki, _free_port()
-        self.passwords = {user: secrets.token_urlsafe(12) for user in users}
-        self.config = root / "prosody.cfg.lua"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Prosody":
-        (self.root / "data").mkdir()
-        (self.root / "certs").mkdir()
-        ssl_options = (f'certificate = "{self.pki.vtn.cert}", key = "{self.pki.vtn.key}", '
-                       f'cafile = "{self.pki.ca.cert}", verify = {{ "peer", "fail_if_no_peer_cert" }}')
-        self.config.write_text(f"""
-pidfile = "{self.root / 'prosody.pid'}"
-data_path = "{self.root / 'data'}"
-certificates = "{self.root / 'certs'}"
-run_as_root = true  -- the tests may run as root; the files are in the test's own folder
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {self.port} }}
-c2s_direct_tls_ports = {{}}
-s2s_ports = {{}}
-http_ports = {{}}
-https_ports = {{}}
-modules_enabled = {{ "saslauth", "tls", "disco", "ping" }}
-modules_disabled = {{ "s2s", "offline" }}
-authentication = "internal_plain"
-storage = "internal"
-c2s_require_encryption = true
-log = {{ {{ levels = {{ min = "info" }}, to = "file", filename = "{self.root / 'prosody.log'}" }} }}
-VirtualHost "{DOMAIN}"
-  ssl = {{ {ssl_options} }}
-""")
-        prosodyctl = str(Path(daemon("prosody")).with_name("prosodyctl"))
-        for user, password in self.passwords.items():
-            subprocess.run([prosodyctl, "--config", str(self.config), "register", user, DOMAIN,
-                            password], check=True, capture_output=True, timeout=30)
-        self.proc = subprocess.Popen([daemon("prosody"), "--config", str(self.config), "-F"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.proc.poll() is None, (self.root / "prosody.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                assert time.monotonic() < deadline, "prosody is not listening"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def account(self, user: str, cert: Path, key: Path, resource: str = "flexadr") -> XmppSettings:
-        return XmppSettings("127.0.0.1", self.port, f"{user}@{DOMAIN}/{resource}",
-                            self.passwords[user], cert, key, self.pki.ca.cert)
 
 
 @pytest.fixture
