@@ -160,6 +160,13 @@ vtn_jid = "vtn@xmpp.example/flexadr"
         "xmpp.example", 5222, "ven-a@xmpp.example/flexadr", "secret")
     assert account.cert == pki.vens["ven-a"].cert and config.xmpp.vtn_jid.startswith("vtn@")
     assert config.push is None
+    without_url = _ven_toml(tmp_path, pki, 'exchange = "xmpp"\n[xmpp]\nserver_host = "x"\n'
+                            'jid = "ven-a@x/f"\npassword_file = "pw"\nvtn_jid = "vtn@x/f"')
+    del without_url["vtn_url"]
+    assert agent_config(without_url, tmp_path, "ven.toml").vtn_url == ""
+    del without_url["exchange"], without_url["xmpp"]
+    with pytest.raises(ConfigError, match="vtn_url"):
+        agent_config(without_url, tmp_path, "ven.toml")
 
 
 @pytest.mark.parametrize("extra, says", [

@@ -55,7 +55,7 @@ MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
 @dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     ven_name: str
-    vtn_url: str                        # 2.0b: the EiEvent base URL; 3.1: the API's base URL
+    vtn_url: str                        # 2.0b: the EiEvent base URL ("" over XMPP); 3.1: the API's
     cert: Path | None = None            # 2.0b: mutual TLS; 3.1: only if the VTN asks for it
     key: Path | None = None
     ca_file: Path | None = None         # the CA that signed the VTN's certificate

@@ -178,7 +178,7 @@ class VenXmppFile(XmppFile):
 class AgentFile(Strict):
     ven_name: str = Field(min_length=1)
     protocol: Literal["2.0b", "3.1"] = "2.0b"
-    vtn_url: str
+    vtn_url: str | None = None          # required but with exchange = "xmpp" (the VTN's JID)
     cert: ReadableFile | None = None    # 2.0b: required (mutual TLS)
     key: ReadableFile | None = None
     ca_file: ReadableFile | None = None
@@ -218,11 +218,13 @@ class AgentFile(Strict):
     @model_validator(mode="wrap")
     @classmethod
     def _protocol_keys(cls, data: Any, handler) -> "AgentFile":
-        """cert, key and ca_file are required for 2.0b, [oadr31] for 3.1: reported as
-        missing beside every other problem of the file."""
+        """cert, key and ca_file are required for 2.0b, [oadr31] for 3.1, vtn_url unless
+        over XMPP: reported as missing beside every other problem of the file."""
         needed = ()
         if isinstance(data, dict):
             needed = {"2.0b": TLS_KEYS, "3.1": ("oadr31",)}.get(data.get("protocol", "2.0b"), ())
+            if data.get("exchange") != "xmpp":
+                needed = ("vtn_url", *needed)
         missing = [{"type": "missing", "loc": (key,), "input": data}
                    for key in needed if key not in data]
         try:
@@ -256,7 +258,7 @@ class AgentFile(Strict):
 
     def agent(self, base: Path) -> AgentConfig:
         return AgentConfig(
-            ven_name=self.ven_name, vtn_url=self.vtn_url,
+            ven_name=self.ven_name, vtn_url=self.vtn_url or "",
             cert=self.cert, key=self.key, ca_file=self.ca_file,
             vtn_fingerprint=self.vtn_fingerprint, protocol=self.protocol,
             oadr31=self.oadr31.settings() if self.oadr31 else None,

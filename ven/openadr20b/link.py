@@ -107,7 +107,7 @@ class Link20b:
         await self.client.run()
         if not self.registered:
             log.error("VEN %s could not register with %s", self.config.ven_name,
-                      self.config.vtn_url)
+                      self.config.xmpp.vtn_jid if self.config.xmpp else self.config.vtn_url)
             self.client.client_session = None      # openleadr closed it; a retry needs a new one
             return False
         request = self.client.requested.get(USAGE)
