@@ -60,8 +60,8 @@ async def xmpp_site(tmp_path):
 
 def _xmpp_config(site, name: str):
     paths = site.pki.vens[name]
-    return dataclasses.replace(site.agent_config(name), xmpp=XmppExchange(
-        site.prosody.account(name, paths.cert, paths.key), VTN_JID))
+    return dataclasses.replace(site.agent_config(name), vtn_url="", xmpp=XmppExchange(
+        site.prosody.account(name, paths.cert, paths.key), VTN_JID))     # no HTTP at all
 
 
 class Seen:
