@@ -1,21 +1,38 @@
 """Signed polls per second and VTN CPU per poll: our VTN beside stock openleadr, one run.
 
-    .venv/bin/python -m bench.poll --vens 200 --concurrency 16 --seconds 10 [--key rsa]
+    .venv/bin/python -m bench.poll --vens 1000 --concurrency 32 --seconds 10 [--key rsa]
+        [--modes keep-alive fresh resumed]
 
 Each server runs in a process of its own, pinned to CPU 0; the load generator runs
 here, pinned to CPU 1 (on a machine with one core both share it: the CPU figures
-stay right, polls/s does not). The generator signs oadrPoll messages for N enrolled
-VENs with mutual TLS (each VEN its own certificate and connection), C requests in flight, first over keep-alive connections, then
-with a fresh TLS connection per poll. The servers:
+stay right, polls/s does not). N enrolled VENs, each with its own certificate and
+connection (mutual TLS), C polls in flight, per connection mode: keep-alive, a fresh
+TLS connection per poll, or a new connection per poll resuming the TLS session.
+
+What the generator does, so that one Python core can drive the VTN's: it **pre-signs**
+the polls and only sends them while it measures. It works in phases: sign a batch of
+oadrPoll messages (each with a fresh nonce and the current timestamp, so all are
+inside the VTN's 30 s replay window when sent; the servers idle meanwhile, unmeasured),
+then send the batch for at most --phase-s seconds over raw asyncio streams (one
+pre-encoded HTTP/1.1 request per poll, no aiohttp client), until --seconds of sending
+are measured. **Every** answer's HTTP status and OpenADR responseCode is counted
+(answers_by_status); the XML signature of every --verify-every-th answer is verified
+against the VTN's certificate. Polls left unsent at the end of a phase are dropped.
+
+The servers:
 
 - **flexadr**: `vtn.service.Vtn` on a SQLite store (every VEN enrolled and registered,
-  empty poll queues: the answer is an empty oadrResponse);
+  empty poll queues: the answer is an empty oadrResponse), asking for a poll every
+  --poll-s (default 1 s: with 1,000 VENs and ~1,000 polls/s each VEN polls about on
+  time, so the poll-rate limit admits every poll and last-seen is written as with
+  real polling, at most once per interval per VEN);
 - **stock**: `openleadr.OpenADRServer` with a `ven_lookup` from a dict and an `on_poll`
   handler that returns nothing: the least a stock VTN does per poll.
 
-VTN CPU per poll is the server process's user + system time over the window divided
-by the polls answered. One JSON line per (server, connection mode), then a summary
-line with the ratios.
+VTN CPU per poll is the server process's user + system time over the sending windows
+divided by the polls answered; vtn_cpu_share near 1.0 means the server was CPU-bound
+(its polls/s is then its capacity on that core). One JSON line per (server, connection
+mode), then a summary line with the ratios.
 """
 from __future__ import annotations
 
@@ -41,10 +58,12 @@ from cryptography.hazmat.primitives import serialization
 
 from certs.pki import create_ca, issue
 from certs.pki import fingerprint as cert_fingerprint
-from flexadr import oadr_xml
+from flexadr import oadr_xml, tls
 from flexadr.signing import BadSignature, MessageSigner, OtherShape, verify_fast
 
 PATH = "/OpenADR2/Simple/2.0b/OadrPoll"
+MODES = {"keep-alive": "keep-alive", "fresh": "fresh TLS per poll",
+         "resumed": "new connection per poll, TLS session resumed"}
 VTN_ID = "BENCH_VTN"
 
 
@@ -145,12 +164,15 @@ class PresignedVen:
     """One VEN of this generator: its own certificate, TLS context and connection (asyncio
     streams: a fraction of aiohttp's client CPU), sending polls signed beforehand."""
 
-    def __init__(self, root: Path, name: str):
+    def __init__(self, root: Path, name: str, resume: bool = False):
         cert, key = root / "vens" / f"{name}.crt", root / "vens" / f"{name}.key"
         self.name = name
         self.sign = MessageSigner(cert.read_bytes(), key.read_bytes())
-        self.context = ssl.create_default_context(cafile=str(root / "ca.crt"))
-        self.context.load_cert_chain(str(cert), str(key))
+        # resume: each new connection offers the last one's TLS session (as our VEN does).
+        self.context = (tls.client_context("default", tls.CertKey(cert, key), root / "ca.crt")
+                        if resume else ssl.create_default_context(cafile=str(root / "ca.crt")))
+        if not resume:
+            self.context.load_cert_chain(str(cert), str(key))
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.polls: list[bytes] = []     # pre-signed requests, sent in order
 
@@ -233,12 +255,13 @@ async def _send(vens: list[PresignedVen], port: int, keep_alive: bool, until: fl
             return
 
 
-async def load(port: int, root: Path, names: list[str], args, keep_alive: bool, pid: int) -> dict:
+async def load(port: int, root: Path, names: list[str], args, mode: str, pid: int) -> dict:
     """Signed polls for `args.seconds` of sending, `args.concurrency` in flight.
 
     In phases: pre-sign a batch (the VTN idles; not measured), then send it for at most
     `args.phase_s` and measure the VTN's CPU and the answers of that sending only."""
-    vens = [PresignedVen(root, name) for name in names]
+    keep_alive = mode == "keep-alive"
+    vens = [PresignedVen(root, name, resume=mode == "resumed") for name in names]
     tally = Tally(x509.load_pem_x509_certificate((root / "vtn.crt").read_bytes())
                   .public_bytes(serialization.Encoding.DER), args.verify_every)
     slots = [vens[i::args.concurrency] for i in range(args.concurrency)]
@@ -305,10 +328,10 @@ def run_in_process(label: str, target, root: Path, vens: list[str], measure):
 def run_server(label: str, target, root: Path, vens: list[str], args) -> list[dict]:
     def measure(port: int, pid: int) -> list[dict]:
         rows = []
-        for keep_alive in [mode == "keep-alive" for mode in args.modes]:
-            figures = asyncio.run(load(port, root, vens, args, keep_alive, pid))
+        for mode in args.modes:
+            figures = asyncio.run(load(port, root, vens, args, mode, pid))
             rows.append({"bench": "poll", "server": label, "key": args.key,
-                         "connection": "keep-alive" if keep_alive else "fresh TLS per poll",
+                         "connection": MODES[mode],
                          "vens": len(vens), "concurrency": args.concurrency, **figures})
             print(json.dumps(rows[-1]), flush=True)
         return rows
@@ -330,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the poll interval our VTN asks for (its rate limit and "
                              "last-seen writes follow it); about N VENs / polls per s")
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa")
-    parser.add_argument("--modes", nargs="+", choices=("keep-alive", "fresh"),
-                        default=["keep-alive", "fresh"], help="connection modes to run")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["keep-alive", "fresh"],
+                        help="connection modes to run: " + "; ".join(
+                            f"{mode}: {meaning}" for mode, meaning in MODES.items()))
     parser.add_argument("--only", choices=("flexadr", "stock"),
                         help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
