@@ -102,7 +102,9 @@ def serve_flexadr(root: Path, vens: list[str], port: int, ready, stop,
         if registered:
             store.set_registration(name, f"reg-{name}", SystemClock().now())
     config = VtnConfig(VTN_ID, "127.0.0.1", port, root / "vtn.crt", root / "vtn.key",
-                       root / "ca.crt", poll_interval=timedelta(seconds=poll_s))
+                       root / "ca.crt", poll_interval=timedelta(seconds=poll_s),
+                       # the generator's VENs idle while it signs the next batch
+                       idle_connection=timedelta(hours=1))
     _run_until(Vtn(config, store, SystemClock()), ready, stop, start=lambda vtn: vtn.start(False))
 
 
@@ -187,6 +189,8 @@ class PresignedVen:
 
     async def exchange(self, port: int, request: bytes, keep_alive: bool) -> tuple[int, bytes]:
         """Send one request; the HTTP status and the body of the answer."""
+        if self.streams is not None and self.streams[0].at_eof():
+            await self.close()      # closed by the server while idle
         if self.streams is None:
             self.streams = await asyncio.open_connection("127.0.0.1", port, ssl=self.context)
         reader, writer = self.streams
