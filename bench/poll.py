@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vens", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32, help="polls in flight")
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time measured")
-    parser.add_argument("--phase-s", type=float, default=4.0,
+    parser.add_argument("--phase-s", type=float, default=2.5,
                         help="longest sending phase; polls are pre-signed before each")
     parser.add_argument("--verify-every", type=int, default=50,
                         help="check the signature of every Nth answer (all are counted)")
