@@ -1,44 +1,69 @@
 """Signed polls per second and VTN CPU per poll: our VTN beside stock openleadr, one run.
 
-    .venv/bin/python -m bench.poll --vens 200 --concurrency 16 --seconds 10 [--key rsa]
+    .venv/bin/python -m bench.poll --vens 1000 --concurrency 32 --seconds 10 [--key rsa]
+        [--modes keep-alive fresh resumed]
 
 Each server runs in a process of its own, pinned to CPU 0; the load generator runs
 here, pinned to CPU 1 (on a machine with one core both share it: the CPU figures
-stay right, polls/s does not). The generator signs oadrPoll messages for N enrolled
-VENs with mutual TLS (each VEN its own certificate and connection), C requests in flight, first over keep-alive connections, then
-with a fresh TLS connection per poll. The servers:
+stay right, polls/s does not). N enrolled VENs, each with its own certificate and
+connection (mutual TLS), C polls in flight, per connection mode: keep-alive, a fresh
+TLS connection per poll, or a new connection per poll resuming the TLS session.
+
+What the generator does, so that one Python core can drive the VTN's: it **pre-signs**
+the polls and only sends them while it measures. It works in phases: sign a batch of
+oadrPoll messages (each with a fresh nonce and the current timestamp, so all are
+inside the VTN's 30 s replay window when sent; the servers idle meanwhile, unmeasured),
+then send the batch for at most --phase-s seconds over raw asyncio streams (one
+pre-encoded HTTP/1.1 request per poll, no aiohttp client), until --seconds of sending
+are measured. **Every** answer's HTTP status and OpenADR responseCode is counted
+(answers_by_status); the XML signature of every --verify-every-th answer is verified
+against the VTN's certificate. Polls left unsent at the end of a phase are dropped.
+
+The servers:
 
 - **flexadr**: `vtn.service.Vtn` on a SQLite store (every VEN enrolled and registered,
-  empty poll queues: the answer is an empty oadrResponse);
+  empty poll queues: the answer is an empty oadrResponse), asking for a poll every
+  --poll-s (default 1 s: with 1,000 VENs and ~1,000 polls/s each VEN polls about on
+  time, so the poll-rate limit admits every poll and last-seen is written as with
+  real polling, at most once per interval per VEN);
 - **stock**: `openleadr.OpenADRServer` with a `ven_lookup` from a dict and an `on_poll`
   handler that returns nothing: the least a stock VTN does per poll.
 
-VTN CPU per poll is the server process's user + system time over the window divided
-by the polls answered. One JSON line per (server, connection mode), then a summary
-line with the ratios.
+VTN CPU per poll is the server process's user + system time over the sending windows
+divided by the polls answered; vtn_cpu_share near 1.0 means the server was CPU-bound
+(its polls/s is then its capacity on that core). One JSON line per (server, connection
+mode), then a summary line with the ratios.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
+import re
 import ssl
 import sys
 import tempfile
 import time
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certs.pki import create_ca, issue
 from certs.pki import fingerprint as cert_fingerprint
-from flexadr.signing import MessageSigner
+from flexadr import oadr_xml, tls
+from flexadr.signing import BadSignature, MessageSigner, OtherShape, verify_fast
 
 PATH = "/OpenADR2/Simple/2.0b/OadrPoll"
+MODES = {"keep-alive": "keep-alive", "fresh": "fresh TLS per poll",
+         "resumed": "new connection per poll, TLS session resumed"}
 VTN_ID = "BENCH_VTN"
 
 
@@ -60,8 +85,9 @@ def _free_port() -> int:
 
 
 def serve_flexadr(root: Path, vens: list[str], port: int, ready, stop,
-                  registered: bool = True) -> None:
-    """Our VTN on a fresh SQLite store, every VEN enrolled (and registered)."""
+                  registered: bool = True, poll_s: float = 60.0) -> None:
+    """Our VTN on a fresh SQLite store, every VEN enrolled (and registered), asking for a
+    poll every `poll_s` (its poll-rate limit and last-seen writes follow from it)."""
     _pin(0)
     _quiet()
     from flexadr.clock import SystemClock
@@ -76,7 +102,9 @@ def serve_flexadr(root: Path, vens: list[str], port: int, ready, stop,
         if registered:
             store.set_registration(name, f"reg-{name}", SystemClock().now())
     config = VtnConfig(VTN_ID, "127.0.0.1", port, root / "vtn.crt", root / "vtn.key",
-                       root / "ca.crt", poll_interval=timedelta(seconds=60))
+                       root / "ca.crt", poll_interval=timedelta(seconds=poll_s),
+                       # the generator's VENs idle while it signs the next batch
+                       idle_connection=timedelta(hours=1))
     _run_until(Vtn(config, store, SystemClock()), ready, stop, start=lambda vtn: vtn.start(False))
 
 
@@ -113,7 +141,8 @@ def _process_cpu_s(pid: int) -> float:
 
 
 class Ven:
-    """One VEN of the generator: its own certificate, signer and connection."""
+    """One VEN of the generator: its own certificate, signer and connection (aiohttp), signing
+    each poll as it sends it: bench/register.py and bench/scaleout.py use it."""
 
     def __init__(self, root: Path, name: str, keep_alive: bool):
         cert, key = root / "vens" / f"{name}.crt", root / "vens" / f"{name}.key"
@@ -133,36 +162,143 @@ class Ven:
         return response.status == 200 and ">200<" in text
 
 
-async def load(port: int, root: Path, names: list[str], concurrency: int, seconds: float,
-               keep_alive: bool, pid: int) -> dict:
-    """Signed polls for `seconds`, `concurrency` in flight; figures of the window."""
-    vens = [Ven(root, name, keep_alive) for name in names]
-    url = f"https://127.0.0.1:{port}{PATH}"
-    latencies: list[float] = []
-    errors = 0
+class PresignedVen:
+    """One VEN of this generator: its own certificate, TLS context and connection (asyncio
+    streams: a fraction of aiohttp's client CPU), sending polls signed beforehand."""
 
-    async def worker(mine: list[Ven], until: float) -> None:
-        nonlocal errors
-        while time.perf_counter() < until:
-            for ven in mine:
-                began = time.perf_counter()
-                errors += not await ven.poll(url)
-                latencies.append(time.perf_counter() - began)
+    def __init__(self, root: Path, name: str, resume: bool = False):
+        cert, key = root / "vens" / f"{name}.crt", root / "vens" / f"{name}.key"
+        self.name = name
+        self.sign = MessageSigner(cert.read_bytes(), key.read_bytes())
+        # resume: each new connection offers the last one's TLS session (as our VEN does).
+        self.context = (tls.client_context("default", tls.CertKey(cert, key), root / "ca.crt")
+                        if resume else ssl.create_default_context(cafile=str(root / "ca.crt")))
+        if not resume:
+            self.context.load_cert_chain(str(cert), str(key))
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.polls: list[bytes] = []     # pre-signed requests, sent in order
 
+    def presign(self, count: int, port: int, keep_alive: bool) -> None:
+        """`count` oadrPoll requests, each with a fresh nonce and the current timestamp."""
+        connection = b"keep-alive" if keep_alive else b"close"
+        for _ in range(count):
+            body = self.sign("oadrPoll", ven_id=self.name).encode()
+            self.polls.append(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: %s\r\n"
+                              b"Content-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s"
+                              % (PATH.encode(), port, connection, len(body), body))
+
+    async def exchange(self, port: int, request: bytes, keep_alive: bool) -> tuple[int, bytes]:
+        """Send one request; the HTTP status and the body of the answer."""
+        if self.streams is not None and self.streams[0].at_eof():
+            await self.close()      # closed by the server while idle
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", port, ssl=self.context)
+        reader, writer = self.streams
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        body = await reader.readexactly(length)
+        if not keep_alive:
+            await self.close()
+        return int(head[9:12]), body
+
+    async def close(self) -> None:
+        if self.streams is not None:
+            writer, self.streams = self.streams[1], None
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                pass
+
+
+_CODE = re.compile(rb"<ei:responseCode>(\d+)</ei:responseCode>")
+
+
+class Tally:
+    """Every answer's HTTP status and OpenADR code; every `verify_every`-th answer's
+    signature checked against the VTN certificate."""
+
+    def __init__(self, vtn_der: bytes, verify_every: int):
+        self.vtn_der, self.verify_every = vtn_der, verify_every
+        self.answers = 0
+        self.codes: dict[str, int] = {}
+        self.verified = self.bad_signatures = 0
+        self.latencies: list[float] = []
+
+    def count(self, status: int, body: bytes, seconds: float) -> None:
+        found = _CODE.search(body)
+        key = f"{status}/{found.group(1).decode() if found else '-'}"
+        self.codes[key] = self.codes.get(key, 0) + 1
+        self.latencies.append(seconds)
+        self.answers += 1
+        if self.answers % self.verify_every == 0:
+            try:
+                verify_fast(oadr_xml.parse(body), self.vtn_der)
+                self.verified += 1
+            except (BadSignature, OtherShape, oadr_xml.Malformed):
+                self.bad_signatures += 1
+
+    @property
+    def good(self) -> int:
+        return self.codes.get("200/200", 0)
+
+
+async def _send(vens: list[PresignedVen], port: int, keep_alive: bool, until: float, tally: Tally) -> None:
+    """One in-flight slot: its VENs' pre-signed polls in turn, until they run out or `until`."""
+    while time.perf_counter() < until:
+        sent = False
+        for ven in vens:
+            if not ven.polls or time.perf_counter() >= until:
+                continue
+            began = time.perf_counter()
+            status, body = await ven.exchange(port, ven.polls.pop(), keep_alive)
+            tally.count(status, body, time.perf_counter() - began)
+            sent = True
+        if not sent:
+            return
+
+
+async def load(port: int, root: Path, names: list[str], args, mode: str, pid: int) -> dict:
+    """Signed polls for `args.seconds` of sending, `args.concurrency` in flight.
+
+    In phases: pre-sign a batch (the VTN idles; not measured), then send it for at most
+    `args.phase_s` and measure the VTN's CPU and the answers of that sending only."""
+    keep_alive = mode == "keep-alive"
+    vens = [PresignedVen(root, name, resume=mode == "resumed") for name in names]
+    tally = Tally(x509.load_pem_x509_certificate((root / "vtn.crt").read_bytes())
+                  .public_bytes(serialization.Encoding.DER), args.verify_every)
+    slots = [vens[i::args.concurrency] for i in range(args.concurrency)]
     try:
-        # Warm-up: every VEN connects (and, with keep-alive, keeps its connection).
-        await asyncio.gather(*(ven.poll(url) for ven in vens))
-        latencies.clear()
-        cpu_before, began = _process_cpu_s(pid), time.perf_counter()
-        until = began + seconds
-        await asyncio.gather(*(worker(vens[i::concurrency], until) for i in range(concurrency)))
-        elapsed, cpu = time.perf_counter() - began, _process_cpu_s(pid) - cpu_before
+        # Warm-up, not measured: every VEN connects (and, with keep-alive, stays connected).
+        for ven in vens:
+            ven.presign(1, port, keep_alive)
+        warm = time.perf_counter()
+        await asyncio.gather(*(_send(slot, port, keep_alive, math.inf, Tally(b"", 1 << 30))
+                               for slot in slots))
+        rate = len(vens) / (time.perf_counter() - warm)
+        sent_s = cpu_s = 0.0
+        while sent_s < args.seconds:
+            phase = min(args.phase_s, args.seconds - sent_s)
+            per_ven = math.ceil(rate * phase * 1.5 / len(vens))
+            for ven in vens:
+                ven.polls.clear()
+                ven.presign(per_ven, port, keep_alive)
+            answers, cpu_before, began = tally.answers, _process_cpu_s(pid), time.perf_counter()
+            await asyncio.gather(*(_send(slot, port, keep_alive, began + phase, tally)
+                                   for slot in slots))
+            elapsed = time.perf_counter() - began
+            sent_s, cpu_s = sent_s + elapsed, cpu_s + _process_cpu_s(pid) - cpu_before
+            rate = max((tally.answers - answers) / elapsed, 1.0)
     finally:
-        await asyncio.gather(*(ven.session.close() for ven in vens))
-    latencies.sort()
+        await asyncio.gather(*(ven.close() for ven in vens))
+    latencies = sorted(tally.latencies)
     polls = len(latencies)
-    return {"polls": polls, "errors": errors, "polls_per_s": round(polls / elapsed, 1),
-            "vtn_cpu_ms_per_poll": round(1000 * cpu / max(polls, 1), 3),
+    return {"polls": polls, "answered_200": tally.good, "answers_by_status": tally.codes,
+            "signatures_verified": tally.verified, "bad_signatures": tally.bad_signatures,
+            "polls_per_s": round(polls / sent_s, 1),
+            "vtn_cpu_ms_per_poll": round(1000 * cpu_s / max(polls, 1), 3),
+            "vtn_cpu_share": round(cpu_s / sent_s, 2),
             "p50_ms": round(1000 * latencies[polls // 2], 2) if polls else None,
             "p99_ms": round(1000 * latencies[int(polls * 0.99)], 2) if polls else None}
 
@@ -196,11 +332,10 @@ def run_in_process(label: str, target, root: Path, vens: list[str], measure):
 def run_server(label: str, target, root: Path, vens: list[str], args) -> list[dict]:
     def measure(port: int, pid: int) -> list[dict]:
         rows = []
-        for keep_alive in [mode == "keep-alive" for mode in args.modes]:
-            figures = asyncio.run(load(port, root, vens, args.concurrency, args.seconds,
-                                       keep_alive, pid))
+        for mode in args.modes:
+            figures = asyncio.run(load(port, root, vens, args, mode, pid))
             rows.append({"bench": "poll", "server": label, "key": args.key,
-                         "connection": "keep-alive" if keep_alive else "fresh TLS per poll",
+                         "connection": MODES[mode],
                          "vens": len(vens), "concurrency": args.concurrency, **figures})
             print(json.dumps(rows[-1]), flush=True)
         return rows
@@ -210,24 +345,34 @@ def run_server(label: str, target, root: Path, vens: list[str], args) -> list[di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Signed oadrPoll throughput and VTN CPU per poll, ours beside stock openleadr.",
-        epilog="example: python -m bench.poll --vens 200 --concurrency 16 --seconds 10 --key ecdsa")
-    parser.add_argument("--vens", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=10.0)
+        epilog="example: python -m bench.poll --vens 1000 --concurrency 32 --seconds 10 --key ecdsa")
+    parser.add_argument("--vens", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32, help="polls in flight")
+    parser.add_argument("--seconds", type=float, default=10.0, help="sending time measured")
+    parser.add_argument("--phase-s", type=float, default=2.5,
+                        help="longest sending phase; polls are pre-signed before each")
+    parser.add_argument("--verify-every", type=int, default=50,
+                        help="check the signature of every Nth answer (all are counted)")
+    parser.add_argument("--poll-s", type=float, default=1.0,
+                        help="the poll interval our VTN asks for (its rate limit and "
+                             "last-seen writes follow it); about N VENs / polls per s")
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa")
-    parser.add_argument("--modes", nargs="+", choices=("keep-alive", "fresh"),
-                        default=["keep-alive", "fresh"], help="connection modes to run")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=["keep-alive", "fresh"],
+                        help="connection modes to run: " + "; ".join(
+                            f"{mode}: {meaning}" for mode, meaning in MODES.items()))
     parser.add_argument("--only", choices=("flexadr", "stock"),
                         help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
-    if args.vens < 1 or args.concurrency < 1 or args.seconds <= 0:
-        print("error: --vens, --concurrency and --seconds must be positive", file=sys.stderr)
+    if min(args.vens, args.concurrency, args.verify_every) < 1 or \
+            min(args.seconds, args.phase_s, args.poll_s) <= 0:
+        print("error: --vens, --concurrency, --seconds, --phase-s, --verify-every and --poll-s "
+              "must be positive", file=sys.stderr)
         return 2
     vens = [f"ven-{i:05d}" for i in range(args.vens)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_pki(root, vens, args.key)
-        ours = run_server("flexadr", serve_flexadr, root, vens, args) \
+        ours = run_server("flexadr", partial(serve_flexadr, poll_s=args.poll_s), root, vens, args) \
             if args.only != "stock" else []
         stock = run_server("stock openleadr", serve_stock, root, vens, args) \
             if args.only != "flexadr" else []

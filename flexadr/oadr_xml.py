@@ -143,4 +143,10 @@ def payload(root: etree._Element) -> tuple[str, dict]:
     content = _as_dict(message)
     if not isinstance(content, dict):
         content = {}
+    if content.keys() == _VEN_ID_ONLY and isinstance(content["venID"], _Verbatim):
+        # An oadrPoll (most messages a VTN reads): what normalize_dict would make of it.
+        return _name(message.tag), {"ven_id": content["venID"].text}
     return _name(message.tag), _restore(utils.normalize_dict(content))
+
+
+_VEN_ID_ONLY = {"@schemaVersion", "venID"}

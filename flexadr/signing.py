@@ -36,6 +36,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
+from uuid import uuid4
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -184,8 +185,10 @@ class OtherShape(ValueError):
 _C14N_TRANSFORMS = {_C14N: False, _EXC_C14N: True}
 _METHODS = {_ECDSA_SHA256: ec.EllipticCurvePublicKey, _RSA_SHA256: rsa.RSAPublicKey}
 _SIGNATURE_CHILDREN = (f"{_DS}SignedInfo", f"{_DS}SignatureValue", f"{_DS}KeyInfo", f"{_DS}Object")
-# What signxml resolves a "#name" URI by, in this order; compiled once.
-_BY_ID = [etree.XPath(f"//*[@*[local-name() = '{name}'] = $id]") for name in ("Id", "ID", "id")]
+# What signxml resolves a "#name" URI by, in this order.
+_ID_NAMES = ("Id", "ID", "id")
+_ID_ATTRIBUTES = etree.XPath("//@*[" + " or ".join(f"local-name() = '{name}'" for name in _ID_NAMES)
+                             + "]")
 
 
 @lru_cache(maxsize=4096)
@@ -209,17 +212,31 @@ def _algorithm(element: etree._Element, allowed) -> str:
     return algorithm
 
 
-def signed_by_id(root: etree._Element, name: str) -> list[etree._Element]:
-    """Every element whose Id attribute (of any namespace) is `name`."""
-    return _BY_ID[0](root, id=name)
+class Ids:
+    """The elements of a document by the value of their Id, ID or id attribute (of any
+    namespace), found in one XPath pass: a message's three lookups (the signed object, the
+    two references) read this instead of walking the tree each."""
+
+    def __init__(self, root: etree._Element):
+        self._elements: dict[tuple[str, str], list[etree._Element]] = {}
+        for attribute in _ID_ATTRIBUTES(root):
+            elements = self._elements.setdefault(
+                (attribute.attrname.rpartition("}")[2], str(attribute)), [])
+            element = attribute.getparent()
+            if not elements or elements[-1] is not element:   # Id and oadr:Id on one element
+                elements.append(element)
+
+    def named(self, value: str, attribute: str = "Id") -> list[etree._Element]:
+        """Every element whose `attribute` (Id, ID or id, any namespace) is `value`."""
+        return self._elements.get((attribute, value), [])
 
 
-def _resolve(root: etree._Element, uri: str | None) -> etree._Element:
+def _resolve(ids: Ids, uri: str | None) -> etree._Element:
     """The one element a same-document "#name" URI names, as signxml resolves it."""
     if not uri or not uri.startswith("#") or uri.startswith("#xpointer("):
         raise OtherShape(f"reference URI {uri!r}")
-    for by_id in _BY_ID:
-        found = by_id(root, id=uri[1:])
+    for name in _ID_NAMES:
+        found = ids.named(uri[1:], name)
         if len(found) > 1:
             raise BadSignature(f"the reference URI {uri} names {len(found)} elements")
         if found:
@@ -227,7 +244,7 @@ def _resolve(root: etree._Element, uri: str | None) -> etree._Element:
     raise BadSignature(f"the reference URI {uri} names no element")
 
 
-def _check_reference(root: etree._Element, reference: etree._Element) -> etree._Element:
+def _check_reference(ids: Ids, reference: etree._Element) -> etree._Element:
     """The element a Reference signs, once its digest is checked."""
     if set(reference.attrib) != {"URI"}:
         raise OtherShape("Reference attributes")
@@ -240,7 +257,7 @@ def _check_reference(root: etree._Element, reference: etree._Element) -> etree._
         raise OtherShape("Transforms")
     exclusive = _C14N_TRANSFORMS[_algorithm(transforms[0], _C14N_TRANSFORMS)]
     _algorithm(digest_method, (_SHA256,))
-    target = _resolve(root, reference.get("URI"))
+    target = _resolve(ids, reference.get("URI"))
     expected = _base64(digest_value.text, "DigestValue")
     if not hmac.compare_digest(hashlib.sha256(canonical(target, exclusive)).digest(), expected):
         raise BadSignature(f"the digest of {reference.get('URI')} does not match: "
@@ -255,9 +272,11 @@ def _base64(text: str | None, what: str) -> bytes:
         raise BadSignature(f"the {what} is not base64") from None
 
 
-def verify_fast(root: etree._Element, peer_certificate_der: bytes) -> tuple[str, str]:
+def verify_fast(root: etree._Element, peer_certificate_der: bytes,
+                ids: Ids | None = None) -> tuple[str, str]:
     """Verify the signature of an oadrPayload (`root`) made with the TLS peer's certificate;
-    the signed ReplayProtect (timestamp text, nonce).
+    the signed ReplayProtect (timestamp text, nonce). `ids`: the document's Ids, if the
+    caller has them already.
 
     Accepts only the profile's shape: one ds:Signature under oadrPayload with SignedInfo,
     SignatureValue, KeyInfo (one X509Certificate, the TLS one) and one Object; C14N 1.0
@@ -285,7 +304,8 @@ def verify_fast(root: etree._Element, peer_certificate_der: bytes) -> tuple[str,
     certificate = _only(x509_data, f"{_DS}X509Certificate")
     if _base64(certificate.text, "X509Certificate") != peer_certificate_der:
         raise BadSignature("the message was signed with another certificate than the TLS one")
-    signed = [_check_reference(root, reference) for reference in references]
+    ids = ids if ids is not None else Ids(root)
+    signed = [_check_reference(ids, reference) for reference in references]
     signed_object = _only(root, f"{{{_OADR_NS}}}oadrSignedObject")
     first, second = signed
     if not ((first is signed_object and second is properties)
@@ -374,17 +394,28 @@ class MessageSigner:
     def sign(self, signed_object: str, canonical_object: bool = False) -> str:
         """The detached ds:Signature over #oadrSignedObject, with a fresh ReplayProtect.
         `canonical_object`: the signed object is written in its C14N form already."""
-        # Looked up at call time so a test (or openleadr itself) patching it is honoured.
-        replay_protect = messaging._create_replay_protect()
         if self._fast:
             return sign_fast(self._key, self._certificates, signed_object,
-                             replay_protect.findtext(f"{_DSP}timestamp"),
-                             replay_protect.findtext(f"{_DSP}nonce"), canonical_object)
+                             *_replay_protect_values(), canonical_object)
+        replay_protect = messaging._create_replay_protect()
         tree = etree.fromstring(signed_object)
         signature_tree = self._signer.sign(tree, key=self._key, cert=self._cert_chain,
                                            reference_uri="#oadrSignedObject",
                                            signature_properties=replay_protect)
         return etree.tostring(signature_tree).decode("utf-8")
+
+
+_STOCK_REPLAY_PROTECT = messaging._create_replay_protect
+
+
+def _replay_protect_values() -> tuple[str, str]:
+    """(timestamp, nonce) of a fresh ReplayProtect, as openleadr makes them, without building
+    its lxml element; openleadr's function is looked up at call time, so a test (or a
+    hostile peer's clock) patching it is honoured."""
+    if messaging._create_replay_protect is _STOCK_REPLAY_PROTECT:
+        return utils.datetimeformat(datetime.now(timezone.utc)), uuid4().hex
+    replay_protect = messaging._create_replay_protect()
+    return replay_protect.findtext(f"{_DSP}timestamp"), replay_protect.findtext(f"{_DSP}nonce")
 
 
 def _payload(signature: str, signed_object: str) -> str:

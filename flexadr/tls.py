@@ -31,10 +31,37 @@ class CertKey:
     key: Path
 
 
+class ResumingContext(ssl.SSLContext):
+    """A client context that resumes its last TLS session with each server.
+
+    asyncio (and so aiohttp) never passes a session to `wrap_bio`, so every reconnect
+    of a stock client is a full handshake: the server signs its key exchange and
+    verifies the client's certificate chain and CertificateVerify again. This context
+    offers the session (TLS 1.3 ticket or 1.2 session) of the previous connection to the
+    same host; the server resumes it if it can (a VTN worker that did not issue it
+    starts a full handshake instead), and certificates are checked as before when it
+    does not.
+    """
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None,
+                 session=None):
+        last = self.__dict__.setdefault("_last_connection", {})
+        if session is None and not server_side and server_hostname in last:
+            session = last[server_hostname].session     # None: no ticket was received
+        connection = super().wrap_bio(incoming, outgoing, server_side, server_hostname,
+                                      session)
+        if not server_side:
+            last[server_hostname] = connection
+        return connection
+
+
 def server_context(profile: TlsProfile, identities: list[CertKey], ca_file: Path) -> ssl.SSLContext:
     """Mutual-TLS server context: every identity loaded (ECC and RSA side by side)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _apply_profile(context, profile)
+    # The client certificate is read once per connection (vtn.security): it must not
+    # change under a TLS 1.2 renegotiation.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     for identity in identities:
         context.load_cert_chain(str(identity.cert), str(identity.key))
     context.load_verify_locations(str(ca_file))
@@ -44,7 +71,7 @@ def server_context(profile: TlsProfile, identities: list[CertKey], ca_file: Path
 
 def client_context(profile: TlsProfile, identity: CertKey, ca_file: Path,
                    check_hostname: bool = True) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     _apply_profile(context, profile)
     context.load_cert_chain(str(identity.cert), str(identity.key))
     context.load_verify_locations(str(ca_file))

@@ -1,7 +1,7 @@
 """The one reader of incoming bodies (flexadr.oadr_xml): what it refuses before lxml sees a
 byte, and that its payload is openleadr's, identifiers aside, without a second parse."""
 import pytest
-from openleadr import messaging
+from openleadr import messaging, utils
 
 from flexadr import oadr_xml, xsd
 from flexadr.signing import MessageSigner
@@ -65,3 +65,12 @@ def test_identifiers_stay_the_strings_they_were_sent_as(signer):
     assert (payload["request_id"], payload["ven_id"], payload["opt_id"]) == ("0042", "true", "1.5")
     _, stock = messaging.parse_message(body)
     assert (stock["request_id"], stock["ven_id"], stock["opt_id"]) == (42, True, 1.5)
+
+
+@pytest.mark.parametrize("ven_id", ["ven-h", "0042", "true", "1.5", "a&b<c"])
+def test_a_poll_reads_as_the_general_path_reads_it(signer, ven_id):
+    """The oadrPoll shortcut of oadr_xml.payload gives what normalize_dict would."""
+    tree = oadr_xml.parse(signer("oadrPoll", ven_id=ven_id).encode())
+    message = tree.find("{http://openadr.org/oadr-2.0b/2012/07}oadrSignedObject")[0]
+    general = oadr_xml._restore(utils.normalize_dict(oadr_xml._as_dict(message)))
+    assert oadr_xml.payload(tree) == ("oadrPoll", general) == ("oadrPoll", {"ven_id": ven_id})

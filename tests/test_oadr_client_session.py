@@ -1,6 +1,7 @@
-"""The VEN's HTTP session: a burst of requests shares one connection, which is closed
-soon after the burst instead of idling until the next poll."""
+"""The VEN's HTTP session: requests share one connection, kept past the poll interval the
+VTN asked for (the next poll reuses it) and closed once idle for longer."""
 import asyncio
+from datetime import timedelta
 
 from ven.openadr20b.client import FlexClient
 
@@ -36,17 +37,28 @@ class CountingServer:
             writer.close()
 
 
-async def test_a_burst_shares_one_connection_that_is_closed_once_idle():
+async def test_polls_share_one_connection_kept_past_the_poll_interval_then_closed():
     server = CountingServer()
     port = await server.start()
     client = FlexClient(ven_name="ven-1", vtn_url=f"http://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
                         show_fingerprint=False)
+
+    async def poll():
+        await client._perform_request("OadrPoll", client._create_message("oadrPoll", ven_id="v"))
     try:
         for _ in range(3):
-            await client._perform_request("OadrPoll", client._create_message("oadrPoll", ven_id="v"))
+            await poll()
         assert server.requests == 3 and server.opened == 1
-        # aiohttp's default would keep it for 15 s; ours closes it within seconds.
-        async with asyncio.timeout(5):
+        client.poll_frequency = timedelta(seconds=0.5)    # as the registration says
+        await poll()
+        # Idle longer than the 1 s after which it used to be closed: the next poll reuses it.
+        await asyncio.sleep(1.5)
+        assert not server.closed.is_set()
+        await poll()
+        assert server.requests == 5 and server.opened == 1
+        # Idle for longer than the poll interval + IDLE_PAST_POLL (5 s): closed, at aiohttp's
+        # next clean-up (scheduled with the 15 s of before the registration).
+        async with asyncio.timeout(30):
             await server.closed.wait()
     finally:
         await client.client_session.close()

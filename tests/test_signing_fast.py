@@ -12,7 +12,7 @@ from openleadr import messaging
 
 from certs.pki import CertPaths, create_ca, issue
 from flexadr import xsd
-from flexadr.signing import (BadSignature, MessageSigner, OtherShape, canonical, verify_fast)
+from flexadr.signing import (BadSignature, Ids, MessageSigner, OtherShape, canonical, verify_fast)
 from tests.test_signing import MESSAGES
 from vtn.security import Refused, verify_signature
 
@@ -171,6 +171,15 @@ def _duplicate_id(tree, pki):
     return tree
 
 
+def _claimed_again(attribute: str, value: str):
+    """A second element, in an Object of the Signature, claiming an Id a reference names."""
+    def mutate(tree, pki):
+        holder = etree.SubElement(tree.find(f"{DS}Signature"), f"{DS}Object")
+        etree.SubElement(holder, "claim").set(attribute, value)
+        return tree
+    return mutate
+
+
 def _algorithm(path: str, algorithm: str, resign: bool = True):
     def mutate(tree, pki):
         tree.find(path).set("Algorithm", algorithm)
@@ -198,6 +207,9 @@ REFUSALS = {
     "message not referenced": _both_references_to_the_properties,
     "signature wrapping": _wrapped,
     "ambiguous reference": _duplicate_id,
+    "the properties' Id claimed twice": _claimed_again("Id", "prop"),
+    "the signed object's Id claimed in another namespace": _claimed_again(
+        "{urn:other}Id", "oadrSignedObject"),
     "sha1 digest method": _algorithm(f"{SIGNED_INFO}/{DS}Reference/{DS}DigestMethod",
                                      "http://www.w3.org/2000/09/xmldsig#sha1"),
     "sha1 signature method": _algorithm(f"{SIGNED_INFO}/{DS}SignatureMethod",
@@ -293,3 +305,16 @@ def test_the_prebuilt_oadr_response_is_the_templates_message(pki, signer, answer
 def test_unexpected_values_go_the_template_way(answer):
     from flexadr.signing import prebuilt
     assert prebuilt("oadrResponse", answer) is None
+
+
+def test_ids_find_what_an_xpath_per_attribute_name_finds():
+    """Ids (one pass over the document) against signxml's lookup: one XPath per name."""
+    document = etree.fromstring(
+        '<r xmlns:x="urn:x"><a Id="s" x:Id="s"/><b ID="s"/><c id="p"><d x:id="p"/></c>'
+        '<e Id="t"/><f Id="s"/></r>')
+    ids = Ids(document)
+    for name in ("Id", "ID", "id"):
+        xpath = etree.XPath(f"//*[@*[local-name() = '{name}'] = $id]")
+        for value in ("s", "p", "t", "absent"):
+            assert ids.named(value, name) == xpath(document, id=value)
+    assert [element.tag for element in ids.named("s")] == ["a", "f"]

@@ -180,6 +180,7 @@ class VtnFile(Strict):
     tls_profile: Literal["default", "openadr"] = "default"   # flexadr/tls.py
     crl_file: ReadableFile | None = None
     poll_interval_s: Seconds = 10
+    idle_connection_s: Seconds | None = None   # default: 2 x poll_interval_s + 10
     telemetry_interval_s: Seconds = 900
     replay_past_s: Seconds = 30          # signed messages older than this are refused
     replay_future_s: Annotated[float, Field(ge=0)] = 5   # ... and this far ahead (clock skew)
@@ -223,6 +224,8 @@ class VtnFile(Strict):
             vtn_id=self.vtn_id, host=self.host, port=self.port,
             cert=self.cert, key=self.key, ca_file=self.ca_file,
             poll_interval=timedelta(seconds=self.poll_interval_s),
+            idle_connection=(timedelta(seconds=self.idle_connection_s)
+                             if self.idle_connection_s is not None else None),
             telemetry_interval=timedelta(seconds=self.telemetry_interval_s),
             admin_token=self.admin_secret(source), admin_port=self.admin_port,
             public_url=self.public_url,

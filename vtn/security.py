@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, ContextManager
@@ -42,7 +43,7 @@ from openleadr.messaging import VERIFIER
 from openleadr.service import VTNService
 
 from flexadr import oadr_xml, xsd
-from flexadr.signing import BadSignature, OtherShape, prebuilt, signed_by_id, verify_fast
+from flexadr.signing import BadSignature, Ids, OtherShape, prebuilt, verify_fast
 from flexadr.clock import Clock
 from vtn import metrics
 
@@ -193,10 +194,12 @@ def _verified_replay_protect(results) -> tuple[datetime, str]:
     return _replay_pair(None, None)
 
 
-def verify_signature(tree: etree._Element, tls_certificate: bytes | None) -> tuple[str, datetime, str]:
+def verify_signature(tree: etree._Element, tls_certificate: bytes | None,
+                     ids: Ids | None = None) -> tuple[str, datetime, str]:
     """The signing certificate's fingerprint and the signed (timestamp, nonce).
 
-    `tls_certificate` is the DER of the TLS client certificate. The profile's signature
+    `tls_certificate` is the DER of the TLS client certificate; `ids` the tree's Ids, if
+    known. The profile's signature
     shape is checked by flexadr.signing.verify_fast (~4x cheaper); any other shape by
     signxml, as openleadr does.
     """
@@ -207,7 +210,7 @@ def verify_signature(tree: etree._Element, tls_certificate: bytes | None) -> tup
         raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, "the message is not signed")
     tls_fingerprint = utils.certificate_fingerprint_from_der(tls_certificate)
     try:
-        return (tls_fingerprint, *_replay_pair(*verify_fast(tree, tls_certificate)))
+        return (tls_fingerprint, *_replay_pair(*verify_fast(tree, tls_certificate, ids)))
     except BadSignature as err:
         raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED, f"invalid signature: {err}")
     except OtherShape:
@@ -227,10 +230,18 @@ def verify_signature(tree: etree._Element, tls_certificate: bytes | None) -> tup
     return (fingerprint, *_verified_replay_protect(results))
 
 
+# The client certificate of each open TLS connection: getpeercert re-encodes it per call.
+_PEER_DER: "weakref.WeakKeyDictionary[Any, bytes | None]" = weakref.WeakKeyDictionary()
+
+
 def tls_certificate(request: web.Request) -> bytes | None:
     """The DER of the TLS client certificate of a request, if any."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return (ssl_object.getpeercert(binary_form=True) or None) if ssl_object else None
+    if ssl_object is None:
+        return None
+    if ssl_object not in _PEER_DER:
+        _PEER_DER[ssl_object] = ssl_object.getpeercert(binary_form=True) or None
+    return _PEER_DER[ssl_object]
 
 
 def _anyone(_ven_id: str) -> None:
@@ -397,12 +408,13 @@ class MessagePath:
 
     @staticmethod
     def _verify(peer: Peer, tree: etree._Element) -> tuple[str, datetime, str]:
-        signed = signed_by_id(tree, _SIGNED_ID)
+        ids = Ids(tree)
+        signed = ids.named(_SIGNED_ID)
         if len(signed) != 1 or signed[0].getparent() is not tree:
             raise Refused(CODES.NOT_REGISTERED_OR_AUTHORIZED,
                           "exactly one oadrSignedObject, under oadrPayload, must be signed")
         try:
-            return verify_signature(tree, peer.certificate(tree))
+            return verify_signature(tree, peer.certificate(tree), ids)
         except Refused:
             metrics.SIGNATURE_FAILURES.inc()
             raise

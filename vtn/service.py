@@ -80,6 +80,14 @@ class VtnConfig:
     replay_future: timedelta = timedelta(seconds=5)
     push_settings: push.PushSettings = push.PushSettings()   # delivery to push VENs (vtn/push.py)
     xmpp: XmppSettings | None = None     # the XMPP transport (vtn/xmpp.py); None: not served
+    # How long a VEN's idle connection stays open; None: twice the poll interval plus 10 s,
+    # so a VEN polling on time reuses its connection instead of a TLS handshake per poll.
+    idle_connection: timedelta | None = None
+
+    def idle_connection_s(self) -> float:
+        if self.idle_connection is not None:
+            return self.idle_connection.total_seconds()
+        return 2 * self.poll_interval.total_seconds() + 10
 
     def tls_identities(self) -> list[CertKey]:
         identities = [CertKey(self.cert, self.key)]
@@ -266,7 +274,8 @@ class Vtn:
 
     async def start(self, run_ticker: bool = True, reuse_port: bool = False) -> None:
         """reuse_port: several worker processes listen on the port (vtn serve --workers)."""
-        self.server.app_runner = web.AppRunner(self.server.app)
+        self.server.app_runner = web.AppRunner(self.server.app,
+                                               keepalive_timeout=self.config.idle_connection_s())
         await self.server.app_runner.setup()
         await web.TCPSite(self.server.app_runner, self.config.host, self.config.port,
                           ssl_context=self.server.ssl_context, reuse_port=reuse_port).start()

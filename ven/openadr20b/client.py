@@ -32,7 +32,7 @@ import aiohttp
 from jinja2 import ChoiceLoader, FileSystemLoader
 from openleadr import OpenADRClient, enums, messaging, objects, utils
 
-from flexadr import oadr_xml, profile_rules, signing, xsd
+from flexadr import oadr_xml, profile_rules, signing, tls, xsd
 from flexadr.signing import MessageSigner, NonceCache, client_signer, install_nonce_cache
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,24 @@ for _environment in (signing.TEMPLATES, messaging.TEMPLATES):
     if not isinstance(_environment.loader, ChoiceLoader):
         _environment.loader = ChoiceLoader([_environment.loader, FileSystemLoader(_TEMPLATES)])
 
-# How long an idle connection to the VTN stays open. A VEN's requests come in
-# bursts (registration, a poll and its answer, a report batch) separated by the
-# poll interval, so keeping a connection past its burst saves no handshake; and
-# every open TLS connection holds asyncio's 256 KiB read buffer. aiohttp's
-# default of 15 s kept a quarter of a 60 s-polling fleet's connections open.
-IDLE_CONNECTION = timedelta(seconds=1)
+# How long an idle connection to the VTN stays open: past the poll interval the VTN
+# asked for, so each poll reuses the connection of the one before (a TLS handshake costs
+# the VTN ~2x a keep-alive poll), and closed by the VEN before the VTN's own idle timeout
+# (vtn: twice the poll interval + 10 s), so a poll never races the VTN closing it. Until
+# the VTN has said its poll interval: IDLE_BEFORE_REGISTRATION. Each open TLS connection
+# holds asyncio's 256 KiB read buffer (docs/benchmarks.md).
+IDLE_PAST_POLL = timedelta(seconds=5)
+IDLE_BEFORE_REGISTRATION = timedelta(seconds=15)
+# A VEN talks to one VTN: a poll and a report (or an opt) at once at most, mostly one.
+CONNECTIONS = 2
 _NO_ADDRESS = re.compile(r"<oadr:oadrTransportAddress>\s*(None)?\s*</oadr:oadrTransportAddress>")
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, with an idle timeout that can follow the poll interval."""
+
+    def keep_idle(self, seconds: float) -> None:
+        self._keepalive_timeout = seconds
 
 
 @dataclass(frozen=True)
@@ -282,17 +293,31 @@ class FlexClient(OpenADRClient):
             self.report_queue_task.cancel()
 
     async def _ensure_client_session(self) -> None:
-        """openleadr's session (same TLS setup, headers and timeouts), with short-lived idle connections."""
+        """openleadr's session (same TLS setup, headers and timeouts), with a bounded pool
+        whose idle connections outlive the poll interval, and TLS session resumption."""
         if self.client_session:
+            self._keep_idle()
             return
-        tls = {"ssl": self._tls_context()} if self.cert_path else {}
+        secure = {"ssl": self._tls_context()} if self.cert_path else {}
         self.client_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(keepalive_timeout=IDLE_CONNECTION.total_seconds(), **tls),
+            connector=_Connector(limit=CONNECTIONS, limit_per_host=CONNECTIONS,
+                                 keepalive_timeout=self._idle_s(), **secure),
             headers={"content-type": "application/xml"},
             timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=10))
 
+    def _idle_s(self) -> float:
+        if self.poll_frequency is None:
+            return IDLE_BEFORE_REGISTRATION.total_seconds()
+        return (self.poll_frequency + IDLE_PAST_POLL).total_seconds()
+
+    def _keep_idle(self) -> None:
+        """Follow the poll interval the VTN asked for (known once registered)."""
+        connector = self.client_session.connector
+        if isinstance(connector, _Connector):
+            connector.keep_idle(self._idle_s())
+
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context = tls.ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
         context.load_verify_locations(self.ca_file)
         context.load_cert_chain(self.cert_path, self.key_path, self.passphrase)
         context.check_hostname = self.check_hostname
