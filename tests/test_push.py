@@ -19,6 +19,7 @@ from test_openadr_20b import Stock, eventually
 from tests.harness import Site, running_site
 from ven.agent import VenAgent
 from ven.openadr20b.push_server import PushListen
+from vtn import config as vtn_config
 from vtn import lifecycle
 from vtn.push import SERVICE, PushSettings
 from vtn.service import Vtn
@@ -160,6 +161,27 @@ async def test_a_ven_down_gets_every_queued_message_once_in_order_even_across_a_
     assert site.store.target(second.event_id, "ven-a").opt_type == "optIn"
     endpoint = _endpoint(site.store, "ven-a")
     assert (endpoint.attempts, endpoint.failing_since, endpoint.lease_owner) == (0, None, None)
+
+
+async def test_the_retry_interval_of_the_push_section_in_vtn_toml_is_the_one_delivery_waits(
+        site, tmp_path):
+    config = site.vtn.config
+    path = tmp_path / "vtn.toml"
+    path.write_text(f'vtn_id = "TEST_VTN"\nport = {config.port}\ncert = "{config.cert}"\n'
+                    f'key = "{config.key}"\nca_file = "{config.ca_file}"\npoll_interval_s = 1\n'
+                    "[push]\nfirst_retry_s = 30\nmax_retry_s = 40\n")
+    await site.vtn.stop()
+    site.vtn = Vtn(vtn_config.load(path).server, site.store, SystemClock())
+    await site.vtn.start()
+    agent, received = await _push_agent(site, "ven-a")
+    await eventually(lambda: not site.store.pending_messages("ven-a"), what="settled")
+    await agent.link.push_server.stop()
+    _publish(site, lead=2 * HOUR, duration=HOUR)
+    await eventually(lambda: _endpoint(site.store, "ven-a").attempts, what="a failed attempt")
+    await asyncio.sleep(2.5)       # past the default first retry (2 s)
+    endpoint = _endpoint(site.store, "ven-a")
+    assert endpoint.attempts == 1
+    assert endpoint.next_attempt_at - endpoint.failing_since == timedelta(seconds=30)
 
 
 async def test_a_stock_pull_ven_works_beside_a_push_ven(site):
