@@ -84,11 +84,22 @@ async def _restart_vtn(site: Site, settings: PushSettings = FAST_RETRY) -> None:
     await site.vtn.start()
 
 
+def _on_database(site: Site, database_url: str) -> None:
+    """The site's VTN store moved to `database_url` (PostgreSQL with -m db), VENs enrolled."""
+    site.store.close()
+    site.store = Store(database_url)
+    for name, paths in site.pki.vens.items():
+        site.store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=paths.fingerprint,
+                             program_id="connected_solutions", device_kind="battery"))
+
+
 @pytest.fixture
-async def site(tmp_path):
+async def site(tmp_path, database_url):
     async with running_site(tmp_path, SCALE, ("ven-a", "stock-1")) as site:
+        _on_database(site, database_url)
         await _restart_vtn(site)
         yield site
+    site.store.close()
 
 
 def _signed(tree: etree._Element) -> bool:
@@ -249,11 +260,7 @@ async def test_two_vtn_processes_on_one_database_deliver_each_message_once(
         tmp_path, database_url):
     """Two VTNs (own store engines, own leases) on one database, both pushing."""
     async with running_site(tmp_path, SCALE, ("ven-a",)) as site:
-        site.store.close()
-        site.store = Store(database_url)
-        site.store.enrol(Ven(ven_id="ven-a", ven_name="ven-a",
-                             fingerprint=site.pki.vens["ven-a"].fingerprint,
-                             program_id="connected_solutions", device_kind="battery"))
+        _on_database(site, database_url)
         await _restart_vtn(site)
         other_store = Store(database_url)
         other = Vtn(dataclasses.replace(site.vtn.config, port=_free_port()), other_store,
