@@ -15,7 +15,9 @@ Pull at a 60 s poll would take a run of minutes, so pull runs at `--poll-s` and 
 60 s figures are derived per VEN: its wait for its next poll scaled to a 60 s period,
 plus the service time it measured. Push includes each VEN's first TLS handshake with
 the VTN (no warm-up). The fleet does not verify the VTN's signatures (the VTN's CPU is
-what is measured). Figures are noisy on a shared machine. One JSON line.
+what is measured). Each process's share of its core over the window is printed
+(`vtn_core_share`, `fleet_core_share`): near 1, that process was the limit; the fleet's is
+the load generator's. Figures are noisy on a shared machine. One JSON line.
 """
 from __future__ import annotations
 
@@ -119,6 +121,7 @@ class PushFleet:
         self.by_port = {port: name for name, port in push.items()}
         self.signers = {name: _signer(root, name) for name in push}
         self.arrived: dict[str, float] = {}
+        self.posts = 0          # more than arrived: sent again (a POST past its timeout)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -133,6 +136,7 @@ class PushFleet:
     async def handle(self, request: web.Request) -> web.Response:
         name = self.by_port[request.transport.get_extra_info("sockname")[1]]
         tree = etree.fromstring(await request.read())
+        self.posts += 1
         self.arrived.setdefault(name, time.time())
         answer = _created_event(self.signers[name], name, tree)
         return web.Response(text=answer or "", content_type="application/xml")
@@ -235,7 +239,7 @@ async def fan_out(root: Path, push: dict[str, int], sockets: list[socket.socket]
         wait, service = max(0.0, p.poll_began - published), p.arrived - max(p.poll_began, published)
         pull_60.append(wait * PULL_60 / poll_s + service)
     polls = sum(1 for p in pollers for at in p.polled_at if published <= at <= published + elapsed)
-    return {"push": _quantiles(push_latency),
+    return {"push": dict(posts=fleet.posts, **_quantiles(push_latency)),
             "pull": dict(poll_s=poll_s, **_quantiles(pull_latency)),
             "pull_at_60s_equivalent": _quantiles(pull_60),
             "window_s": round(elapsed, 1), "vtn_cpu_s_in_window": round(vtn_cpu, 2),

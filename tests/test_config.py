@@ -190,11 +190,11 @@ def test_the_push_section_sets_the_delivery_loop_and_defaults_to_its_own(example
     text = without_planner(original("vtn.toml"))
     assert vtn_config.load(write(examples, "vtn.toml", text)).server.push_settings == PushSettings()
     path = write(examples, "vtn.toml", text + "[push]\nscan_interval_s = 0.1\ntimeout_s = 5\n"
-                 "first_retry_s = 1.5\nmax_retry_s = 120\nlease_s = 30\nin_flight = 64\n")
+                 "first_retry_s = 1.5\nmax_retry_s = 120\nlease_s = 30\nin_flight = 8\n")
     assert vtn_config.load(path).server.push_settings == PushSettings(
         scan_interval=timedelta(milliseconds=100), timeout=timedelta(seconds=5),
         first_retry=timedelta(seconds=1.5), max_retry=timedelta(minutes=2),
-        lease=timedelta(seconds=30), in_flight=64)
+        lease=timedelta(seconds=30), in_flight=8)
 
 
 @pytest.mark.parametrize("section, message", [

@@ -87,9 +87,11 @@ class PushSettings:
     first_retry: timedelta = timedelta(seconds=2)            # doubled after each failure ...
     max_retry: timedelta = timedelta(minutes=5)              # ... up to this
     lease: timedelta = timedelta(seconds=60)                 # renewed before each message
-    # VENs delivered to at once: more only adds handshakes competing for the same CPU
-    # (on a loaded 2-core box 64 made POSTs run past `timeout`, and be sent again).
-    in_flight: int = 16
+    # VENs delivered to at once. With fewer, a VTN short of CPU serves its pull VENs'
+    # polls first and push waits: 1,000 push VENs beside 1,000 pull VENs took 55 s at 16,
+    # 25 s at 64, none sent twice (docs/benchmarks.md). Before the batched claim, 64 on
+    # a box at load 8-12 made POSTs run past `timeout`, and be sent again.
+    in_flight: int = 64
 
 
 def check_address(address) -> str:
