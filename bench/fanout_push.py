@@ -15,7 +15,9 @@ Pull at a 60 s poll would take a run of minutes, so pull runs at `--poll-s` and 
 60 s figures are derived per VEN: its wait for its next poll scaled to a 60 s period,
 plus the service time it measured. Push includes each VEN's first TLS handshake with
 the VTN (no warm-up). The fleet does not verify the VTN's signatures (the VTN's CPU is
-what is measured). Figures are noisy on a shared machine. One JSON line.
+what is measured). Each process's share of its core over the window is printed
+(`vtn_core_share`, `fleet_core_share`): near 1, that process was the limit; the fleet's is
+the load generator's. Figures are noisy on a shared machine. One JSON line.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from lxml import etree
 from bench.poll import VTN_ID, _free_port, _pin, _process_cpu_s, _quiet, _run_until, make_pki
 from certs.pki import fingerprint as cert_fingerprint
 from flexadr.signing import MessageSigner
+from vtn.push import PushSettings
 
 PATH = "/OpenADR2/Simple/2.0b"
 EI = "{http://docs.oasis-open.org/ns/energyinterop/201110}"
@@ -48,7 +51,7 @@ PULL_60 = 60.0
 
 
 def serve(root: Path, push: dict[str, int], pull: list[str], port: int, poll_s: float,
-          ready, stop) -> None:
+          in_flight: int, ready, stop) -> None:
     _pin(0)
     _quiet()
     from datetime import timedelta
@@ -68,7 +71,8 @@ def serve(root: Path, push: dict[str, int], pull: list[str], port: int, poll_s: 
     for name, ven_port in push.items():
         push_model.register(store, name, f"https://127.0.0.1:{ven_port}{PATH}", now)
     config = VtnConfig(VTN_ID, "127.0.0.1", port, root / "vtn.crt", root / "vtn.key",
-                       root / "ca.crt", poll_interval=timedelta(seconds=poll_s))
+                       root / "ca.crt", poll_interval=timedelta(seconds=poll_s),
+                       push_settings=push_model.PushSettings(in_flight=in_flight))
     _run_until(Vtn(config, store, SystemClock()), ready, stop, start=lambda vtn: vtn.start(False))
 
 
@@ -117,6 +121,7 @@ class PushFleet:
         self.by_port = {port: name for name, port in push.items()}
         self.signers = {name: _signer(root, name) for name in push}
         self.arrived: dict[str, float] = {}
+        self.posts = 0          # more than arrived: sent again (a POST past its timeout)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -131,6 +136,7 @@ class PushFleet:
     async def handle(self, request: web.Request) -> web.Response:
         name = self.by_port[request.transport.get_extra_info("sockname")[1]]
         tree = etree.fromstring(await request.read())
+        self.posts += 1
         self.arrived.setdefault(name, time.time())
         answer = _created_event(self.signers[name], name, tree)
         return web.Response(text=answer or "", content_type="application/xml")
@@ -180,7 +186,7 @@ def _quantiles(values: list[float]) -> dict:
         return {"delivered": 0}
     values = sorted(values)
     at = lambda q: round(values[min(len(values) - 1, int(q * len(values)))], 3)   # noqa: E731
-    return {"delivered": len(values), "p50_s": at(0.5), "p95_s": at(0.95), "max_s": round(values[-1], 3)}
+    return {"delivered": len(values), "first_s": round(values[0], 3), "p50_s": at(0.5), "p95_s": at(0.95), "max_s": round(values[-1], 3)}
 
 
 async def fan_out(root: Path, push: dict[str, int], sockets: list[socket.socket], pull: list[str],
@@ -205,7 +211,7 @@ async def fan_out(root: Path, push: dict[str, int], sockets: list[socket.socket]
         from datetime import datetime, timedelta, timezone
         store = Store(f"sqlite:///{root / 'bench.sqlite'}", migrate_schema=False)
         start = datetime.now(timezone.utc) + timedelta(hours=2)
-        cpu_before = _process_cpu_s(pid)
+        cpu_before, fleet_cpu_before = _process_cpu_s(pid), _process_cpu_s(os.getpid())
         lifecycle.publish(store, model.load("connected_solutions"), start, start + timedelta(hours=1),
                           [*push, *pull], SystemClock(), setpoint_kw=5)
         published = time.time()
@@ -214,6 +220,7 @@ async def fan_out(root: Path, push: dict[str, int], sockets: list[socket.socket]
                                           or any(p.arrived is None for p in pollers)):
             await asyncio.sleep(0.1)
         vtn_cpu = _process_cpu_s(pid) - cpu_before
+        fleet_cpu = _process_cpu_s(os.getpid()) - fleet_cpu_before
         elapsed = time.time() - published
         store.close()
     finally:
@@ -232,10 +239,14 @@ async def fan_out(root: Path, push: dict[str, int], sockets: list[socket.socket]
         wait, service = max(0.0, p.poll_began - published), p.arrived - max(p.poll_began, published)
         pull_60.append(wait * PULL_60 / poll_s + service)
     polls = sum(1 for p in pollers for at in p.polled_at if published <= at <= published + elapsed)
-    return {"push": _quantiles(push_latency),
+    return {"push": dict(posts=fleet.posts, **_quantiles(push_latency)),
             "pull": dict(poll_s=poll_s, **_quantiles(pull_latency)),
             "pull_at_60s_equivalent": _quantiles(pull_60),
             "window_s": round(elapsed, 1), "vtn_cpu_s_in_window": round(vtn_cpu, 2),
+            # Near 1: that process had its whole core and was the limit (the fleet's is
+            # the load generator's: its push endpoints' TLS handshakes and signatures).
+            "vtn_core_share": round(vtn_cpu / elapsed, 2),
+            "fleet_core_share": round(fleet_cpu / elapsed, 2),
             "vtn_cpu_s_for_polling_alone": round(idle_rate * elapsed, 2),
             "vtn_cpu_ms_per_ven_delivered": round(
                 1000 * (vtn_cpu - idle_rate * elapsed) / max(1, len(push_latency) + len(pull_latency)), 1),
@@ -250,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pull-vens", type=int, default=None,
                         help="pull VENs, if not --vens (0: push alone, for its CPU cost)")
     parser.add_argument("--poll-s", type=float, default=10.0, help="the pull VENs' poll period")
+    parser.add_argument("--in-flight", type=int, default=PushSettings().in_flight,
+                        help="push VENs delivered to at once (vtn.toml [push] in_flight)")
     parser.add_argument("--max-wait-s", type=float, default=120.0,
                         help="stop waiting for deliveries this long after publication")
     args = parser.parse_args(argv)
     if args.vens < 1 or (args.pull_vens or 0) < 0 or not 1 <= args.poll_s <= PULL_60 \
-            or args.max_wait_s <= args.poll_s:
-        print("error: --vens must be positive, --pull-vens not negative, --poll-s within 1..60 "
-              "and --max-wait-s above --poll-s", file=sys.stderr)
+            or args.max_wait_s <= args.poll_s or args.in_flight < 1:
+        print("error: --vens and --in-flight must be positive, --pull-vens not negative, "
+              "--poll-s within 1..60 and --max-wait-s above --poll-s", file=sys.stderr)
         return 2
     sockets = _listening(args.vens)
     push = {f"push-{i:05d}": sock.getsockname()[1] for i, sock in enumerate(sockets)}
@@ -267,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = mp.get_context("spawn")
         ready, stop = ctx.Event(), ctx.Event()
         port = _free_port()
-        process = ctx.Process(target=serve, args=(root, push, pull, port, args.poll_s, ready, stop),
+        process = ctx.Process(target=serve, args=(root, push, pull, port, args.poll_s, args.in_flight,
+                                                     ready, stop),
                               daemon=True)
         process.start()
         try:
@@ -281,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             process.join(15)
     print(json.dumps({"bench": "fanout_push", "push_vens": len(push), "pull_vens": len(pull),
+                      "in_flight": args.in_flight,
                       **figures,
                       "load_average_1m": round(os.getloadavg()[0], 1), "cores": os.cpu_count(), "python": platform.python_version(),
                       "argv": sys.argv[1:]}))

@@ -181,6 +181,10 @@ def test_vtn_serve_config_mistakes_are_one_line(tmp_path, pki):
     fails("vtn", "serve", path, "poll_intervall_s: unknown key (did you mean 'poll_interval_s'?)")
     path = serve_toml(tmp_path, pki, port='"28443x"')
     fails("vtn", "serve", path, "port: expected an integer, got '28443x'")
+    path = serve_toml(tmp_path, pki, push="{ first_retry_s = 2, max_retry_s = 1 }")
+    fails("vtn", "serve", path, "push: first_retry_s 2 is above max_retry_s 1")
+    path = serve_toml(tmp_path, pki, push="{ scan_intervall_s = 1 }")
+    fails("vtn", "serve", path, "push.scan_intervall_s: unknown key (did you mean 'scan_interval_s'?)")
     gone = tmp_path / "pki" / "gone.crt"
     path = serve_toml(tmp_path, pki, cert=f'"{gone}"')
     fails("vtn", "serve", path, f"cert: no such file: {gone}")

@@ -11,6 +11,7 @@ from flexadr import data as shipped
 from ven import cli as ven_cli
 from ven import config as ven_config
 from vtn import config as vtn_config
+from vtn.push import PushSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "config"
@@ -183,3 +184,28 @@ def test_ven_cli_reports_config_errors_with_exit_code_2(tmp_path, capsys):
     path = write(tmp_path, "fleet.toml", "[defaults]\n")
     assert ven_cli.main(["fleet", "--config", str(path)]) == 2
     assert capsys.readouterr().err == f"ven: {path}: ven: missing\n"
+
+
+def test_the_push_section_sets_the_delivery_loop_and_defaults_to_its_own(examples):
+    text = without_planner(original("vtn.toml"))
+    assert vtn_config.load(write(examples, "vtn.toml", text)).server.push_settings == PushSettings()
+    path = write(examples, "vtn.toml", text + "[push]\nscan_interval_s = 0.1\ntimeout_s = 5\n"
+                 "first_retry_s = 1.5\nmax_retry_s = 120\nlease_s = 30\nin_flight = 8\n")
+    assert vtn_config.load(path).server.push_settings == PushSettings(
+        scan_interval=timedelta(milliseconds=100), timeout=timedelta(seconds=5),
+        first_retry=timedelta(seconds=1.5), max_retry=timedelta(minutes=2),
+        lease=timedelta(seconds=30), in_flight=8)
+
+
+@pytest.mark.parametrize("section, message", [
+    ("in_flght = 4", "push.in_flght: unknown key (did you mean 'in_flight'?)"),
+    ("in_flight = 0", "push.in_flight: should be greater than or equal to 1, got 0"),
+    ("in_flight = 2.5", "push.in_flight: expected an integer, got 2.5"),
+    ("timeout_s = 0", "push.timeout_s: should be greater than 0, got 0"),
+    ('lease_s = "60"', "push.lease_s: expected a number, got '60'"),
+    ("first_retry_s = 600", "push: first_retry_s 600 is above max_retry_s 300"),
+    ("lease_s = 30", "push: lease_s 30 must be more than twice timeout_s 20"),
+])
+def test_push_section_mistakes_are_named(examples, section, message):
+    path = write(examples, "vtn.toml", without_planner(original("vtn.toml")) + f"[push]\n{section}\n")
+    assert vtn_error(path) == f"{path}: {message}"

@@ -19,6 +19,7 @@ from test_openadr_20b import Stock, eventually
 from tests.harness import Site, running_site
 from ven.agent import VenAgent
 from ven.openadr20b.push_server import PushListen
+from vtn import config as vtn_config
 from vtn import lifecycle
 from vtn.push import SERVICE, PushSettings
 from vtn.service import Vtn
@@ -83,11 +84,22 @@ async def _restart_vtn(site: Site, settings: PushSettings = FAST_RETRY) -> None:
     await site.vtn.start()
 
 
+def _on_database(site: Site, database_url: str) -> None:
+    """The site's VTN store moved to `database_url` (PostgreSQL with -m db), VENs enrolled."""
+    site.store.close()
+    site.store = Store(database_url)
+    for name, paths in site.pki.vens.items():
+        site.store.enrol(Ven(ven_id=name, ven_name=name, fingerprint=paths.fingerprint,
+                             program_id="connected_solutions", device_kind="battery"))
+
+
 @pytest.fixture
-async def site(tmp_path):
+async def site(tmp_path, database_url):
     async with running_site(tmp_path, SCALE, ("ven-a", "stock-1")) as site:
+        _on_database(site, database_url)
         await _restart_vtn(site)
         yield site
+    site.store.close()
 
 
 def _signed(tree: etree._Element) -> bool:
@@ -162,6 +174,27 @@ async def test_a_ven_down_gets_every_queued_message_once_in_order_even_across_a_
     assert (endpoint.attempts, endpoint.failing_since, endpoint.lease_owner) == (0, None, None)
 
 
+async def test_the_retry_interval_of_the_push_section_in_vtn_toml_is_the_one_delivery_waits(
+        site, tmp_path):
+    config = site.vtn.config
+    path = tmp_path / "vtn.toml"
+    path.write_text(f'vtn_id = "TEST_VTN"\nport = {config.port}\ncert = "{config.cert}"\n'
+                    f'key = "{config.key}"\nca_file = "{config.ca_file}"\npoll_interval_s = 1\n'
+                    "[push]\nfirst_retry_s = 30\nmax_retry_s = 40\n")
+    await site.vtn.stop()
+    site.vtn = Vtn(vtn_config.load(path).server, site.store, SystemClock())
+    await site.vtn.start()
+    agent, received = await _push_agent(site, "ven-a")
+    await eventually(lambda: not site.store.pending_messages("ven-a"), what="settled")
+    await agent.link.push_server.stop()
+    _publish(site, lead=2 * HOUR, duration=HOUR)
+    await eventually(lambda: _endpoint(site.store, "ven-a").attempts, what="a failed attempt")
+    await asyncio.sleep(2.5)       # past the default first retry (2 s)
+    endpoint = _endpoint(site.store, "ven-a")
+    assert endpoint.attempts == 1
+    assert endpoint.next_attempt_at - endpoint.failing_since == timedelta(seconds=30)
+
+
 async def test_a_stock_pull_ven_works_beside_a_push_ven(site):
     agent, _ = await _push_agent(site, "ven-a")
     stock = Stock("stock-1", site.pki, f"https://127.0.0.1:{site.vtn.config.port}{PATH}")
@@ -228,11 +261,7 @@ async def test_two_vtn_processes_on_one_database_deliver_each_message_once(
         tmp_path, database_url):
     """Two VTNs (own store engines, own leases) on one database, both pushing."""
     async with running_site(tmp_path, SCALE, ("ven-a",)) as site:
-        site.store.close()
-        site.store = Store(database_url)
-        site.store.enrol(Ven(ven_id="ven-a", ven_name="ven-a",
-                             fingerprint=site.pki.vens["ven-a"].fingerprint,
-                             program_id="connected_solutions", device_kind="battery"))
+        _on_database(site, database_url)
         await _restart_vtn(site)
         other_store = Store(database_url)
         other = Vtn(dataclasses.replace(site.vtn.config, port=_free_port()), other_store,

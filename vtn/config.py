@@ -18,6 +18,7 @@ from schedules import model as program_model
 from vtn.openadr31.settings import MqttSettings, NotifySettings
 from vtn.openadr31.settings import Settings as Openadr31Settings
 from vtn.planning import PlannerSettings, PlannerSources
+from vtn.push import PushSettings
 from vtn.service import VtnConfig
 from vtn.weather_feed import NWS_URL, NwsPoint, NwsSettings
 
@@ -164,6 +165,40 @@ class Openadr31File(Strict):
             mqtt=self.mqtt.settings() if self.mqtt else None)
 
 
+_PUSH = PushSettings()     # the defaults of [push] are the delivery loop's own
+
+
+class PushFile(Strict):
+    """`[push]`: delivery to 2.0b push VENs (vtn/push.py)."""
+    scan_interval_s: Seconds = _PUSH.scan_interval.total_seconds()
+    timeout_s: Seconds = _PUSH.timeout.total_seconds()
+    first_retry_s: Seconds = _PUSH.first_retry.total_seconds()
+    max_retry_s: Seconds = _PUSH.max_retry.total_seconds()
+    lease_s: Seconds = _PUSH.lease.total_seconds()
+    in_flight: Annotated[int, Field(ge=1, le=1024)] = _PUSH.in_flight
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PushFile":
+        if self.first_retry_s > self.max_retry_s:
+            raise ValueError(f"first_retry_s {self.first_retry_s:g} is above max_retry_s "
+                             f"{self.max_retry_s:g}")
+        # The lease is renewed at half its time, before a message; the POST that follows
+        # may take timeout_s: a shorter lease could expire under it and let another
+        # process deliver the same message.
+        if self.lease_s <= 2 * self.timeout_s:
+            raise ValueError(f"lease_s {self.lease_s:g} must be more than twice timeout_s "
+                             f"{self.timeout_s:g}")
+        return self
+
+    def settings(self) -> PushSettings:
+        return PushSettings(
+            scan_interval=timedelta(seconds=self.scan_interval_s),
+            timeout=timedelta(seconds=self.timeout_s),
+            first_retry=timedelta(seconds=self.first_retry_s),
+            max_retry=timedelta(seconds=self.max_retry_s),
+            lease=timedelta(seconds=self.lease_s), in_flight=self.in_flight)
+
+
 class VtnFile(Strict):
     vtn_id: str = Field("FLEXADR_VTN", min_length=1)
     database: str = "sqlite:///vtn.sqlite"
@@ -196,6 +231,7 @@ class VtnFile(Strict):
     planner: PlannerFile | None = None
     openadr31: Openadr31File | None = None
     xmpp: XmppFile | None = None      # the 2.0b XMPP transport; absent: XMPP is refused (451)
+    push: PushFile = PushFile()
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> "VtnFile":
@@ -236,7 +272,8 @@ class VtnFile(Strict):
             alt_cert=self.alt_cert, alt_key=self.alt_key, tls_profile=self.tls_profile,
             webhook_allow_private=self.webhook_allow_private,
             xmpp=(self.xmpp.settings(self.cert, self.key, self.ca_file, self.tls_profile)
-                  if self.xmpp else None))
+                  if self.xmpp else None),
+            push_settings=self.push.settings())
 
 
 def load(path: Path) -> VtnSettings:

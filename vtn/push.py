@@ -88,9 +88,11 @@ class PushSettings:
     first_retry: timedelta = timedelta(seconds=2)            # doubled after each failure ...
     max_retry: timedelta = timedelta(minutes=5)              # ... up to this
     lease: timedelta = timedelta(seconds=60)                 # renewed before each message
-    # VENs delivered to at once: more only adds handshakes competing for the same CPU
-    # (on a loaded 2-core box 64 made POSTs run past `timeout`, and be sent again).
-    in_flight: int = 16
+    # VENs delivered to at once. With fewer, a VTN short of CPU serves its pull VENs'
+    # polls first and push waits: 1,000 push VENs beside 1,000 pull VENs took 55 s at 16,
+    # 25 s at 64, none sent twice (docs/benchmarks.md). Before the batched claim, 64 on
+    # a box at load 8-12 made POSTs run past `timeout`, and be sent again.
+    in_flight: int = 64
 
 
 def check_address(address) -> str:
@@ -215,6 +217,34 @@ def _peer_certificate(reply: aiohttp.ClientResponse) -> bytes | None:
     return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
 
+@dataclass
+class Claimed:
+    """A VEN whose lease this process took: its endpoint, and its queue at that moment."""
+    endpoint: PushEndpoint
+    queue: list[OutboundMessage]
+    at: datetime
+
+
+def _lease_free(now: datetime, owner: str | None = None):
+    """The endpoint's lease is nobody's (or `owner`'s) at `now`."""
+    free = or_(PushEndpoint.lease_until.is_(None), PushEndpoint.lease_until < now)
+    return free if owner is None else or_(free, PushEndpoint.lease_owner == owner)
+
+
+def _head(queue: list[OutboundMessage]) -> list[OutboundMessage] | None:
+    """The oldest undelivered message, with the distributions queued right after it
+    (one oadrDistributeEvent carries every current event, as on the poll path)."""
+    if not queue:
+        return None
+    head = [queue[0]]
+    if head[0].message_type == DISTRIBUTE_EVENT:
+        for message in queue[1:]:
+            if message.message_type != DISTRIBUTE_EVENT:
+                break
+            head.append(message)
+    return head
+
+
 class PushDelivery:
     """Delivers every push VEN's queue from this process (see the module docstring)."""
 
@@ -243,12 +273,11 @@ class PushDelivery:
         failing = None      # the scan's error, logged once until the scan works again
         while True:
             try:
-                for ven_id in self._due():
-                    if ven_id not in self._busy:
-                        self._busy.add(ven_id)
-                        task = asyncio.create_task(self._deliver_queue(ven_id))
-                        self._deliveries.add(task)
-                        task.add_done_callback(self._deliveries.discard)
+                for claimed in self._claim_due():
+                    self._busy.add(claimed.endpoint.ven_id)
+                    task = asyncio.create_task(self._deliver_queue(claimed))
+                    self._deliveries.add(task)
+                    task.add_done_callback(self._deliveries.discard)
                 failing = None
             except Exception as err:   # noqa: BLE001 - keep delivering; the next scan retries
                 if str(err) != failing:
@@ -256,33 +285,61 @@ class PushDelivery:
                 failing = str(err)
             await asyncio.sleep(self.settings.scan_interval.total_seconds())
 
-    def _due(self) -> list[str]:
-        """Registered push VENs with undelivered messages that no process is delivering to
-        and whose retry time has come."""
+    def _claim_due(self) -> list[Claimed]:
+        """Take the leases of the VENs whose turn it is, with each one's endpoint and
+        queue, in one transaction for the whole batch (statement by statement per VEN,
+        this cost about as much CPU as the VEN's TLS handshake).
+
+        A VEN's turn: registered for push, undelivered messages, no process delivering to
+        it, its retry time come. At most twice `in_flight` VENs are this process's at a
+        time (those delivered to, and as many waiting for a slot); the others are left to
+        the next scans, or to other processes."""
+        room = 2 * self.settings.in_flight - len(self._busy)
+        if room <= 0:
+            return []
         now = self.wall.now()
         with self.store.session() as s:
             waiting = exists().where(OutboundMessage.ven_id == PushEndpoint.ven_id,
                                      OutboundMessage.delivered_at.is_(None))
-            query = (select(PushEndpoint.ven_id).join(Ven, Ven.ven_id == PushEndpoint.ven_id)
-                     .where(Ven.registration_id.is_not(None), waiting,
-                            or_(PushEndpoint.lease_until.is_(None), PushEndpoint.lease_until < now),
-                            or_(PushEndpoint.next_attempt_at.is_(None),
-                                PushEndpoint.next_attempt_at <= now)))
-            return list(s.exec(query).all())
+            due = s.exec(select(PushEndpoint.ven_id).join(Ven, Ven.ven_id == PushEndpoint.ven_id)
+                         .where(Ven.registration_id.is_not(None), waiting, _lease_free(now),
+                                PushEndpoint.ven_id.not_in(self._busy),
+                                or_(PushEndpoint.next_attempt_at.is_(None),
+                                    PushEndpoint.next_attempt_at <= now))
+                         .order_by(PushEndpoint.ven_id).limit(room)).all()
+            if not due:
+                return []
+            # Locked in one order, skipping rows another process is claiming (PostgreSQL;
+            # SQLite has one writer at a time): processes never wait on each other here.
+            free = s.exec(select(PushEndpoint.ven_id)
+                          .where(PushEndpoint.ven_id.in_(due), _lease_free(now, self.owner))
+                          .order_by(PushEndpoint.ven_id)
+                          .with_for_update(skip_locked=True)).all()
+            if not free:
+                return []
+            s.exec(update(PushEndpoint).where(PushEndpoint.ven_id.in_(free))
+                   .values(lease_owner=self.owner, lease_until=now + self.settings.lease))
+            endpoints = s.exec(select(PushEndpoint).where(PushEndpoint.ven_id.in_(free))).all()
+            queued = s.exec(select(OutboundMessage)
+                            .where(OutboundMessage.ven_id.in_(free),
+                                   OutboundMessage.delivered_at.is_(None))
+                            .order_by(OutboundMessage.id)).all()
+            s.commit()
+        queues: dict[str, list[OutboundMessage]] = {ven_id: [] for ven_id in free}
+        for message in queued:
+            queues[message.ven_id].append(message)
+        return [Claimed(endpoint, queues[endpoint.ven_id], now) for endpoint in endpoints]
 
-    def _claim(self, ven_id: str) -> PushEndpoint | None:
-        """Take (or renew) the VEN's lease; None if another process holds it."""
+    def _renew(self, ven_id: str) -> bool:
+        """Renew the VEN's lease; False if it expired and another process holds it."""
         now = self.wall.now()
         with self.store.session() as s:
             taken = s.exec(update(PushEndpoint)
-                           .where(PushEndpoint.ven_id == ven_id,
-                                  or_(PushEndpoint.lease_until.is_(None),
-                                      PushEndpoint.lease_until < now,
-                                      PushEndpoint.lease_owner == self.owner))
+                           .where(PushEndpoint.ven_id == ven_id, _lease_free(now, self.owner))
                            .values(lease_owner=self.owner,
                                    lease_until=now + self.settings.lease)).rowcount
             s.commit()
-            return s.get(PushEndpoint, ven_id) if taken else None
+            return bool(taken)
 
     def _release(self, ven_id: str, **changes) -> None:
         with self.store.session() as s:
@@ -300,10 +357,11 @@ class PushDelivery:
         except SQLAlchemyError as err:     # stopping all the same: the leases expire
             log.warning("push: could not release this process's leases: %s", err)
 
-    async def _deliver_queue(self, ven_id: str) -> None:
+    async def _deliver_queue(self, claimed: Claimed) -> None:
+        ven_id = claimed.endpoint.ven_id
         try:
             async with self._slots:
-                await self._deliver_all(ven_id)
+                await self._deliver_all(claimed)
         except asyncio.CancelledError:
             raise
         except Exception as err:   # noqa: BLE001 - one VEN's fault must not stop the others
@@ -314,81 +372,66 @@ class PushDelivery:
         finally:
             self._busy.discard(ven_id)
 
-    async def _deliver_all(self, ven_id: str) -> None:
-        """Deliver the VEN's queue in order while the lease is ours (renewed at half its
-        time); stop at the first message the VEN does not confirm."""
-        endpoint = self._claim(ven_id)
-        if endpoint is None:
-            return
-        renew_at = self.wall.now() + self.settings.lease / 2
-        delivered = 0
-        while (head := self._head(ven_id)) is not None:
+    async def _deliver_all(self, claimed: Claimed) -> None:
+        """Deliver the VEN's queue as claimed, in order, while the lease is ours (renewed
+        at half its time); stop at the first message the VEN does not confirm. What is
+        queued meanwhile goes at a next scan."""
+        endpoint, queue = claimed.endpoint, claimed.queue
+        renew_at = claimed.at + self.settings.lease / 2
+        delivered, released = 0, False
+        while (head := _head(queue)) is not None:
             if self.wall.now() >= renew_at:
-                if self._claim(ven_id) is None:
+                if not self._renew(endpoint.ven_id):
                     return      # expired and taken by another process
                 renew_at = self.wall.now() + self.settings.lease / 2
+                # It may have lapsed while the VEN waited for a slot, and another process
+                # delivered part of the queue meanwhile.
+                queue = list(self.store.pending_messages(endpoint.ven_id))
+                continue
+            last = len(head) == len(queue)
             try:
-                await self._deliver_one(endpoint, head)
+                await self._deliver_one(endpoint, head, release=last)
             except (Undelivered, OSError) as err:
                 if delivered:   # a new streak
                     endpoint.attempts, endpoint.failing_since = 0, None
                 await self._failed(endpoint, str(err))
                 return
-            delivered += 1
+            del queue[:len(head)]
+            delivered, released = delivered + 1, last
         if not delivered:
-            self._release(ven_id)
+            self._release(endpoint.ven_id)
             return
         if endpoint.attempts:
-            log.info("push: VEN %s is reachable again after %d failed attempt(s)", ven_id,
-                     endpoint.attempts)
-        self._unreachable.discard(ven_id)
-        self._release(ven_id, attempts=0, next_attempt_at=None, failing_since=None,
-                      last_error=None)
+            log.info("push: VEN %s is reachable again after %d failed attempt(s)",
+                     endpoint.ven_id, endpoint.attempts)
+        self._unreachable.discard(endpoint.ven_id)
+        if not released:
+            self.store.push_confirmed(endpoint.ven_id, self.owner)
 
-    def _head(self, ven_id: str) -> list[OutboundMessage] | None:
-        """The oldest undelivered message, with the distributions queued right after it
-        (one oadrDistributeEvent carries every current event, as on the poll path)."""
-        with self.store.session() as s:
-            waiting = s.exec(select(OutboundMessage)
-                             .where(OutboundMessage.ven_id == ven_id,
-                                    OutboundMessage.delivered_at.is_(None))
-                             .order_by(OutboundMessage.id)).all()
-        if not waiting:
-            return None
-        head = [waiting[0]]
-        if head[0].message_type == DISTRIBUTE_EVENT:
-            for message in waiting[1:]:
-                if message.message_type != DISTRIBUTE_EVENT:
-                    break
-                head.append(message)
-        return head
+    async def _deliver_one(self, endpoint: PushEndpoint, head: list[OutboundMessage],
+                           release: bool) -> None:
+        """Send `head` and record its delivery; with `release`, the VEN's lease ends (its
+        failure record cleared) in the same transaction."""
+        composed, handed_out = self.vtn.compose(endpoint.ven_id, head[0], self.vtn.clock.now())
+        if composed is not None:     # None: no longer applies (as on the poll path)
+            await self._send(endpoint, *composed)
+        with self.store.transaction():
+            handed_out()
+            self.store.set_delivered([m.id for m in head], self.vtn.clock.now())
+            if release:
+                self.store.push_confirmed(endpoint.ven_id, self.owner)
 
-    async def _deliver_one(self, endpoint: PushEndpoint, head: list[OutboundMessage]) -> None:
-        ven_id, now = endpoint.ven_id, self.vtn.clock.now()
-        composed, handed_out = self.vtn.compose(ven_id, head[0], now)
-        if composed is None:
-            self._delivered(head)     # no longer applies (as on the poll path)
-            return
-        message_type, payload = composed
+    async def _send(self, endpoint: PushEndpoint, message_type: str, payload: dict) -> None:
+        """Sign and POST one message; returns once the VEN's answer is taken."""
+        ven_id = endpoint.ven_id
         payload = dict(payload, vtn_id=self.vtn.config.vtn_id, ven_id=ven_id)
         payload.setdefault("request_id", utils.generate_id())
         xml = self.vtn.signer(message_type, **payload)
         hooks.call("before_respond", xml)    # what the VTN sends, for its observers
         answer = await self.transport.deliver(endpoint, SERVICE[message_type], xml)
         await self._take_answer(ven_id, message_type, answer)
-        with self.store.transaction():
-            handed_out()
-            self._delivered(head)
         metrics.MESSAGES_OUT.labels(message_type).inc()
         log.info("pushed %s to VEN %s", message_type, ven_id)
-
-    def _delivered(self, head: list[OutboundMessage]) -> None:
-        with self.store.session() as s:
-            s.exec(update(OutboundMessage)
-                   .where(OutboundMessage.id.in_([m.id for m in head]),
-                          OutboundMessage.delivered_at.is_(None))
-                   .values(delivered_at=self.vtn.clock.now()))
-            s.commit()
 
     async def _take_answer(self, ven_id: str, sent: str, answer: Answer) -> None:
         """Check the VEN's answer like a request and hand it to its poll-path handler, in

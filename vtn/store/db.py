@@ -23,7 +23,8 @@ from vtn.store import migrate
 from vtn.store.models import (
     CANCELLED, COMPLETED, PENDING, Enrolment, Event, EventTarget, EventTransition, NonceRecord,
     Notice, ObjectChange, OptAvailability, OptSchedule, OutboundMessage, Participant,
-    PlannerDecision, Program, ReportRegistration, ReportRequest, Resource, TelemetryPoint,
+    PlannerDecision, Program, PushEndpoint, ReportRegistration, ReportRequest, Resource,
+    TelemetryPoint,
     TelemetryQuarantine, TelemetryRaw, TelemetryRevision, Ven)
 from vtn.store.types import UTCDateTime  # noqa: F401  (re-exported)
 
@@ -127,6 +128,17 @@ _USE_NONCE = _Prepared(lambda dialect: (pg_insert if dialect == "postgresql" els
                        .values(key=bindparam("key"), expires_at=bindparam("expires_at"))
                        .on_conflict_do_nothing(index_elements=["key"])
                        .returning(_NONCE.c.key))
+# ... and the per-message ones of push delivery (vtn/push.py).
+_PUSH = PushEndpoint.__table__
+_MESSAGES_DELIVERED = (update(_OUTBOUND)
+                       .where(_OUTBOUND.c.id.in_(bindparam("message_ids", expanding=True)),
+                              _OUTBOUND.c.delivered_at.is_(None))
+                       .values(delivered_at=bindparam("delivered")))
+_PUSH_CONFIRMED = (update(_PUSH)
+                   .where(_PUSH.c.ven_id == bindparam("push_ven"),
+                          _PUSH.c.lease_owner == bindparam("owner"))
+                   .values(lease_owner=None, lease_until=None, attempts=0, next_attempt_at=None,
+                           failing_since=None, last_error=None))
 
 
 class _UnitOfWork(Session):
@@ -749,6 +761,18 @@ class Store:
                 s.commit()
                 if claimed:
                     return message
+
+    def set_delivered(self, message_ids: Sequence[int], at: datetime) -> None:
+        """Queued messages handed to their VEN (those not already)."""
+        with self._connection() as connection:
+            connection.execute(_MESSAGES_DELIVERED, {"message_ids": list(message_ids),
+                                                     "delivered": at})
+
+    def push_confirmed(self, ven_id: str, lease_owner: str) -> None:
+        """A push VEN confirmed what `lease_owner` claimed of its queue: the lease ends
+        and the failure record is cleared (if the lease is still that owner's)."""
+        with self._connection() as connection:
+            connection.execute(_PUSH_CONFIRMED, {"push_ven": ven_id, "owner": lease_owner})
 
     def pending_messages(self, ven_id: str) -> Sequence[OutboundMessage]:
         with self.session() as s:
