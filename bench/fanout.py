@@ -130,8 +130,10 @@ def run_ours(work: Path, root: Path, names: list[str], args) -> dict:
         published = datetime.now(timezone.utc)
         event = lifecycle.publish(store, model.load("connected_solutions"), start,
                                   start + timedelta(hours=1), names, SystemClock(), setpoint_kw=5)
+        publish_s = (datetime.now(timezone.utc) - published).total_seconds()
         delays = _answers(store, event.event_id, published, len(names),
                           args.poll_s * 2 + 60)
+        phases = _phases(store, event, published)
     finally:
         if fleets is not None:
             fleets.stop()
@@ -140,7 +142,27 @@ def run_ours(work: Path, root: Path, names: list[str], args) -> dict:
     store.close()
     return {"server": f"flexadr, {args.workers} worker(s), PostgreSQL", "vens": len(names),
             "registered": registered, "register_s": round(register_s, 1),
-            **percentiles(delays)}
+            "publish_s": round(publish_s, 2), **percentiles(delays), **phases}
+
+
+def _phases(store, event, published: datetime) -> dict:
+    """Where the time went, per VEN: publishing until the VTN handed the event out in
+    a poll answer (OutboundMessage.delivered_at, the poll's arrival), and from then
+    until its answer was stored (EventTarget.opt_at)."""
+    from sqlmodel import select
+
+    from vtn.store.models import EventTarget, OutboundMessage
+    with store.session() as session:
+        handed = dict(session.exec(select(OutboundMessage.ven_id, OutboundMessage.delivered_at)
+                                   .where(OutboundMessage.created_at == event.created_at,
+                                          OutboundMessage.delivered_at.is_not(None))).all())
+        answered = dict(session.exec(select(EventTarget.ven_id, EventTarget.opt_at).where(
+            EventTarget.event_id == event.event_id, EventTarget.opt_at.is_not(None))).all())
+    delivered = percentiles([(at - published).total_seconds() for at in handed.values()])
+    turnaround = percentiles([(answered[ven] - at).total_seconds()
+                              for ven, at in handed.items() if ven in answered])
+    return {"delivered": {k: v for k, v in delivered.items() if k != "answered"},
+            "answer_after_delivery": {k: v for k, v in turnaround.items() if k != "answered"}}
 
 
 def _answers(store, event_id: str, published: datetime, total: int, timeout_s: float) -> list:
