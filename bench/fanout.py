@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.fleet import quiet_logs, raise_fd_limit
 from bench.poll import _free_port, make_pki
-from bench.scaleout import DEFAULT_URL, enrol, fresh_database, wait_listening
+from bench.scaleout import DEFAULT_URL, enrol, fresh_database, start_vtn
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEETS = 2
@@ -109,17 +109,9 @@ def run_ours(work: Path, root: Path, names: list[str], args) -> dict:
     enrol(url, root, names, registered=False)      # the agents register themselves
     store = Store(url)
     port = _free_port()
-    config = work / "vtn.toml"
-    config.write_text(
-        f'cert = "{root / "vtn.crt"}"\nkey = "{root / "vtn.key"}"\nca_file = "{root / "ca.crt"}"\n'
-        f'database = "{url}"\nport = {port}\nworkers = {args.workers}\n'
-        f'poll_interval_s = {args.poll_s}\nvtn_id = "BENCH_VTN"\n')
-    serve = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
-                             env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=(work / "vtn.log").open("w"), stderr=subprocess.STDOUT)
+    serve = start_vtn(work, "vtn", root, url, args.workers, port, poll_s=args.poll_s)
     fleets = None
     try:
-        wait_listening(port)
         began = time.perf_counter()
         fleets = Fleets(work, root, names, f"https://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
                         fingerprint((root / "vtn.crt").read_bytes()))

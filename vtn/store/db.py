@@ -6,6 +6,7 @@ schema comes from the Alembic migrations, run when the Store opens a database.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date, datetime
@@ -15,7 +16,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import Row, bindparam, delete, insert, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlmodel import Session, create_engine, select
 
 from vtn.store import migrate
@@ -69,8 +70,14 @@ _TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
 _PENDING = (select(_OUTBOUND.c.id)
             .where(_OUTBOUND.c.ven_id == bindparam("ven_id"), _OUTBOUND.c.delivered_at.is_(None))
             .limit(1))
+# What a message writes whatever it says (its nonce, the VEN's last contact) is not
+# worth a wait for the disk on its own: see _Unit.commit.
+INFORMATIONAL = {"flexadr_informational": True}
 _SEEN = (update(_VEN).where(_VEN.c.ven_id == bindparam("seen_ven"))
-         .values(last_seen_at=bindparam("seen_at")))
+         .values(last_seen_at=bindparam("seen_at")).execution_options(**INFORMATIONAL))
+# A pooled PostgreSQL connection idle this long is pinged before use (a server restart
+# drops them all); one in steady use is not: a ping is a round trip per transaction.
+PING_IDLE_S = 10.0
 
 
 class _UnitOfWork(Session):
@@ -110,10 +117,6 @@ class _Unit:
         if self._session is not None:
             self._session.flush()
         if self._connection is not None:
-            if self.engine.dialect.name == "postgresql":
-                # seen() turns synchronous_commit off for its own (informational) write;
-                # the request's data must be durable.
-                self._connection.execute(text("SET LOCAL synchronous_commit TO ON"))
             self._connection.commit()
 
     def close(self, commit: bool) -> None:
@@ -132,6 +135,63 @@ class _Unit:
 _UNIT: ContextVar[_Unit | None] = ContextVar("flexadr_store_unit", default=None)
 
 
+def _commit_durably_what_matters(engine) -> None:
+    """PostgreSQL: a transaction waits for its WAL flush at commit only if it wrote something
+    that is not INFORMATIONAL. Every connection starts with synchronous_commit off; the
+    first other write (ORM flush, Core statement, text or DDL) turns it on for its
+    transaction. So a message that wrote only its nonce and the VEN's last contact (a poll
+    with nothing queued, a query) does not block the worker's event loop on the disk (5 ms
+    on a slow one) and costs no extra round trip; a crash can lose at most such rows of the
+    last moment, consistently (a lost nonce: a replay of a message within its timestamp
+    window, which mutual TLS hides, could pass once after a database crash)."""
+    @sa_event.listens_for(engine, "connect")
+    def _connected(dbapi_connection, _record):
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
+        dbapi_connection.commit()
+
+    @sa_event.listens_for(engine, "before_cursor_execute")
+    def _written(connection, cursor, _statement, _parameters, context, _executemany):
+        if connection.info.get("durable") or _informational(context):
+            return
+        cursor.execute("SET LOCAL synchronous_commit TO ON")
+        connection.info["durable"] = True
+
+    @sa_event.listens_for(engine, "begin")
+    @sa_event.listens_for(engine, "commit")
+    @sa_event.listens_for(engine, "rollback")
+    def _ended(connection):
+        connection.info["durable"] = False
+
+    @sa_event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record):
+        record.info["durable"] = False      # the pool's reset ends any transaction
+
+
+def _informational(context) -> bool:
+    if context is None or context.isddl or context.is_text:
+        return False
+    if context.isinsert or context.isupdate or context.isdelete:
+        return bool(context.execution_options.get("flexadr_informational"))
+    return True     # a read
+
+
+def _ping_when_idle(engine) -> None:
+    """SQLAlchemy's pool_pre_ping pings at every checkout; this only after PING_IDLE_S."""
+    @sa_event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["checked_in_at"] = time.monotonic()
+
+    @sa_event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        if time.monotonic() - record.info.get("checked_in_at", 0.0) < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as err:
+            raise DisconnectionError("the database connection went away") from err  # pool retries
+
+
 class Store:
     def __init__(self, url: str = "sqlite:///var/vtn.sqlite", migrate_schema: bool = True,
                  pool_size: int = 5):
@@ -142,10 +202,12 @@ class Store:
         is_sqlite = url.startswith("sqlite")
         connect_args = {"check_same_thread": False, "timeout": 30} if is_sqlite else {}
         pool = {} if is_sqlite else {"pool_size": pool_size, "max_overflow": pool_size}
-        self.engine = create_engine(url, connect_args=connect_args, pool_pre_ping=not is_sqlite,
-                                    **pool)
+        self.engine = create_engine(url, connect_args=connect_args, **pool)
         if is_sqlite:
             _sqlite_pragmas(self.engine)
+        else:
+            _ping_when_idle(self.engine)
+            _commit_durably_what_matters(self.engine)
         if migrate_schema:
             migrate.upgrade(self.engine)
 
@@ -292,11 +354,9 @@ class Store:
         return ven
 
     def seen(self, ven_id: str, at: datetime) -> None:
-        """Last contact: informational, so PostgreSQL need not wait for the disk (unless
+        """Last contact: INFORMATIONAL, so PostgreSQL need not wait for the disk (unless
         it is written with a request's own data, in the request's transaction)."""
         with self._connection() as connection:
-            if self.engine.dialect.name == "postgresql":
-                connection.execute(text("SET LOCAL synchronous_commit TO OFF"))
             connection.execute(_SEEN, {"seen_ven": ven_id, "seen_at": at})
 
     # --- enrolments --------------------------------------------------------
@@ -842,7 +902,7 @@ class Store:
             added = connection.execute(
                 insert_(NonceRecord.__table__).values(key=key, expires_at=expires_at)
                 .on_conflict_do_nothing(index_elements=["key"])
-                .returning(NonceRecord.__table__.c.key)).first()
+                .returning(NonceRecord.__table__.c.key).execution_options(**INFORMATIONAL)).first()
         return added is not None
 
     def prune_nonces(self, expired_before: datetime) -> int:
