@@ -2,6 +2,7 @@
 stored), ours beside stock openleadr in one run.
 
     .venv/bin/python -m bench.fanout --vens 1000 --poll-s 60 [--workers 2] [--only ours]
+    .venv/bin/python -m bench.fanout --vens 10000 --poll-s 120 --register store --stock-vens 1000
 
 - **ours**: `vtn serve --workers W` on a fresh PostgreSQL database, N of our VEN agents
   (ven.fleet.Fleet) in two fleet processes (bench.fleet_agents); the event is published
@@ -12,7 +13,12 @@ stored), ours beside stock openleadr in one run.
   two processes.
 
 Every VEN polls every --poll-s seconds, so the last answer is due within one poll
-interval (plus the time to handle the burst). Prints one JSON line.
+interval (plus the time to handle the burst). `--register store`: the VENs are registered
+through the VTN's store before the window and our agents take that registration up
+(bench.fleet_agents' resume_poll_s) instead of registering, 10,000 of which would take
+longer than the bench. Prints one JSON line, with where the time went (publish_s; per VEN
+`delivered`: publish until the VTN handed the event out; `answer_after_delivery`), and
+the fleet processes' memory and CPU per VEN-minute over the window.
 """
 from __future__ import annotations
 
@@ -33,12 +39,21 @@ from pathlib import Path
 
 from bench.fleet import quiet_logs, raise_fd_limit
 from bench.poll import _free_port, make_pki
-from bench.scaleout import DEFAULT_URL, enrol, fresh_database, wait_listening
+from bench.scaleout import DEFAULT_URL, enrol, fresh_database, start_vtn
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEETS = 2
 START_CONCURRENCY = 20     # registrations in flight per fleet process
+RESUME_CONCURRENCY = 200   # agents starting at once when they take up a stored registration
 REGISTER_S = 1800.0        # every phase is bounded
+
+
+def settle_s(args) -> float:
+    """After the last registration, before publishing: the registrations' follow-up
+    messages are done and every VEN polls in its rhythm (agents taking up a stored
+    registration are in it from their start: their first polls are spread over one
+    interval)."""
+    return min(args.poll_s, 10 if args.register == "store" else 30)
 
 
 def percentiles(delays: list[float]) -> dict:
@@ -54,7 +69,8 @@ def percentiles(delays: list[float]) -> dict:
 class Fleets:
     """Our agents in FLEETS processes (bench.fleet_agents), their JSON lines read on threads."""
 
-    def __init__(self, work: Path, root: Path, names: list[str], url: str, vtn_fingerprint: str):
+    def __init__(self, work: Path, root: Path, names: list[str], url: str, vtn_fingerprint: str,
+                 resume_poll_s: int | None):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.processes, self.lines = [], []
         for index in range(FLEETS):
@@ -63,8 +79,10 @@ class Fleets:
                                         "names": names[index::FLEETS],
                                         "vtn_fingerprint": vtn_fingerprint,
                                         "state": str(work / f"vens-{index}.sqlite"),
-                                        "kind": "battery",
-                                        "start_concurrency": START_CONCURRENCY}))
+                                        "kind": "battery", "resume_poll_s": resume_poll_s,
+                                        "start_concurrency": RESUME_CONCURRENCY if resume_poll_s
+                                        else START_CONCURRENCY,
+                                        "drain_s": 0}))     # the telemetry is not counted here
             process = subprocess.Popen([sys.executable, "-m", "bench.fleet_agents", str(spec)],
                                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=(work / f"fleet-{index}.log").open("w"), text=True)
@@ -106,41 +124,68 @@ def run_ours(work: Path, root: Path, names: list[str], args) -> dict:
     from vtn import lifecycle
     from vtn.store import Store
     url = fresh_database(args.database_url, "flexadr_bench_fanout")
-    enrol(url, root, names, registered=False)      # the agents register themselves
+    # --register agents: they register themselves; store: registered here, before the window
+    enrol(url, root, names, registered=args.register == "store")
     store = Store(url)
     port = _free_port()
-    config = work / "vtn.toml"
-    config.write_text(
-        f'cert = "{root / "vtn.crt"}"\nkey = "{root / "vtn.key"}"\nca_file = "{root / "ca.crt"}"\n'
-        f'database = "{url}"\nport = {port}\nworkers = {args.workers}\n'
-        f'poll_interval_s = {args.poll_s}\nvtn_id = "BENCH_VTN"\n')
-    serve = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
-                             env={**os.environ, "PYTHONPATH": str(ROOT)},
-                             stdout=(work / "vtn.log").open("w"), stderr=subprocess.STDOUT)
+    serve = start_vtn(work, "vtn", root, url, args.workers, port, poll_s=args.poll_s)
     fleets = None
     try:
-        wait_listening(port)
         began = time.perf_counter()
         fleets = Fleets(work, root, names, f"https://127.0.0.1:{port}/OpenADR2/Simple/2.0b",
-                        fingerprint((root / "vtn.crt").read_bytes()))
-        registered = sum(line["registered"] for line in fleets.wait(1, REGISTER_S))
+                        fingerprint((root / "vtn.crt").read_bytes()),
+                        args.poll_s if args.register == "store" else None)
+        started = fleets.wait(1, REGISTER_S)
+        registered = sum(line["registered"] for line in started)
         register_s = time.perf_counter() - began
-        time.sleep(args.poll_s)         # every agent is in its polling rhythm
+        time.sleep(settle_s(args))
+        program = model.load("connected_solutions")
+        store.program(program.id)       # this process's first query (ORM set-up) is not timed
         start = datetime.now(timezone.utc) + timedelta(hours=2)
         published = datetime.now(timezone.utc)
-        event = lifecycle.publish(store, model.load("connected_solutions"), start,
-                                  start + timedelta(hours=1), names, SystemClock(), setpoint_kw=5)
+        event = lifecycle.publish(store, program, start, start + timedelta(hours=1), names,
+                                  SystemClock(), setpoint_kw=5)
+        publish_s = (datetime.now(timezone.utc) - published).total_seconds()
         delays = _answers(store, event.event_id, published, len(names),
                           args.poll_s * 2 + 60)
+        phases = _phases(store, event, published)
+        window_s = time.perf_counter() - began - register_s
     finally:
         if fleets is not None:
             fleets.stop()
         serve.terminate()
         serve.wait(60)
     store.close()
+    ended = [lines[-1] for lines in fleets.lines]
+    fleet_cpu_s = sum(end["cpu_s"] - start["cpu_s"] for start, end in zip(started, ended))
     return {"server": f"flexadr, {args.workers} worker(s), PostgreSQL", "vens": len(names),
+            "registration": "by the agents, measured" if args.register == "agents"
+            else "through the store before the window (the agents take it up)",
             "registered": registered, "register_s": round(register_s, 1),
-            **percentiles(delays)}
+            "fleet_rss_mib": [end["rss_mib"] for end in ended],
+            "fleet_cpu_ms_per_ven_minute": round(
+                1000 * fleet_cpu_s / len(names) / (window_s / 60), 2),
+            "publish_s": round(publish_s, 2), **percentiles(delays), **phases}
+
+
+def _phases(store, event, published: datetime) -> dict:
+    """Where the time went, per VEN: publishing until the VTN handed the event out in
+    a poll answer (OutboundMessage.delivered_at, the poll's arrival), and from then
+    until its answer was stored (EventTarget.opt_at)."""
+    from sqlmodel import select
+
+    from vtn.store.models import EventTarget, OutboundMessage
+    with store.session() as session:
+        handed = dict(session.exec(select(OutboundMessage.ven_id, OutboundMessage.delivered_at)
+                                   .where(OutboundMessage.created_at == event.created_at,
+                                          OutboundMessage.delivered_at.is_not(None))).all())
+        answered = dict(session.exec(select(EventTarget.ven_id, EventTarget.opt_at).where(
+            EventTarget.event_id == event.event_id, EventTarget.opt_at.is_not(None))).all())
+    delivered = percentiles([(at - published).total_seconds() for at in handed.values()])
+    turnaround = percentiles([(answered[ven] - at).total_seconds()
+                              for ven, at in handed.items() if ven in answered])
+    return {"delivered": {k: v for k, v in delivered.items() if k != "answered"},
+            "answer_after_delivery": {k: v for k, v in turnaround.items() if k != "answered"}}
 
 
 def _answers(store, event_id: str, published: datetime, total: int, timeout_s: float) -> list:
@@ -262,7 +307,7 @@ def run_stock(root: Path, names: list[str], args) -> dict:
                 raise SystemExit("error: stock clients did not register in time")
             ready_rx.recv()
         register_s = time.perf_counter() - began
-        time.sleep(args.poll_s)
+        time.sleep(settle_s(args))
         commands_tx.send("publish")
         if not results_rx.poll(2 * args.poll_s + 120):
             raise SystemExit("error: the stock server did not report")
@@ -286,11 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-s", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2, help="our VTN's worker processes")
     parser.add_argument("--only", choices=("ours", "stock"))
+    parser.add_argument("--register", choices=("agents", "store"), default="agents",
+                        help="ours: the agents register (measured), or the VENs are registered "
+                             "through the store before the window and the agents take it up")
+    parser.add_argument("--stock-vens", type=int, default=0,
+                        help="stock's VEN count, when fewer than --vens (stock registering "
+                             "10,000 clients takes longer than the bench; default: --vens)")
     parser.add_argument("--database-url", default=os.environ.get("FLEXADR_BENCH_DATABASE_URL",
                                                                  DEFAULT_URL))
     args = parser.parse_args(argv)
-    if not 2 <= args.vens <= 20000 or not 5 <= args.poll_s <= 600 or not 1 <= args.workers <= 16:
-        parser.error("--vens 2..20000, --poll-s 5..600, --workers 1..16")
+    if not 2 <= args.vens <= 20000 or not 5 <= args.poll_s <= 600 or not 1 <= args.workers <= 16 \
+            or not 0 <= args.stock_vens <= args.vens:
+        parser.error("--vens 2..20000, --poll-s 5..600, --workers 1..16, --stock-vens 0..--vens")
     names = [f"fan-{i:05d}" for i in range(args.vens)]
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
@@ -300,14 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "ours"):
             runs.append(run_ours(work, root, names, args))
         if args.only in (None, "stock"):
-            runs.append(run_stock(root, names, args))
+            runs.append(run_stock(root, names[:args.stock_vens or args.vens], args))
     for run in runs:
         run["within_one_poll"] = run.get("last_s", float("inf")) <= args.poll_s \
-            and run["answered"] == args.vens
+            and run["answered"] == run["vens"]
     print(json.dumps({"bench": "fanout", "cores": os.cpu_count(),
                       "argv": sys.argv[1:] if argv is None else argv, "poll_s": args.poll_s,
                       "fleet_processes": FLEETS, "runs": runs}), flush=True)
-    return 0 if all(run["answered"] == args.vens for run in runs) else 1
+    return 0 if all(run["answered"] == run["vens"] for run in runs) else 1
 
 
 if __name__ == "__main__":

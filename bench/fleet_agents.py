@@ -6,11 +6,17 @@ store can be checked against it exactly.
 
 SPEC: {"url", "pki_root", "names": [...], "vtn_fingerprint", "state" (SQLite file),
 optional "kind" (one device kind for all; default: bench.fleet's mix in turn),
-"start_concurrency" (registrations in flight, default 50), "register_s".
+"start_concurrency" (registrations in flight, default 50), "register_s", "drain_s",
+"resume_poll_s" (the VENs were registered through the VTN's store before: each agent
+takes up that registration, venID = its name, registrationID "reg-" + name, and polls
+every resume_poll_s seconds from a moment drawn uniformly within the first interval, as
+a fleet that registered over time would; nothing is sent to register, and no report is
+registered: for a fan-out of 10,000 VENs, whose registration alone would take longer
+than the bench).
 Prints one JSON line {"registered": n, "cpu_s": ...} once every agent has registered
 (or "register_s" of the spec, default REGISTER_S, has passed); on
 the line "drain" on stdin it stops recording, waits until every outbox is sent
-(at most DRAIN_S), stops the agents and prints one JSON line: per VEN the
+(at most drain_s, default DRAIN_S), stops the agents and prints one JSON line: per VEN the
 oadrCreatedEvent messages sent and answered, and the telemetry intervals recorded.
 """
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.fleet import KINDS, cpu_s, quiet_logs, raise_fd_limit
+from bench.fleet import KINDS, cpu_s, quiet_logs, raise_fd_limit, rss_mib
 
 DRAIN_S = 90.0
 REGISTER_S = 240.0     # for every agent to register, first tries and retries
@@ -103,11 +109,37 @@ def local_database(path: str):
     return database
 
 
+def resume_registrations(poll_s: float) -> None:
+    """Every Link20b takes up the registration the bench stored for its VEN instead of
+    registering (see SPEC's resume_poll_s): what openleadr's OpenADRClient.run does once
+    registered, minus its logging-only event-status job."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from ven.openadr20b.link import Link20b
+
+    async def resumed(link) -> bool:
+        client = link.client
+        client.loop = asyncio.get_running_loop()
+        client.ven_id, client.registration_id = client.ven_name, f"reg-{client.ven_name}"
+        client.poll_frequency = timedelta(seconds=poll_s)
+        first = datetime.now(timezone.utc) + timedelta(seconds=random.uniform(0, poll_s))
+        client.scheduler.add_job(client._poll, trigger="interval", seconds=poll_s,
+                                 next_run_time=first)
+        client.scheduler.add_job(client._event_cleanup, trigger="interval",
+                                 seconds=client.events_clean_up_period)
+        client.scheduler.start()
+        return True
+    Link20b._register = resumed
+
+
 async def run(spec: dict) -> None:
     from flexadr.clock import SystemClock
     from ven.fleet import Fleet
     tally = Tally()
     tally.install()
+    if spec.get("resume_poll_s"):
+        resume_registrations(spec["resume_poll_s"])
     fleet = Fleet(agent_configs(spec), SystemClock(),
                   max_concurrent_starts=spec.get("start_concurrency", START_CONCURRENCY),
                   database=local_database(spec["state"]))
@@ -117,15 +149,16 @@ async def run(spec: dict) -> None:
     while not all(agent.registered for agent in fleet.agents) and \
             asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(1)
-    _say({"registered": sum(agent.registered for agent in fleet.agents), "cpu_s": cpu_s()})
+    _say({"registered": sum(agent.registered for agent in fleet.agents), "cpu_s": cpu_s(),
+          "rss_mib": round(rss_mib(), 1)})
     loop = asyncio.get_running_loop()
     while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("drain", ""):
         pass
-    left = await fleet.drain(DRAIN_S)
-    cpu = cpu_s()
+    cpu, rss = cpu_s(), rss_mib()
+    left = await fleet.drain(spec.get("drain_s", DRAIN_S))
     async with asyncio.timeout(60):
         await fleet.stop()
-    _say({"unsent_intervals": left, "cpu_s": cpu, **tally.result()})
+    _say({"unsent_intervals": left, "cpu_s": cpu, "rss_mib": round(rss, 1), **tally.result()})
 
 
 def _say(line: dict) -> None:

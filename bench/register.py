@@ -1,7 +1,7 @@
 """N VENs coming online: registrations per second and VTN CPU per VEN, ours beside stock
 openleadr in one run.
 
-    .venv/bin/python -m bench.register --vens 1000 --concurrency 16 [--key rsa]
+    .venv/bin/python -m bench.register --vens 1000 --concurrency 16 [--key rsa] [--workers 2]
 
 Each server runs in its own process pinned to CPU 0, the generator here on CPU 1 (as
 bench/poll.py). Each VEN has its own certificate and keep-alive connection and sends,
@@ -12,7 +12,11 @@ when the VTN requested reports, oadrRequestEvent and a first oadrPoll. C VENs in
 
 - **flexadr**: `vtn.service.Vtn` on SQLite, every VEN enrolled but not registered;
 - **stock**: `openleadr.OpenADRServer` with `on_create_party_registration` and
-  `ven_lookup` from dicts (no store).
+  `ven_lookup` from dicts (no store);
+- **flexadr, W workers**: `vtn serve --workers W` on a fresh PostgreSQL database
+  (--database-url), every VEN enrolled but not registered; the workers are not pinned
+  (they share both CPUs with the generator and PostgreSQL); server CPU is the workers'
+  and the database backends'. `--workers 0` leaves it out.
 
 One JSON line per server, then a summary with the ratios, the core count and the command line.
 """
@@ -29,11 +33,14 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from certs.pki import fingerprint as cert_fingerprint
 from flexadr import oadr_xml
-from bench.poll import (VTN_ID, Ven, _pin, _process_cpu_s, _quiet, _run_until, make_pki,
-                        run_in_process, serve_flexadr)
+from bench.poll import (VTN_ID, Ven, _free_port, _pin, _process_cpu_s, _quiet, _run_until,
+                        make_pki, run_in_process, serve_flexadr)
+from bench.scaleout import (DEFAULT_URL, backends, cpu, enrol, fresh_database, start_vtn,
+                            worker_pids)
 
 BASE = "/OpenADR2/Simple/2.0b"
 
@@ -109,7 +116,8 @@ class Registering(Ven):
         return bool(kind)
 
 
-async def load(port: int, root: Path, names: list[str], concurrency: int, pid: int) -> dict:
+async def load(port: int, root: Path, names: list[str], concurrency: int,
+               server_cpu_s: Callable[[], float]) -> dict:
     vens = [Registering(root, name, keep_alive=True) for name in names]
     url = f"https://127.0.0.1:{port}{BASE}"
     reports = _reports(names[0])
@@ -129,9 +137,9 @@ async def load(port: int, root: Path, names: list[str], concurrency: int, pid: i
             latencies.append(time.perf_counter() - began)
 
     try:
-        cpu_before, began = _process_cpu_s(pid), time.perf_counter()
+        cpu_before, began = server_cpu_s(), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, cpu = time.perf_counter() - began, _process_cpu_s(pid) - cpu_before
+        elapsed, cpu = time.perf_counter() - began, server_cpu_s() - cpu_before
     finally:
         await asyncio.gather(*(ven.session.close() for ven in vens))
     latencies.sort()
@@ -142,15 +150,50 @@ async def load(port: int, root: Path, names: list[str], concurrency: int, pid: i
             "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1)}
 
 
+def run_workers(root: Path, names: list[str], args) -> dict:
+    """`vtn serve --workers W` on a fresh PostgreSQL database (every VEN enrolled, none
+    registered), the generator here on CPU 1; server CPU is the workers' and the
+    database backends'."""
+    url = fresh_database(args.database_url, "flexadr_bench_register")
+    enrol(url, root, names, registered=False)
+    port = _free_port()
+    serve = start_vtn(root, "register-workers", root, url, args.workers, port)
+    try:
+        time.sleep(1)       # every worker listens
+        pids = worker_pids(serve, args.workers)
+
+        database_cpu = {}
+
+        def server_cpu_s() -> float:
+            database_cpu.update(cpu(backends(url)))     # a backend that ended keeps its last
+            return sum(cpu(pids).values()) + sum(database_cpu.values())
+
+        def database_cpu_s() -> float:
+            return sum(database_cpu.values())
+        _pin(1)
+        database_before = (server_cpu_s(), database_cpu_s())[1]
+        figures = asyncio.run(load(port, root, names, args.concurrency, server_cpu_s))
+        figures["postgresql_cpu_ms_per_ven"] = round(
+            1000 * (database_cpu_s() - database_before) / len(names), 2)
+        return figures
+    finally:
+        serve.terminate()
+        serve.wait(60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vens", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--key", choices=("ecdsa", "rsa"), default="ecdsa")
-    parser.add_argument("--only", choices=("flexadr", "stock"))
+    parser.add_argument("--only", choices=("flexadr", "stock", "workers"))
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also `vtn serve --workers N` on PostgreSQL (0: not)")
+    parser.add_argument("--database-url", default=os.environ.get("FLEXADR_BENCH_DATABASE_URL",
+                                                                 DEFAULT_URL))
     args = parser.parse_args(argv)
-    if args.vens < 1 or args.concurrency < 1:
-        print("error: --vens and --concurrency must be positive", file=sys.stderr)
+    if args.vens < 1 or args.concurrency < 1 or not 0 <= args.workers <= 16:
+        print("error: --vens and --concurrency must be positive, --workers 0..16", file=sys.stderr)
         return 2
     names = [f"ven-{i:05d}" for i in range(args.vens)]
     rows = {}
@@ -159,20 +202,28 @@ def main(argv: list[str] | None = None) -> int:
         make_pki(root, names, args.key)
         unregistered = functools.partial(serve_flexadr, registered=False)
         for label, target in (("flexadr", unregistered), ("stock openleadr", serve_stock)):
-            if args.only and not label.startswith(args.only):
+            if args.only and not label.startswith(args.only) or args.only == "workers":
                 continue
             figures = run_in_process(label, target, root, names, lambda port, pid: asyncio.run(
-                load(port, root, names, args.concurrency, pid)))
+                load(port, root, names, args.concurrency, functools.partial(_process_cpu_s, pid))))
             rows[label] = {"bench": "register", "server": label, "key": args.key,
                            "concurrency": args.concurrency, **figures}
             print(json.dumps(rows[label]), flush=True)
+        if args.workers and args.only in (None, "workers"):
+            label = f"flexadr, {args.workers} workers, PostgreSQL"
+            rows["workers"] = {"bench": "register", "server": label, "key": args.key,
+                               "concurrency": args.concurrency, **run_workers(root, names, args)}
+            print(json.dumps(rows["workers"]), flush=True)
     summary = {"bench": "register", "summary": True, "cores": os.cpu_count(),
                "python": platform.python_version(), "argv": sys.argv[1:]}
-    if len(rows) == 2:
-        ours, stock = rows["flexadr"], rows["stock openleadr"]
-        summary["vens/s ratio ours/stock"] = round(ours["vens_per_s"] / stock["vens_per_s"], 2)
-        summary["cpu/ven ratio ours/stock"] = round(
-            ours["vtn_cpu_ms_per_ven"] / stock["vtn_cpu_ms_per_ven"], 2)
+    stock = rows.get("stock openleadr")
+    for key, ours in rows.items():
+        if stock is not None and ours is not stock:
+            suffix = "" if key == "flexadr" else f" ({key})"
+            summary[f"vens/s ratio ours/stock{suffix}"] = round(
+                ours["vens_per_s"] / stock["vens_per_s"], 2)
+            summary[f"cpu/ven ratio ours/stock{suffix}"] = round(
+                ours["vtn_cpu_ms_per_ven"] / stock["vtn_cpu_ms_per_ven"], 2)
     print(json.dumps(summary))
     return 0
 

@@ -104,6 +104,31 @@ def cpu(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def start_vtn(work: Path, label: str, root: Path, url: str, workers: int, port: int,
+              poll_s: int = 60, tls_profile: str | None = None) -> subprocess.Popen:
+    """`vtn serve --workers N` on database `url`, on 127.0.0.1:port (its log: work/label.log),
+    once it listens."""
+    config = work / f"{label}.toml"
+    config.write_text(
+        f'cert = "{root / "vtn.crt"}"\nkey = "{root / "vtn.key"}"\nca_file = "{root / "ca.crt"}"\n'
+        f'database = "{url}"\nport = {port}\nworkers = {workers}\npoll_interval_s = {poll_s}\n'
+        f'vtn_id = "BENCH_VTN"\n' + (f'tls_profile = "{tls_profile}"\n' if tls_profile else ""))
+    with (work / f"{label}.log").open("w") as log:
+        serve = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    try:
+        wait_listening(port)
+    except SystemExit:
+        serve.terminate()
+        raise
+    return serve
+
+
+def worker_pids(serve: subprocess.Popen, workers: int) -> list[int]:
+    return children(serve.pid) if workers > 1 else [serve.pid]
+
+
 def wait_listening(port: int, timeout_s: float = 60) -> None:
     import socket
     deadline = time.monotonic() + timeout_s
@@ -161,18 +186,10 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
     url = fresh_database(args.database_url, f"flexadr_bench_scaleout_{workers}")
     enrol(url, root, names)
     vtn_port, front_port = _free_port(), _free_port()
-    config = work / f"{label}.toml"
-    config.write_text(
-        f'cert = "{root / "vtn.crt"}"\nkey = "{root / "vtn.key"}"\nca_file = "{root / "ca.crt"}"\n'
-        f'database = "{url}"\nport = {vtn_port}\nworkers = {workers}\npoll_interval_s = 60\n'
-        f'tls_profile = "openadr"\nvtn_id = "BENCH_VTN"\n')
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = (work / f"{label}.log").open("w")
-    serve = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
-                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    serve = start_vtn(work, label, root, url, workers, vtn_port, tls_profile="openadr")
+    log = (work / f"{label}-nginx.log").open("w")
     front = None
     try:
-        wait_listening(vtn_port)
         port = vtn_port
         if behind_nginx:
             run_dir = work / label
@@ -188,7 +205,7 @@ def run_one(workers: int, behind_nginx: bool, work: Path, root: Path, names: lis
             wait_listening(front_port)
             port = front_port
         time.sleep(1)
-        pids = {"workers": children(serve.pid) if workers > 1 else [serve.pid],
+        pids = {"workers": worker_pids(serve, workers),
                 "nginx": ([front.pid] + children(front.pid)) if front else []}
 
         def measure():

@@ -1,11 +1,14 @@
 """The store: schema from the migrations, idempotent telemetry, queued messages, transitions."""
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import event as sa_event
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from flexadr.clock import ManualClock
+from tests.conftest import TEST_DATABASE_ENV
 from schedules import model
 from vtn import lifecycle
 from vtn.store import Store, Ven, migrate
@@ -159,3 +162,60 @@ def test_a_pre_migration_database_is_refused_with_a_clear_message(tmp_path):
     with engine.connect() as connection:
         assert connection.execute(text("SELECT ven_id FROM ven")).scalars().all() == ["kept"]
     engine.dispose()
+
+
+postgresql_only = pytest.mark.skipif(
+    not os.environ.get(TEST_DATABASE_ENV, "").startswith("postgres"),
+    reason=f"needs a PostgreSQL server ({TEST_DATABASE_ENV}; CI's second pass sets it)")
+
+
+def _synchronous_commits(store) -> list[bool]:
+    """Per transaction of `store` since the call: whether it waited for the WAL flush."""
+    commits: list[bool] = []
+
+    @sa_event.listens_for(store.engine, "commit")
+    def _commit(connection):
+        with connection.connection.driver_connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            commits.append(cursor.fetchone()[0] == "on")
+    return commits
+
+
+@postgresql_only
+def test_a_message_that_wrote_only_its_nonce_and_last_contact_does_not_wait_for_the_disk(store):
+    _ven(store)
+    commits = _synchronous_commits(store)
+    expires = datetime.now(timezone.utc) + timedelta(minutes=5)
+    with store.transaction():           # a poll with nothing queued
+        assert store.use_nonce("n-1", expires)
+        store.seen("ven-1", T0)
+    with store.transaction():           # a registration: its data is durable
+        assert store.use_nonce("n-2", expires)
+        store.seen("ven-1", T0)
+        store.set_registration("ven-1", "reg-1", T0)
+    with store.transaction():           # a Core write counts as much as an ORM one
+        assert store.use_nonce("n-3", expires)
+        store.enqueue("ven-1", "oadrRequestReregistration", {}, T0)
+    store.seen("ven-1", T0 + timedelta(seconds=1))      # on its own
+    store.enqueue("ven-1", "oadrRequestReregistration", {}, T0)     # outside a transaction()
+    assert commits == [False, True, True, False, True]
+    assert store.ven("ven-1").registration_id == "reg-1"
+    assert store.ven("ven-1").last_seen_at == T0 + timedelta(seconds=1)
+    assert not store.use_nonce("n-1", expires)          # committed all the same
+    assert len(store.pending_messages("ven-1")) == 2
+
+
+@postgresql_only
+def test_a_pooled_connection_the_server_dropped_while_idle_is_replaced_unnoticed(store,
+                                                                                  monkeypatch):
+    import psycopg
+
+    from vtn.store import db
+    _ven(store)
+    with store.engine.connect() as connection:     # the pooled connection, back in the pool
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with psycopg.connect(store.url.replace("postgresql+psycopg://", "postgresql://"),
+                         autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    monkeypatch.setattr(db, "PING_IDLE_S", 0.0)    # it has been idle long enough
+    assert store.ven("ven-1").ven_name == "ven-1"
