@@ -169,22 +169,37 @@ postgresql_only = pytest.mark.skipif(
     reason=f"needs a PostgreSQL server ({TEST_DATABASE_ENV}; CI's second pass sets it)")
 
 
-def _synchronous_commits(store) -> list[bool]:
+def _synchronous_commits(store, monkeypatch) -> list[bool]:
     """Per transaction of `store` since the call: whether it waited for the WAL flush."""
+    from vtn.store import db
     commits: list[bool] = []
+
+    def record(driver_connection):
+        with driver_connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            commits.append(cursor.fetchone()[0] == "on")
 
     @sa_event.listens_for(store.engine, "commit")
     def _commit(connection):
-        with connection.connection.driver_connection.cursor() as cursor:
-            cursor.execute("SHOW synchronous_commit")
-            commits.append(cursor.fetchone()[0] == "on")
+        record(connection.connection.driver_connection)
+
+    # A transaction() of _Prepared statements alone commits on the driver connection,
+    # past SQLAlchemy's events.
+    driver_commit = db._Unit.commit
+
+    def unit_commit(unit):
+        if unit._connection is None and unit._driver is not None:
+            record(unit._driver.driver_connection)
+        driver_commit(unit)
+    monkeypatch.setattr(db._Unit, "commit", unit_commit)
     return commits
 
 
 @postgresql_only
-def test_a_message_that_wrote_only_its_nonce_and_last_contact_does_not_wait_for_the_disk(store):
+def test_a_message_that_wrote_only_its_nonce_and_last_contact_does_not_wait_for_the_disk(store,
+                                                                                          monkeypatch):
     _ven(store)
-    commits = _synchronous_commits(store)
+    commits = _synchronous_commits(store, monkeypatch)
     expires = datetime.now(timezone.utc) + timedelta(minutes=5)
     with store.transaction():           # a poll with nothing queued
         assert store.use_nonce("n-1", expires)
