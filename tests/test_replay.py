@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters import registry
+from adapters.testing.device_truth import DeviceTruth
 from flexadr import data as shipped
 from flexadr import replay_report, replay_scenario
 from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
@@ -74,6 +76,28 @@ def test_reported_kw_matches_device_truth_per_ven(replay):
 
 
 @pytest.mark.slow
+def test_members_on_real_adapters_took_part_and_acted(replay):
+    # OCPP 1.6 and 2.0.1 chargers and SunSpec inverters: our adapter over the protocol to
+    # the device simulator; their truth is the simulator's physics (the per-VEN kW and
+    # settlement checks above and below include them).
+    real = [m for m in replay.members if m.adapter != "sim"]
+    assert {m.adapter for m in real} == {"ocpp16", "ocpp2", "sunspec"}
+    interval = replay_scenario.TELEMETRY / replay.timeline.scale
+    for m in real:
+        assert type(replay.agents[m.name].adapter) is registry.load(m.adapter), m.name
+        assert isinstance(replay.devices[m.name], DeviceTruth), m.name
+        device = replay.devices[m.name]
+        events = [e for e in _dispatch_events(replay, m.program_id)
+                  if replay.store.target(e.event_id, m.name) is not None]
+        assert events, m.name
+        # The device moved differently once the event began: a car stopped charging, a
+        # battery began to discharge.
+        change = max(abs(device.mean_kw(e.start_utc, e.start_utc + interval)
+                         - device.mean_kw(e.start_utc - interval, e.start_utc)) for e in events)
+        assert change > 1.0, m.name
+
+
+@pytest.mark.slow
 def test_each_programs_settlement_equals_the_one_from_device_truth(replay):
     for pid in replay.programs:
         reported = replay_report.settle_program(replay, pid)
@@ -89,8 +113,8 @@ def test_each_programs_settlement_equals_the_one_from_device_truth(replay):
 @pytest.mark.slow
 def test_devices_stay_within_their_owners_limits(replay):
     by_name = {m.name: m for m in replay.members}
-    for name, agent in replay.agents.items():
-        member, device = by_name[name], agent.adapter.device
+    for name, device in replay.devices.items():
+        member = by_name[name]
         if device.spec.max_discharge_kw:
             socs = [p.soc_pct for p in replay.store.telemetry(name) if p.soc_pct is not None]
             assert socs and min(socs) >= member.min_soc_pct - 0.5, name
@@ -125,7 +149,7 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
             since = max([event.start_utc] + [_wall(replay, back + grace) for back in
                                               home.get(target.ven_id, [])
                                               if _wall(replay, back) < event.end_utc])
-            device = replay.agents[target.ven_id].adapter.device
+            device = replay.devices[target.ven_id]
             # A re-plan clears the device's commands and applies the new ones: the sim
             # charges in between for microseconds of wall time (a second of device time at
             # most, a few Wh); anything longer is charging in the event.
@@ -139,7 +163,7 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
 def test_storm_warning_stops_byod_discharge_and_charges(replay):
     start, end = _wall(replay, replay.storm.onset_utc), _wall(replay, replay.storm.end_utc)
     for ven in replay.store.vens("byod_vpp"):
-        device = replay.agents[ven.ven_name].adapter.device
+        device = replay.devices[ven.ven_name]
         inside = [seg for seg in device.history if seg.start < end and start < seg.end]
         # the watch is read every half interval: allow that long to notice the warning
         late = timedelta(seconds=1)
