@@ -237,10 +237,13 @@ class SunSpecAdapter(Adapter):
             capacity.read()
             soc_pct = capacity.SoC.cvalue if capacity.SoC.cvalue is not None else soc_pct
         kw = kwh_exported = kwh_imported = 0.0
-        at = self.clock.now()       # when the registers were read, not when we got back to them
+        at = self.clock.now()
         if 701 in device.models:
             meter = device.models[701][0]
             meter.read()
+            # When the device answered (it reads its meter as it answers), not when the
+            # event loop got back to us: under load that is late by its lag.
+            at = self.clock.now()
             kw = -(meter.W.cvalue or 0) / 1000  # DER sign: + is injection; ours: + is into the device
             kwh_exported = (meter.TotWhInj.cvalue or 0) / 1000
             kwh_imported = (meter.TotWhAbs.cvalue or 0) / 1000

@@ -63,6 +63,9 @@ class ReplayOptions:
     workdir: Path = Path("var/replay")
     load_csv: Path | None = None
     database_url: str | None = None
+    # Some members on the real OCPP and SunSpec adapters and their device simulators;
+    # not yet the default: under load their telemetry is not within 1 % (docs/replay.md).
+    real_adapters: bool = False
 
     @property
     def last_day(self) -> date:
@@ -197,7 +200,7 @@ class Replay:
         self.show(f"planning the season up to {opts.first_day} from {load_csv.name} ...")
         planner = ReplayPlanner(self.programs, planner_sources(load_csv, alerts, emergencies),
                                 opts.first_day, opts.last_day)
-        members = scenario.fleet(opts.vens, opts.seed)
+        members = scenario.fleet(opts.vens, opts.seed, opts.real_adapters)
         pki = ensure_dev_pki(workdir / "pki", [m.name for m in members])
         store = Store(opts.database_url or f"sqlite:///{state / 'vtn.sqlite'}")
         _enrol(store, members, pki)

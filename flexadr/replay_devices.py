@@ -23,7 +23,8 @@ from flexadr.replay_scenario import TELEMETRY, Member
 from ven.agent import VenAgent
 
 OCPP2_VERSION = "2.0.1"
-CHARGER_CONNECT_S = 10.0
+CHARGER_CONNECT_S = 20.0
+CHARGER_ATTEMPTS = 3
 
 
 class Simulators:
@@ -32,9 +33,11 @@ class Simulators:
     def __init__(self, members: list[Member], clock: Clock, scale: float):
         self.clock, self.scale = clock, scale
         self.members = {m.name: m for m in members}
-        # Meter reports and physics steps four times a reporting interval: the physics
-        # is exact between steps, the reports only have to be fresh.
+        # Meter reports four times a reporting interval (and at once when the power changes
+        # by itself), physics steps twenty times: the physics is exact between steps, a
+        # step only notices a change to report.
         self.every_s = TELEMETRY.total_seconds() / scale / 4
+        self.tick_s = self.every_s / 5
         self.sims: dict[str, object] = {}
 
     def _battery(self, m: Member) -> BatteryPhysics:
@@ -78,20 +81,30 @@ class Simulators:
         return config | {"version": OCPP2_VERSION} if m.adapter == "ocpp2" else config
 
     async def connect_chargers(self, agents: dict[str, VenAgent]) -> None:
-        """Each OCPP charger dials in to its agent's adapter, which listens by now."""
-        async def connect(m: Member) -> None:
+        """Each OCPP charger dials in to its agent's adapter, which listens by now: one
+        after the other, and again after a timeout (a fleet that just registered keeps
+        the event loop busy past a websocket handshake's bound)."""
+        for m in self.members.values():
+            if m.adapter not in ("ocpp16", "ocpp2"):
+                continue
             url = f"ws://127.0.0.1:{agents[m.name].adapter.port}/{m.name}"
-            if m.adapter == "ocpp16":
-                sim = Ocpp16ChargerSim(url, self._battery(m), self.clock,
-                                       meter_interval_s=self.every_s, tick_s=self.every_s)
-            else:
-                sim = Ocpp2ChargerSim(url, self._battery(m), self.clock, version=OCPP2_VERSION,
-                                      meter_interval_s=self.every_s, tick_s=self.every_s)
-            await sim.start(timeout_s=CHARGER_CONNECT_S)
+            for attempt in range(CHARGER_ATTEMPTS):
+                sim = self._charger(m, url)
+                try:
+                    await sim.start(timeout_s=CHARGER_CONNECT_S)
+                    break
+                except (TimeoutError, OSError):
+                    await sim.stop()
+                    if attempt == CHARGER_ATTEMPTS - 1:
+                        raise
             self.sims[m.name] = sim
 
-        await asyncio.gather(*(connect(m) for m in self.members.values()
-                               if m.adapter in ("ocpp16", "ocpp2")))
+    def _charger(self, m: Member, url: str):
+        if m.adapter == "ocpp16":
+            return Ocpp16ChargerSim(url, self._battery(m), self.clock,
+                                    meter_interval_s=self.every_s, tick_s=self.tick_s)
+        return Ocpp2ChargerSim(url, self._battery(m), self.clock, version=OCPP2_VERSION,
+                               meter_interval_s=self.every_s, tick_s=self.tick_s)
 
     def devices(self, agents: dict[str, VenAgent]) -> dict:
         """VEN name -> what its device really did."""

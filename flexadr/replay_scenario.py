@@ -99,8 +99,9 @@ ADAPTERS = {"mc_ev": ("ocpp16", "ocpp2", "sim", "sim"),
             "byod_battery": ("sunspec", "sim")}
 
 
-def fleet(count: int, seed: int) -> list[Member]:
-    """`count` VENs: the mix in turn, the last one the school-bus depot."""
+def fleet(count: int, seed: int, real_adapters: bool = False) -> list[Member]:
+    """`count` VENs: the mix in turn, the last one the school-bus depot; with
+    `real_adapters`, some on real adapters and their device simulators (ADAPTERS)."""
     if count < len(MIX) + 1:
         raise ValueError(f"the replay needs at least {len(MIX) + 1} VENs (one of each kind)")
     rng = random.Random(seed)
@@ -109,7 +110,7 @@ def fleet(count: int, seed: int) -> list[Member]:
     seen = {role: 0 for role in ROLES}
     for i, role in enumerate(roles):
         program_id, spec = ROLES[role]
-        turn = ADAPTERS.get(role, ("sim",))
+        turn = ADAPTERS.get(role, ("sim",)) if real_adapters else ("sim",)
         adapter, seen[role] = turn[seen[role] % len(turn)], seen[role] + 1
         device = dict(spec, soc_pct=round(spec["soc_pct"] + rng.uniform(-10, 5), 1))
         extra = {}

@@ -139,7 +139,7 @@ def _sample_busily(busy_s: list[float]) -> list:
         clock.set(max(clock.now(), tick))              # asleep until the tick is due
         at = clock.now()
         kwh = 4.0 * (at - T0).total_seconds() / 3600
-        done = rec.observe(tick, Reading(at, 4.0, kwh, 0.0, 50.0, True))
+        done = rec.observe(max(tick, at), Reading(at, 4.0, kwh, 0.0, 50.0, True))
         closed += [done] if done is not None else []
         clock.advance(timedelta(seconds=busy))
     return closed
@@ -147,12 +147,22 @@ def _sample_busily(busy_s: list[float]) -> list:
 
 def test_a_sample_late_by_most_of_a_period_is_taken_late_not_skipped():
     on_time = _sample_busily([1.0] * 6)
-    # The third sample keeps the agent busy past the next tick (14 minutes and more).
+    # The third sample keeps the agent busy past the next tick (by 1 minute), the fifth
+    # by 5 minutes: both still within the recorder's trust of a late reading.
     late = _sample_busily([1.0, 1.0, 16 * 60.0, 1.0, 20 * 60.0, 1.0])
     assert [(c.start, c.end) for c in late] == [(c.start, c.end) for c in on_time]
     assert [(c.start, c.end) for c in on_time] == [(T0 + k * 15 * M, T0 + (k + 1) * 15 * M)
                                                   for k in range(5)]
     assert all(c.kw == pytest.approx(4.0) for c in late)
+
+
+def test_a_sample_later_than_the_recorder_trusts_is_not_wound_back():
+    # The sample at T0+30 keeps the agent busy until T0+55: the T0+45 tick is read 10
+    # minutes late (more than half the period), so [T0+30, T0+45) and [T0+45, T0+60)
+    # are not invented from it; the run goes on from T0+60.
+    closed = _sample_busily([1.0, 1.0, 25 * 60.0, 1.0, 1.0, 1.0])
+    assert [(c.start, c.end) for c in closed] == [(T0, T0 + 15 * M), (T0 + 15 * M, T0 + 30 * M),
+                                                 (T0 + 60 * M, T0 + 75 * M)]
 
 
 def test_an_agent_more_than_a_period_behind_goes_on_from_the_latest_tick():

@@ -226,7 +226,10 @@ class VenAgent:
     async def sample(self, tick) -> None:
         was_online = self.device_online
         reading = await self._read()
-        closed = self.recorder.observe(tick, reading)
+        # Stamped when it was read if that is after the tick: the recorder winds a late
+        # reading back only as far as it trusts the power to have held (half a period).
+        at = tick if reading is None else max(tick, reading.at)
+        closed = self.recorder.observe(at, reading)
         if closed is not None:
             self.store.add_interval(OutboxInterval(
                 interval_start=closed.start, interval_end=closed.end, kw=closed.kw,

@@ -9,8 +9,9 @@ not invented: it is skipped, or reported with the device offline and no kW.
 
 A busy agent (a loaded machine, compressed time) samples late; a late sample
 is still taken, for the tick it was due at (`next_sample_tick`), and its
-reading is wound back to that tick; only a tick more than a whole sample
-period behind is given up, and the run goes on from the latest tick.
+reading is wound back to that tick if it is not later than the recorder
+trusts (`late`); a tick more than a whole sample period behind is given up,
+and the run goes on from the latest tick.
 """
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ class SimCharger:
     # --- lifecycle ----------------------------------------------------------------
     async def _connect(self, subprotocol: str, timeout_s: float) -> None:
         self._connection = await asyncio.wait_for(
-            websockets.connect(self.url, subprotocols=[subprotocol]), timeout_s)
+            websockets.connect(self.url, subprotocols=[subprotocol], open_timeout=timeout_s), timeout_s)
 
     def _run_loops(self) -> None:
         self._tasks += [asyncio.ensure_future(self._physics()), asyncio.ensure_future(self._report())]
@@ -135,13 +135,21 @@ class SimCharger:
             await self._side.start()
 
     async def _physics(self) -> None:
+        reported_kw = self.battery.kw
         while not self._stopping:
             self.advance(self.clock.now())
+            if self.battery.kw != reported_kw and self._side is not None:
+                # The power changed on its own (full, plugged): a charger reports it at once.
+                reported_kw = self.battery.kw
+                self._tasks.append(asyncio.ensure_future(self._send_meter_now()))
             await asyncio.sleep(self.tick_s)
+
+    async def _send_meter_now(self) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await self._send_meter()
 
     async def _report(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.meter_interval_s)
             self.advance(self.clock.now())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await self._send_meter()
+            await self._send_meter_now()
