@@ -66,6 +66,26 @@ class Segment:
     kw: float
 
 
+def extend(history: list[Segment], start: datetime, end: datetime, kw: float) -> None:
+    """Add [start, end) at `kw` to a device's history, merged into the last stretch
+    when it continues it at the same power."""
+    last = history[-1] if history else None
+    if last is not None and last.kw == kw and last.end == start:
+        last.end = end
+    else:
+        history.append(Segment(start, end, kw))
+
+
+def mean_kw(history: list[Segment], start: datetime, end: datetime) -> float:
+    """Time-weighted mean power of a history over [start, end)."""
+    total = 0.0
+    for seg in history:
+        overlap = (min(seg.end, end) - max(seg.start, start)).total_seconds()
+        if overlap > 0:
+            total += seg.kw * overlap
+    return total / (end - start).total_seconds()
+
+
 @dataclass
 class SimulatedDevice:
     """Integrates the device piecewise-exactly between breakpoints."""
@@ -163,11 +183,7 @@ class SimulatedDevice:
         else:
             self.kwh_exported += -kw * hours
         self.soc_pct = min(100.0, max(0.0, self.soc_pct + soc_delta_pct))
-        last = self.history[-1] if self.history else None
-        if last is not None and last.kw == kw and last.end == self.now:
-            last.end = end
-        else:
-            self.history.append(Segment(self.now, end, kw))
+        extend(self.history, self.now, end, kw)
         self.now = end
 
     def power_kw(self) -> float:
@@ -176,12 +192,7 @@ class SimulatedDevice:
     def mean_kw(self, start: datetime, end: datetime) -> float:
         """What the device actually did: time-weighted mean power over [start, end)."""
         self.advance(end)
-        total = 0.0
-        for seg in self.history:
-            overlap = (min(seg.end, end) - max(seg.start, start)).total_seconds()
-            if overlap > 0:
-                total += seg.kw * overlap
-        return total / (end - start).total_seconds()
+        return mean_kw(self.history, start, end)
 
 
 class SimAdapter(Adapter):

@@ -15,8 +15,10 @@ VEN goes away mid-event):
 - Charge (storm preparation, to full only): InWRte = 100 %, ChaGriSet = GRID,
   StorCtl_Mod = CHARGE; the owner's ChaGriSet is put back afterwards.
 
-pysunspec2's client is blocking sockets, so every exchange runs in a worker
-thread, one at a time, bounded by `timeout_s`.
+pysunspec2's client is blocking sockets, so every exchange runs in the adapter's
+own worker thread, one at a time, bounded by `timeout_s`: never queued behind the
+process's other thread work (a VTN mailing a hundred notices shares the default
+executor), which would make a device that answers look timed out.
 
 Config: host (default 127.0.0.1), port (502), slave_id (1), timeout_s (3).
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TypeVar
 
 import sunspec2.modbus.client as ss_client
@@ -76,6 +79,7 @@ class SunSpecAdapter(Adapter):
         self.slave_id = int(self.config.get("slave_id", 1))
         self.timeout_s = float(self.config.get("timeout_s", 3))
         self._device: ss_client.SunSpecModbusClientDeviceTCP | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sunspec-{self.port}")
         self._lock = asyncio.Lock()
         self._window_tasks: list[asyncio.Task] = []
         self._commands: list[Command] = []
@@ -85,11 +89,15 @@ class SunSpecAdapter(Adapter):
     # --- the blocking edge ------------------------------------------------------
     async def _exchange(self, work: Callable[[ss_client.SunSpecModbusClientDeviceTCP], T]) -> T:
         """Run one blocking exchange in a thread; reconnect next time after any failure."""
+        loop = asyncio.get_running_loop()
         async with self._lock:
             try:
-                device = self._device or await asyncio.to_thread(self._connect)
+                # Connecting scans the models: several requests, each bounded by timeout_s.
+                device = self._device or await asyncio.wait_for(
+                    loop.run_in_executor(self._worker, self._connect), 4 * self.timeout_s)
                 self._device = device
-                return await asyncio.wait_for(asyncio.to_thread(work, device), self.timeout_s + 1)
+                return await asyncio.wait_for(loop.run_in_executor(self._worker, work, device),
+                                              self.timeout_s + 1)
             except AdapterError:
                 self._drop()
                 raise
@@ -128,6 +136,7 @@ class SunSpecAdapter(Adapter):
         self._cancel_window()
         async with self._lock:
             self._drop()
+        self._worker.shutdown(wait=False)
 
     # --- commands -------------------------------------------------------------------
     async def apply(self, command: Command) -> None:
@@ -217,10 +226,9 @@ class SunSpecAdapter(Adapter):
     # --- telemetry -------------------------------------------------------------------
     async def read(self) -> Reading:
         values = await self._exchange(self._read_values)
-        return Reading(at=self.clock.now(), plugged_in=True, online=True, **values)
+        return Reading(plugged_in=True, online=True, **values)
 
-    @staticmethod
-    def _read_values(device: ss_client.SunSpecModbusClientDeviceTCP) -> dict[str, float]:
+    def _read_values(self, device: ss_client.SunSpecModbusClientDeviceTCP) -> dict[str, Any]:
         storage = device.models[124][0]
         storage.read()
         soc_pct = storage.ChaState.cvalue
@@ -229,12 +237,16 @@ class SunSpecAdapter(Adapter):
             capacity.read()
             soc_pct = capacity.SoC.cvalue if capacity.SoC.cvalue is not None else soc_pct
         kw = kwh_exported = kwh_imported = 0.0
+        at = self.clock.now()
         if 701 in device.models:
             meter = device.models[701][0]
             meter.read()
+            # When the device answered (it reads its meter as it answers), not when the
+            # event loop got back to us: under load that is late by its lag.
+            at = self.clock.now()
             kw = -(meter.W.cvalue or 0) / 1000  # DER sign: + is injection; ours: + is into the device
             kwh_exported = (meter.TotWhInj.cvalue or 0) / 1000
             kwh_imported = (meter.TotWhAbs.cvalue or 0) / 1000
-        return {"kw": kw, "kwh_imported": kwh_imported, "kwh_exported": kwh_exported,
+        return {"at": at, "kw": kw, "kwh_imported": kwh_imported, "kwh_exported": kwh_exported,
                 "soc_pct": float(soc_pct or 0.0)}
 

@@ -16,7 +16,11 @@ Discharge is refused: these APIs have no V2X command.
 
 Telemetry: the cloud has no meter. `kw` is `charge_kw` (config, the car's
 nominal AC charging power) while the car says CHARGING, else 0, and the energy
-registers integrate that estimate between reads. Treat them as estimates.
+registers integrate that estimate between the charge statuses the adapter sees:
+on every read and right after each of its own START / STOP, so an event's
+edges are where the commands put them. Treat them as estimates: a car that
+stops by itself between two statuses is counted charging until the second.
+`time_scale` (default 1) compresses time for demos and replays, as in `sim`.
 
 Tokens: access tokens are refreshed before they expire (and once more on a
 401); refresh tokens rotate on every refresh, so the newest one is kept, and
@@ -28,7 +32,7 @@ has not been run against the live cloud from this repository.
 
 Config: vehicle_id, client_id, client_secret, refresh_token (required);
 api_url, auth_url, access_token, token_file, request_timeout_s (10),
-refresh_margin_s (300), charge_kw (7.2).
+refresh_margin_s (300), charge_kw (7.2), time_scale (1).
 """
 from __future__ import annotations
 
@@ -110,6 +114,7 @@ class TelematicsAdapter(Adapter):
         self.timeout_s = float(self.config.get("request_timeout_s", 10))
         self.refresh_margin = timedelta(seconds=float(self.config.get("refresh_margin_s", 300)))
         self.charge_kw = float(self.config.get("charge_kw", 7.2))
+        self.time_scale = float(self.config.get("time_scale", 1.0))
         self.token_file = Path(self.config["token_file"]) if self.config.get("token_file") else None
         self.tokens = self._initial_tokens()
         self._session: aiohttp.ClientSession | None = None
@@ -119,7 +124,7 @@ class TelematicsAdapter(Adapter):
         self._commands: list[Command] = []
         self._limit_before_pct: float | None = None  # the owner's charge limit while a Charge runs
         self._kwh_imported = 0.0
-        self._last: tuple[datetime, float] | None = None  # (time, kw) of the previous read
+        self._last: tuple[datetime, float] | None = None  # (time, kw) of the latest charge status
 
     def _initial_tokens(self) -> Tokens:
         if self.token_file is not None and self.token_file.exists():
@@ -213,8 +218,22 @@ class TelematicsAdapter(Adapter):
 
     # --- the car API ---------------------------------------------------------------
     async def charge_status(self) -> ChargeStatus:
+        asked = self.clock.now()
         body = await self._api("GET", "/charge")
-        return ChargeStatus(bool(body["isPluggedIn"]), str(body["state"]))
+        status = ChargeStatus(bool(body["isPluggedIn"]), str(body["state"]))
+        self._estimate(asked, self.charge_kw if status.state == "CHARGING" else 0.0)
+        return status
+
+    def _estimate(self, at: datetime, kw: float) -> None:
+        """Re-base the estimated register on a charge status asked for at `at`: the
+        previous estimate held since the previous status. An answer older than the latest
+        seen (a read that crossed one of our commands) changes nothing."""
+        if self._last is not None:
+            since, last_kw = self._last
+            if at < since:
+                return
+            self._kwh_imported += last_kw * (at - since).total_seconds() * self.time_scale / 3600
+        self._last = (at, kw)
 
     async def charge_limit_pct(self) -> float:
         return float((await self._api("GET", "/charge/limit"))["limit"]) * 100
@@ -224,6 +243,7 @@ class TelematicsAdapter(Adapter):
 
     async def _charge(self, action: str) -> None:
         await self._api("POST", "/charge", {"action": action})
+        await self.charge_status()      # the estimate follows the command at once
 
     # --- commands ---------------------------------------------------------------------
     async def apply(self, command: Command) -> None:
@@ -293,12 +313,7 @@ class TelematicsAdapter(Adapter):
     async def read(self) -> Reading:
         charge = await self.charge_status()
         battery = await self._api("GET", "/battery")
-        now = self.clock.now()
-        kw = self.charge_kw if charge.state == "CHARGING" else 0.0
-        if self._last is not None:
-            # Estimated register: the previous estimate held since the previous read.
-            self._kwh_imported += self._last[1] * max(0.0, (now - self._last[0]).total_seconds()) / 3600
-        self._last = (now, kw)
-        return Reading(at=now, kw=kw, kwh_imported=self._kwh_imported, kwh_exported=0.0,
+        at, kw = self._last
+        return Reading(at=at, kw=kw, kwh_imported=self._kwh_imported, kwh_exported=0.0,
                        soc_pct=float(battery["percentRemaining"]) * 100, plugged_in=charge.plugged_in,
                        online=True)

@@ -39,3 +39,9 @@ def ceil_to(when: datetime, step: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     steps = -(-(when - epoch) // step)
     return epoch + steps * step
+
+
+def floor_to(when: datetime, step: timedelta) -> datetime:
+    """Round `when` down to a multiple of `step` since the Unix epoch."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return epoch + ((when - epoch) // step) * step

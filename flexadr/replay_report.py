@@ -32,7 +32,7 @@ def intervals(result: ReplayResult, ven_id: str, truth: bool = False,
     """The VEN's telemetry as the VTN stored it (wall time, kW into the device), all of it
     or what overlaps [start, end); truth=True puts what the device did over each of those
     intervals in place of what was reported, so gaps stay gaps."""
-    device = result.agents[result.store.ven(ven_id).ven_name].adapter.device
+    device = result.devices[result.store.ven(ven_id).ven_name]
     return [TelemetryInterval(ven_id, p.interval_start, p.interval_end,
                               device.mean_kw(p.interval_start, p.interval_end) if truth else p.kw)
             for p in result.store.telemetry(ven_id, start, end) if p.kw is not None]
@@ -52,7 +52,7 @@ def settle_program(result: ReplayResult, program_id: str, truth: bool = False) -
         telemetry += [replace(iv, start_utc=t.to_history(iv.start_utc),
                               end_utc=t.to_history(iv.end_utc), kw=sign * iv.kw + 0.0)
                       for iv in intervals(result, ven.ven_id, truth)]
-        spec = result.agents[ven.ven_name].adapter.device.spec
+        spec = result.devices[ven.ven_name].spec
         participants.append(ParticipantInfo(ven.ven_id, capacity_kwh=spec.capacity_kwh,
                                             enrolled_kw=spec.max_discharge_kw or None))
     for event in events:
@@ -86,7 +86,7 @@ def ven_rows(result: ReplayResult, program_id: str) -> list[VenEvent]:
             reported = window_average(Series(intervals(result, target.ven_id, False, *span)),
                                       *span)
             truth = window_average(Series(intervals(result, target.ven_id, True, *span)), *span)
-            device = result.agents[target.ven_id].adapter.device
+            device = result.devices[target.ven_id]
             whole = device.mean_kw(event.start_utc, event.end_utc)
             rows.append(VenEvent(target.ven_id, event.event_id, target.opt_type or "none",
                                  sign * reported.kw + 0.0, sign * truth.kw + 0.0,

@@ -61,6 +61,7 @@ class Member:
     ready_soc_pct: float = 80.0
     cycle_cap_per_year: float | None = None
     site_limit_kw: float | None = None     # the depot: several buses behind one connection
+    adapter: str = "sim"                    # or a real adapter on its device simulator
 
 
 BUS_KWH, BUSES, DEPOT_LIMIT_KW = 155.0, 4, 60.0
@@ -89,17 +90,28 @@ ROLES = {
 MIX = ("cs_battery", "mc_ev", "byod_battery", "v2x_car", "cs_v2g", "mc_ev", "byod_battery",
        "cs_battery")
 BYOD_CYCLES_PER_YEAR = 50.0
+# Real adapters on their device simulators (adapters/testing/), by a member's place among
+# its role's members, in turn: managed cars on OCPP 1.6 and OCPP 2.0.1 chargers, BYOD
+# batteries on a SunSpec inverter over Modbus TCP; the others on `sim`. Not (yet) the
+# ConnectedSolutions batteries, whose discharge is re-spread at every boundary (a burst
+# of Modbus writes each time), nor the telematics car: see docs/replay.md.
+ADAPTERS = {"mc_ev": ("ocpp16", "ocpp2", "sim", "sim"),
+            "byod_battery": ("sunspec", "sim")}
 
 
-def fleet(count: int, seed: int) -> list[Member]:
-    """`count` VENs: the mix in turn, the last one the school-bus depot."""
+def fleet(count: int, seed: int, real_adapters: bool = False) -> list[Member]:
+    """`count` VENs: the mix in turn, the last one the school-bus depot; with
+    `real_adapters`, some on real adapters and their device simulators (ADAPTERS)."""
     if count < len(MIX) + 1:
         raise ValueError(f"the replay needs at least {len(MIX) + 1} VENs (one of each kind)")
     rng = random.Random(seed)
     roles = [MIX[i % len(MIX)] for i in range(count - 1)] + ["v2x_depot"]
     members = []
+    seen = {role: 0 for role in ROLES}
     for i, role in enumerate(roles):
         program_id, spec = ROLES[role]
+        turn = ADAPTERS.get(role, ("sim",)) if real_adapters else ("sim",)
+        adapter, seen[role] = turn[seen[role] % len(turn)], seen[role] + 1
         device = dict(spec, soc_pct=round(spec["soc_pct"] + rng.uniform(-10, 5), 1))
         extra = {}
         if role == "mc_ev":
@@ -110,7 +122,8 @@ def fleet(count: int, seed: int) -> list[Member]:
             extra = dict(site_limit_kw=DEPOT_LIMIT_KW)
         members.append(Member(name=f"ven-{i + 1:03d}-{role.replace('_', '-')}", role=role,
                               program_id=program_id, device=device,
-                              min_soc_pct=30.0 if role == "v2x_depot" else 20.0, **extra))
+                              min_soc_pct=30.0 if role == "v2x_depot" else 20.0,
+                              adapter=adapter, **extra))
     return members
 
 
@@ -204,8 +217,8 @@ def emergencies_csv(declared: list[Emergency]) -> str:
 
 @dataclass(frozen=True)
 class Trip:
-    """A managed-charging car's morning trip: it comes home before the day's event
-    window (13:00) with less charge (the sim has no driving of its own). Not mid-event:
+    """A managed-charging car's morning trip: it comes home (by noon) before the day's
+    event window (13:00) with less charge (the sim has no driving of its own). Not mid-event:
     an agent re-applies its commands only after telling the VTN the car is back, and
     under load that round trip lets the car charge in the event and stalls sampling."""
     ven: str
@@ -223,7 +236,9 @@ def commutes(members: list[Member], first_day: date, last_day: date, seed: int) 
             if m.role != "mc_ev":
                 continue
             leaves = datetime.combine(day, time(7, 30), NEW_YORK) + timedelta(minutes=rng.randint(0, 60))
-            returns = datetime.combine(day, time(11, 0), NEW_YORK) + timedelta(minutes=rng.randint(0, 90))
+            # Home by noon: the replay plugs the car in at its next tick (15 minutes) and the
+            # agent sees it at its next sample, so its event's commands are in place by 13:00.
+            returns = datetime.combine(day, time(11, 0), NEW_YORK) + timedelta(minutes=rng.randint(0, 60))
             trips.append(Trip(m.name, leaves.astimezone(UTC), returns.astimezone(UTC),
                               round(rng.uniform(25, 45), 1)))
         day += timedelta(days=1)

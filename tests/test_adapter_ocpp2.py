@@ -135,7 +135,9 @@ async def test_transaction_event_meter_values_become_readings():
     adapter, station = await _rig("2.1", _ev())
     try:
         async def reported():
-            while (await adapter.read()).kw < 10:
+            # The station reports at once when charging starts (0 kWh so far), then
+            # periodically: wait for a report with energy in it.
+            while (r := await adapter.read()).kw < 10 or r.kwh_imported == 0:
                 await asyncio.sleep(0.05)
         await asyncio.wait_for(reported(), 5)
         reading = await adapter.read()

@@ -89,8 +89,8 @@ def test_each_programs_settlement_equals_the_one_from_device_truth(replay):
 @pytest.mark.slow
 def test_devices_stay_within_their_owners_limits(replay):
     by_name = {m.name: m for m in replay.members}
-    for name, agent in replay.agents.items():
-        member, device = by_name[name], agent.adapter.device
+    for name, device in replay.devices.items():
+        member = by_name[name]
         if device.spec.max_discharge_kw:
             socs = [p.soc_pct for p in replay.store.telemetry(name) if p.soc_pct is not None]
             assert socs and min(socs) >= member.min_soc_pct - 0.5, name
@@ -125,7 +125,7 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
             since = max([event.start_utc] + [_wall(replay, back + grace) for back in
                                               home.get(target.ven_id, [])
                                               if _wall(replay, back) < event.end_utc])
-            device = replay.agents[target.ven_id].adapter.device
+            device = replay.devices[target.ven_id]
             # A re-plan clears the device's commands and applies the new ones: the sim
             # charges in between for microseconds of wall time (a second of device time at
             # most, a few Wh); anything longer is charging in the event.
@@ -139,7 +139,7 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
 def test_storm_warning_stops_byod_discharge_and_charges(replay):
     start, end = _wall(replay, replay.storm.onset_utc), _wall(replay, replay.storm.end_utc)
     for ven in replay.store.vens("byod_vpp"):
-        device = replay.agents[ven.ven_name].adapter.device
+        device = replay.devices[ven.ven_name]
         inside = [seg for seg in device.history if seg.start < end and start < seg.end]
         # the watch is read every half interval: allow that long to notice the warning
         late = timedelta(seconds=1)

@@ -6,12 +6,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from adapters.base import Reading
-from flexadr.clock import SystemClock
+from flexadr.clock import ManualClock, SystemClock
 from tests.harness import running_site
 from ven.agent import VenAgent
 from ven.openadr20b.client import ReportRequest
 from ven.store import OutboxInterval
-from ven.telemetry import IntervalRecorder
+from ven.telemetry import IntervalRecorder, next_sample_tick
 from ven.openadr20b.uplink import STATUS, USAGE
 
 T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc)   # on a 15-minute boundary
@@ -124,6 +124,53 @@ def test_after_a_gap_only_an_on_time_sample_starts_a_new_run():
     assert rec.observe(T0 + 15 * M, reading(T0 + 15 * M)) is None        # opens here, not at T0
     closed = rec.observe(T0 + 30 * M, reading(T0 + 30 * M, imported=1))
     assert closed.start == T0 + 15 * M
+
+
+
+def _sample_busily(busy_s: list[float]) -> list:
+    """The agent's sampling loop on a manual clock: one sample per 15-minute interval,
+    each taking busy_s[k] seconds (a loaded machine: a slow read, a re-plan, a busy
+    event loop); the device draws 4 kW throughout. The intervals closed."""
+    clock, period = ManualClock(T0 - M), 15 * M
+    rec = IntervalRecorder(interval=period, sample_period=period)
+    tick, closed = None, []
+    for busy in busy_s:
+        tick = next_sample_tick(tick, clock.now(), period)
+        clock.set(max(clock.now(), tick))              # asleep until the tick is due
+        at = clock.now()
+        kwh = 4.0 * (at - T0).total_seconds() / 3600
+        done = rec.observe(max(tick, at), Reading(at, 4.0, kwh, 0.0, 50.0, True))
+        closed += [done] if done is not None else []
+        clock.advance(timedelta(seconds=busy))
+    return closed
+
+
+def test_a_sample_late_by_most_of_a_period_is_taken_late_not_skipped():
+    on_time = _sample_busily([1.0] * 6)
+    # The third sample keeps the agent busy past the next tick (by 1 minute), the fifth
+    # by 5 minutes: both still within the recorder's trust of a late reading.
+    late = _sample_busily([1.0, 1.0, 16 * 60.0, 1.0, 20 * 60.0, 1.0])
+    assert [(c.start, c.end) for c in late] == [(c.start, c.end) for c in on_time]
+    assert [(c.start, c.end) for c in on_time] == [(T0 + k * 15 * M, T0 + (k + 1) * 15 * M)
+                                                  for k in range(5)]
+    assert all(c.kw == pytest.approx(4.0) for c in late)
+
+
+def test_a_sample_later_than_the_recorder_trusts_is_not_wound_back():
+    # The sample at T0+30 keeps the agent busy until T0+55: the T0+45 tick is read 10
+    # minutes late (more than half the period), so [T0+30, T0+45) and [T0+45, T0+60)
+    # are not invented from it; the run goes on from T0+60.
+    closed = _sample_busily([1.0, 1.0, 25 * 60.0, 1.0, 1.0, 1.0])
+    assert [(c.start, c.end) for c in closed] == [(T0, T0 + 15 * M), (T0 + 15 * M, T0 + 30 * M),
+                                                 (T0 + 60 * M, T0 + 75 * M)]
+
+
+def test_an_agent_more_than_a_period_behind_goes_on_from_the_latest_tick():
+    closed = _sample_busily([1.0, 1.0, 31 * 60.0, 1.0, 1.0])
+    # The sample at T0+30 min keeps the agent busy until T0+61: the tick at T0+45 is more
+    # than a period behind, so [T0+30, T0+60) cannot be known; sampling goes on at T0+60.
+    assert [(c.start, c.end) for c in closed] == [(T0, T0 + 15 * M), (T0 + 15 * M, T0 + 30 * M),
+                                                 (T0 + 60 * M, T0 + 75 * M)]
 
 
 async def test_uplink_keeps_rows_until_the_vtn_has_asked_for_every_offered_report(tmp_path):

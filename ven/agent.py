@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters import registry
 from adapters.base import Adapter, AdapterError, Charge, Command, Reading
-from flexadr.clock import Clock, ceil_to
+from flexadr.clock import Clock, floor_to
 from ven import events
 from ven.events import CANCELLED, RESOURCE_ID, Event, Identity
 from ven.policy import (Conditions, Decision, DeviceProfile, Opt, OwnerPrefs, decide, in_force,
@@ -38,7 +38,7 @@ from ven.policy import (Conditions, Decision, DeviceProfile, Opt, OwnerPrefs, de
 from ven.storm_watch import StormWatchConfig
 from ven.store import AcceptedEvent, LocalDatabase, LocalStore, OutboxInterval, \
     commands_from_json, commands_to_json
-from ven.telemetry import IntervalRecorder
+from ven.telemetry import IntervalRecorder, next_sample_tick
 
 if TYPE_CHECKING:
     from ven.openadr20b.push_server import PushListen
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT = timedelta(seconds=10)
 SHORTEST_INTERVAL = timedelta(seconds=1)
+SAMPLE_LEAD = 0.01                              # of the sample period
 MAX_DEVICE_BACKOFF = timedelta(minutes=15)     # program time
 
 
@@ -139,6 +140,8 @@ class VenAgent:
         self._schedule_changed = asyncio.Event()
         self._applied: list[Command] | None = None     # what the device holds; None: unknown
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()    # re-plans after device changes
+        self._commanding = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------
     @property
@@ -171,9 +174,10 @@ class VenAgent:
         self._tasks[0].cancel()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + list(self._background)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.link.stop()
         await self.adapter.stop()
 
@@ -205,11 +209,17 @@ class VenAgent:
         return self.recorder.sample_period
 
     async def _sample_loop(self) -> None:
+        tick = None
         while True:
             period = self.sample_period
+            if tick is not None and floor_to(tick, period) != tick:
+                tick = None      # the VTN asked for another interval: start on its grid
             now = self.clock.now()
-            tick = ceil_to(now + timedelta(microseconds=1), period)
-            await asyncio.sleep((tick - now).total_seconds())
+            tick = next_sample_tick(tick, now, period)
+            # Read a hair before the tick: a command edge on it (a device without schedules
+            # of its own switches when its adapter writes, a little after) is then seen
+            # after this reading, which is wound forward to the tick at the power before.
+            await asyncio.sleep(max(0.0, (tick - period * SAMPLE_LEAD - now).total_seconds()))
             try:
                 await self.sample(tick)
             except Exception:    # one bad sample must not stop the agent recording
@@ -218,15 +228,25 @@ class VenAgent:
     async def sample(self, tick) -> None:
         was_online = self.device_online
         reading = await self._read()
-        closed = self.recorder.observe(tick, reading)
+        # Stamped when it was read if that is after the tick: the recorder winds a late
+        # reading back only as far as it trusts the power to have held (half a period).
+        at = tick if reading is None else max(tick, reading.at)
+        closed = self.recorder.observe(at, reading)
         if closed is not None:
             self.store.add_interval(OutboxInterval(
                 interval_start=closed.start, interval_end=closed.end, kw=closed.kw,
                 kwh=closed.kwh, soc_pct=closed.soc_pct, plugged_in=closed.plugged_in,
                 online=closed.online))
             self.link.outbox_changed()
-        if reading is not None:
-            await self._on_device_state(reading, back_online=not was_online)
+        if reading is not None and self._device_state_changed(reading, back_online=not was_online):
+            # Not awaited: re-planning tells the VTN (signed round trips), and the next
+            # sample must not wait for a busy VTN.
+            self._spawn(self._replanning(reading))
+
+    def _spawn(self, work) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)         # a reference until done, or the loop may drop it
+        task.add_done_callback(self._background.discard)
 
     async def _read(self) -> Reading | None:
         """The device's state, or None while it does not answer (retried with backoff)."""
@@ -321,6 +341,13 @@ class VenAgent:
         An opted-out event carries no command, except the storm preparation charge,
         which a storm warning also brings without any event.
         """
+        # One re-apply at a time (the boundaries, a device change and an event may all
+        # ask at once): interleaved clears and applies would leave the device holding
+        # neither set of commands, while `_applied` says it holds one.
+        async with self._commanding:
+            await self._apply_decisions()
+
+    async def _apply_decisions(self) -> None:
         now = self.clock.now()
         commands = in_force([(_executed(stored), _decision(stored))
                              for stored in self.store.events_not_ended(now)])
@@ -328,13 +355,20 @@ class VenAgent:
         if prepare is not None and not any(isinstance(c, Charge) for c in commands):
             commands.append(prepare)
         commands = [c for c in commands if c.end > now]
-        if self._applied is not None and commands == [c for c in self._applied if c.end > now]:
+        held = _from(now, self._applied) if self._applied is not None else None
+        wanted = _from(now, commands)
+        if held == wanted:
             return      # unchanged: clearing and re-applying would leave the device uncommanded a moment
+        # Only new commands (a new event): add them. Clearing first would leave the device
+        # uncommanded for the round trips of the clear and of every re-apply.
+        adding = held is not None and all(c in wanted for c in held)
         try:
             self._applied = None
-            await self.adapter.clear()
-            for command in commands:
-                await self.adapter.apply(command)
+            if not adding:
+                await self.adapter.clear()
+            for command, ahead in zip(commands, wanted):
+                if not (adding and ahead in held):
+                    await self.adapter.apply(command)
             self._applied = commands
         except AdapterError as err:
             log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
@@ -370,12 +404,18 @@ class VenAgent:
                 log.exception("VEN %s: re-planning at an interval boundary failed",
                               self.config.ven_name)
 
-    async def _on_device_state(self, reading: Reading, back_online: bool = False) -> None:
-        """Re-plan the events still ahead when the car is (un)plugged or the device is back."""
+    def _device_state_changed(self, reading: Reading, back_online: bool = False) -> bool:
+        """Whether to re-plan the events still ahead: the car was (un)plugged or the
+        device is back."""
         changed = self._plugged_in is not None and reading.plugged_in != self._plugged_in
         self._plugged_in = reading.plugged_in
-        if changed or back_online:
+        return changed or back_online
+
+    async def _replanning(self, reading: Reading) -> None:
+        try:
             await self._replan(reading)
+        except Exception:    # a background task has nobody to raise to
+            log.exception("VEN %s: re-planning after a device change failed", self.config.ven_name)
 
     async def set_conditions(self, islanded: bool = False,
                              storm_warning_until: datetime | None = None) -> None:
@@ -412,6 +452,13 @@ class VenAgent:
                    stored.baseline_kw, Decision(Opt.OUT, reason), owner_opted_out=True)
         await self._reapply_all()
         await self.link.tell_opt(event_id, stored.modification_number, Opt.OUT, override=True)
+
+
+def _from(now: datetime, commands: list[Command]) -> list[Command]:
+    """What commands still ask of the device from `now` on: a re-decided command that
+    only starts later than the one in force (the policy plans from now) is the same.
+    Commands end after `now` (callers drop the others)."""
+    return [replace(c, start=max(c.start, now)) for c in commands if c.end > now]
 
 
 def _executed(stored: AcceptedEvent) -> Event:

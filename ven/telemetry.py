@@ -6,6 +6,12 @@ VTN asked for). An interval's kW comes from the energy registers, so the
 reported average is the energy that really flowed. An interval the agent did
 not see from start to end (start-up, restart, device silent at a boundary) is
 not invented: it is skipped, or reported with the device offline and no kW.
+
+A busy agent (a loaded machine, compressed time) samples late; a late sample
+is still taken, for the tick it was due at (`next_sample_tick`), and its
+reading is wound back to that tick if it is not later than the recorder
+trusts (`late`); a tick more than a whole sample period behind is given up,
+and the run goes on from the latest tick.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from adapters.base import Reading
-from flexadr.clock import ceil_to
+from flexadr.clock import ceil_to, floor_to
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,14 @@ class IntervalReading:
     soc_pct: float | None
     plugged_in: bool | None
     online: bool
+
+
+def next_sample_tick(last: datetime | None, now: datetime, period: timedelta) -> datetime:
+    """The tick the next sample stands for: the one after `last` (at once, if it has
+    passed), or the latest one passed when the agent is more than a period behind."""
+    if last is None:
+        return ceil_to(now + timedelta(microseconds=1), period)
+    return max(last + period, floor_to(now, period))
 
 
 class IntervalRecorder:

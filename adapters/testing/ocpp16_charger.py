@@ -56,15 +56,19 @@ class _ChargerSide(MutableSide, ChargePoint):
             return call_result.SetChargingProfile(ChargingProfileStatus.rejected)
         if cs_charging_profiles["charging_profile_kind"] != "Absolute":
             return call_result.SetChargingProfile(ChargingProfileStatus.not_supported)
+        self.sim.advance(self.sim.clock.now())
         self.sim.profiles[cs_charging_profiles["charging_profile_id"]] = cs_charging_profiles
+        self.sim.advance(self.sim.clock.now())
         return call_result.SetChargingProfile(ChargingProfileStatus.accepted)
 
     @on(Action.clear_charging_profile)
     def on_clear_charging_profile(self, id: int | None = None, **criteria: Any):
         matching = [pid for pid, p in self.sim.profiles.items() if (id is None or pid == id)
                     and all(p.get(k) == v for k, v in criteria.items() if k != "connector_id")]
+        self.sim.advance(self.sim.clock.now())
         for pid in matching:
             del self.sim.profiles[pid]
+        self.sim.advance(self.sim.clock.now())
         status = ClearChargingProfileStatus.accepted if matching else ClearChargingProfileStatus.unknown
         return call_result.ClearChargingProfile(status)
 
@@ -80,18 +84,33 @@ class Ocpp16ChargerSim(SimCharger):
         self.transaction_id: int | None = None
 
     async def start(self, timeout_s: float = 5.0) -> None:
-        """Connect, boot, plug the car in and start a transaction."""
+        """Connect, boot and, with the car plugged in, start a transaction."""
         await self._connect("ocpp1.6", timeout_s)
         self._side = _ChargerSide(self.cp_id, self._connection, self)
         self._tasks = [asyncio.ensure_future(self._receive())]
-        side = self._side
-        await side.call(call.BootNotification(charge_point_model="FlexSim-16", charge_point_vendor="flexadr"))
-        await self._status("Preparing")
-        started = await side.call(call.StartTransaction(
-            connector_id=self.connector_id, id_tag="EV-OWNER", meter_start=0, timestamp=iso(self.clock.now())))
-        self.transaction_id = started.transaction_id
-        await self._status("Charging")
+        await self._side.call(call.BootNotification(charge_point_model="FlexSim-16",
+                                                    charge_point_vendor="flexadr"))
+        await self._plug_notice(self.battery.plugged_in)
         self._run_loops()
+
+    async def _plug_notice(self, plugged_in: bool) -> None:
+        """A car at the connector: Preparing, a transaction, Charging; gone: the
+        transaction ends and the connector is Available."""
+        now = iso(self.clock.now())
+        if plugged_in:
+            await self._status("Preparing")
+            started = await self._side.call(call.StartTransaction(
+                connector_id=self.connector_id, id_tag="EV-OWNER",
+                meter_start=round(self.battery.kwh_imported * 1000), timestamp=now))
+            self.transaction_id = started.transaction_id
+            await self._status("Charging")
+            return
+        if self.transaction_id is not None:
+            transaction, self.transaction_id = self.transaction_id, None
+            await self._side.call(call.StopTransaction(
+                meter_stop=round(self.battery.kwh_imported * 1000), timestamp=now,
+                transaction_id=transaction))
+        await self._status("Available")
 
     async def _status(self, status: str) -> None:
         await self._side.call(call.StatusNotification(
@@ -114,6 +133,9 @@ class Ocpp16ChargerSim(SimCharger):
 
     def _step(self, now: datetime) -> None:
         self.battery.step(now, self.limit_kw(now))
+
+    def _schedule(self, profile: dict[str, Any]) -> dict[str, Any]:
+        return profile["charging_schedule"]
 
     async def _send_meter(self) -> None:
         await self._side.call(self._meter_values())

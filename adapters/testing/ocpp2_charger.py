@@ -56,14 +56,18 @@ class _StationHandlers(MutableSide):
             return self._call_result.SetChargingProfile(status="Rejected")
         if charging_profile["charging_profile_kind"] != "Absolute":
             return self._call_result.SetChargingProfile(status="Rejected")
+        self.sim.advance(self.sim.clock.now())
         self.sim.profiles[charging_profile["id"]] = charging_profile
+        self.sim.advance(self.sim.clock.now())
         return self._call_result.SetChargingProfile(status="Accepted")
 
     @on("ClearChargingProfile")
     def on_clear_charging_profile(self, charging_profile_id: int | None = None, **_: Any):
         matching = [pid for pid in self.sim.profiles if charging_profile_id in (None, pid)]
+        self.sim.advance(self.sim.clock.now())
         for pid in matching:
             del self.sim.profiles[pid]
+        self.sim.advance(self.sim.clock.now())
         return self._call_result.ClearChargingProfile(status="Accepted" if matching else "Unknown")
 
 
@@ -85,7 +89,8 @@ class Ocpp2ChargerSim(SimCharger):
         self.evse_id = evse_id
         self.v2x_min_soc_pct = v2x_min_soc_pct
         self.report_soc = report_soc  # AC chargers without ISO 15118 often cannot
-        self.transaction_id = "TX-1"
+        self._transactions = itertools.count(1)
+        self.transaction_id: str | None = None
         self._seq = itertools.count()
 
     async def start(self, timeout_s: float = 5.0) -> None:
@@ -94,15 +99,25 @@ class Ocpp2ChargerSim(SimCharger):
         self._side = side_class(self.cp_id, self._connection, response_timeout=5)
         self._side.sim = self
         self._tasks = [asyncio.ensure_future(self._receive())]
-        call = self._ocpp.call
-        await self._side.call(call.BootNotification(
+        await self._side.call(self._ocpp.call.BootNotification(
             charging_station={"model": "FlexSim-2", "vendor_name": "flexadr"}, reason="PowerUp"))
-        await self._side.call(call.StatusNotification(
-            timestamp=iso(self.clock.now()), connector_status="Occupied", evse_id=self.evse_id, connector_id=1))
-        await self._transaction_event("Started", "CablePluggedIn")
-        if self.version == "2.1":
-            await self.notify_charging_needs()
+        await self._plug_notice(self.battery.plugged_in)
         self._run_loops()
+
+    async def _plug_notice(self, plugged_in: bool) -> None:
+        """A car at the connector: Occupied and a transaction (2.1: with its V2X
+        parameters); gone: the transaction ends and the connector is Available."""
+        if not plugged_in and self.transaction_id is not None:
+            await self._transaction_event("Ended", "EVDeparted", meter=True)
+            self.transaction_id = None
+        await self._side.call(self._ocpp.call.StatusNotification(
+            timestamp=iso(self.clock.now()), connector_status="Occupied" if plugged_in else "Available",
+            evse_id=self.evse_id, connector_id=1))
+        if plugged_in:
+            self.transaction_id = f"TX-{next(self._transactions)}"
+            await self._transaction_event("Started", "CablePluggedIn")
+            if self.version == "2.1":
+                await self.notify_charging_needs()
 
     async def notify_charging_needs(self) -> None:
         """Tell the CSMS what the EV can do (ISO 15118-20 BPT, passed on in OCPP 2.1)."""
@@ -122,7 +137,7 @@ class Ocpp2ChargerSim(SimCharger):
 
     async def _transaction_event(self, event_type: str, trigger: str, meter: bool = False) -> None:
         kw = self.battery.kw
-        state = "Charging" if kw != 0 else "SuspendedEVSE"
+        state = "Charging" if kw != 0 else "SuspendedEVSE" if self.battery.plugged_in else "Idle"
         request = self._ocpp.call.TransactionEvent(
             event_type=event_type, timestamp=iso(self.clock.now()), trigger_reason=trigger,
             seq_no=next(self._seq),
@@ -171,5 +186,12 @@ class Ocpp2ChargerSim(SimCharger):
     def _step(self, now: datetime) -> None:
         self.battery.step(now, self.setpoint_kw(now), self.v2x_min_soc_pct)
 
+    def _schedule(self, profile: dict[str, Any]) -> dict[str, Any]:
+        return profile["charging_schedule"][0]
+
     async def _send_meter(self) -> None:
+        if self.transaction_id is None:      # no car: the station's own meter report
+            await self._side.call(self._ocpp.call.MeterValues(
+                evse_id=self.evse_id, meter_value=[self._meter_value()]))
+            return
         await self._transaction_event("Updated", "MeterValuePeriodic", meter=True)

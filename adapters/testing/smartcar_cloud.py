@@ -52,7 +52,7 @@ class SmartcarCloudSim:
         self.access_ttl_s = access_ttl_s
         self.tick_s = tick_s
         self.recordings = load_recordings()
-        self.plugged_in = True
+        self.plugged_in = battery.plugged_in
         self.charging_allowed = True  # START/STOP flips this
         self.limit_fraction = 0.9
         self.unreachable = False
@@ -110,11 +110,22 @@ class SmartcarCloudSim:
     def _limit_pct(self) -> float:
         return self.limit_fraction * 100
 
+    def advance(self, now: datetime) -> None:
+        """Run the car's physics to `now` under the charge state in force."""
+        self.battery.charge_target_pct = self._limit_pct()
+        charging = self.plugged_in and self.charging_allowed
+        self.battery.step(now, None if charging else 0.0)
+
+    def set_plugged_in(self, plugged_in: bool) -> None:
+        """The owner plugs the car in or drives off."""
+        self.advance(self.clock.now())
+        self.plugged_in = plugged_in
+        self.battery.plugged_in = plugged_in
+        self.advance(self.clock.now())
+
     async def _physics(self) -> None:
         while True:
-            self.battery.charge_target_pct = self._limit_pct()
-            charging = self.plugged_in and self.charging_allowed
-            self.battery.step(self.clock.now(), None if charging else 0.0)
+            self.advance(self.clock.now())
             await asyncio.sleep(self.tick_s)
 
     def _state(self) -> str:
@@ -161,6 +172,7 @@ class SmartcarCloudSim:
         return None
 
     async def _charge_status(self, request: web.Request) -> web.Response:
+        self.advance(self.clock.now())
         return await self._guard(request) or self._respond(
             "charge_status", plugged_in=self.plugged_in, state=self._state())
 
@@ -173,10 +185,13 @@ class SmartcarCloudSim:
         if not self.plugged_in:
             return self._respond("error_not_plugged")
         self.commands.append(body)
+        self.advance(self.clock.now())
         self.charging_allowed = body["action"] == "START"
+        self.advance(self.clock.now())        # the car obeys at once
         return self._respond("charge_command_ok")
 
     async def _battery(self, request: web.Request) -> web.Response:
+        self.advance(self.clock.now())
         return await self._guard(request) or self._respond(
             "battery", soc_fraction=round(self.battery.soc_pct / 100, 4),
             range_km=round(self.battery.soc_pct * 4.2, 1))
@@ -197,5 +212,6 @@ class SmartcarCloudSim:
             return web.json_response({"type": "VALIDATION", "statusCode": 400,
                                       "description": "limit must be within [0.5, 1]"}, status=400)
         self.commands.append(body)
+        self.advance(self.clock.now())
         self.limit_fraction = float(limit)
         return self._respond("charge_command_ok")

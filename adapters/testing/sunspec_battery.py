@@ -17,6 +17,10 @@ adapter targets, documented in docs/adapters.md):
 Writes to read-only points answer ILLEGAL_ADDRESS, out-of-range values
 ILLEGAL_VALUE, like a real inverter's Modbus exceptions.
 
+The physics runs up to every request before it is answered or applied, so a
+read returns the energy that really flowed by then and a control takes effect
+the moment it is written.
+
 Fault switches: `muted` (requests hang, the client times out) and
 `refuse_writes` (every write answers SLAVE_FAILURE / device failure).
 """
@@ -144,8 +148,11 @@ class SunSpecBatterySim:
                           registers: list[int], set_values: list[int] | None) -> ExcCodes | None:
         if self.muted:
             await asyncio.Event().wait()  # never answer; cancelled at shutdown
+        self.advance(self.clock.now())
         if set_values:
-            return self._write(address, list(set_values), registers, start_address)
+            answer = self._write(address, list(set_values), registers, start_address)
+            self.advance(self.clock.now())
+            return answer
         # Serve reads from the live model so measurements are current.
         registers[:] = _registers(self.image())
         return None
@@ -201,14 +208,27 @@ class SunSpecBatterySim:
             return rate_kw, floor, None  # a cap on the owner's own charging
         return None, floor, None
 
+    def advance(self, now: datetime) -> None:
+        """Run the physics to `now`; the revert timer fires on its own time."""
+        if self._revert_at is not None and now >= self._revert_at:
+            self._step(self._revert_at)
+            self.storage.StorCtl_Mod.value, self._revert_at = 0, None
+        self._step(now)
+
+    def _step(self, now: datetime) -> None:
+        setpoint, floor, target = self.setpoint_kw()
+        self.battery.step(now, setpoint, floor, target)
+        self._sync_measurements()
+
+    def set_plugged_in(self, plugged_in: bool) -> None:
+        """Connect the battery to the house (or not): idle while disconnected."""
+        self.advance(self.clock.now())
+        self.battery.plugged_in = plugged_in
+        self.advance(self.clock.now())
+
     async def _physics(self) -> None:
         while True:
-            now = self.clock.now()
-            if self._revert_at is not None and now >= self._revert_at:
-                self.storage.StorCtl_Mod.value, self._revert_at = 0, None
-            setpoint, floor, target = self.setpoint_kw()
-            self.battery.step(now, setpoint, floor, target)
-            self._sync_measurements()
+            self.advance(self.clock.now())
             await asyncio.sleep(self.tick_s)
 
     def _sync_measurements(self) -> None:

@@ -35,6 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--load", type=data.argument, metavar="CSV",
                    help="ISO-NE hourly load + day-ahead forecast, a path or data:NAME "
                         "(default: the shipped data:isone_hourly_load_2015-07_2019-12.csv)")
+    p.add_argument("--real-adapters", action="store_true",
+                   help="put some managed cars on OCPP 1.6 / 2.0.1 chargers and some BYOD "
+                        "batteries on a SunSpec inverter, through the real adapters to their "
+                        "simulators (experimental: see docs/replay.md)")
     p.add_argument("--workdir", type=Path, default=Path("var/replay"),
                    help="dev PKI, SQLite stores and the replay's data files (default var/replay)")
     p.add_argument("--database", metavar="URL", help="VTN store (default: SQLite under --workdir)")
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL if quiet else logging.INFO)
     options = ReplayOptions(first_day=args.start, days=args.days, vens=args.vens, seed=args.seed,
                             day_s=args.day_seconds, poll_s=args.poll_seconds, workdir=args.workdir, load_csv=args.load,
-                            database_url=args.database)
+                            database_url=args.database, real_adapters=args.real_adapters)
     began = time.monotonic()
     try:
         result = asyncio.run(run_replay(options, show=lambda line: print(line, flush=True)))
