@@ -81,11 +81,15 @@ class _Prepared:
         if compiled is None:
             statement = self._build(dialect.name)
             sql = statement.compile(dialect=dialect)
-            binds = {name: param.type.bind_processor(dialect) for name, param in sql.binds.items()}
+            # dialect_impl: a TypeDecorator (UTCDateTime) over the dialect's own type, whose
+            # conversions (SQLite's DATETIME strings) come first.
+            binds = {name: param.type.dialect_impl(dialect).bind_processor(dialect)
+                     for name, param in sql.binds.items()}
             literals = {name: param.value for name, param in sql.binds.items()
                         if not param.required}      # e.g. a LIMIT's value
             columns = list(getattr(statement, "exported_columns", ()))
-            results = [column.type.result_processor(dialect, None) for column in columns]
+            results = [column.type.dialect_impl(dialect).result_processor(dialect, None)
+                       for column in columns]
             row = namedtuple("Row", [column.key for column in columns]) if columns else None
             compiled = self._by_dialect[dialect.name] = (sql.string, sql.positiontup, binds,
                                                          literals, results, row)
