@@ -1,0 +1,69 @@
+"""`vtn replay --real-adapters` on the peak day: OCPP chargers and SunSpec inverters in the fleet.
+
+The real adapters talk to their device simulators (the `ocpp` package's charge points,
+a pymodbus SunSpec server) on the replay's clock; the report reads each one's truth from
+the simulator's physics (adapters/testing/device_truth.py). This run checks that they
+take part and act within their limits; the 1 % agreement of reported and true kW is
+checked for the sim fleet only (tests/test_replay.py, docs/replay.md "Not yet").
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import pytest
+
+from flexadr import data as shipped
+from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
+from vtn.store import CANCELLED
+
+PEAK_DAY = date(2018, 8, 29)
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    options = ReplayOptions(first_day=PEAK_DAY, days=1, vens=12, seed=7,
+                            load_csv=shipped.path(LOAD_FILE), day_s=96.0, poll_s=2.0,
+                            workdir=tmp_path_factory.mktemp("replay-real"), real_adapters=True)
+    result = asyncio.run(run_replay(options))
+    yield result
+    result.store.close()
+
+
+def _real_members(replay):
+    return [m for m in replay.members if m.adapter != "sim"]
+
+
+@pytest.mark.slow
+def test_each_real_adapter_is_in_the_fleet(replay):
+    assert {m.adapter for m in _real_members(replay)} == {"ocpp16", "ocpp2", "sunspec"}
+    for member in _real_members(replay):
+        assert type(replay.devices[member.name]).__name__ == "DeviceTruth", member.name
+
+
+@pytest.mark.slow
+def test_real_adapter_members_receive_their_programs_events(replay):
+    for member in _real_members(replay):
+        events = [e for e in replay.store.events(program_id=member.program_id)
+                  if e.status != CANCELLED]
+        targeted = [e for e in events
+                    if any(t.ven_id == member.name for t in replay.store.targets(e.event_id))]
+        assert targeted, f"{member.name}: no {member.program_id} event targeted it"
+        agent = replay.agents[member.name]
+        assert all(agent.store.event(e.event_id) is not None for e in targeted), member.name
+
+
+@pytest.mark.slow
+def test_real_adapter_devices_act_within_their_limits(replay):
+    for member in _real_members(replay):
+        device = replay.devices[member.name]
+        power = [seg.kw for seg in device.history]
+        assert any(abs(kw) > 0.1 for kw in power), f"{member.name}: the device never moved"
+        spec = device.spec
+        assert max(abs(kw) for kw in power) <= max(spec.max_charge_kw,
+                                                   spec.max_discharge_kw) + 1e-9, member.name
+        socs = [p.soc_pct for p in replay.store.telemetry(member.name) if p.soc_pct is not None]
+        assert socs, f"{member.name}: its adapter reported no state of charge"
+        if spec.max_discharge_kw:
+            assert min(socs) >= member.min_soc_pct - 0.5, member.name
+
