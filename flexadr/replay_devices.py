@@ -4,8 +4,11 @@ agent's OCPP adapter, a SunSpec inverter answers the agent's Modbus client, a ca
 cloud (the Smartcar-shaped recording) answers the telematics adapter's HTTPS calls.
 
 Every simulator runs on the replay's clock and at its time scale, so one wall second
-moves as much energy in it as in a `sim` device. The report reads each device's truth
-(`devices()`): the sim device itself, or `DeviceTruth` over the simulator's physics.
+moves as much energy in it as in a `sim` device, and on its own thread and event loop
+(`SimThread`), as a real device has its own CPU: a replay loop busy with a fleet's
+signed messages does not delay its physics, meter reports or Modbus answers. The
+report reads each device's truth (`devices()`): the sim device itself, or `DeviceTruth`
+over the simulator's physics, read on the simulators' thread.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from adapters.testing.device_truth import DeviceTruth
 from adapters.testing.ev_physics import BatteryPhysics
 from adapters.testing.ocpp16_charger import Ocpp16ChargerSim
 from adapters.testing.ocpp2_charger import Ocpp2ChargerSim
+from adapters.testing.sim_thread import SimThread
 from adapters.testing.smartcar_cloud import SmartcarCloudSim
 from adapters.testing.sunspec_battery import SunSpecBatterySim
 from flexadr.clock import Clock
@@ -39,6 +43,7 @@ class Simulators:
         self.every_s = TELEMETRY.total_seconds() / scale / 4
         self.tick_s = self.every_s / 5
         self.sims: dict[str, object] = {}
+        self.thread = SimThread()
 
     def _battery(self, m: Member) -> BatteryPhysics:
         d = m.device
@@ -50,26 +55,30 @@ class Simulators:
                               time_scale=self.scale, plugged_in=False)
 
     async def start_servers(self) -> None:
-        """The SunSpec inverters and the car clouds listen before the agents' adapters
-        connect to them."""
+        """The simulators' thread starts; the SunSpec inverters and the car clouds
+        listen on it before the agents' adapters connect to them."""
+        self.thread.start()
         for m in self.members.values():
-            if m.adapter == "sunspec":
-                sim = SunSpecBatterySim(self._battery(m), self.clock, tick_s=self.every_s)
-            elif m.adapter == "telematics":
-                sim = SmartcarCloudSim(self._battery(m), self.clock, vehicle_id=m.name,
-                                       tick_s=self.every_s)
-            else:
-                continue
-            await sim.start()
-            self.sims[m.name] = sim
+            if m.adapter in ("sunspec", "telematics"):
+                self.sims[m.name] = await self.thread.run(lambda m=m: self._serve(m))
+
+    async def _serve(self, m: Member):
+        """On the simulators' loop: a server binds to the loop it is made on."""
+        if m.adapter == "sunspec":
+            sim = SunSpecBatterySim(self._battery(m), self.clock, tick_s=self.every_s)
+        else:
+            sim = SmartcarCloudSim(self._battery(m), self.clock, vehicle_id=m.name,
+                                   tick_s=self.every_s)
+        await sim.start()
+        return sim
 
     def adapter_config(self, m: Member) -> dict:
         """The agent's adapter config for member `m` (its device simulator's address)."""
         if m.adapter == "sim":
             return dict(m.device, time_scale=self.scale, plugged_in=False)
         if m.adapter == "sunspec":
-            # The inverter shares the replay's event loop, which a burst of signed messages
-            # holds for seconds on a loaded machine; a real one answers on its own CPU.
+            # The inverter answers on its own loop, but the adapter's client waits on the
+            # agents' loop, which a burst of signed messages holds for seconds when loaded.
             return {"port": self.sims[m.name].port, "timeout_s": 8}
         if m.adapter == "telematics":
             cloud = self.sims[m.name]
@@ -83,7 +92,7 @@ class Simulators:
     async def connect_chargers(self, agents: dict[str, VenAgent]) -> None:
         """Each OCPP charger dials in to its agent's adapter, which listens by now: one
         after the other, and again after a timeout (a fleet that just registered keeps
-        the event loop busy past a websocket handshake's bound)."""
+        the agents' event loop busy past a websocket handshake's bound)."""
         for m in self.members.values():
             if m.adapter not in ("ocpp16", "ocpp2"):
                 continue
@@ -91,10 +100,10 @@ class Simulators:
             for attempt in range(CHARGER_ATTEMPTS):
                 sim = self._charger(m, url)
                 try:
-                    await sim.start(timeout_s=CHARGER_CONNECT_S)
+                    await self.thread.run(lambda sim=sim: sim.start(timeout_s=CHARGER_CONNECT_S))
                     break
                 except (TimeoutError, OSError):
-                    await sim.stop()
+                    await self.thread.run(sim.stop)
                     if attempt == CHARGER_ATTEMPTS - 1:
                         raise
             self.sims[m.name] = sim
@@ -108,11 +117,16 @@ class Simulators:
 
     def devices(self, agents: dict[str, VenAgent]) -> dict:
         """VEN name -> what its device really did."""
-        return {name: (DeviceTruth(DeviceSpec(**self.members[name].device), self.sims[name])
+        return {name: (DeviceTruth(DeviceSpec(**self.members[name].device), self.sims[name],
+                                   self.thread.call)
                        if name in self.sims else agent.adapter.device)
                 for name, agent in agents.items()}
 
     async def stop(self) -> None:
+        await self.thread.run(self._stop_all)
+        await self.thread.stop()
+
+    async def _stop_all(self) -> None:
         now = self.clock.now()
         for sim in self.sims.values():
             sim.advance(now)          # the truth runs to the end of the run

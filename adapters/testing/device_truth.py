@@ -7,12 +7,16 @@ A report that checks an adapter's telemetry against the truth (the replay's
 `adapters.sim.SimulatedDevice`; for the OCPP chargers and the SunSpec inverter
 they come from here, out of the simulator's own physics (`BatteryPhysics`),
 never from what the adapter read over its protocol.
+
+A simulator on its own thread (`SimThread`) is read and moved through
+`on_device`, which runs a function on the simulator's loop, so the physics is
+never touched by two threads at once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from adapters.sim import DeviceSpec, Segment, mean_kw
 from adapters.testing.ev_physics import BatteryPhysics
@@ -27,14 +31,19 @@ class Simulator(Protocol):
     def set_plugged_in(self, plugged_in: bool) -> None: ...
 
 
+def _here(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 @dataclass
 class DeviceTruth:
     spec: DeviceSpec
     simulator: Simulator
+    on_device: Callable[..., Any] = _here
 
     @property
     def history(self) -> list[Segment]:
-        return self.simulator.battery.history
+        return self.on_device(lambda: list(self.simulator.battery.history))
 
     @property
     def plugged_in(self) -> bool:
@@ -47,10 +56,16 @@ class DeviceTruth:
     @soc_pct.setter
     def soc_pct(self, pct: float) -> None:
         """The car comes back from a trip with less charge (the physics has no driving)."""
+        self.on_device(self._arrive_with, pct)
+
+    def _arrive_with(self, pct: float) -> None:
         self.simulator.battery.soc_pct = pct
         self.simulator.advance(self.simulator.clock.now())
 
     def power_kw(self) -> float:
+        return self.on_device(self._power_now)
+
+    def _power_now(self) -> float:
         self.simulator.advance(self.simulator.clock.now())
         return self.simulator.battery.kw
 
@@ -60,4 +75,4 @@ class DeviceTruth:
 
     def set_plugged_in(self, plugged_in: bool, at: datetime) -> None:
         # The simulator takes its own clock's now: the replay calls this at `at`.
-        self.simulator.set_plugged_in(plugged_in)
+        self.on_device(self.simulator.set_plugged_in, plugged_in)

@@ -1,0 +1,96 @@
+"""`vtn replay --real-adapters` on the peak day: OCPP chargers and SunSpec inverters in the fleet.
+
+The real adapters talk to their device simulators (the `ocpp` package's charge points,
+a pymodbus SunSpec server) on their own thread and event loop, on the replay's clock;
+the report reads each one's truth from the simulator's physics
+(adapters/testing/device_truth.py). This run checks that they
+take part, act within their limits and report kW within 1 % of that truth, per event and
+in settlement, as the sim fleet does (tests/test_replay.py).
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import pytest
+
+from flexadr import data as shipped
+from flexadr import replay_report
+from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
+from test_replay import assert_reports_device_truth
+from vtn.store import CANCELLED
+
+PEAK_DAY = date(2018, 8, 29)
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory):
+    options = ReplayOptions(first_day=PEAK_DAY, days=1, vens=12, seed=7,
+                            load_csv=shipped.path(LOAD_FILE), day_s=96.0, poll_s=2.0,
+                            workdir=tmp_path_factory.mktemp("replay-real"), real_adapters=True)
+    result = asyncio.run(run_replay(options))
+    yield result
+    result.store.close()
+
+
+def _real_members(replay):
+    return [m for m in replay.members if m.adapter != "sim"]
+
+
+@pytest.mark.slow
+def test_each_real_adapter_is_in_the_fleet(replay):
+    assert {m.adapter for m in _real_members(replay)} == {"ocpp16", "ocpp2", "sunspec"}
+    for member in _real_members(replay):
+        assert type(replay.devices[member.name]).__name__ == "DeviceTruth", member.name
+
+
+@pytest.mark.slow
+def test_real_adapter_members_receive_their_programs_events(replay):
+    for member in _real_members(replay):
+        events = [e for e in replay.store.events(program_id=member.program_id)
+                  if e.status != CANCELLED]
+        targeted = [e for e in events
+                    if any(t.ven_id == member.name for t in replay.store.targets(e.event_id))]
+        assert targeted, f"{member.name}: no {member.program_id} event targeted it"
+        agent = replay.agents[member.name]
+        assert all(agent.store.event(e.event_id) is not None for e in targeted), member.name
+
+
+@pytest.mark.slow
+def test_real_adapter_devices_act_within_their_limits(replay):
+    for member in _real_members(replay):
+        device = replay.devices[member.name]
+        power = [seg.kw for seg in device.history]
+        assert any(abs(kw) > 0.1 for kw in power), f"{member.name}: the device never moved"
+        spec = device.spec
+        assert max(abs(kw) for kw in power) <= max(spec.max_charge_kw,
+                                                   spec.max_discharge_kw) + 1e-9, member.name
+        socs = [p.soc_pct for p in replay.store.telemetry(member.name) if p.soc_pct is not None]
+        assert socs, f"{member.name}: its adapter reported no state of charge"
+        if spec.max_discharge_kw:
+            assert min(socs) >= member.min_soc_pct - 0.5, member.name
+
+
+@pytest.mark.slow
+def test_real_adapters_report_kw_within_1_percent_of_device_truth(replay):
+    real = {m.name for m in _real_members(replay)}
+    programs = {m.program_id for m in _real_members(replay)}
+    rows = [row for pid in programs for row in replay_report.ven_rows(replay, pid)
+            if row.ven_id in real]
+    assert any(abs(row.device_kw) > 1 for row in rows), "some real device must have acted"
+    for row in rows:
+        assert_reports_device_truth(row)
+
+
+@pytest.mark.slow
+def test_real_adapters_settle_as_their_device_truth(replay):
+    real = {m.name for m in _real_members(replay)}
+    for pid in {m.program_id for m in _real_members(replay)}:
+        reported = replay_report.settle_program(replay, pid)
+        truth = replay_report.settle_program(replay, pid, truth=True)
+        assert reported.totals["payment_usd"] == pytest.approx(truth.totals["payment_usd"],
+                                                               rel=0.01, abs=0.05), pid
+        for mine, theirs in zip(reported.participants, truth.participants):
+            assert mine.participant == theirs.participant
+            if mine.participant in real:
+                assert mine.season_kw == pytest.approx(theirs.season_kw, rel=0.01, abs=0.05), mine
