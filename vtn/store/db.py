@@ -111,11 +111,43 @@ class _Prepared:
 # The per-message statements, built once.
 _VEN, _ENROLMENT, _OUTBOUND = Ven.__table__, Enrolment.__table__, OutboundMessage.__table__
 _NONCE = NonceRecord.__table__
-_VEN_ACCESS = _Prepared(lambda _: select(_VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c.registration_id,
-                      _VEN.c.disabled_at, _VEN.c.disabled_reason, _VEN.c.revoked_at,
-                      _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
-               .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
-               .where(_VEN.c.ven_id == bindparam("ven_id")))
+
+
+def _ven_access(key):
+    """A VEN's access columns and its enrolments' ends, the VEN found by `key` (a unique
+    column): what the VTN checks before it answers the VEN."""
+    return _Prepared(lambda _: select(
+        _VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c.registration_id,
+        _VEN.c.device_kind, _VEN.c.disabled_at, _VEN.c.disabled_reason, _VEN.c.revoked_at,
+        _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
+        .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
+        .where(key == bindparam("key")))
+
+
+_VEN_ACCESS = _ven_access(_VEN.c.ven_id)
+_VEN_ACCESS_BY_FINGERPRINT = _ven_access(_VEN.c.fingerprint)
+_EVENT, _TARGET = Event.__table__, EventTarget.__table__
+
+
+def _given_events(ven_id, not_ended_before) -> tuple:
+    """The conditions of a VEN's current events: not planned ones; not cancellations of
+    events the VEN never received."""
+    return (_TARGET.c.ven_id == ven_id, _EVENT.c.end_utc > not_ended_before,
+            _EVENT.c.status != PENDING,
+            (_EVENT.c.status != CANCELLED) | (_TARGET.c.delivered_modification >= 0))
+
+
+# Most VENs asking for their events (oadrRequestEvent) have none: one prepared read says so.
+_ANY_EVENT = _Prepared(lambda _: select(_TARGET.c.event_id)
+                       .select_from(_TARGET.join(_EVENT, _EVENT.c.event_id == _TARGET.c.event_id))
+                       .where(*_given_events(bindparam("ven_id"), bindparam("not_ended_before")))
+                       .limit(1))
+_REQUEST = ReportRequest.__table__
+_ACTIVE_REQUESTS = _Prepared(lambda _: select(_REQUEST.c.report_request_id,
+                                              _REQUEST.c.report_specifier_id)
+                             .where(_REQUEST.c.ven_id == bindparam("ven_id"),
+                                    _REQUEST.c.cancelled_at.is_(None))
+                             .order_by(_REQUEST.c.created_at))
 _TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
                        .select_from(_VEN.join(Program.__table__,
                                               Program.__table__.c.program_id == _VEN.c.program_id))
@@ -399,7 +431,15 @@ class Store:
     def ven_with_enrolments(self, ven_id: str) -> tuple[tuple | None, Sequence[tuple]]:
         """A VEN's access columns and its enrolments' ends (ended ones too), in one indexed
         query: asked per message. Rows, read like a Ven and Enrolments (attribute access)."""
-        rows = self._run(_VEN_ACCESS, ven_id=ven_id)
+        return self._ven_access(_VEN_ACCESS, ven_id)
+
+    def ven_with_enrolments_by_fingerprint(self, fingerprint: str
+                                           ) -> tuple[tuple | None, Sequence[tuple]]:
+        """As ven_with_enrolments, the VEN found by its certificate: a registration's."""
+        return self._ven_access(_VEN_ACCESS_BY_FINGERPRINT, fingerprint)
+
+    def _ven_access(self, statement: _Prepared, key: str) -> tuple[tuple | None, Sequence[tuple]]:
+        rows = self._run(statement, key=key)
         if not rows:
             return None, []
         return rows[0], [row for row in rows if row.enrolment_id is not None]
@@ -429,12 +469,10 @@ class Store:
             return s.exec(select(Resource).where(Resource.ven_id == ven_id)).all()
 
     def set_registration(self, ven_id: str, registration_id: str | None, at: datetime) -> None:
-        with self.session() as s:
-            ven = s.get(Ven, ven_id)
-            ven.registration_id = registration_id
-            ven.registered_at = at if registration_id else None
-            s.add(ven)
-            s.commit()
+        """A Core statement (durable: not _Prepared): every VEN coming online writes it."""
+        with self._connection() as connection:
+            connection.execute(update(_VEN).where(_VEN.c.ven_id == ven_id).values(
+                registration_id=registration_id, registered_at=at if registration_id else None))
 
     def set_access(self, ven_id: str, disabled_at: datetime | None, reason: str | None,
                    revoked_at: datetime | None = None) -> Ven:
@@ -452,6 +490,11 @@ class Store:
             s.add(ven)
             s.commit()
         return ven
+
+    def remove_push_endpoint(self, ven_id: str) -> None:
+        """A VEN registered for pull: it has no push address (any earlier one is dropped)."""
+        with self._connection() as connection:
+            connection.execute(delete(_PUSH).where(_PUSH.c.ven_id == ven_id))
 
     def seen(self, ven_id: str, at: datetime) -> None:
         """Last contact: informational, so PostgreSQL need not wait for the disk (unless
@@ -590,12 +633,11 @@ class Store:
 
     def events_for(self, ven_id: str, not_ended_before: datetime,
                    include_cancelled: bool = True) -> Sequence[Event]:
+        if not self._run(_ANY_EVENT, ven_id=ven_id, not_ended_before=not_ended_before):
+            return []
         with self.session() as s:
-            # Not planned ones; not cancellations of events the VEN never received.
             query = (select(Event).join(EventTarget)
-                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before,
-                            Event.status != PENDING,
-                            (Event.status != CANCELLED) | (EventTarget.delivered_modification >= 0))
+                     .where(*_given_events(ven_id, not_ended_before))
                      .order_by(Event.start_utc))
             if not include_cancelled:
                 query = query.where(Event.status != CANCELLED)
@@ -609,6 +651,8 @@ class Store:
             return s.exec(query).all()
 
     def mark_delivered(self, ven_id: str, events: Sequence[Event]) -> None:
+        if not events:
+            return
         with self.session() as s:
             for event in events:
                 target = s.get(EventTarget, (event.event_id, ven_id))
@@ -760,6 +804,11 @@ class Store:
             if active_only:
                 query = query.where(ReportRequest.cancelled_at.is_(None))
             return s.exec(query.order_by(ReportRequest.created_at)).all()
+
+    def active_report_specifiers(self, ven_id: str) -> Sequence[tuple]:
+        """(report_request_id, report_specifier_id) of the VEN's requests not cancelled,
+        oldest first: one indexed read per oadrRegisterReport."""
+        return self._run(_ACTIVE_REQUESTS, ven_id=ven_id)
 
     def acknowledge_report_requests(self, ven_id: str, ids: Sequence[str], at: datetime) -> int:
         table = ReportRequest.__table__
