@@ -148,10 +148,18 @@ _ACTIVE_REQUESTS = _Prepared(lambda _: select(_REQUEST.c.report_request_id,
                              .where(_REQUEST.c.ven_id == bindparam("ven_id"),
                                     _REQUEST.c.cancelled_at.is_(None))
                              .order_by(_REQUEST.c.created_at))
-_TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
-                       .select_from(_VEN.join(Program.__table__,
-                                              Program.__table__.c.program_id == _VEN.c.program_id))
-                       .where(_VEN.c.ven_id == bindparam("ven_id")))
+_TELEMETRY_INTERVAL = _Prepared(lambda _: select(Program.__table__.c.telemetry_interval_s)
+                                .select_from(_VEN.join(Program.__table__, Program.__table__.c.program_id
+                                                       == _VEN.c.program_id))
+                                .where(_VEN.c.ven_id == bindparam("ven_id")))
+# A registration is written durably: a Core statement, not _Prepared.
+_REGISTRATION = (update(_VEN).where(_VEN.c.ven_id == bindparam("registering_ven"))
+                 .values(registration_id=bindparam("new_registration"),
+                         registered_at=bindparam("new_registered_at")))
+_OFFERED = ReportRegistration.__table__
+_OFFERED_BY = _Prepared(lambda _: select(_OFFERED.c.id, _OFFERED.c.report_specifier_id,
+                                         _OFFERED.c.r_id)
+                        .where(_OFFERED.c.ven_id == bindparam("ven_id")))
 _PENDING = _Prepared(lambda _: select(_OUTBOUND.c.id)
                      .where(_OUTBOUND.c.ven_id == bindparam("ven_id"),
                             _OUTBOUND.c.delivered_at.is_(None))
@@ -461,8 +469,8 @@ class Store:
 
     def telemetry_interval_s(self, ven_id: str) -> int | None:
         """The telemetry interval of the VEN's program, if both exist: one indexed query."""
-        with self._connection() as connection:
-            return connection.execute(_TELEMETRY_INTERVAL, {"ven_id": ven_id}).scalar()
+        rows = self._run(_TELEMETRY_INTERVAL, ven_id=ven_id)
+        return rows[0].telemetry_interval_s if rows else None
 
     def resources(self, ven_id: str) -> Sequence[Resource]:
         with self.session() as s:
@@ -471,8 +479,9 @@ class Store:
     def set_registration(self, ven_id: str, registration_id: str | None, at: datetime) -> None:
         """A Core statement (durable: not _Prepared): every VEN coming online writes it."""
         with self._connection() as connection:
-            connection.execute(update(_VEN).where(_VEN.c.ven_id == ven_id).values(
-                registration_id=registration_id, registered_at=at if registration_id else None))
+            connection.execute(_REGISTRATION, {
+                "registering_ven": ven_id, "new_registration": registration_id,
+                "new_registered_at": at if registration_id else None})
 
     def set_access(self, ven_id: str, disabled_at: datetime | None, reason: str | None,
                    revoked_at: datetime | None = None) -> Ven:
@@ -761,13 +770,11 @@ class Store:
         Core statements: this runs for every VEN coming online."""
         if not rows:
             return
-        table = ReportRegistration.__table__
+        # One indexed read per VEN for the rows already there (none at a first registration).
+        existing = {(old.report_specifier_id, old.r_id): old.id
+                    for ven_id in {row.ven_id for row in rows}
+                    for old in self._run(_OFFERED_BY, ven_id=ven_id)}
         with self._connection() as connection:
-            # One query for the rows already there (none at a first registration).
-            existing = {(old.report_specifier_id, old.r_id): old.id for old in connection.execute(
-                select(table.c.id, table.c.report_specifier_id, table.c.r_id).where(
-                    table.c.ven_id.in_({row.ven_id for row in rows}),
-                    table.c.report_specifier_id.in_({row.report_specifier_id for row in rows})))}
             new = []
             for row in rows:
                 values = row.model_dump(exclude={"id"})
@@ -775,9 +782,10 @@ class Store:
                 if row_id is None:
                     new.append(values)
                 else:
-                    connection.execute(update(table).where(table.c.id == row_id).values(values))
+                    connection.execute(update(_OFFERED).where(_OFFERED.c.id == row_id)
+                                       .values(values))
             if new:
-                connection.execute(insert(table), new)
+                connection.execute(insert(_OFFERED), new)
 
     def report_registrations(self, ven_id: str) -> Sequence[ReportRegistration]:
         with self.session() as s:
