@@ -156,6 +156,11 @@ _TELEMETRY_INTERVAL = _Prepared(lambda _: select(Program.__table__.c.telemetry_i
 _REGISTRATION = (update(_VEN).where(_VEN.c.ven_id == bindparam("registering_ven"))
                  .values(registration_id=bindparam("new_registration"),
                          registered_at=bindparam("new_registered_at")))
+_ACKNOWLEDGED = (update(_REQUEST)
+                 .where(_REQUEST.c.ven_id == bindparam("acknowledging_ven"),
+                        _REQUEST.c.report_request_id.in_(bindparam("acknowledged", expanding=True)),
+                        _REQUEST.c.acknowledged_at.is_(None))
+                 .values(acknowledged_at=bindparam("ack_at")))
 _OFFERED = ReportRegistration.__table__
 _OFFERED_BY = _Prepared(lambda _: select(_OFFERED.c.id, _OFFERED.c.report_specifier_id,
                                          _OFFERED.c.r_id)
@@ -819,11 +824,10 @@ class Store:
         return self._run(_ACTIVE_REQUESTS, ven_id=ven_id)
 
     def acknowledge_report_requests(self, ven_id: str, ids: Sequence[str], at: datetime) -> int:
-        table = ReportRequest.__table__
         with self._connection() as connection:
-            return connection.execute(update(table).where(
-                table.c.ven_id == ven_id, table.c.report_request_id.in_(list(ids)),
-                table.c.acknowledged_at.is_(None)).values(acknowledged_at=at)).rowcount
+            return connection.execute(_ACKNOWLEDGED, {"acknowledging_ven": ven_id,
+                                                      "acknowledged": list(ids),
+                                                      "ack_at": at}).rowcount
 
     def cancel_report_request(self, report_request_id: str, at: datetime) -> None:
         with self.session() as s:
