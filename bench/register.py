@@ -18,7 +18,8 @@ when the VTN requested reports, oadrRequestEvent and a first oadrPoll. C VENs in
   (they share both CPUs with the generator and PostgreSQL); server CPU is the workers'
   and the database backends'. `--workers 0` leaves it out.
 
-One JSON line per server, then a summary with the ratios, the core count and the command line.
+generator_cpu_ms_per_s: the generator's own CPU per second of the run (near 1,000: it,
+not the server, sets the pace). One JSON line per server, then a summary with the ratios, the core count and the command line.
 """
 from __future__ import annotations
 
