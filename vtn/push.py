@@ -117,12 +117,12 @@ def check_address(address) -> str:
 
 def register(store: Store, ven_id: str, address: str | None, at: datetime) -> None:
     """Record how a VEN that just registered is reached: push to `address`, or pull (None)."""
+    if address is None:     # nearly every VEN: one Core statement, no ORM session
+        store.remove_push_endpoint(ven_id)
+        return
     with store.session() as s:
         endpoint = s.get(PushEndpoint, ven_id)
-        if address is None:
-            if endpoint is not None:
-                s.delete(endpoint)
-        elif endpoint is None:
+        if endpoint is None:
             s.add(PushEndpoint(ven_id=ven_id, address=address, registered_at=at))
         else:
             endpoint.address, endpoint.registered_at = address, at

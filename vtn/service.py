@@ -385,7 +385,8 @@ class Vtn:
     def on_create_party_registration(self, payload: dict) -> tuple[str, str]:
         metrics.MESSAGES_IN.labels("oadrCreatePartyRegistration").inc()
         fingerprint = payload.get("fingerprint")
-        ven = self.store.ven_by_fingerprint(fingerprint) if fingerprint else None
+        ven, enrolments = (self.store.ven_with_enrolments_by_fingerprint(fingerprint)
+                           if fingerprint else (None, []))
         if ven is None:
             raise errors.NotRegisteredOrAuthorizedError(
                 f"certificate {fingerprint} is not enrolled with this VTN")
@@ -393,7 +394,7 @@ class Vtn:
             raise errors.NotRegisteredOrAuthorizedError(
                 f"certificate {fingerprint} is enrolled as {ven.ven_name!r}, "
                 f"not {payload.get('ven_name')!r}")
-        self._refuse_if_disabled(ven)
+        self._refuse_if_disabled(ven, enrolments)
         if payload.get("ven_id") and payload["ven_id"] != ven.ven_id:
             raise errors.InvalidIdError(f"venID {payload['ven_id']} does not belong to this "
                                         f"certificate")
@@ -597,7 +598,7 @@ class Vtn:
         requests, history = [], []
         # Requests for report specifiers offered again replace the old ones.
         offered = {report["report_specifier_id"] for report in payload.get("reports") or []}
-        for old in self.store.report_requests(ven_id, active_only=True):
+        for old in self.store.active_report_specifiers(ven_id):
             if old.report_specifier_id in offered:
                 self.store.cancel_report_request(old.report_request_id, now)
         for report in payload.get("reports") or []:

@@ -115,15 +115,60 @@ class _Prepared:
 # The per-message statements, built once.
 _VEN, _ENROLMENT, _OUTBOUND = Ven.__table__, Enrolment.__table__, OutboundMessage.__table__
 _NONCE = NonceRecord.__table__
-_VEN_ACCESS = _Prepared(lambda _: select(_VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c.registration_id,
-                      _VEN.c.disabled_at, _VEN.c.disabled_reason, _VEN.c.revoked_at,
-                      _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
-               .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
-               .where(_VEN.c.ven_id == bindparam("ven_id")))
-_TELEMETRY_INTERVAL = (select(Program.__table__.c.telemetry_interval_s)
-                       .select_from(_VEN.join(Program.__table__,
-                                              Program.__table__.c.program_id == _VEN.c.program_id))
-                       .where(_VEN.c.ven_id == bindparam("ven_id")))
+
+
+def _ven_access(key):
+    """A VEN's access columns and its enrolments' ends, the VEN found by `key` (a unique
+    column): what the VTN checks before it answers the VEN."""
+    return _Prepared(lambda _: select(
+        _VEN.c.ven_id, _VEN.c.ven_name, _VEN.c.fingerprint, _VEN.c.registration_id,
+        _VEN.c.device_kind, _VEN.c.disabled_at, _VEN.c.disabled_reason, _VEN.c.revoked_at,
+        _ENROLMENT.c.id.label("enrolment_id"), _ENROLMENT.c.unenrolled_on)
+        .select_from(_VEN.outerjoin(_ENROLMENT, _ENROLMENT.c.ven_id == _VEN.c.ven_id))
+        .where(key == bindparam("key")))
+
+
+_VEN_ACCESS = _ven_access(_VEN.c.ven_id)
+_VEN_ACCESS_BY_FINGERPRINT = _ven_access(_VEN.c.fingerprint)
+_EVENT, _TARGET = Event.__table__, EventTarget.__table__
+
+
+def _given_events(ven_id, not_ended_before) -> tuple:
+    """The conditions of a VEN's current events: not planned ones; not cancellations of
+    events the VEN never received."""
+    return (_TARGET.c.ven_id == ven_id, _EVENT.c.end_utc > not_ended_before,
+            _EVENT.c.status != PENDING,
+            (_EVENT.c.status != CANCELLED) | (_TARGET.c.delivered_modification >= 0))
+
+
+# Most VENs asking for their events (oadrRequestEvent) have none: one prepared read says so.
+_ANY_EVENT = _Prepared(lambda _: select(_TARGET.c.event_id)
+                       .select_from(_TARGET.join(_EVENT, _EVENT.c.event_id == _TARGET.c.event_id))
+                       .where(*_given_events(bindparam("ven_id"), bindparam("not_ended_before")))
+                       .limit(1))
+_REQUEST = ReportRequest.__table__
+_ACTIVE_REQUESTS = _Prepared(lambda _: select(_REQUEST.c.report_request_id,
+                                              _REQUEST.c.report_specifier_id)
+                             .where(_REQUEST.c.ven_id == bindparam("ven_id"),
+                                    _REQUEST.c.cancelled_at.is_(None))
+                             .order_by(_REQUEST.c.created_at))
+_TELEMETRY_INTERVAL = _Prepared(lambda _: select(Program.__table__.c.telemetry_interval_s)
+                                .select_from(_VEN.join(Program.__table__, Program.__table__.c.program_id
+                                                       == _VEN.c.program_id))
+                                .where(_VEN.c.ven_id == bindparam("ven_id")))
+# A registration is written durably: a Core statement, not _Prepared.
+_REGISTRATION = (update(_VEN).where(_VEN.c.ven_id == bindparam("registering_ven"))
+                 .values(registration_id=bindparam("new_registration"),
+                         registered_at=bindparam("new_registered_at")))
+_ACKNOWLEDGED = (update(_REQUEST)
+                 .where(_REQUEST.c.ven_id == bindparam("acknowledging_ven"),
+                        _REQUEST.c.report_request_id.in_(bindparam("acknowledged", expanding=True)),
+                        _REQUEST.c.acknowledged_at.is_(None))
+                 .values(acknowledged_at=bindparam("ack_at")))
+_OFFERED = ReportRegistration.__table__
+_OFFERED_BY = _Prepared(lambda _: select(_OFFERED.c.id, _OFFERED.c.report_specifier_id,
+                                         _OFFERED.c.r_id)
+                        .where(_OFFERED.c.ven_id == bindparam("ven_id")))
 _PENDING = _Prepared(lambda _: select(_OUTBOUND.c.id)
                      .where(_OUTBOUND.c.ven_id == bindparam("ven_id"),
                             _OUTBOUND.c.delivered_at.is_(None))
@@ -403,7 +448,15 @@ class Store:
     def ven_with_enrolments(self, ven_id: str) -> tuple[tuple | None, Sequence[tuple]]:
         """A VEN's access columns and its enrolments' ends (ended ones too), in one indexed
         query: asked per message. Rows, read like a Ven and Enrolments (attribute access)."""
-        rows = self._run(_VEN_ACCESS, ven_id=ven_id)
+        return self._ven_access(_VEN_ACCESS, ven_id)
+
+    def ven_with_enrolments_by_fingerprint(self, fingerprint: str
+                                           ) -> tuple[tuple | None, Sequence[tuple]]:
+        """As ven_with_enrolments, the VEN found by its certificate: a registration's."""
+        return self._ven_access(_VEN_ACCESS_BY_FINGERPRINT, fingerprint)
+
+    def _ven_access(self, statement: _Prepared, key: str) -> tuple[tuple | None, Sequence[tuple]]:
+        rows = self._run(statement, key=key)
         if not rows:
             return None, []
         return rows[0], [row for row in rows if row.enrolment_id is not None]
@@ -425,20 +478,19 @@ class Store:
 
     def telemetry_interval_s(self, ven_id: str) -> int | None:
         """The telemetry interval of the VEN's program, if both exist: one indexed query."""
-        with self._connection() as connection:
-            return connection.execute(_TELEMETRY_INTERVAL, {"ven_id": ven_id}).scalar()
+        rows = self._run(_TELEMETRY_INTERVAL, ven_id=ven_id)
+        return rows[0].telemetry_interval_s if rows else None
 
     def resources(self, ven_id: str) -> Sequence[Resource]:
         with self.session() as s:
             return s.exec(select(Resource).where(Resource.ven_id == ven_id)).all()
 
     def set_registration(self, ven_id: str, registration_id: str | None, at: datetime) -> None:
-        with self.session() as s:
-            ven = s.get(Ven, ven_id)
-            ven.registration_id = registration_id
-            ven.registered_at = at if registration_id else None
-            s.add(ven)
-            s.commit()
+        """A Core statement (durable: not _Prepared): every VEN coming online writes it."""
+        with self._connection() as connection:
+            connection.execute(_REGISTRATION, {
+                "registering_ven": ven_id, "new_registration": registration_id,
+                "new_registered_at": at if registration_id else None})
 
     def set_access(self, ven_id: str, disabled_at: datetime | None, reason: str | None,
                    revoked_at: datetime | None = None) -> Ven:
@@ -456,6 +508,11 @@ class Store:
             s.add(ven)
             s.commit()
         return ven
+
+    def remove_push_endpoint(self, ven_id: str) -> None:
+        """A VEN registered for pull: it has no push address (any earlier one is dropped)."""
+        with self._connection() as connection:
+            connection.execute(delete(_PUSH).where(_PUSH.c.ven_id == ven_id))
 
     def seen(self, ven_id: str, at: datetime) -> None:
         """Last contact: informational, so PostgreSQL need not wait for the disk (unless
@@ -594,12 +651,11 @@ class Store:
 
     def events_for(self, ven_id: str, not_ended_before: datetime,
                    include_cancelled: bool = True) -> Sequence[Event]:
+        if not self._run(_ANY_EVENT, ven_id=ven_id, not_ended_before=not_ended_before):
+            return []
         with self.session() as s:
-            # Not planned ones; not cancellations of events the VEN never received.
             query = (select(Event).join(EventTarget)
-                     .where(EventTarget.ven_id == ven_id, Event.end_utc > not_ended_before,
-                            Event.status != PENDING,
-                            (Event.status != CANCELLED) | (EventTarget.delivered_modification >= 0))
+                     .where(*_given_events(ven_id, not_ended_before))
                      .order_by(Event.start_utc))
             if not include_cancelled:
                 query = query.where(Event.status != CANCELLED)
@@ -613,6 +669,8 @@ class Store:
             return s.exec(query).all()
 
     def mark_delivered(self, ven_id: str, events: Sequence[Event]) -> None:
+        if not events:
+            return
         with self.session() as s:
             for event in events:
                 target = s.get(EventTarget, (event.event_id, ven_id))
@@ -721,13 +779,11 @@ class Store:
         Core statements: this runs for every VEN coming online."""
         if not rows:
             return
-        table = ReportRegistration.__table__
+        # One indexed read per VEN for the rows already there (none at a first registration).
+        existing = {(old.report_specifier_id, old.r_id): old.id
+                    for ven_id in {row.ven_id for row in rows}
+                    for old in self._run(_OFFERED_BY, ven_id=ven_id)}
         with self._connection() as connection:
-            # One query for the rows already there (none at a first registration).
-            existing = {(old.report_specifier_id, old.r_id): old.id for old in connection.execute(
-                select(table.c.id, table.c.report_specifier_id, table.c.r_id).where(
-                    table.c.ven_id.in_({row.ven_id for row in rows}),
-                    table.c.report_specifier_id.in_({row.report_specifier_id for row in rows})))}
             new = []
             for row in rows:
                 values = row.model_dump(exclude={"id"})
@@ -735,9 +791,10 @@ class Store:
                 if row_id is None:
                     new.append(values)
                 else:
-                    connection.execute(update(table).where(table.c.id == row_id).values(values))
+                    connection.execute(update(_OFFERED).where(_OFFERED.c.id == row_id)
+                                       .values(values))
             if new:
-                connection.execute(insert(table), new)
+                connection.execute(insert(_OFFERED), new)
 
     def report_registrations(self, ven_id: str) -> Sequence[ReportRegistration]:
         with self.session() as s:
@@ -765,12 +822,16 @@ class Store:
                 query = query.where(ReportRequest.cancelled_at.is_(None))
             return s.exec(query.order_by(ReportRequest.created_at)).all()
 
+    def active_report_specifiers(self, ven_id: str) -> Sequence[tuple]:
+        """(report_request_id, report_specifier_id) of the VEN's requests not cancelled,
+        oldest first: one indexed read per oadrRegisterReport."""
+        return self._run(_ACTIVE_REQUESTS, ven_id=ven_id)
+
     def acknowledge_report_requests(self, ven_id: str, ids: Sequence[str], at: datetime) -> int:
-        table = ReportRequest.__table__
         with self._connection() as connection:
-            return connection.execute(update(table).where(
-                table.c.ven_id == ven_id, table.c.report_request_id.in_(list(ids)),
-                table.c.acknowledged_at.is_(None)).values(acknowledged_at=at)).rowcount
+            return connection.execute(_ACKNOWLEDGED, {"acknowledging_ven": ven_id,
+                                                      "acknowledged": list(ids),
+                                                      "ack_at": at}).rowcount
 
     def cancel_report_request(self, report_request_id: str, at: datetime) -> None:
         with self.session() as s:
