@@ -30,6 +30,18 @@ def _quiet_openleadr():
 
 
 @pytest.fixture(autouse=True)
+def _root_logger_restored():
+    # A CLI under test calls flexadr.logs.setup, which swaps the root handlers for one on
+    # the test's captured stderr; once pytest closes that stream, any later log line
+    # would print a "Logging error" traceback.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def vtn_sent_messages():
     """Every OpenADR message an in-process VTN sends during a test must be valid 2.0b:
     the XSD and the profile rules the XSD cannot express (flexadr/profile_rules.py)."""

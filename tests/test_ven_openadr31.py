@@ -253,7 +253,10 @@ async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
         server = Server(store, SystemClock(), Settings(token_secret=SECRET, port=port))
         await server.start()                              # ... and is back
         restarted_at = SystemClock().now()
-        await until(lambda: agent.store.backlog() == 0, 20, "the backlog sent")
+        # Drained backlog alone can race the first sample taken after the restart.
+        await until(lambda: agent.store.backlog() == 0
+                    and store.telemetry("ven-31")[-1].interval_end > restarted_at,
+                    20, "the backlog and a report from after the restart sent")
         points = store.telemetry("ven-31")
         _assert_contiguous(points, REPORT)
         assert points[0].interval_start < stopped_at and points[-1].interval_end > restarted_at
