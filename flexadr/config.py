@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, ValidationInfo, field_validator)
+                      ValidationError, ValidationInfo)
 
 from flexadr import data
 
@@ -186,6 +186,24 @@ RelativePath = Annotated[Path, BeforeValidator(_relative_path)]
 ReadableFile = Annotated[Path, BeforeValidator(_relative_path), AfterValidator(_readable)]
 
 
+def secret_file(hint: str = ""):
+    """A readable file that holds a password or client secret (read with `read_secret`);
+    an empty one is a config error now rather than a refused login later. `hint` says
+    where the secret comes from."""
+    def not_empty(path: Path) -> Path:
+        if not read_secret(path):
+            raise ValueError(f"{path} is empty" + (f" ({hint})" if hint else ""))
+        return path
+    return Annotated[ReadableFile, AfterValidator(not_empty)]
+
+
+def read_secret(path: Path) -> str:
+    return path.read_text().strip()
+
+
+SecretFile = secret_file()
+
+
 def sqlite_relative_to(base: Path, url: str) -> str:
     """A relative SQLite path in a config file is relative to that file."""
     path = url.removeprefix("sqlite:///")
@@ -257,17 +275,10 @@ class XmppFile(Strict):
     server_host: str
     server_port: Annotated[int, Field(ge=1, le=65535)] = 5222
     jid: FullJid
-    password_file: ReadableFile
-
-    @field_validator("password_file")
-    @classmethod
-    def _not_empty(cls, path: Path) -> Path:
-        if not path.read_text().strip():
-            raise ValueError(f"{path} is empty")
-        return path
+    password_file: SecretFile
 
     def settings(self, cert: Path, key: Path, ca_file: Path, tls_profile: str = "default"):
         from flexadr.xmpp import XmppSettings
         return XmppSettings(self.server_host, self.server_port, self.jid,
-                            self.password_file.read_text().strip(), cert, key, ca_file,
+                            read_secret(self.password_file), cert, key, ca_file,
                             tls_profile)

@@ -301,3 +301,9 @@ password_file = "xmpp-password"
     assert proc.returncode == 2
     assert proc.stderr == (f"vtn: {path}: workers = 2 with [xmpp]: the XMPP transport runs in "
                            f"one process (workers = 1)\n")
+    (tmp_path / "xmpp-password").write_text(" \n")
+    proc = subprocess.run([sys.executable, "-m", "vtn.cli", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and f"{tmp_path / 'xmpp-password'} is empty" in proc.stderr

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from flexadr.config import (ConfigError, FullJid, ReadableFile, Strict, XmppFile, check,
-                            key_path, read_toml, require_tls, sqlite_relative_to, validate)
+                            key_path, read_secret, read_toml, require_tls, secret_file,
+                            sqlite_relative_to, validate)
 from schedules import model
 from ven.agent import AgentConfig
 from ven.openadr20b.push_server import PushListen
@@ -120,25 +121,21 @@ class WebhookFile(Strict):
     url: HttpUrl | None = None  # as the VTN reaches it (a proxy, a public name)
 
 
+ClientSecretFile = secret_file("`vtn oadr3-client create` prints the secret")
+
+
 class Oadr31File(Strict):
     """OpenADR 3.1: OAuth client credentials, the webhook, how often to re-read."""
     client_id: str = Field(min_length=1)
-    client_secret_file: ReadableFile
+    client_secret_file: ClientSecretFile
     token_url: HttpUrl | None = None    # default: the VTN's GET /auth/server names it
     reread_s: Positive = 60
     webhook: WebhookFile | None = None  # absent: no subscription; the re-read alone
 
-    @field_validator("client_secret_file")
-    @classmethod
-    def _not_empty(cls, path: Path) -> Path:
-        if not path.read_text().strip():
-            raise ValueError(f"{path} is empty (`vtn oadr3-client create` prints the secret)")
-        return path
-
     def settings(self) -> Oadr31Settings:
         hook = self.webhook
         return Oadr31Settings(
-            client_id=self.client_id, client_secret=self.client_secret_file.read_text().strip(),
+            client_id=self.client_id, client_secret=read_secret(self.client_secret_file),
             token_url=self.token_url, reread=timedelta(seconds=self.reread_s),
             webhook_host=hook.host if hook else None, webhook_port=hook.port if hook else 0,
             webhook_url=hook.url if hook else None)
