@@ -305,6 +305,26 @@ def revoked_serials(crl_file: Path) -> set[int]:
     return {entry.serial_number for entry in crl}
 
 
+class RevokedSerials:
+    """`revoked_serials` of a CRL file, parsed again only when the file changes: checking
+    every message against the current list then costs a stat, not a PEM parse."""
+
+    def __init__(self, crl_file: Path):
+        self.crl_file = crl_file
+        self._seen: tuple[int, int] | None = None
+        self._serials: set[int] = set()
+
+    def __call__(self) -> set[int]:
+        try:
+            stat = self.crl_file.stat()
+        except FileNotFoundError:
+            return set()
+        if (stat.st_mtime_ns, stat.st_size) != self._seen:
+            self._serials = revoked_serials(self.crl_file)
+            self._seen = (stat.st_mtime_ns, stat.st_size)
+        return self._serials
+
+
 def write_crl(ca: CertPaths, crl_file: Path | None = None, serials: Iterable[int] = (),
               now: datetime | None = None) -> Path:
     """(Re)issue the CA's CRL with `serials` added to those already revoked.

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from openleadr import enums
 
-from certs.pki import crl_path, ensure_dev_pki, revoked_serials, write_crl
+from certs.pki import RevokedSerials, crl_path, ensure_dev_pki, revoked_serials, write_crl
 from flexadr.clock import SystemClock
 from flexadr.demo import _free_port
 from tests.test_openadr_20b import Stock, enrolled_stock_vens, eventually, started_vtn
@@ -224,3 +224,19 @@ def test_config_names_the_crl_and_the_admin_listener(tmp_path):
     server = config.load(path).server
     assert (server.crl_file, server.admin_host) == (crl_path(pki.ca), "10.0.0.5")
     assert server.webhook_allow_private is False
+
+
+def test_revoked_serials_follow_the_crl_file_and_parse_it_only_when_it_changes(
+        tmp_path, monkeypatch):
+    from certs import pki as pki_module
+    pki = ensure_dev_pki(tmp_path / "pki", [])
+    current = RevokedSerials(crl_path(pki.ca))
+    assert current() == set()                                   # no CRL yet
+    write_crl(pki.ca, serials=[7])
+    parsed = []
+    monkeypatch.setattr(pki_module, "revoked_serials",
+                        lambda path: parsed.append(path) or revoked_serials(path))
+    assert current() == {7} and current() == {7}
+    assert len(parsed) == 1
+    write_crl(pki.ca, serials=[9])                              # revoked while running
+    assert current() == {7, 9} and len(parsed) == 2

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import slixmpp
 
-from certs.pki import revoked_serials
+from certs.pki import RevokedSerials
 from flexadr import oadr_xml
 from flexadr.xmpp import (Endpoint, Unanswered, XmppSettings, bare, issuers,
                           signer_certificate, valid_jid)
@@ -72,6 +72,8 @@ class XmppEdge:
         self.vtn, self.timeout_s = vtn, timeout_s
         self.endpoint = Endpoint(settings, self._request)
         self._cas = issuers(vtn.config.ca_file)
+        crl = vtn.config.crl_file
+        self._revoked = RevokedSerials(crl) if crl is not None else set
 
     @property
     def jid(self) -> str:
@@ -88,10 +90,7 @@ class XmppEdge:
         return await self.vtn.message_path.process(body, peer)    # "": an empty answer
 
     def _certificate(self, tree) -> bytes:
-        config = self.vtn.config
-        revoked = (partial(revoked_serials, config.crl_file) if config.crl_file is not None
-                   else set)
-        der = signer_certificate(tree, self._cas, revoked)
+        der = signer_certificate(tree, self._cas, self._revoked)
         if der is None:
             raise Refused(NOT_AUTHORIZED, "the signature's certificate is not one the VTN's CA "
                                           "issued (or it expired, or it is revoked)")
