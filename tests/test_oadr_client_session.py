@@ -1,7 +1,8 @@
 """The VEN's HTTP session: requests share one connection, kept past the poll interval the
 VTN asked for (the next poll reuses it) and closed once idle for longer."""
 import asyncio
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
 
 from ven.openadr20b.client import FlexClient
 
@@ -63,3 +64,19 @@ async def test_polls_share_one_connection_kept_past_the_poll_interval_then_close
     finally:
         await client.client_session.close()
         server.server.close()
+
+
+async def test_a_poll_due_while_the_event_loop_was_busy_runs_late_instead_of_being_skipped():
+    client = FlexClient(ven_name="ven-1", vtn_url="http://127.0.0.1:1/OpenADR2/Simple/2.0b",
+                        show_fingerprint=False)
+    polls = []
+    client.scheduler.add_job(lambda: polls.append(time.monotonic()), trigger="interval",
+                             seconds=300, next_run_time=datetime.now(timezone.utc)
+                             + timedelta(seconds=0.2))
+    client.scheduler.start()
+    try:
+        time.sleep(2)                 # the loop is busy past the poll time and the 1 s grace
+        await asyncio.sleep(0.5)
+        assert len(polls) == 1
+    finally:
+        client.scheduler.shutdown(wait=False)

@@ -147,6 +147,10 @@ def _mark_refusals(payload: dict, refused_events: dict[str, list[str]]) -> None:
 class FlexClient(OpenADRClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # APScheduler skips a run that starts more than 1 s late, silently at our log
+        # level: a VEN whose loop was busy at poll time would then hear nothing for a whole
+        # interval. Run late instead, once however many runs were missed.
+        self.scheduler.configure(job_defaults={"misfire_grace_time": None, "coalesce": True})
         # openleadr re-parses the PEM key for every message it signs; parse it once.
         self._create_message = client_signer(self._create_message, VenSigner)
         # ... and scans its whole (process-wide) nonce set for every message it verifies:
