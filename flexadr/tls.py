@@ -14,6 +14,7 @@ Profiles:
 from __future__ import annotations
 
 import ssl
+from asyncio import sslproto
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,11 @@ PROFILES: tuple[str, ...] = ("default", "openadr")
 ALLIANCE_CIPHERS = "ECDHE-ECDSA-AES128-SHA256:AES128-SHA256"
 # OpenSSL's TLS 1.2 default list would not include the CBC-SHA256 suites at security level 2.
 MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:" + ALLIANCE_CIPHERS
+# asyncio gives every TLS connection a zero-filled 256 KiB read buffer (SSLProtocol.max_size),
+# ~300 KiB of resident memory per connection with the rest. A VTN keeps one connection per
+# VEN between polls, so that is the node's memory at scale; two TLS records fit in 32 KiB
+# and OpenADR messages are small (bench/tls_memory.py measures both sizes).
+TLS_READ_BUFFER = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ def client_context(profile: TlsProfile, identity: CertKey, ca_file: Path,
 def _apply_profile(context: ssl.SSLContext, profile: TlsProfile) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown TLS profile {profile!r} (use one of {', '.join(PROFILES)})")
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER     # for every asyncio TLS connection
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if profile == "openadr":
         context.maximum_version = ssl.TLSVersion.TLSv1_2

@@ -46,6 +46,9 @@ async def test_the_ven_keeps_its_connection_between_polls_and_the_vtn_longer(vtn
         connections = _open_connections(server)
         assert len(connections) == 1
         assert connections[0].keepalive_timeout == 2 * POLL.total_seconds() + 10
+        # ... and holds a 32 KiB TLS read buffer while idle, not asyncio's 256 KiB.
+        tls_protocol = connections[0].transport._ssl_protocol
+        assert len(tls_protocol._ssl_buffer) == tls.TLS_READ_BUFFER == 32 * 1024
         connector = agent.link.client.client_session.connector
         assert connector.limit_per_host == 2
         await agent.link.client._poll()     # the next poll, on the same connection
