@@ -10,6 +10,11 @@ Endpoints used (per the provider's published reference):
 Charge delay = STOP at the window start (only if the car is plugged in and not
 full), START at the end (only if we were the ones who stopped it). The API has
 no standard charge schedule, so the adapter re-checks at every window edge.
+A command reaches the car a round trip (or several) after the adapter sends
+it, and a busy VEN sends it late: with `stop_lead_s` (program seconds, default
+0) the STOP goes out that long before the window, so the car never charges in
+it and is held off that much longer. The START at the end is not brought
+forward.
 Charge (storm preparation) = raise the charge limit to the target (the API takes
 50-100 %) and START; the owner's limit is put back when the window ends.
 Discharge is refused: these APIs have no V2X command.
@@ -32,7 +37,7 @@ has not been run against the live cloud from this repository.
 
 Config: vehicle_id, client_id, client_secret, refresh_token (required);
 api_url, auth_url, access_token, token_file, request_timeout_s (10),
-refresh_margin_s (300), charge_kw (7.2), time_scale (1).
+refresh_margin_s (300), charge_kw (7.2), stop_lead_s (0), time_scale (1).
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ import asyncio
 import base64
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Mapping
@@ -115,6 +120,7 @@ class TelematicsAdapter(Adapter):
         self.refresh_margin = timedelta(seconds=float(self.config.get("refresh_margin_s", 300)))
         self.charge_kw = float(self.config.get("charge_kw", 7.2))
         self.time_scale = float(self.config.get("time_scale", 1.0))
+        self.stop_lead = timedelta(seconds=float(self.config.get("stop_lead_s", 0)) / self.time_scale)
         self.token_file = Path(self.config["token_file"]) if self.config.get("token_file") else None
         self.tokens = self._initial_tokens()
         self._session: aiohttp.ClientSession | None = None
@@ -252,6 +258,8 @@ class TelematicsAdapter(Adapter):
         if isinstance(command, ChargeDelay) and command.max_kw > 0:
             raise CommandRefused("telematics APIs can start and stop charging, not cap its power")
         await self.charge_status()  # reach and credentials checked in the caller's hands
+        if isinstance(command, ChargeDelay):
+            command = replace(command, start=command.start - self.stop_lead)
         self._tasks = await hold_until_edges(command, self._commands, self._tasks,
                                                 self.clock.now, self._sync)
 

@@ -5,8 +5,8 @@ the storm alerts and the declared emergencies known then; the VTN publishes
 each program's events with its notice (standing Clean Peak windows every day,
 a flex alert when an emergency is declared), mails notices to a local SMTP
 sink, and a mixed fleet of VEN agents on simulated devices takes part over
-signed OpenADR 2.0b with mutual TLS (some of them through the real OCPP and SunSpec
-adapters to their device simulators, flexadr/replay_devices.py). Time is compressed (`day_s` wall seconds
+signed OpenADR 2.0b with mutual TLS (some of them through the real OCPP, SunSpec and
+telematics adapters to their device simulators, flexadr/replay_devices.py). Time is compressed (`day_s` wall seconds
 per day, see `replay_scenario.Timeline`); at the end each program is settled
 over the window, once from the VTN's telemetry and once from device truth.
 """
@@ -63,9 +63,9 @@ class ReplayOptions:
     workdir: Path = Path("var/replay")
     load_csv: Path | None = None
     database_url: str | None = None
-    # Some members on the real OCPP and SunSpec adapters and their device simulators;
-    # not yet the default: under load their telemetry is not within 1 % (docs/replay.md).
-    real_adapters: bool = False
+    # Some members on the real OCPP, SunSpec and telematics adapters and their device
+    # simulators (replay_scenario.ADAPTERS); False: every member on `sim`.
+    real_adapters: bool = True
 
     @property
     def last_day(self) -> date:
@@ -223,8 +223,9 @@ class Replay:
         silent = scenario.silent_member(members).name
         await vtn.start()
         try:
-            await fleet.start()
-            await simulators.connect_chargers(agents)
+            # The chargers dial in before the agents register: a fleet registering keeps
+            # this loop busy past a websocket handshake's bound.
+            await fleet.start(devices_up=lambda: simulators.connect_chargers(agents))
             h_start, h_end = history_span(opts)
             timeline = Timeline.starting(h_start, self.clock.now(), opts.day_s,
                                          lead=timedelta(seconds=2))

@@ -13,6 +13,7 @@ over the simulator's physics, read on the simulators' thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from adapters.sim import DeviceSpec
 from adapters.testing.device_truth import DeviceTruth
@@ -25,6 +26,8 @@ from adapters.testing.sunspec_battery import SunSpecBatterySim
 from flexadr.clock import Clock
 from flexadr.replay_scenario import TELEMETRY, Member
 from ven.agent import VenAgent
+
+log = logging.getLogger(__name__)
 
 OCPP2_VERSION = "2.0.1"
 CHARGER_CONNECT_S = 20.0
@@ -85,14 +88,16 @@ class Simulators:
             return {"api_url": cloud.url, "auth_url": cloud.url, "vehicle_id": m.name,
                     "client_id": cloud.client_id, "client_secret": cloud.client_secret,
                     "refresh_token": "refresh-0", "charge_kw": m.device["max_charge_kw"],
-                    "time_scale": self.scale}
+                    # STOP a reporting interval ahead of a delay: the agent that sends it
+                    # may lag by most of one under load, and the car must not charge in it.
+                    "stop_lead_s": TELEMETRY.total_seconds(), "time_scale": self.scale}
         config = {"charge_point_id": m.name, "port": 0, "heartbeat_interval_s": 3600}
         return config | {"version": OCPP2_VERSION} if m.adapter == "ocpp2" else config
 
     async def connect_chargers(self, agents: dict[str, VenAgent]) -> None:
-        """Each OCPP charger dials in to its agent's adapter, which listens by now: one
-        after the other, and again after a timeout (a fleet that just registered keeps
-        the agents' event loop busy past a websocket handshake's bound)."""
+        """Each OCPP charger dials in to its agent's adapter, which listens by now (call
+        it before the agents register: `Fleet.start(devices_up=...)`), one after the
+        other; a charger that times out dials again, as a real one does."""
         for m in self.members.values():
             if m.adapter not in ("ocpp16", "ocpp2"):
                 continue
@@ -102,10 +107,12 @@ class Simulators:
                 try:
                     await self.thread.run(lambda sim=sim: sim.start(timeout_s=CHARGER_CONNECT_S))
                     break
-                except (TimeoutError, OSError):
+                except (TimeoutError, OSError) as err:
                     await self.thread.run(sim.stop)
                     if attempt == CHARGER_ATTEMPTS - 1:
                         raise
+                    log.warning("charger %s did not connect and boot (%r); dialling again",
+                                m.name, err)
             self.sims[m.name] = sim
 
     def _charger(self, m: Member, url: str):

@@ -91,17 +91,19 @@ MIX = ("cs_battery", "mc_ev", "byod_battery", "v2x_car", "cs_v2g", "mc_ev", "byo
        "cs_battery")
 BYOD_CYCLES_PER_YEAR = 50.0
 # Real adapters on their device simulators (adapters/testing/), by a member's place among
-# its role's members, in turn: managed cars on OCPP 1.6 and OCPP 2.0.1 chargers, BYOD
-# batteries on a SunSpec inverter over Modbus TCP; the others on `sim`. Not (yet) the
-# ConnectedSolutions batteries, whose discharge is re-spread at every boundary (a burst
-# of Modbus writes each time), nor the telematics car: see docs/replay.md.
-ADAPTERS = {"mc_ev": ("ocpp16", "ocpp2", "sim", "sim"),
+# its role's members, in turn: managed cars on OCPP 1.6 and OCPP 2.0.1 chargers and
+# through a car maker's cloud (telematics), BYOD batteries on a SunSpec inverter over
+# Modbus TCP; the others on `sim`. Not (yet) the ConnectedSolutions batteries, whose
+# discharge is re-spread at every boundary (a burst of Modbus writes each time), nor
+# the V2X cars and V2G pickups: see docs/replay.md.
+ADAPTERS = {"mc_ev": ("ocpp16", "ocpp2", "telematics", "sim"),
             "byod_battery": ("sunspec", "sim")}
 
 
-def fleet(count: int, seed: int, real_adapters: bool = False) -> list[Member]:
-    """`count` VENs: the mix in turn, the last one the school-bus depot; with
-    `real_adapters`, some on real adapters and their device simulators (ADAPTERS)."""
+def fleet(count: int, seed: int, real_adapters: bool = True) -> list[Member]:
+    """`count` VENs: the mix in turn, the last one the school-bus depot; some on real
+    adapters and their device simulators (ADAPTERS), or with `real_adapters` False
+    all on `sim`."""
     if count < len(MIX) + 1:
         raise ValueError(f"the replay needs at least {len(MIX) + 1} VENs (one of each kind)")
     rng = random.Random(seed)

@@ -1,6 +1,7 @@
 """telematics adapter against a local aiohttp server replaying Smartcar-shaped recorded responses."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -16,15 +17,18 @@ from flexadr.clock import SystemClock
 pytestmark = pytest.mark.timeout(30)
 
 
+def _config(cloud, tmp_path, **extra):
+    return {"api_url": cloud.url, "auth_url": cloud.url, "vehicle_id": "veh-1",
+            "client_id": "client", "client_secret": "secret", "refresh_token": "refresh-0",
+            "request_timeout_s": 0.5, "charge_kw": 7.2,
+            "token_file": str(tmp_path / "tokens.json"), **extra}
+
+
 @pytest.fixture
 async def rig(tmp_path):
     cloud = SmartcarCloudSim(BatteryPhysics(capacity_kwh=75, soc_pct=50, max_charge_kw=7.2))
     await cloud.start()
-    adapter = TelematicsAdapter({
-        "api_url": cloud.url, "auth_url": cloud.url, "vehicle_id": "veh-1",
-        "client_id": "client", "client_secret": "secret", "refresh_token": "refresh-0",
-        "request_timeout_s": 0.5, "charge_kw": 7.2, "token_file": str(tmp_path / "tokens.json"),
-    }, SystemClock())
+    adapter = TelematicsAdapter(_config(cloud, tmp_path), SystemClock())
     await adapter.start()
     yield adapter, cloud
     await adapter.stop()
@@ -36,6 +40,22 @@ async def test_charge_delay_event_passes_the_conformance_kit(rig):
     report = await run_charge_delay(adapter, cloud, WallTime(), DelayScenario(lead_s=1, window_s=1, windows=2, gap_s=1))
     report.assert_passed()
     assert cloud.commands == [{"action": "STOP"}, {"action": "START"}] * 2
+
+
+async def test_a_stop_lead_stops_the_car_before_the_window_and_restarts_it_at_its_end(rig, tmp_path):
+    _, cloud = rig
+    adapter = TelematicsAdapter(_config(cloud, tmp_path, stop_lead_s=0.6), SystemClock())
+    await adapter.start()
+    now = adapter.clock.now()
+    start, end = now + timedelta(seconds=0.8), now + timedelta(seconds=1.4)
+    await adapter.apply(ChargeDelay(start, end))
+    await asyncio.sleep((start - adapter.clock.now()).total_seconds())
+    # By the window's start the STOP has been sent and the car obeyed it.
+    assert cloud.commands == [{"action": "STOP"}] and cloud.battery.kw == 0
+    await asyncio.sleep((end - adapter.clock.now()).total_seconds() + 0.3)
+    assert cloud.commands == [{"action": "STOP"}, {"action": "START"}]
+    assert cloud.battery.kw > 0
+    await adapter.stop()
 
 
 async def test_a_full_car_is_left_alone(rig):

@@ -1,8 +1,9 @@
-"""`vtn replay` end to end on the 2018 peak: planner, VTN, a mixed fleet, settlement.
+"""`vtn replay --sim-only` end to end on the 2018 peak: planner, VTN, a mixed fleet, settlement.
 
 One run (module fixture): two event days, 2018-08-28 and the peak day 2018-08-29 (from
 12:00 EDT on 08-27, before the first notice deadline, to 22:00 on 08-29), 12 VENs (every
-kind), real sockets, mutual TLS, signed OpenADR 2.0b, notices to a local SMTP sink.
+kind), every device on `sim`, real sockets, mutual TLS, signed OpenADR 2.0b, notices to a
+local SMTP sink. The default fleet, with real adapters, is tests/test_replay_real_adapters.py.
 """
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ PEAK_DAY = date(2018, 8, 29)
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
     options = ReplayOptions(first_day=PEAK_DAY - timedelta(days=1), days=2, vens=12, seed=7,
-                            load_csv=LOAD,
-                            day_s=96.0, poll_s=2.0,
+                            load_csv=LOAD, day_s=96.0, poll_s=2.0, real_adapters=False,
                             workdir=tmp_path_factory.mktemp("replay"))
     result = asyncio.run(run_replay(options))
     yield result
@@ -117,6 +117,11 @@ def test_devices_stay_within_their_owners_limits(replay):
 
 @pytest.mark.slow
 def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
+    assert_managed_cars_do_not_charge_in_events(replay)
+
+
+def assert_managed_cars_do_not_charge_in_events(replay, only: set[str] | None = None) -> None:
+    """Every opted-in managed car (of `only`, if given) kept charging off in its events."""
     # A car that comes home mid-event charges until its agent's next sample sees it
     # plugged in (one interval, plus a busy loop's lag); from then on, not at all.
     grace = 3 * replay_scenario.TELEMETRY
@@ -126,7 +131,7 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
         home.setdefault(trip.ven, []).append(trip.returns)
     for event in _dispatch_events(replay, "managed_charging"):
         for target in replay.store.targets(event.event_id):
-            if target.opt_type != "optIn":
+            if target.opt_type != "optIn" or (only is not None and target.ven_id not in only):
                 continue
             since = max([event.start_utc] + [_wall(replay, back + grace) for back in
                                               home.get(target.ven_id, [])
@@ -143,8 +148,14 @@ def test_managed_cars_do_not_charge_in_events_they_take_part_in(replay):
 
 @pytest.mark.slow
 def test_storm_warning_stops_byod_discharge_and_charges(replay):
+    assert_storm_stops_byod_discharge_and_charges(replay)
+
+
+def assert_storm_stops_byod_discharge_and_charges(replay, only: set[str] | None = None) -> None:
     start, end = _wall(replay, replay.storm.onset_utc), _wall(replay, replay.storm.end_utc)
     for ven in replay.store.vens("byod_vpp"):
+        if only is not None and ven.ven_name not in only:
+            continue
         device = replay.devices[ven.ven_name]
         inside = [seg for seg in device.history if seg.start < end and start < seg.end]
         # the watch is read every half interval: allow that long to notice the warning
@@ -192,6 +203,9 @@ def test_the_plan_and_the_fleet_are_deterministic_for_a_seed(tmp_path):
     first = replay_scenario.fleet(20, seed=3)
     assert first == replay_scenario.fleet(20, seed=3)
     assert first != replay_scenario.fleet(20, seed=4)
+    sim_only = replay_scenario.fleet(20, seed=3, real_adapters=False)
+    assert {m.adapter for m in sim_only} == {"sim"}
+    assert [m.name for m in sim_only] == [m.name for m in first]
     (tmp_path / "a.xml").write_text(replay_scenario.cap_feed([replay_scenario.storm(date(2018, 8, 28))]))
     (tmp_path / "e.csv").write_text(replay_scenario.emergencies_csv(
         [replay_scenario.emergency(PEAK_DAY)]))

@@ -1,11 +1,13 @@
-"""`vtn replay --real-adapters` on the peak day: OCPP chargers and SunSpec inverters in the fleet.
+"""`vtn replay`'s default fleet on the peak day: OCPP chargers, a car cloud and SunSpec
+inverters beside the sim devices.
 
 The real adapters talk to their device simulators (the `ocpp` package's charge points,
-a pymodbus SunSpec server) on their own thread and event loop, on the replay's clock;
-the report reads each one's truth from the simulator's physics
-(adapters/testing/device_truth.py). This run checks that they
-take part, act within their limits and report kW within 1 % of that truth, per event and
-in settlement, as the sim fleet does (tests/test_replay.py).
+the Smartcar-shaped cloud recording, a pymodbus SunSpec server) on their own thread and
+event loop, on the replay's clock; the report reads each one's truth from the
+simulator's physics (adapters/testing/device_truth.py). This run checks that they take
+part, act within their limits and report kW within 1 % of that truth, per event and in
+settlement, as the sim fleet does (tests/test_replay.py, `--sim-only`), that the managed
+cars keep charging off in their events and that the storm holds the SunSpec batteries.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import pytest
 from flexadr import data as shipped
 from flexadr import replay_report
 from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
-from test_replay import assert_reports_device_truth
+from test_replay import (assert_managed_cars_do_not_charge_in_events, assert_reports_device_truth,
+                         assert_storm_stops_byod_discharge_and_charges)
 from vtn.store import CANCELLED
 
 PEAK_DAY = date(2018, 8, 29)
@@ -27,7 +30,7 @@ PEAK_DAY = date(2018, 8, 29)
 def replay(tmp_path_factory):
     options = ReplayOptions(first_day=PEAK_DAY, days=1, vens=12, seed=7,
                             load_csv=shipped.path(LOAD_FILE), day_s=96.0, poll_s=2.0,
-                            workdir=tmp_path_factory.mktemp("replay-real"), real_adapters=True)
+                            workdir=tmp_path_factory.mktemp("replay-real"))
     result = asyncio.run(run_replay(options))
     yield result
     result.store.close()
@@ -39,7 +42,8 @@ def _real_members(replay):
 
 @pytest.mark.slow
 def test_each_real_adapter_is_in_the_fleet(replay):
-    assert {m.adapter for m in _real_members(replay)} == {"ocpp16", "ocpp2", "sunspec"}
+    assert {m.adapter for m in _real_members(replay)} == {"ocpp16", "ocpp2", "telematics",
+                                                          "sunspec"}
     for member in _real_members(replay):
         assert type(replay.devices[member.name]).__name__ == "DeviceTruth", member.name
 
@@ -93,4 +97,27 @@ def test_real_adapters_settle_as_their_device_truth(replay):
         for mine, theirs in zip(reported.participants, truth.participants):
             assert mine.participant == theirs.participant
             if mine.participant in real:
-                assert mine.season_kw == pytest.approx(theirs.season_kw, rel=0.01, abs=0.05), mine
+                assert mine.season_kw == pytest.approx(theirs.season_kw, rel=_tolerance(
+                    replay, mine.participant), abs=0.05), mine
+
+
+def _tolerance(replay, ven: str) -> float:
+    """1 %, but 3 % for the telematics car: its cloud has no meter, so the adapter
+    estimates energy from charge states read once an interval, and a car that stops
+    by itself at its limit (the unmanaged charging the baseline hours hold) is counted
+    charging up to the next read. In its events (charging held off) it is exact: the
+    per-event test above holds it to 1 %."""
+    adapter = next(m.adapter for m in replay.members if m.name == ven)
+    return 0.03 if adapter == "telematics" else 0.01
+
+
+@pytest.mark.slow
+def test_real_managed_cars_keep_charging_off_in_their_events(replay):
+    cars = {m.name for m in _real_members(replay) if m.program_id == "managed_charging"}
+    assert_managed_cars_do_not_charge_in_events(replay, only=cars)
+
+
+@pytest.mark.slow
+def test_the_storm_holds_the_sunspec_batteries(replay):
+    assert_storm_stops_byod_discharge_and_charges(
+        replay, only={m.name for m in _real_members(replay) if m.adapter == "sunspec"})

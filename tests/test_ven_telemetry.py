@@ -108,13 +108,13 @@ def test_every_interval_of_a_silent_device_is_reported_offline():
     assert normal.online and normal.kw == pytest.approx(4.0)
 
 
-def test_a_sample_late_by_less_than_a_quarter_interval_still_closes_the_interval():
+def test_a_sample_read_late_still_closes_the_interval_of_its_tick():
     rec = recorder()
     rec.observe(T0, reading(T0))
     late = T0 + 15 * M + 3 * M                      # 3 minutes late, charging 4 kW since the boundary
-    closed = rec.observe(late, Reading(late, 4.0, 1.0 + 0.2, 0.0, 50.0, True))
+    closed = rec.observe(T0 + 15 * M, Reading(late, 4.0, 1.0 + 0.2, 0.0, 50.0, True))
     assert closed.end == T0 + 15 * M and closed.kwh == pytest.approx(1.0)
-    assert rec.observe(T0 + 15 * M + 5 * M, reading(T0 + 20 * M)) is None   # mid-interval
+    assert rec.observe(T0 + 20 * M, reading(T0 + 20 * M)) is None   # mid-interval
 
 
 def test_after_a_gap_only_an_on_time_sample_starts_a_new_run():
@@ -126,20 +126,34 @@ def test_after_a_gap_only_an_on_time_sample_starts_a_new_run():
     assert closed.start == T0 + 15 * M
 
 
+class MeteredDevice:
+    """A device with an energy meter whose power follows `kw_at(t)` (piecewise constant
+    between `edges`), read on a manual clock: the registers are exact at every moment."""
 
-def _sample_busily(busy_s: list[float]) -> list:
+    def __init__(self, kw_at, edges):
+        self.kw_at, self.edges = kw_at, sorted(edges)
+
+    def net_kwh(self, until: datetime) -> float:
+        points = [T0] + [e for e in self.edges if T0 < e < until] + [until]
+        return sum(self.kw_at(a) * (b - a).total_seconds() / 3600 for a, b in zip(points, points[1:]))
+
+    def read(self, at: datetime) -> Reading:
+        net = self.net_kwh(at)
+        return Reading(at, self.kw_at(at), max(net, 0.0), max(-net, 0.0), 50.0, True)
+
+
+def _sample_busily(busy_s: list[float], device: MeteredDevice | None = None) -> list:
     """The agent's sampling loop on a manual clock: one sample per 15-minute interval,
     each taking busy_s[k] seconds (a loaded machine: a slow read, a re-plan, a busy
-    event loop); the device draws 4 kW throughout. The intervals closed."""
+    event loop); the device draws 4 kW throughout unless given. The intervals closed."""
+    device = device or MeteredDevice(lambda t: 4.0, [])
     clock, period = ManualClock(T0 - M), 15 * M
     rec = IntervalRecorder(interval=period, sample_period=period)
     tick, closed = None, []
     for busy in busy_s:
         tick = next_sample_tick(tick, clock.now(), period)
         clock.set(max(clock.now(), tick))              # asleep until the tick is due
-        at = clock.now()
-        kwh = 4.0 * (at - T0).total_seconds() / 3600
-        done = rec.observe(max(tick, at), Reading(at, 4.0, kwh, 0.0, 50.0, True))
+        done = rec.observe(tick, device.read(clock.now()))
         closed += [done] if done is not None else []
         clock.advance(timedelta(seconds=busy))
     return closed
@@ -148,21 +162,53 @@ def _sample_busily(busy_s: list[float]) -> list:
 def test_a_sample_late_by_most_of_a_period_is_taken_late_not_skipped():
     on_time = _sample_busily([1.0] * 6)
     # The third sample keeps the agent busy past the next tick (by 1 minute), the fifth
-    # by 5 minutes: both still within the recorder's trust of a late reading.
-    late = _sample_busily([1.0, 1.0, 16 * 60.0, 1.0, 20 * 60.0, 1.0])
-    assert [(c.start, c.end) for c in late] == [(c.start, c.end) for c in on_time]
+    # by 5 minutes, the sixth by 14: each is still read for its tick.
+    late = _sample_busily([1.0, 1.0, 16 * 60.0, 1.0, 20 * 60.0, 24 * 60.0, 1.0])
+    assert [(c.start, c.end) for c in late] == [(c.start, c.end) for c in on_time] + [
+        (T0 + 75 * M, T0 + 90 * M)]
     assert [(c.start, c.end) for c in on_time] == [(T0 + k * 15 * M, T0 + (k + 1) * 15 * M)
                                                   for k in range(5)]
     assert all(c.kw == pytest.approx(4.0) for c in late)
 
 
-def test_a_sample_later_than_the_recorder_trusts_is_not_wound_back():
-    # The sample at T0+30 keeps the agent busy until T0+55: the T0+45 tick is read 10
-    # minutes late (more than half the period), so [T0+30, T0+45) and [T0+45, T0+60)
-    # are not invented from it; the run goes on from T0+60.
-    closed = _sample_busily([1.0, 1.0, 25 * 60.0, 1.0, 1.0, 1.0])
-    assert [(c.start, c.end) for c in closed] == [(T0, T0 + 15 * M), (T0 + 15 * M, T0 + 30 * M),
-                                                 (T0 + 60 * M, T0 + 75 * M)]
+def _event_device() -> MeteredDevice:
+    """Charging at 4 kW, an event from T0+30 to T0+60 (5 kW out), idle after it."""
+    def kw_at(t):
+        return 4.0 if t < T0 + 30 * M else -5.0 if t < T0 + 60 * M else 0.0
+    return MeteredDevice(kw_at, [T0 + 30 * M, T0 + 60 * M])
+
+
+def test_late_readings_across_an_event_give_each_interval_the_energy_the_meter_counted():
+    device = _event_device()
+    # The readings for T0+30, T0+45 and T0+60 are 10, 12 and 14 minutes late (most of a
+    # period): the event's edges and the interval between them.
+    closed = _sample_busily([1.0, 25 * 60.0, 17 * 60.0, 17 * 60.0, 1.0, 1.0, 1.0], device)
+    assert [(c.start, c.end) for c in closed] == [(T0 + k * 15 * M, T0 + (k + 1) * 15 * M)
+                                                 for k in range(6)]
+    for c in closed:
+        assert c.kwh == pytest.approx(device.net_kwh(c.end) - device.net_kwh(c.start)), c.start
+    assert [round(c.kw, 9) for c in closed] == [4.0, 4.0, -5.0, -5.0, 0.0, 0.0]
+
+
+def test_a_device_that_switches_late_moves_only_its_lag_across_the_boundary():
+    # The event starts at T0+30, but the device (an adapter that writes at the edge on a
+    # busy loop) switches 2 minutes late; the agent reads it 6 minutes late.
+    lag = 2 * M
+
+    def kw_at(t):
+        return 4.0 if t < T0 + 30 * M + lag else -5.0
+    device = MeteredDevice(kw_at, [T0 + 30 * M + lag])
+    closed = _sample_busily([1.0, 21 * 60.0, 1.0, 1.0, 1.0], device)
+    before, during = closed[1], closed[2]
+    lag_h = lag.total_seconds() / 3600
+    # 4 kW for the lag belongs to the event's first interval; wound back at -5 kW, the
+    # boundary sees (4 - -5) kW x lag less in the register than the meter did.
+    assert before.kwh == pytest.approx(1.0 + 9.0 * lag_h)
+    assert during.kwh == pytest.approx(device.net_kwh(T0 + 45 * M) - device.net_kwh(T0 + 30 * M)
+                                       - 9.0 * lag_h)
+    # What the meter counted over the two intervals together is reported exactly.
+    assert before.kwh + during.kwh == pytest.approx(device.net_kwh(T0 + 45 * M)
+                                                    - device.net_kwh(T0 + 15 * M))
 
 
 def test_an_agent_more_than_a_period_behind_goes_on_from_the_latest_tick():

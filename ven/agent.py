@@ -158,11 +158,19 @@ class VenAgent:
 
     async def start(self) -> None:
         """Start executing and recording at once; register (and keep trying) with the VTN."""
+        await self.start_device()
+        await self.start_running()
+
+    async def start_device(self) -> None:
+        """Open the device's side (an OCPP adapter listens for its charger from here)."""
         try:
             await self.adapter.start()
         except AdapterError as err:
             # Not fatal: the agent records the device offline and keeps trying.
             self._device_failed(err)
+
+    async def start_running(self) -> None:
+        """After `start_device`: resume stored events, sample, register with the VTN."""
         await self._restore_events()
         self._tasks = [asyncio.create_task(self._sample_loop(), name=f"{self.config.ven_name}-sample"),
                        asyncio.create_task(self._boundary_loop(),
@@ -228,10 +236,9 @@ class VenAgent:
     async def sample(self, tick) -> None:
         was_online = self.device_online
         reading = await self._read()
-        # Stamped when it was read if that is after the tick: the recorder winds a late
-        # reading back only as far as it trusts the power to have held (half a period).
-        at = tick if reading is None else max(tick, reading.at)
-        closed = self.recorder.observe(at, reading)
+        # For its tick, however late it was read: the recorder winds the register back
+        # from the reading's own time, so a busy moment costs no interval.
+        closed = self.recorder.observe(tick, reading)
         if closed is not None:
             self.store.add_interval(OutboxInterval(
                 interval_start=closed.start, interval_end=closed.end, kw=closed.kw,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import astuple
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 from adapters import registry
 from adapters.base import Adapter
@@ -46,12 +46,18 @@ class Fleet:
         return [StormWatch(agents, model.load(program), source, clock, every)
                 for (program, source, every), agents in groups.items()]
 
-    async def _start_one(self, agent: VenAgent) -> None:
+    async def _gated(self, start: Awaitable[None]) -> None:
         async with self._starts:
-            await agent.start()
+            await start
 
-    async def start(self) -> None:
-        await asyncio.gather(*(self._start_one(agent) for agent in self.agents))
+    async def start(self, devices_up: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Every agent's device side first, then `devices_up()` (devices that dial in to
+        their adapter, an OCPP charger, can connect while the process is idle), then
+        the agents run and register, a burst of signed messages."""
+        await asyncio.gather(*(self._gated(agent.start_device()) for agent in self.agents))
+        if devices_up is not None:
+            await devices_up()
+        await asyncio.gather(*(self._gated(agent.start_running()) for agent in self.agents))
         registered = sum(agent.registered for agent in self.agents)
         log.info("fleet: %d of %d agents registered", registered, len(self.agents))
         self._watch_tasks = [asyncio.create_task(watch.run(), name=f"storm-watch-{i}")

@@ -8,9 +8,16 @@ not see from start to end (start-up, restart, device silent at a boundary) is
 not invented: it is skipped, or reported with the device offline and no kW.
 
 A busy agent (a loaded machine, compressed time) samples late; a late sample
-is still taken, for the tick it was due at (`next_sample_tick`), and its
-reading is wound back to that tick if it is not later than the recorder
-trusts (`late`); a tick more than a whole sample period behind is given up,
+is still taken, for the tick it was due at (`next_sample_tick`), and the
+recorder is told that tick, so however late the reading it belongs to its
+boundary. Its energy register is wound back from the reading's own time to
+the tick at the power it reads: the device's meter decides how much energy
+flowed, the power only where the boundary falls inside the stretch between
+two readings. Consecutive intervals share that estimate, so their sum is the
+meter's delta exactly; what a late reading can move is energy from one side
+of its boundary to the other, and none at all when the device switched on the
+boundary itself (its own schedule: `sim`, OCPP charging profiles). A tick more
+than a whole sample period behind is given up (nothing is invented for it),
 and the run goes on from the latest tick.
 """
 from __future__ import annotations
@@ -47,40 +54,32 @@ class IntervalRecorder:
             raise ValueError(f"the sample period {sample_period} must divide the interval {interval}")
         self.interval = interval
         self.sample_period = sample_period
-        # A sample may fall half a period before a boundary, or up to a quarter
-        # interval after it (a busy agent): late reads are wound back to it.
-        self.early = sample_period / 2
-        self.late = max(sample_period / 2, interval / 4)
         self.time_scale = time_scale
         self._boundary: datetime | None = None   # the last boundary a sample fell on
         self._opening: Reading | None = None     # the device's reading there (None: silent)
         self._online = True                      # every sample since then answered
 
-    def _boundary_near(self, at: datetime) -> datetime | None:
-        boundary = ceil_to(at - self.late, self.interval)
-        return boundary if at >= boundary - self.early else None
-
-    def observe(self, at: datetime, reading: Reading | None) -> IntervalReading | None:
-        """Feed one sample (None: the device did not answer); maybe close an interval."""
+    def observe(self, tick: datetime, reading: Reading | None) -> IntervalReading | None:
+        """Feed the sample taken for `tick` (None: the device did not answer), whenever
+        it was read; maybe close an interval."""
         if reading is None:
             self._online = False
-        boundary = self._boundary_near(at)
-        if boundary is None or boundary == self._boundary:
+        if floor_to(tick, self.interval) != tick or tick == self._boundary:
             return None
-        continuing = self._boundary is not None and boundary - self._boundary == self.interval
-        if not continuing and at - boundary > self.early:
-            return None      # a late sample may carry on a run, never start one after a gap
-        closed = self._close(boundary, reading) if continuing else None
+        continuing = self._boundary is not None and tick - self._boundary == self.interval
+        closed = self._close(tick, reading) if continuing else None
         # A longer gap means the agent itself was not sampling: nothing is invented for it.
-        self._boundary, self._opening, self._online = boundary, reading, reading is not None
+        self._boundary, self._opening, self._online = tick, reading, reading is not None
         return closed
 
     def _net_kwh_at(self, reading: Reading, boundary: datetime) -> float:
-        """Net energy register at the boundary, from a reading taken a little before or after.
+        """Net energy register at the boundary, from a reading taken before or after it.
 
-        A busy agent reads a few milliseconds off the boundary; events start
-        and end on boundaries, so the power at the reading is the power since
-        the boundary, and the register is wound back (or forward) at that power.
+        Events start and end on boundaries, so the power at a reading taken
+        after the boundary is the power since the boundary, and at one taken
+        before it the power up to it: the register is wound back (or forward)
+        at that power. A device that switches late (an adapter that writes its
+        controls at the edge) moves its lag's energy across the boundary.
         """
         offset_h = (reading.at - boundary).total_seconds() * self.time_scale / 3600
         return reading.kwh_imported - reading.kwh_exported - reading.kw * offset_h

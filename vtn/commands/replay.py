@@ -14,14 +14,26 @@ from flexadr import data
 EXIT_INPUT = 2
 
 
+EXAMPLES = """examples:
+  vtn replay                                        # the week of 2018-08-27, 100 VENs (about 40 min)
+  vtn replay --start 2018-08-29 --days 1            # the peak day alone
+  vtn replay --start 2018-08-29 --days 1 --vens 12 --day-seconds 96   # a small fleet, fast
+  vtn replay --sim-only                             # every device on the sim adapter
+
+Part of the fleet runs the real OCPP 1.6 / 2.0.1, SunSpec and telematics adapters
+against their device simulators; docs/replay.md has the mix and measured figures."""
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "replay", help="replay a window of history end to end: planner, VTN, fleet, settlement",
         description="Replay a window of ISO-NE history in compressed time on the embedded "
                     "store: the planner decides each day at its notice deadline, the VTN "
                     "publishes every program's events (notices to a local SMTP sink), a mixed "
-                    "fleet of VEN agents on simulated devices takes part over signed OpenADR "
-                    "2.0b with mutual TLS, and each program is settled over the window.")
+                    "fleet of VEN agents takes part over signed OpenADR 2.0b with mutual TLS "
+                    "(through real device adapters to their simulators, and the sim adapter), "
+                    "and each program is settled over the window.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--start", type=date.fromisoformat, default=date(2018, 8, 27), metavar="DATE",
                    help="first day of the window (default 2018-08-27: the week of the 2018 peak)")
     p.add_argument("--days", type=int, default=7, help="days in the window (default 7)")
@@ -35,10 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--load", type=data.argument, metavar="CSV",
                    help="ISO-NE hourly load + day-ahead forecast, a path or data:NAME "
                         "(default: the shipped data:isone_hourly_load_2015-07_2019-12.csv)")
-    p.add_argument("--real-adapters", action="store_true",
-                   help="put some managed cars on OCPP 1.6 / 2.0.1 chargers and some BYOD "
-                        "batteries on a SunSpec inverter, through the real adapters to their "
-                        "simulators (experimental: see docs/replay.md)")
+    p.add_argument("--sim-only", action="store_true",
+                   help="every device on the sim adapter (default: some managed cars on OCPP "
+                        "1.6 / 2.0.1 chargers and a car cloud, some BYOD batteries on a "
+                        "SunSpec inverter, through the real adapters to their simulators)")
     p.add_argument("--workdir", type=Path, default=Path("var/replay"),
                    help="dev PKI, SQLite stores and the replay's data files (default var/replay)")
     p.add_argument("--database", metavar="URL", help="VTN store (default: SQLite under --workdir)")
@@ -96,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL if quiet else logging.INFO)
     options = ReplayOptions(first_day=args.start, days=args.days, vens=args.vens, seed=args.seed,
                             day_s=args.day_seconds, poll_s=args.poll_seconds, workdir=args.workdir, load_csv=args.load,
-                            database_url=args.database, real_adapters=args.real_adapters)
+                            database_url=args.database, real_adapters=not args.sim_only)
     began = time.monotonic()
     try:
         result = asyncio.run(run_replay(options, show=lambda line: print(line, flush=True)))
