@@ -372,15 +372,18 @@ def vtn_process(tmp_path, database_url: str, api_port: int) -> subprocess.Popen:
         f'[openadr31]\nport = {api_port}\ntoken_secret_file = "{secret}"\n\n'
         '[openadr31.notify]\ninterval_s = 0.05\nfirst_retry_s = 0.2\nmax_attempts = 50\n'
         'allow_private_callbacks = true\n')
-    log = open(tmp_path / f"vtn-{api_port}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
+    log = tmp_path / f"vtn-{api_port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "vtn.cli", "serve", "--config", str(config)],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=os.getcwd())
+    proc.log = log
+    return proc
 
 
 def listening(proc: subprocess.Popen, api_port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert proc.poll() is None, f"vtn serve ({api_port}) exited"
+        assert proc.poll() is None, \
+            f"vtn serve ({api_port}) exited:\n{proc.log.read_text()[-3000:]}"
         try:
             socket.create_connection(("127.0.0.1", api_port), 0.2).close()
             return proc

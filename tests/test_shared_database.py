@@ -68,3 +68,20 @@ async def test_a_queued_event_is_delivered_once_by_whichever_vtn_is_polled(two_v
         for client in (via_a, via_b):
             if client.client_session is not None:
                 await client.client_session.close()
+
+
+def test_a_program_row_added_by_two_processes_is_kept_once(database_url):
+    """Two `vtn serve` starting together both add the programs' rows; the one that comes
+    second finds the row there (its check saw none) and must neither fail nor change it."""
+    from vtn.programs import program_row
+    first, second = Store(database_url), Store(database_url)
+    try:
+        row = program_row(model.load("connected_solutions"))
+        assert first.program(row.program_id) is None and second.program(row.program_id) is None
+        first.add_program_if_absent(row)
+        stored = second.add_program_if_absent(row.model_copy(update={"name": "other"}))
+        assert stored.name == row.name
+        assert [p.program_id for p in second.programs()] == [row.program_id]
+    finally:
+        first.close()
+        second.close()

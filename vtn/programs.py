@@ -29,5 +29,5 @@ def ensure_program(store, program_id: str) -> Program:
     """The program's row, created from its program file on first use."""
     row = store.program(program_id)
     if row is None:
-        row = store.upsert_program(program_row(model.load(program_id)))
+        row = store.add_program_if_absent(program_row(model.load(program_id)))
     return row

@@ -413,6 +413,19 @@ class Store:
             s.commit()
         return program
 
+    def add_program_if_absent(self, program: Program) -> Program:
+        """Insert the program's row unless it exists; the stored row. Two VTN processes
+        starting on one database both add the programs: a plain INSERT (or merge's
+        SELECT-then-INSERT) lets the second fail on the primary key."""
+        dialect = self.engine.dialect.name
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        values = program.model_dump()
+        with self.session() as s:
+            s.exec(insert_(Program.__table__).values(**values)
+                   .on_conflict_do_nothing(index_elements=["program_id"]))
+            s.commit()
+            return s.get(Program, program.program_id)
+
     def program(self, program_id: str) -> Program | None:
         with self.session() as s:
             return s.get(Program, program_id)
