@@ -163,6 +163,8 @@ def run_ours(work: Path, root: Path, names: list[str], args) -> dict:
             else "through the store before the window (the agents take it up)",
             "registered": registered, "register_s": round(register_s, 1),
             "fleet_rss_mib": [end["rss_mib"] for end in ended],
+            "fleet_gc": [{key: end[key] for key in ("gc_collections", "gc_max_pause_s",
+                                                   "gc_total_pause_s")} for end in ended],
             "fleet_cpu_ms_per_ven_minute": round(
                 1000 * fleet_cpu_s / len(names) / (window_s / 60), 2),
             "publish_s": round(publish_s, 2), **percentiles(delays), **phases}
@@ -174,8 +176,11 @@ def _phases(store, event, published: datetime) -> dict:
     until its answer was stored (EventTarget.opt_at)."""
     from sqlmodel import select
 
-    from vtn.store.models import EventTarget, OutboundMessage
+    from vtn.store.models import EventTarget, OutboundMessage, Ven
     with store.session() as session:
+        targeted = set(session.exec(select(EventTarget.ven_id)
+                                    .where(EventTarget.event_id == event.event_id)).all())
+        last_seen = dict(session.exec(select(Ven.ven_id, Ven.last_seen_at)).all())
         handed = dict(session.exec(select(OutboundMessage.ven_id, OutboundMessage.delivered_at)
                                    .where(OutboundMessage.created_at == event.created_at,
                                           OutboundMessage.delivered_at.is_not(None))).all())
@@ -184,8 +189,15 @@ def _phases(store, event, published: datetime) -> dict:
     delivered = percentiles([(at - published).total_seconds() for at in handed.values()])
     turnaround = percentiles([(answered[ven] - at).total_seconds()
                               for ven, at in handed.items() if ven in answered])
+    # A VEN never handed the event out: did it stop polling (last seen before the
+    # publication) or poll without being given it?
+    missed = targeted - set(handed)
+    seen = [(last_seen[ven] - published).total_seconds() for ven in missed if last_seen.get(ven)]
     return {"delivered": {k: v for k, v in delivered.items() if k != "answered"},
-            "answer_after_delivery": {k: v for k, v in turnaround.items() if k != "answered"}}
+            "answer_after_delivery": {k: v for k, v in turnaround.items() if k != "answered"},
+            "not_handed_out": len(missed),
+            "handed_out_not_answered": len(set(handed) - set(answered)),
+            "not_handed_out_last_seen_after_publish_s": sorted(round(s, 1) for s in seen)[:20]}
 
 
 def _answers(store, event_id: str, published: datetime, total: int, timeout_s: float) -> list:

@@ -116,6 +116,37 @@ def cpu_s() -> float:
     return times.user + times.system
 
 
+class GcPauses:
+    """The garbage collector's pauses in this process (gc.callbacks): a full collection
+    walks every tracked object, and thousands of agents hold millions of them; a pause
+    delays every poll and reading due meanwhile."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.max_s = [0.0, 0.0, 0.0]
+        self.total_s = 0.0
+        self._began = 0.0
+
+    def install(self) -> "GcPauses":
+        import gc
+        gc.callbacks.append(self._callback)
+        return self
+
+    def _callback(self, phase: str, info: dict) -> None:
+        import time
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        pause, generation = time.perf_counter() - self._began, info["generation"]
+        self.count[generation] += 1
+        self.max_s[generation] = max(self.max_s[generation], pause)
+        self.total_s += pause
+
+    def figures(self) -> dict:
+        return {"gc_collections": self.count, "gc_max_pause_s": [round(s, 3) for s in self.max_s],
+                "gc_total_pause_s": round(self.total_s, 2)}
+
+
 def raise_fd_limit() -> None:
     # Every agent holds its own TLS connection while it talks to the VTN.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

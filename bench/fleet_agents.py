@@ -27,7 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.fleet import KINDS, cpu_s, quiet_logs, raise_fd_limit, rss_mib
+from bench.fleet import KINDS, GcPauses, cpu_s, quiet_logs, raise_fd_limit, rss_mib
 
 DRAIN_S = 90.0
 REGISTER_S = 240.0     # for every agent to register, first tries and retries
@@ -138,6 +138,7 @@ async def run(spec: dict) -> None:
     from ven.fleet import Fleet
     tally = Tally()
     tally.install()
+    pauses = GcPauses().install()
     if spec.get("resume_poll_s"):
         resume_registrations(spec["resume_poll_s"])
     fleet = Fleet(agent_configs(spec), SystemClock(),
@@ -154,11 +155,12 @@ async def run(spec: dict) -> None:
     loop = asyncio.get_running_loop()
     while (await loop.run_in_executor(None, sys.stdin.readline)).strip() not in ("drain", ""):
         pass
-    cpu, rss = cpu_s(), rss_mib()
+    cpu, rss, gc_figures = cpu_s(), rss_mib(), pauses.figures()
     left = await fleet.drain(spec.get("drain_s", DRAIN_S))
     async with asyncio.timeout(60):
         await fleet.stop()
-    _say({"unsent_intervals": left, "cpu_s": cpu, "rss_mib": round(rss, 1), **tally.result()})
+    _say({"unsent_intervals": left, "cpu_s": cpu, "rss_mib": round(rss, 1), **gc_figures,
+          **tally.result()})
 
 
 def _say(line: dict) -> None:

@@ -43,22 +43,34 @@ class ResumingContext(ssl.SSLContext):
     asyncio (and so aiohttp) never passes a session to `wrap_bio`, so every reconnect
     of a stock client is a full handshake: the server signs its key exchange and
     verifies the client's certificate chain and CertificateVerify again. This context
-    offers the session (TLS 1.3 ticket or 1.2 session) of the previous connection to the
-    same host; the server resumes it if it can (a VTN worker that did not issue it
+    offers the session (TLS 1.3 ticket or 1.2 session) of the newest connection to the
+    same host that finished its handshake; the server resumes it if it can (a VTN worker that did not issue it
     starts a full handshake instead), and certificates are checked as before when it
     does not.
     """
 
     def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None,
                  session=None):
-        last = self.__dict__.setdefault("_last_connection", {})
-        if session is None and not server_side and server_hostname in last:
-            session = last[server_hostname].session     # None: no ticket was received
+        if server_side:
+            return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if session is None:
+            session = self._resumable(server_hostname)
         connection = super().wrap_bio(incoming, outgoing, server_side, server_hostname,
                                       session)
-        if not server_side:
-            last[server_hostname] = connection
+        self.__dict__.setdefault("_newest", {})[server_hostname] = connection
         return connection
+
+    def _resumable(self, server_hostname: str | None):
+        """The session of the newest connection to the host that finished its handshake.
+
+        Only a finished handshake's: the session of one that timed out before the
+        server's first answer cannot even be offered (CPython copies it, and the copy
+        fails), and keeping it would fail every reconnect of this VEN from then on."""
+        sessions = self.__dict__.setdefault("_sessions", {})
+        newest = self.__dict__.get("_newest", {}).get(server_hostname)
+        if newest is not None and newest.version() is not None and newest.session is not None:
+            sessions[server_hostname] = newest.session
+        return sessions.get(server_hostname)
 
 
 def server_context(profile: TlsProfile, identities: list[CertKey], ca_file: Path) -> ssl.SSLContext:

@@ -94,3 +94,43 @@ async def test_a_reconnect_resumes_the_tls_session_with_the_client_certificate(t
     # A resumed session still carries the VEN's certificate (the message path checks it).
     der = ssl.PEM_cert_to_DER_cert(pki.vens["ven-1"].cert.read_text())
     assert [certificate for _, certificate in seen] == [der] * 3
+
+
+@pytest.mark.parametrize("profile", ["default", "openadr"])
+async def test_a_first_handshake_that_timed_out_does_not_spoil_the_next_ones(tmp_path, profile):
+    """A VEN that starts while the VTN's port takes connections but does not answer (the
+    VTN busy or still starting): the session of that unfinished handshake must not be
+    offered later ("i2d() failed" on every reconnect: the VEN was cut off for good)."""
+    pki = ensure_dev_pki(tmp_path / "pki", ["ven-1"])
+    server_context = tls.server_context(profile, [tls.CertKey(pki.vtn.cert, pki.vtn.key)],
+                                        pki.ca.cert)
+    reused = []
+
+    async def silent(reader, _writer):
+        await reader.read()
+
+    async def answer(reader, writer):
+        await reader.readexactly(4)
+        reused.append(writer.get_extra_info("ssl_object").session_reused)
+        writer.write(b"pong")
+        await writer.drain()
+        writer.close()
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    listener = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
+    client = tls.client_context(profile, tls.CertKey(pki.vens["ven-1"].cert, pki.vens["ven-1"].key),
+                                pki.ca.cert)
+    try:
+        with pytest.raises((ConnectionAbortedError, TimeoutError)):
+            await asyncio.open_connection("127.0.0.1", mute.sockets[0].getsockname()[1],
+                                          ssl=client, ssl_handshake_timeout=0.5)
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listener.sockets[0].getsockname()[1], ssl=client)
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"pong"
+            writer.close()
+    finally:
+        mute.close()
+        listener.close()
+    assert reused == [False, True]
