@@ -23,8 +23,11 @@ Telemetry: the cloud has no meter. `kw` is `charge_kw` (config, the car's
 nominal AC charging power) while the car says CHARGING, else 0, and the energy
 registers integrate that estimate between the charge statuses the adapter sees:
 on every read and right after each of its own START / STOP, so an event's
-edges are where the commands put them. Treat them as estimates: a car that
-stops by itself between two statuses is counted charging until the second.
+edges are where the commands put them. A car that stops by itself at its
+limit between two reads is counted charging until its SoC, growing as it did
+over the reads while it charged, reached the limit (it is full at the second
+read). Treat them as estimates: a car that starts charging by itself is counted
+from the first read that sees it.
 `time_scale` (default 1) compresses time for demos and replays, as in `sim`.
 
 Tokens: access tokens are refreshed before they expire (and once more on a
@@ -131,6 +134,9 @@ class TelematicsAdapter(Adapter):
         self._limit_before_pct: float | None = None  # the owner's charge limit while a Charge runs
         self._kwh_imported = 0.0
         self._last: tuple[datetime, float] | None = None  # (time, kw) of the latest charge status
+        # (time, SoC %) of the reads since the car was last seen not charging: its SoC's
+        # growth dates a stop at its limit between two reads.
+        self._charging_socs: list[tuple[datetime, float]] = []
 
     def _initial_tokens(self) -> Tokens:
         if self.token_file is not None and self.token_file.exists():
@@ -240,6 +246,21 @@ class TelematicsAdapter(Adapter):
                 return
             self._kwh_imported += last_kw * (at - since).total_seconds() * self.time_scale / 3600
         self._last = (at, kw)
+        if kw == 0:
+            self._charging_socs = []
+
+    def _stopped_at_limit(self, asked: datetime, soc_pct: float) -> None:
+        """The car said FULLY_CHARGED at `asked`: it stopped by itself at its limit since
+        the last status. The estimate holds charging only until the moment its SoC,
+        growing as it did over the reads while charging, reached `soc_pct`."""
+        if self._last is None or self._last[1] == 0 or len(self._charging_socs) < 2:
+            return
+        (first_at, first_soc), (last_at, last_soc) = self._charging_socs[0], self._charging_socs[-1]
+        pct_per_s = (last_soc - first_soc) / (last_at - first_at).total_seconds()
+        if pct_per_s <= 0:
+            return
+        stopped = last_at + timedelta(seconds=max(0.0, soc_pct - last_soc) / pct_per_s)
+        self._estimate(min(max(stopped, self._last[0]), asked), 0.0)
 
     async def charge_limit_pct(self) -> float:
         return float((await self._api("GET", "/charge/limit"))["limit"]) * 100
@@ -319,9 +340,16 @@ class TelematicsAdapter(Adapter):
 
     # --- telemetry ------------------------------------------------------------------
     async def read(self) -> Reading:
-        charge = await self.charge_status()
+        asked = self.clock.now()
+        body = await self._api("GET", "/charge")
         battery = await self._api("GET", "/battery")
+        charge = ChargeStatus(bool(body["isPluggedIn"]), str(body["state"]))
+        soc_pct = float(battery["percentRemaining"]) * 100
+        if charge.state == "FULLY_CHARGED":
+            self._stopped_at_limit(asked, soc_pct)
+        self._estimate(asked, self.charge_kw if charge.state == "CHARGING" else 0.0)
+        if charge.state == "CHARGING":
+            self._charging_socs.append((asked, soc_pct))
         at, kw = self._last
         return Reading(at=at, kw=kw, kwh_imported=self._kwh_imported, kwh_exported=0.0,
-                       soc_pct=float(battery["percentRemaining"]) * 100, plugged_in=charge.plugged_in,
-                       online=True)
+                       soc_pct=soc_pct, plugged_in=charge.plugged_in, online=True)

@@ -74,6 +74,29 @@ async def test_readings_come_from_the_cloud(rig):
     assert reading.plugged_in and reading.kw == 7.2
 
 
+async def test_a_car_that_stops_at_its_limit_between_reads_is_counted_until_it_did(tmp_path):
+    # A minute a wall second: 0.5 % of 75 kWh at 7.2 kW is ~3 s; reads every second, then
+    # one 3 s after the car stopped by itself at its 90 % limit.
+    car = BatteryPhysics(capacity_kwh=75, soc_pct=89.5, max_charge_kw=7.2, time_scale=60)
+    cloud = SmartcarCloudSim(car)
+    await cloud.start()
+    adapter = TelematicsAdapter(_config(cloud, tmp_path, time_scale=60), SystemClock())
+    await adapter.start()
+    try:
+        first = await adapter.read()
+        for _ in range(2):
+            await asyncio.sleep(1)
+            assert (await adapter.read()).kw == 7.2
+        await asyncio.sleep(4)
+        full = await adapter.read()
+        assert full.kw == 0 and cloud._state() == "FULLY_CHARGED"
+        # Counted charging until the FULLY_CHARGED read, it would be ~0.72 kWh, not ~0.39.
+        assert full.kwh_imported - first.kwh_imported == pytest.approx(car.kwh_imported, rel=0.02)
+    finally:
+        await adapter.stop()
+        await cloud.stop()
+
+
 async def test_expired_access_token_is_refreshed_and_rotation_is_kept(rig, tmp_path):
     adapter, cloud = rig
     await adapter.read()
