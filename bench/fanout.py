@@ -368,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         run["within_one_poll"] = run.get("last_s", float("inf")) <= args.poll_s \
             and run["answered"] == run["vens"]
+        if "delivered" in run:
+            # What a pull model can promise: each VEN handed the event at its first poll
+            # after the publication's commit (one that polled just before the commit
+            # answers one interval and a round trip after it).
+            run["handed_out_at_first_poll_after_commit"] = run["answered"] == run["vens"] \
+                and run["delivered"].get("last_s", float("inf")) - run["publish_s"] <= args.poll_s
     print(json.dumps({"bench": "fanout", "cores": os.cpu_count(),
                       "argv": sys.argv[1:] if argv is None else argv, "poll_s": args.poll_s,
                       "fleet_processes": FLEETS, "runs": runs}), flush=True)
