@@ -121,6 +121,27 @@ async def test_discharge_stops_at_the_owners_floor_between_meter_values():
         await adapter.stop()
 
 
+async def test_a_discharge_accepted_ahead_places_its_floor_at_its_start():
+    # Accepted while the car still charges 33 -> 36 % (and before the adapter has seen
+    # the battery's losses): the floor is placed when the discharge starts, from 36 %.
+    adapter, station = await _rig("2.1", _ev(soc_pct=33, time_scale=600, charge_target_pct=36),
+                                  meter_interval_s=30, time_scale=600)
+    try:
+        start = adapter.clock.now() + timedelta(seconds=1.5)
+        end = start + timedelta(seconds=4)
+        await adapter.apply(Discharge(start, end, 7.0, 30.0))
+        await _until(lambda: adapter.clock.now() >= start)
+        assert station.soc_pct() == pytest.approx(36, abs=0.01)
+        lowest = station.soc_pct()
+        while adapter.clock.now() < end:
+            lowest = min(lowest, station.soc_pct())
+            await asyncio.sleep(0.05)
+        assert 30 - 0.01 <= lowest <= 30 + 0.05
+    finally:
+        await station.stop()
+        await adapter.stop()
+
+
 async def test_discharge_refused_when_the_ev_is_at_its_v2x_minimum():
     adapter, station = await _rig("2.1", _ev(soc_pct=20), v2x_min_soc_pct=25)
     try:
