@@ -23,8 +23,10 @@ Telemetry: the cloud has no meter. `kw` is `charge_kw` (config, the car's
 nominal AC charging power) while the car says CHARGING, else 0, and the energy
 registers integrate that estimate between the charge statuses the adapter sees:
 on every read and right after each of its own START / STOP, so an event's
-edges are where the commands put them. Treat them as estimates: a car that
-stops by itself between two statuses is counted charging until the second.
+edges are where the commands put them. A car that stops by itself at its limit
+between two reads is counted charging until the moment its SoC growth (the
+reads' percentRemaining while it charged) says it got there; with fewer than two
+reads in the charging stretch, until the second status. Treat them as estimates.
 `time_scale` (default 1) compresses time for demos and replays, as in `sim`.
 
 Tokens: access tokens are refreshed before they expire (and once more on a
@@ -91,6 +93,22 @@ class ChargeStatus:
     state: str  # CHARGING | NOT_CHARGING | FULLY_CHARGED
 
 
+@dataclass(frozen=True)
+class SocReading:
+    at: datetime
+    soc_pct: float
+
+
+def stop_moment(first: SocReading, last: SocReading, soc_now_pct: float) -> datetime | None:
+    """When a car charging steadily from `first` to `last` reached `soc_now_pct`, where it
+    stopped by itself; None when the readings show no growth."""
+    span_s = (last.at - first.at).total_seconds()
+    grown_pct = last.soc_pct - first.soc_pct
+    if span_s <= 0 or grown_pct <= 0:
+        return None
+    return last.at + timedelta(seconds=max(0.0, soc_now_pct - last.soc_pct) * span_s / grown_pct)
+
+
 def typed_error(status: int, body: Any) -> Exception:
     """A provider error response -> our typed error."""
     body = body if isinstance(body, dict) else {}
@@ -131,6 +149,8 @@ class TelematicsAdapter(Adapter):
         self._limit_before_pct: float | None = None  # the owner's charge limit while a Charge runs
         self._kwh_imported = 0.0
         self._last: tuple[datetime, float] | None = None  # (time, kw) of the latest charge status
+        # The first and latest SoC read while the car charges, for where it stopped by itself.
+        self._charging_socs: tuple[SocReading, SocReading] | None = None
 
     def _initial_tokens(self) -> Tokens:
         if self.token_file is not None and self.token_file.exists():
@@ -223,22 +243,38 @@ class TelematicsAdapter(Adapter):
         raise typed_error(401, answer)
 
     # --- the car API ---------------------------------------------------------------
-    async def charge_status(self) -> ChargeStatus:
+    async def charge_status(self, soc: SocReading | None = None) -> ChargeStatus:
+        """The car's charge state; `soc` is a reading taken just before, if any."""
         asked = self.clock.now()
         body = await self._api("GET", "/charge")
         status = ChargeStatus(bool(body["isPluggedIn"]), str(body["state"]))
-        self._estimate(asked, self.charge_kw if status.state == "CHARGING" else 0.0)
+        self._estimate(asked, self.charge_kw if status.state == "CHARGING" else 0.0,
+                       self._stopped_by_itself(status, soc))
         return status
 
-    def _estimate(self, at: datetime, kw: float) -> None:
+    def _stopped_by_itself(self, status: ChargeStatus, soc: SocReading | None) -> datetime | None:
+        """Follow the charging stretch's SoC; at its end at the limit, when the car stopped."""
+        socs = self._charging_socs
+        if status.state == "CHARGING":
+            if soc is not None:
+                self._charging_socs = (socs[0] if socs else soc, soc)
+            return None
+        self._charging_socs = None
+        if status.state != "FULLY_CHARGED" or soc is None or socs is None:
+            return None
+        return stop_moment(socs[0], socs[1], soc.soc_pct)
+
+    def _estimate(self, at: datetime, kw: float, stopped_at: datetime | None = None) -> None:
         """Re-base the estimated register on a charge status asked for at `at`: the
-        previous estimate held since the previous status. An answer older than the latest
-        seen (a read that crossed one of our commands) changes nothing."""
+        previous estimate held since the previous status, or until `stopped_at` if the car
+        stopped by itself before. An answer older than the latest seen (a read that crossed
+        one of our commands) changes nothing."""
         if self._last is not None:
             since, last_kw = self._last
             if at < since:
                 return
-            self._kwh_imported += last_kw * (at - since).total_seconds() * self.time_scale / 3600
+            until = at if stopped_at is None else min(at, max(since, stopped_at))
+            self._kwh_imported += last_kw * (until - since).total_seconds() * self.time_scale / 3600
         self._last = (at, kw)
 
     async def charge_limit_pct(self) -> float:
@@ -319,9 +355,11 @@ class TelematicsAdapter(Adapter):
 
     # --- telemetry ------------------------------------------------------------------
     async def read(self) -> Reading:
-        charge = await self.charge_status()
+        asked = self.clock.now()
         battery = await self._api("GET", "/battery")
+        soc = SocReading(asked, float(battery["percentRemaining"]) * 100)
+        charge = await self.charge_status(soc)
         at, kw = self._last
         return Reading(at=at, kw=kw, kwh_imported=self._kwh_imported, kwh_exported=0.0,
-                       soc_pct=float(battery["percentRemaining"]) * 100, plugged_in=charge.plugged_in,
+                       soc_pct=soc.soc_pct, plugged_in=charge.plugged_in,
                        online=True)

@@ -74,6 +74,24 @@ async def test_readings_come_from_the_cloud(rig):
     assert reading.plugged_in and reading.kw == 7.2
 
 
+async def test_a_car_that_stops_at_its_limit_between_reads_is_counted_to_its_stop(tmp_path):
+    # x600: 85 % -> the 90 % limit takes ~3.3 s at 7.2 kW; reads every second place the
+    # stop from the SoC's growth, not at the first read that finds the car full.
+    cloud = SmartcarCloudSim(BatteryPhysics(capacity_kwh=75, soc_pct=85, max_charge_kw=7.2,
+                                            time_scale=600), tick_s=0.05)
+    await cloud.start()
+    adapter = TelematicsAdapter(_config(cloud, tmp_path, time_scale=600), SystemClock())
+    await adapter.start()
+    try:
+        while (reading := await adapter.read()).kw > 0:
+            await asyncio.sleep(1)
+        assert reading.soc_pct == pytest.approx(90, abs=0.01)
+        assert reading.kwh_imported == pytest.approx(cloud.battery.kwh_imported, rel=0.01)
+    finally:
+        await adapter.stop()
+        await cloud.stop()
+
+
 async def test_expired_access_token_is_refreshed_and_rotation_is_kept(rig, tmp_path):
     adapter, cloud = rig
     await adapter.read()

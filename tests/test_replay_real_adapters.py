@@ -124,18 +124,8 @@ def test_real_adapters_settle_as_their_device_truth(replay):
         for mine, theirs in zip(reported.participants, truth.participants):
             assert mine.participant == theirs.participant
             if mine.participant in real:
-                assert mine.season_kw == pytest.approx(theirs.season_kw, rel=_tolerance(
-                    replay, mine.participant), abs=0.05), mine
-
-
-def _tolerance(replay, ven: str) -> float:
-    """1 %, but 3 % for the telematics car: its cloud has no meter, so the adapter
-    estimates energy from charge states read once an interval, and a car that stops
-    by itself at its limit (the unmanaged charging the baseline hours hold) is counted
-    charging up to the next read. In its events (charging held off) it is exact: the
-    per-event test above holds it to 1 %."""
-    adapter = next(m.adapter for m in replay.members if m.name == ven)
-    return 0.03 if adapter == "telematics" else 0.01
+                assert mine.season_kw == pytest.approx(theirs.season_kw, rel=0.01,
+                                                       abs=0.05), mine
 
 
 @pytest.mark.slow
