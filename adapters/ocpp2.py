@@ -12,9 +12,11 @@ bounded by what the EV offered in `NotifyEVChargingNeeds`:
   bottom of its V2X range) or no SoC in the meter values means the command
   is refused;
 - the EV keeps its own V2X minimum; the command's floor (min_soc_pct) is the
-  adapter's job: when TransactionEvent reports SoC at the floor, it replaces
-  the profile with operationMode Idle for the rest of the window (see the
-  state-of-charge guard below for why not limitAtSoC).
+  adapter's job, in the schedule itself: the discharge period ends at the
+  moment the floor is predicted and an Idle period holds the rest of the
+  window (see "the floor in the schedule" below). When TransactionEvent reports
+  SoC at the floor first, the profile is replaced with Idle (the backstop; see
+  the state-of-charge guard for why not limitAtSoC).
 Charge (storm preparation): the limit is max_limit_w over the window; a target
 below 100 % is held like the floor: at that SoC the profile becomes limit 0.
 
@@ -25,20 +27,24 @@ Energy.Active.Import/Export.Register, SoC) and the transaction's chargingState.
 Config: charge_point_id (required), version "2.1" (default) or "2.0.1", host,
 port, evse_id (1), purpose (TxDefaultProfile | TxProfile), stack_level (5),
 profile_id (4801), max_commands (4), max_limit_w (22000), response_timeout_s (10),
-heartbeat_interval_s (60).
+heartbeat_interval_s (60), time_scale (1: device seconds per wall second, for
+compressed-time simulators; it turns the device-time prediction of the floor into
+the wall time of the schedule).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ocpp import v21, v201
 from ocpp.routing import on
 
-from adapters._ocpp_common import OcppAdapterBase, ProfileSlot, iso, parse_time
+from adapters._ocpp_common import MeterState, OcppAdapterBase, ProfileSlot, iso, parse_time
+from adapters._schedule import run_at
 from adapters.base import AdapterError, Capability, Charge, ChargeDelay, Command, CommandRefused, Discharge
 from flexadr.clock import Clock
 
@@ -53,6 +59,29 @@ class V2xOffer:
     """What the EV said it can give (NotifyEVChargingNeeds, 2.1)."""
     max_discharge_w: float
     min_v2x_energy_wh: float | None  # < 0: energy left above the EV's V2X minimum
+    capacity_kwh: float | None = None  # from targetSoC and evTargetEnergyRequest
+
+
+# A SoC stretch shorter than this says too little about the battery's efficiency.
+MIN_STRETCH_PCT = 1.0
+IDLE = {"operationMode": "Idle", "limit": 0.0}
+
+
+def capacity_from_needs(params: Mapping[str, Any], soc_pct: float | None) -> float | None:
+    """The battery's capacity from the EV's own energy figures: evTargetEnergyRequest
+    is the energy from the SoC now (the last meter value) to targetSoC."""
+    target_pct, target_wh = params.get("target_soc"), params.get("ev_target_energy_request")
+    if soc_pct is None or target_pct is None or target_wh is None:
+        return None
+    span_pct = float(target_pct) - soc_pct
+    if abs(span_pct) < MIN_STRETCH_PCT:
+        return None
+    return float(target_wh) / 1000 / (span_pct / 100)
+
+
+def seconds_to_floor(soc_pct: float, floor_pct: float, export_kw: float, kwh_out_per_pct: float) -> float:
+    """Device seconds until discharging at `export_kw` brings `soc_pct` down to `floor_pct`."""
+    return max(0.0, soc_pct - floor_pct) * kwh_out_per_pct / export_kw * 3600
 
 
 class _CsmsHandlers:
@@ -128,8 +157,15 @@ class Ocpp2Adapter(OcppAdapterBase):
         self.max_limit_w = float(self.config.get("max_limit_w", 22000.0))  # "no limit" for a Charge
         self._transaction_id: str | None = None
         self.v2x: V2xOffer | None = None
+        self.time_scale = float(self.config.get("time_scale", 1.0))
         self._bounded: set[int] = set()  # profile ids already held at their SoC bound
         self._guards: set[asyncio.Task] = set()
+        # The battery's losses each way (stored per metered kWh in; metered kWh out per
+        # stored), learnt from the meter values of a stretch in one direction: the EV's
+        # capacity turns its SoC change into stored kWh.
+        self._mark: MeterState | None = None
+        self.charge_efficiency: float | None = None
+        self.discharge_efficiency: float | None = None
 
     def _make_side(self, cp_id: str, connection: Any) -> Any:
         side = _Csms21 if self.version == "2.1" else _Csms201
@@ -164,11 +200,80 @@ class Ocpp2Adapter(OcppAdapterBase):
         return {"startPeriod": 0, "operationMode": "CentralSetpoint",
                 "setpoint": -watts, "dischargeLimit": -watts}
 
+    async def apply(self, command: Command) -> None:
+        await super().apply(command)
+        if isinstance(command, Discharge) and self.clock.now() < command.start:
+            # The SoC the discharge starts from is known only then: place the floor again.
+            slot = next(s for s in self.slots.values() if s.command is command)
+            self._background(run_at(self.clock.now, command.start, lambda: self._replace_floor(slot)))
+
+    async def _replace_floor(self, slot: ProfileSlot) -> None:
+        if (slot in self.slots.values() and slot.profile_id not in self._bounded
+                and self.kwh_out_per_pct() is not None):
+            command = slot.command
+            await self.send_profile(slot, command.start, command.end, self._discharge_period(command))
+
+    def _background(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._guards.add(task)  # keep a reference until done, or the loop may drop it
+        task.add_done_callback(self._guards.discard)
+
+    # --- the floor in the schedule ------------------------------------------------
+    # A meter value may come a whole meter period after the floor is passed (in
+    # compressed time most of an event), so the schedule itself stops the discharge:
+    # from the SoC, the EV's capacity and the battery's efficiency the adapter knows
+    # when the floor is reached, and an Idle period starts then.
+    def kwh_out_per_pct(self) -> float | None:
+        """Metered kWh a discharge takes per SoC percent, or None when not yet known."""
+        capacity = self.v2x.capacity_kwh if self.v2x is not None else None
+        # Until a discharge has been metered, its losses are taken to be the charge's.
+        efficiency = self.discharge_efficiency or self.charge_efficiency
+        if capacity is None or efficiency is None:
+            return None
+        return capacity / 100 * efficiency
+
+    def floor_moment(self, command: Discharge, start: datetime, export_kw: float) -> datetime | None:
+        """The wall time at which discharging from `start` reaches the command's floor."""
+        per_pct = self.kwh_out_per_pct()
+        soc = self._soc_estimate(per_pct)
+        if per_pct is None or soc is None:
+            return None
+        device_s = seconds_to_floor(soc, command.min_soc_pct, export_kw, per_pct)
+        return max(start, self.clock.now()) + timedelta(seconds=device_s / self.time_scale)
+
+    def _soc_estimate(self, kwh_out_per_pct: float | None) -> float | None:
+        """The SoC now: the last meter value, less what a running discharge has taken
+        since (a running charge is not added: it may have stopped at its target)."""
+        meter = self.meter
+        if meter.soc_pct is None or meter.at is None or kwh_out_per_pct is None:
+            return meter.soc_pct
+        hours = max(0.0, (self.clock.now() - meter.at).total_seconds()) * self.time_scale / 3600
+        return meter.soc_pct - meter.export_kw * hours / kwh_out_per_pct
+
+    def _schedule_periods(self, slot: ProfileSlot, start: datetime, end: datetime,
+                          period: dict[str, Any]) -> tuple[datetime, list[dict[str, Any]]]:
+        """The schedule's start and periods: a discharge is followed by Idle from its floor."""
+        command = slot.command
+        if not (isinstance(command, Discharge) and period.get("operationMode") == "CentralSetpoint"):
+            return start, [period]
+        floor_at = self.floor_moment(command, start, -float(period["setpoint"]) / 1000)
+        if floor_at is None or floor_at >= end:
+            return start, [period]
+        if floor_at <= start:
+            return start, [IDLE | {"startPeriod": 0}]
+        # startPeriod is whole seconds: the schedule starts that much before the floor
+        # (validFrom still holds it off until `start`), so Idle begins on the floor itself.
+        whole_s = math.ceil((floor_at - start).total_seconds())
+        return floor_at - timedelta(seconds=whole_s), [period, IDLE | {"startPeriod": whole_s}]
+
     def _set_request(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> Any:
-        schedule = self.schedule_fields(start, end) | {
+        schedule_start, periods = self._schedule_periods(slot, start, end, period)
+        schedule = {
+            "startSchedule": iso(schedule_start),
+            "duration": max(1, math.ceil((end - schedule_start).total_seconds())),
             "id": slot.profile_id,
             "chargingRateUnit": "W",
-            "chargingSchedulePeriod": [period],
+            "chargingSchedulePeriod": periods,
         }
         profile = self.profile(slot, start, end) | {"id": slot.profile_id, "chargingSchedule": [schedule]}
         if self.purpose == "TxProfile":
@@ -204,9 +309,7 @@ class Ocpp2Adapter(OcppAdapterBase):
             self._bounded.add(slot.profile_id)
             # Not from inside the message handler: the reply we would wait for comes
             # through the same receive loop.
-            task = asyncio.ensure_future(self._hold_until(slot, command.end, hold))
-            self._guards.add(task)  # keep a reference until done, or the loop may drop it
-            task.add_done_callback(self._guards.discard)
+            self._background(self._hold_until(slot, command.end, hold))
 
     async def _hold_until(self, slot: ProfileSlot, end: datetime, period: dict[str, Any]) -> None:
         # Same id and stack level: the charger replaces the profile.
@@ -221,6 +324,10 @@ class Ocpp2Adapter(OcppAdapterBase):
             self._transaction_id = None
         else:
             self._transaction_id = info["transaction_id"]
+        if event_type != "Updated":
+            # Another car, or none: what was learnt about the battery is no longer it.
+            self._mark, self.v2x = None, None
+            self.charge_efficiency = self.discharge_efficiency = None
         if "charging_state" in info:
             self.set_plugged_in(info["charging_state"] in PLUGGED_STATES)
         self._meter_values(meter_value)
@@ -228,7 +335,30 @@ class Ocpp2Adapter(OcppAdapterBase):
     def _meter_values(self, meter_value: list[dict[str, Any]]) -> None:
         for value in meter_value:
             self.meter_value(parse_time(value["timestamp"]), value["sampled_value"])
+        self._learn_efficiency()
         self._check_soc_bounds()
+
+    def _learn_efficiency(self) -> None:
+        """Metered against stored energy over the latest stretch in one direction."""
+        meter, mark = self.meter, self._mark
+        capacity = self.v2x.capacity_kwh if self.v2x is not None else None
+        if meter.soc_pct is None or capacity is None:
+            return
+        if mark is None or mark.soc_pct is None:
+            self._mark = meter
+            return
+        kwh_in = meter.kwh_imported - mark.kwh_imported
+        kwh_out = meter.kwh_exported - mark.kwh_exported
+        if kwh_in > 0 and kwh_out > 0:
+            self._mark = meter      # the direction changed: a new stretch from here
+            return
+        stored_kwh = (meter.soc_pct - mark.soc_pct) / 100 * capacity
+        if abs(meter.soc_pct - mark.soc_pct) < MIN_STRETCH_PCT:
+            return
+        if kwh_in > 0 and stored_kwh > 0:
+            self.charge_efficiency = stored_kwh / kwh_in        # stored per metered kWh in
+        elif kwh_out > 0 and stored_kwh < 0:
+            self.discharge_efficiency = kwh_out / -stored_kwh   # metered kWh out per stored
 
     def _charging_needs(self, needs: dict[str, Any]) -> None:
         params = needs.get("v2x_charging_parameters")
@@ -239,4 +369,6 @@ class Ocpp2Adapter(OcppAdapterBase):
         self.v2x = V2xOffer(
             max_discharge_w=float(params.get("max_discharge_power", 0)),
             min_v2x_energy_wh=float(minimum) if minimum is not None else None,
+            capacity_kwh=capacity_from_needs(params, self.meter.soc_pct),
         )
+        self._mark = None

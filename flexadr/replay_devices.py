@@ -1,6 +1,6 @@
 """The replay's devices: the `sim` adapter, or a real adapter talking its protocol to
-its device simulator (adapters/testing/): OCPP 1.6 and 2.0.1 chargers dial in to the
-agent's OCPP adapter, a SunSpec inverter answers the agent's Modbus client, a car's
+its device simulator (adapters/testing/): OCPP 1.6, 2.0.1 and 2.1 (V2X) chargers dial in
+to the agent's OCPP adapter, a SunSpec inverter answers the agent's Modbus client, a car's
 cloud (the Smartcar-shaped recording) answers the telematics adapter's HTTPS calls.
 
 Every simulator runs on the replay's clock and at its time scale, so one wall second
@@ -29,9 +29,15 @@ from ven.agent import VenAgent
 
 log = logging.getLogger(__name__)
 
-OCPP2_VERSION = "2.0.1"
+# The EV's own V2X reserve, below the owners' floors: the floor is the adapter's to hold.
+EV_V2X_MIN_SOC_PCT = 10.0
 CHARGER_CONNECT_S = 20.0
 CHARGER_ATTEMPTS = 3
+
+
+def ocpp2_version(m: Member) -> str:
+    """OCPP 2.1 for a car that discharges (V2X), 2.0.1 for one that only charges."""
+    return "2.1" if m.device.get("max_discharge_kw") else "2.0.1"
 
 
 class Simulators:
@@ -92,7 +98,10 @@ class Simulators:
                     # may lag by most of one under load, and the car must not charge in it.
                     "stop_lead_s": TELEMETRY.total_seconds(), "time_scale": self.scale}
         config = {"charge_point_id": m.name, "port": 0, "heartbeat_interval_s": 3600}
-        return config | {"version": OCPP2_VERSION} if m.adapter == "ocpp2" else config
+        if m.adapter == "ocpp2":
+            # time_scale: the adapter places a discharge's floor in device time.
+            config |= {"version": ocpp2_version(m), "time_scale": self.scale}
+        return config
 
     async def connect_chargers(self, agents: dict[str, VenAgent]) -> None:
         """Each OCPP charger dials in to its agent's adapter, which listens by now (call
@@ -119,7 +128,8 @@ class Simulators:
         if m.adapter == "ocpp16":
             return Ocpp16ChargerSim(url, self._battery(m), self.clock,
                                     meter_interval_s=self.every_s, tick_s=self.tick_s)
-        return Ocpp2ChargerSim(url, self._battery(m), self.clock, version=OCPP2_VERSION,
+        return Ocpp2ChargerSim(url, self._battery(m), self.clock, version=ocpp2_version(m),
+                               v2x_min_soc_pct=EV_V2X_MIN_SOC_PCT,
                                meter_interval_s=self.every_s, tick_s=self.tick_s)
 
     def devices(self, agents: dict[str, VenAgent]) -> dict:

@@ -93,11 +93,14 @@ BYOD_CYCLES_PER_YEAR = 50.0
 # Real adapters on their device simulators (adapters/testing/), by a member's place among
 # its role's members, in turn: managed cars on OCPP 1.6 and OCPP 2.0.1 chargers and
 # through a car maker's cloud (telematics), BYOD batteries on a SunSpec inverter over
-# Modbus TCP; the others on `sim`. Not (yet) the ConnectedSolutions batteries, whose
-# discharge is re-spread at every boundary (a burst of Modbus writes each time), nor
-# the V2X cars and V2G pickups: see docs/replay.md.
+# Modbus TCP, V2X cars and V2G pickups on OCPP 2.1 (V2X) chargers; the others on `sim`.
+# Not (yet) the ConnectedSolutions batteries, whose discharge is re-spread at every
+# boundary (a burst of Modbus writes each time), nor the school-bus depot (one device at
+# a site limit): see docs/replay.md.
 ADAPTERS = {"mc_ev": ("ocpp16", "ocpp2", "telematics", "sim"),
-            "byod_battery": ("sunspec", "sim")}
+            "byod_battery": ("sunspec", "sim"),
+            "v2x_car": ("ocpp2", "sim"),
+            "cs_v2g": ("ocpp2", "sim")}
 
 
 def fleet(count: int, seed: int, real_adapters: bool = True) -> list[Member]:

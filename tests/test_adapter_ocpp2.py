@@ -17,12 +17,13 @@ pytestmark = pytest.mark.timeout(30)
 
 
 async def _rig(version: str, battery: BatteryPhysics, v2x_min_soc_pct: float = 20.0, report_soc: bool = True,
-               **config):
+               meter_interval_s: float = 0.1, **config):
     adapter = Ocpp2Adapter({"charge_point_id": "CS-2", "version": version, "response_timeout_s": 0.5, **config},
                            SystemClock())
     await adapter.start()
     station = Ocpp2ChargerSim(f"ws://127.0.0.1:{adapter.port}/CS-2", battery, version=version,
-                              v2x_min_soc_pct=v2x_min_soc_pct, report_soc=report_soc)
+                              v2x_min_soc_pct=v2x_min_soc_pct, report_soc=report_soc,
+                              meter_interval_s=meter_interval_s)
     await station.start()
     await adapter.wait_connected(5)
     if report_soc:
@@ -89,6 +90,54 @@ async def test_discharge_is_bounded_by_the_evs_v2x_offer():
             lowest = min(lowest, station.soc_pct())
             await asyncio.sleep(0.05)
         assert lowest == pytest.approx(31, abs=1.0)
+    finally:
+        await station.stop()
+        await adapter.stop()
+
+
+async def test_discharge_stops_at_the_owners_floor_between_meter_values():
+    # x600 with a meter value every 30 s: 36 % -> 30 % at 7 kW takes ~2.9 s of a 4 s
+    # window, long before the next periodic meter value could tell the guard. The car
+    # first charges 33 -> 36 % (its target), which shows the adapter the battery's losses.
+    adapter, station = await _rig("2.1", _ev(soc_pct=33, time_scale=600, charge_target_pct=36),
+                                  meter_interval_s=30, time_scale=600)
+    try:
+        await _until(lambda: adapter.charge_efficiency is not None)
+        assert adapter.v2x.capacity_kwh == pytest.approx(60, rel=1e-3)
+        assert adapter.charge_efficiency == pytest.approx(0.95, rel=1e-3)
+        now = adapter.clock.now()
+        end = now + timedelta(seconds=4)
+        await adapter.apply(Discharge(now, end, 7.0, 30.0))
+        periods = station.profiles[adapter.profile_id]["charging_schedule"][0]["charging_schedule_period"]
+        assert [p["operation_mode"] for p in periods] == ["CentralSetpoint", "Idle"]
+        lowest = station.soc_pct()
+        while adapter.clock.now() < end:
+            lowest = min(lowest, station.soc_pct())
+            await asyncio.sleep(0.05)
+        assert 30 - 0.01 <= lowest <= 30 + 0.05
+        assert station.battery.kwh_exported == pytest.approx(6 / 100 * 60 * 0.95, rel=0.01)
+    finally:
+        await station.stop()
+        await adapter.stop()
+
+
+async def test_a_discharge_accepted_ahead_places_its_floor_at_its_start():
+    # Accepted while the car still charges 33 -> 36 % (and before the adapter has seen
+    # the battery's losses): the floor is placed when the discharge starts, from 36 %.
+    adapter, station = await _rig("2.1", _ev(soc_pct=33, time_scale=600, charge_target_pct=36),
+                                  meter_interval_s=30, time_scale=600)
+    try:
+        start = adapter.clock.now() + timedelta(seconds=1.5)
+        end = start + timedelta(seconds=4)
+        await adapter.apply(Discharge(start, end, 7.0, 30.0))
+        await _until(lambda: adapter.clock.now() >= start)
+        # Charged to 36 % by then (a poll late, the discharge has taken a little already).
+        assert 35 < station.soc_pct() <= 36 + 1e-9
+        lowest = station.soc_pct()
+        while adapter.clock.now() < end:
+            lowest = min(lowest, station.soc_pct())
+            await asyncio.sleep(0.05)
+        assert 30 - 0.01 <= lowest <= 30 + 0.05
     finally:
         await station.stop()
         await adapter.stop()

@@ -1,5 +1,5 @@
-"""`vtn replay`'s default fleet on the peak day: OCPP chargers, a car cloud and SunSpec
-inverters beside the sim devices.
+"""`vtn replay`'s default fleet on the peak day: OCPP chargers (1.6, 2.0.1 and 2.1 V2X), a
+car cloud and SunSpec inverters beside the sim devices.
 
 The real adapters talk to their device simulators (the `ocpp` package's charge points,
 the Smartcar-shaped cloud recording, a pymodbus SunSpec server) on their own thread and
@@ -7,7 +7,9 @@ event loop, on the replay's clock; the report reads each one's truth from the
 simulator's physics (adapters/testing/device_truth.py). This run checks that they take
 part, act within their limits and report kW within 1 % of that truth, per event and in
 settlement, as the sim fleet does (tests/test_replay.py, `--sim-only`), that the managed
-cars keep charging off in their events and that the storm holds the SunSpec batteries.
+cars keep charging off in their events, that the V2X cars and V2G pickups on OCPP 2.1
+discharge in theirs, within their inverters and above their owners' floors, and that the
+storm holds the SunSpec batteries.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import pytest
 from flexadr import data as shipped
 from flexadr import replay_report
 from flexadr.replay import LOAD_FILE, ReplayOptions, run_replay
+from flexadr.replay_devices import ocpp2_version
 from test_replay import (assert_managed_cars_do_not_charge_in_events, assert_reports_device_truth,
                          assert_storm_stops_byod_discharge_and_charges)
+from vtn.settlement.store_adapter import OPT_OUT
 from vtn.store import CANCELLED
 
 PEAK_DAY = date(2018, 8, 29)
@@ -44,6 +48,9 @@ def _real_members(replay):
 def test_each_real_adapter_is_in_the_fleet(replay):
     assert {m.adapter for m in _real_members(replay)} == {"ocpp16", "ocpp2", "telematics",
                                                           "sunspec"}
+    versions = {(m.role, replay.agents[m.name].adapter.version)
+                for m in _real_members(replay) if m.adapter == "ocpp2"}
+    assert versions == {("mc_ev", "2.0.1"), ("v2x_car", "2.1"), ("cs_v2g", "2.1")}
     for member in _real_members(replay):
         assert type(replay.devices[member.name]).__name__ == "DeviceTruth", member.name
 
@@ -73,6 +80,26 @@ def test_real_adapter_devices_act_within_their_limits(replay):
         assert socs, f"{member.name}: its adapter reported no state of charge"
         if spec.max_discharge_kw:
             assert min(socs) >= member.min_soc_pct - 0.5, member.name
+
+
+def _v2x_members(replay):
+    return [m for m in _real_members(replay) if m.adapter == "ocpp2" and ocpp2_version(m) == "2.1"]
+
+
+@pytest.mark.slow
+def test_v2x_cars_on_ocpp21_discharge_in_their_events_within_their_limits(replay):
+    members = _v2x_members(replay)
+    assert {m.role for m in members} == {"v2x_car", "cs_v2g"}
+    for member in members:
+        rows = [row for row in replay_report.ven_rows(replay, member.program_id)
+                if row.ven_id == member.name and row.opt != OPT_OUT]
+        assert rows, f"{member.name}: no event it took part in"
+        for row in rows:
+            assert row.device_event_kw > 1, row          # out of the car, through OCPP 2.1
+            assert_reports_device_truth(row)
+        device = replay.devices[member.name]
+        assert min(seg.kw for seg in device.history) >= -member.device["max_discharge_kw"] - 1e-9
+        assert device.lowest_soc_pct >= member.min_soc_pct - 0.01, member.name
 
 
 @pytest.mark.slow

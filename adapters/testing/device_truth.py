@@ -3,8 +3,8 @@
 A report that checks an adapter's telemetry against the truth (the replay's
 "reported kW match device truth") reads the same things from every device:
 `spec`, `history` segments, `power_kw()`, `mean_kw(start, end)`, `soc_pct`,
-`plugged_in` and `set_plugged_in(...)`. For a `sim` device those come from
-`adapters.sim.SimulatedDevice`; for the OCPP chargers and the SunSpec inverter
+`plugged_in` and `set_plugged_in(...)` (a simulator also `lowest_soc_pct`). For a
+`sim` device those come from `adapters.sim.SimulatedDevice`; for the OCPP chargers and the SunSpec inverter
 they come from here, out of the simulator's own physics (`BatteryPhysics`),
 never from what the adapter read over its protocol.
 
@@ -61,6 +61,11 @@ class DeviceTruth:
     def _arrive_with(self, pct: float) -> None:
         self.simulator.battery.soc_pct = pct
         self.simulator.advance(self.simulator.clock.now())
+
+    @property
+    def lowest_soc_pct(self) -> float:
+        """The lowest state of charge the physics passed through (a floor's check)."""
+        return self.on_device(lambda: self.simulator.battery.lowest_soc_pct)
 
     def power_kw(self) -> float:
         return self.on_device(self._power_now)

@@ -30,6 +30,7 @@ class BatteryPhysics:
     kwh_imported: float = field(default=0.0, init=False)
     kwh_exported: float = field(default=0.0, init=False)
     history: list[Segment] = field(default_factory=list, init=False)
+    lowest_soc_pct: float = field(default=100.0, init=False)   # over every stretch integrated
     _last: datetime | None = field(default=None, init=False)
     _stop_pct: float | None = field(default=None, init=False)
 
@@ -75,7 +76,9 @@ class BatteryPhysics:
 
     def _move(self, now: datetime) -> None:
         hours = (now - self._last).total_seconds() * self.time_scale / 3600
+        self.lowest_soc_pct = min(self.lowest_soc_pct, self.soc_pct)
         self.soc_pct = min(100.0, max(0.0, self.soc_pct + self._stored_kw() * hours / self.capacity_kwh * 100))
+        self.lowest_soc_pct = min(self.lowest_soc_pct, self.soc_pct)
         if self.kw > 0:
             self.kwh_imported += self.kw * hours
         else:

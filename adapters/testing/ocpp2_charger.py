@@ -3,7 +3,8 @@
 The device peer for the `ocpp2` adapter. It boots, reports the connector
 Occupied, starts a transaction, (2.1) tells the CSMS its V2X parameters in
 NotifyEVChargingNeeds, charges at its maximum and reports TransactionEvent
-Updated meter values. It obeys absolute charging profiles: a limit caps
+Updated meter values (energy amounts in stored kWh: the EV's battery, before
+its charge and discharge losses). It obeys absolute charging profiles: a limit caps
 charging; operationMode CentralSetpoint with a negative setpoint discharges
 (never beyond dischargeLimit, its own maximum, or its V2X minimum SoC);
 operationMode Idle holds at 0.
@@ -115,7 +116,7 @@ class Ocpp2ChargerSim(SimCharger):
             evse_id=self.evse_id, connector_id=1))
         if plugged_in:
             self.transaction_id = f"TX-{next(self._transactions)}"
-            await self._transaction_event("Started", "CablePluggedIn")
+            await self._transaction_event("Started", "CablePluggedIn", meter=True)
             if self.version == "2.1":
                 await self.notify_charging_needs()
 
@@ -124,6 +125,10 @@ class Ocpp2ChargerSim(SimCharger):
         b = self.battery
         to_min_wh = (self.v2x_min_soc_pct - b.soc_pct) / 100 * b.capacity_kwh * 1000
         to_max_wh = (100 - b.soc_pct) / 100 * b.capacity_kwh * 1000
+        target = {} if b.charge_target_pct is None else {
+            "targetSoC": round(b.charge_target_pct),
+            "evTargetEnergyRequest": round((round(b.charge_target_pct) - b.soc_pct) / 100
+                                           * b.capacity_kwh * 1000, 1)}
         await self._side.call(self._ocpp.call.NotifyEVChargingNeeds(evse_id=self.evse_id, charging_needs={
             "requestedEnergyTransfer": "AC_BPT",
             "controlMode": "ScheduledControl",
@@ -132,7 +137,7 @@ class Ocpp2ChargerSim(SimCharger):
                 "maxDischargePower": b.max_discharge_kw * 1000,
                 "evMinV2XEnergyRequest": round(to_min_wh, 1),
                 "evMaxV2XEnergyRequest": round(to_max_wh, 1),
-            },
+            } | target,
         }))
 
     async def _transaction_event(self, event_type: str, trigger: str, meter: bool = False) -> None:
