@@ -38,6 +38,15 @@ async def _until(predicate, timeout_s: float = 5) -> None:
     await asyncio.wait_for(poll(), timeout_s)
 
 
+async def _lowest_soc_until(adapter, station, end) -> float:
+    """The station's lowest SoC seen until `end` (the adapter's clock)."""
+    lowest = station.soc_pct()
+    while adapter.clock.now() < end:
+        lowest = min(lowest, station.soc_pct())
+        await asyncio.sleep(0.05)
+    return lowest
+
+
 def _ev(soc_pct: float = 40, time_scale: float = 1, charge_target_pct: float | None = 90) -> BatteryPhysics:
     return BatteryPhysics(capacity_kwh=60, soc_pct=soc_pct, max_charge_kw=11, max_discharge_kw=10,
                           time_scale=time_scale, charge_target_pct=charge_target_pct)
@@ -85,10 +94,7 @@ async def test_discharge_is_bounded_by_the_evs_v2x_offer():
         period = profile["charging_schedule"][0]["charging_schedule_period"][0]
         assert period["operation_mode"] == "CentralSetpoint"
         assert float(period["setpoint"]) == -10_000 and float(period["discharge_limit"]) == -10_000
-        lowest = station.soc_pct()
-        while adapter.clock.now() < now + timedelta(seconds=3):
-            lowest = min(lowest, station.soc_pct())
-            await asyncio.sleep(0.05)
+        lowest = await _lowest_soc_until(adapter, station, now + timedelta(seconds=3))
         assert lowest == pytest.approx(31, abs=1.0)
     finally:
         await station.stop()
@@ -110,10 +116,7 @@ async def test_discharge_stops_at_the_owners_floor_between_meter_values():
         await adapter.apply(Discharge(now, end, 7.0, 30.0))
         periods = station.profiles[adapter.profile_id]["charging_schedule"][0]["charging_schedule_period"]
         assert [p["operation_mode"] for p in periods] == ["CentralSetpoint", "Idle"]
-        lowest = station.soc_pct()
-        while adapter.clock.now() < end:
-            lowest = min(lowest, station.soc_pct())
-            await asyncio.sleep(0.05)
+        lowest = await _lowest_soc_until(adapter, station, end)
         assert 30 - 0.01 <= lowest <= 30 + 0.05
         assert station.battery.kwh_exported == pytest.approx(6 / 100 * 60 * 0.95, rel=0.01)
     finally:
@@ -133,10 +136,7 @@ async def test_a_discharge_accepted_ahead_places_its_floor_at_its_start():
         await _until(lambda: adapter.clock.now() >= start)
         # Charged to 36 % by then (a poll late, the discharge has taken a little already).
         assert 35 < station.soc_pct() <= 36 + 1e-9
-        lowest = station.soc_pct()
-        while adapter.clock.now() < end:
-            lowest = min(lowest, station.soc_pct())
-            await asyncio.sleep(0.05)
+        lowest = await _lowest_soc_until(adapter, station, end)
         assert 30 - 0.01 <= lowest <= 30 + 0.05
     finally:
         await station.stop()
