@@ -20,8 +20,8 @@ EXAMPLES = """examples:
   vtn replay --start 2018-08-29 --days 1 --vens 12 --day-seconds 96   # a small fleet, fast
   vtn replay --sim-only                             # every device on the sim adapter
 
-Part of the fleet runs the real OCPP 1.6 / 2.0.1, SunSpec and telematics adapters
-against their device simulators; docs/replay.md has the mix and measured figures."""
+Part of the fleet runs the real OCPP 1.6 / 2.0.1 / 2.1 (V2X), SunSpec and telematics
+adapters against their device simulators; docs/replay.md has the mix and measured figures."""
 
 
 def register(subparsers) -> None:
@@ -49,8 +49,9 @@ def register(subparsers) -> None:
                         "(default: the shipped data:isone_hourly_load_2015-07_2019-12.csv)")
     p.add_argument("--sim-only", action="store_true",
                    help="every device on the sim adapter (default: some managed cars on OCPP "
-                        "1.6 / 2.0.1 chargers and a car cloud, some BYOD batteries on a "
-                        "SunSpec inverter, through the real adapters to their simulators)")
+                        "1.6 / 2.0.1 chargers and a car cloud, some V2X cars and V2G pickups "
+                        "on OCPP 2.1 chargers, some BYOD batteries on a SunSpec inverter, "
+                        "through the real adapters to their simulators)")
     p.add_argument("--workdir", type=Path, default=Path("var/replay"),
                    help="dev PKI, SQLite stores and the replay's data files (default var/replay)")
     p.add_argument("--database", metavar="URL", help="VTN store (default: SQLite under --workdir)")
