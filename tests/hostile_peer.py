@@ -38,10 +38,11 @@ def enrol(store, pki: DevPki, registered: bool = True) -> None:
 
 
 @asynccontextmanager
-async def running_vtn(store, pki: DevPki, **config):
+async def running_vtn(store, pki: DevPki, poll_interval: timedelta = timedelta(seconds=1),
+                      **config):
     port = _free_port()
     vtn = Vtn(VtnConfig("HOSTILE_VTN", "127.0.0.1", port, pki.vtn.cert, pki.vtn.key, pki.ca.cert,
-                        poll_interval=timedelta(seconds=1), **config), store, SystemClock())
+                        poll_interval=poll_interval, **config), store, SystemClock())
     await vtn.start(run_ticker=False)
     try:
         yield f"https://127.0.0.1:{port}{PATH}"
