@@ -44,9 +44,9 @@ class ResumingContext(ssl.SSLContext):
     of a stock client is a full handshake: the server signs its key exchange and
     verifies the client's certificate chain and CertificateVerify again. This context
     offers the session (TLS 1.3 ticket or 1.2 session) of the newest connection to the
-    same host that finished its handshake; the server resumes it if it can (a VTN worker that did not issue it
-    starts a full handshake instead), and certificates are checked as before when it
-    does not.
+    same host that finished its handshake; the server resumes it if it can (a VTN worker
+    that did not issue it starts a full handshake instead), and certificates are checked
+    as before when it does not.
     """
 
     def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None,

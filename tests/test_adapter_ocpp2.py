@@ -105,46 +105,45 @@ async def test_discharge_is_bounded_by_the_evs_v2x_offer():
         await adapter.stop()
 
 
-async def test_discharge_stops_at_the_owners_floor_between_meter_values():
+@pytest.fixture
+async def floor_rig():
     # x600 with a meter value every 30 s: 36 % -> 30 % at 7 kW takes ~2.9 s of a 4 s
     # window, long before the next periodic meter value could tell the guard. The car
     # first charges 33 -> 36 % (its target), which shows the adapter the battery's losses.
     adapter, station = await _rig("2.1", _ev(soc_pct=33, time_scale=600, charge_target_pct=36),
                                   meter_interval_s=30, time_scale=600)
-    try:
-        await _until(lambda: adapter.charge_efficiency is not None)
-        assert adapter.v2x.capacity_kwh == pytest.approx(60, rel=1e-3)
-        assert adapter.charge_efficiency == pytest.approx(0.95, rel=1e-3)
-        now = adapter.clock.now()
-        end = now + timedelta(seconds=4)
-        await adapter.apply(Discharge(now, end, 7.0, 30.0))
-        periods = station.profiles[adapter.profile_id]["charging_schedule"][0]["charging_schedule_period"]
-        assert [p["operation_mode"] for p in periods] == ["CentralSetpoint", "Idle"]
-        lowest = await _lowest_soc_until(adapter, station, end)
-        assert 30 - 0.01 <= lowest <= 30 + 0.05
-        assert station.battery.kwh_exported == pytest.approx(6 / 100 * 60 * 0.95, rel=0.01)
-    finally:
-        await station.stop()
-        await adapter.stop()
+    yield adapter, station
+    await station.stop()
+    await adapter.stop()
 
 
-async def test_a_discharge_accepted_ahead_places_its_floor_at_its_start():
+async def test_discharge_stops_at_the_owners_floor_between_meter_values(floor_rig):
+    adapter, station = floor_rig
+    await _until(lambda: adapter.charge_efficiency is not None)
+    assert adapter.v2x.capacity_kwh == pytest.approx(60, rel=1e-3)
+    assert adapter.charge_efficiency == pytest.approx(0.95, rel=1e-3)
+    now = adapter.clock.now()
+    end = now + timedelta(seconds=4)
+    await adapter.apply(Discharge(now, end, 7.0, 30.0))
+    periods = station.profiles[adapter.profile_id]["charging_schedule"][0]["charging_schedule_period"]
+    assert [p["operation_mode"] for p in periods] == ["CentralSetpoint", "Idle"]
+    lowest = await _lowest_soc_until(adapter, station, end)
+    assert 30 - 0.01 <= lowest <= 30 + 0.05
+    assert station.battery.kwh_exported == pytest.approx(6 / 100 * 60 * 0.95, rel=0.01)
+
+
+async def test_a_discharge_accepted_ahead_places_its_floor_at_its_start(floor_rig):
     # Accepted while the car still charges 33 -> 36 % (and before the adapter has seen
     # the battery's losses): the floor is placed when the discharge starts, from 36 %.
-    adapter, station = await _rig("2.1", _ev(soc_pct=33, time_scale=600, charge_target_pct=36),
-                                  meter_interval_s=30, time_scale=600)
-    try:
-        start = adapter.clock.now() + timedelta(seconds=1.5)
-        end = start + timedelta(seconds=4)
-        await adapter.apply(Discharge(start, end, 7.0, 30.0))
-        await _until(lambda: adapter.clock.now() >= start)
-        # Charged to 36 % by then (a poll late, the discharge has taken a little already).
-        assert 35 < station.soc_pct() <= 36 + 1e-9
-        lowest = await _lowest_soc_until(adapter, station, end)
-        assert 30 - 0.01 <= lowest <= 30 + 0.05
-    finally:
-        await station.stop()
-        await adapter.stop()
+    adapter, station = floor_rig
+    start = adapter.clock.now() + timedelta(seconds=1.5)
+    end = start + timedelta(seconds=4)
+    await adapter.apply(Discharge(start, end, 7.0, 30.0))
+    await _until(lambda: adapter.clock.now() >= start)
+    # Charged to 36 % by then (a poll late, the discharge has taken a little already).
+    assert 35 < station.soc_pct() <= 36 + 1e-9
+    lowest = await _lowest_soc_until(adapter, station, end)
+    assert 30 - 0.01 <= lowest <= 30 + 0.05
 
 
 async def test_discharge_refused_when_the_ev_is_at_its_v2x_minimum():
