@@ -201,6 +201,10 @@ class OcppAdapterBase(Adapter):
     stack level: a charger replaces a profile with the same id, or the same
     purpose and stack level, so one shared id would keep only the last event
     of several a VEN has accepted. Slot k uses profile_id + k, stack_level + k.
+
+    A charger has room for `max_commands` such profiles; a week of standing and
+    called events hands a VEN more. The slots hold the commands that start
+    soonest and the rest wait, each installed as a slot's command ends.
     """
 
     subprotocol: str
@@ -222,6 +226,9 @@ class OcppAdapterBase(Adapter):
             str(self.config["charge_point_id"]), self.subprotocol, self._make_side)
         self.meter = MeterState()
         self.slots: dict[int, ProfileSlot] = {}
+        self.waiting: list[Command] = []   # accepted, no free slot yet; earliest start first
+        # Slots change from apply and clear (the agent) and from a slot's end (a timer).
+        self._slots_changing = asyncio.Lock()
         self._reported = asyncio.Event()
 
     # --- what a version supplies ------------------------------------------------
@@ -247,10 +254,7 @@ class OcppAdapterBase(Adapter):
         await self.server.start()
 
     async def stop(self) -> None:
-        for slot in self.slots.values():
-            if slot.tidy_up is not None:
-                slot.tidy_up.cancel()
-        self.slots.clear()
+        self._forget_commands()
         await self.server.stop()
 
     async def wait_connected(self, timeout_s: float) -> None:
@@ -265,15 +269,39 @@ class OcppAdapterBase(Adapter):
             raise CommandRefused(f"unsupported command {command!r}")
         if command.end <= self.clock.now():
             return  # already over: nothing for the charger to do
-        period = self._period(command)
-        free = [k for k in range(self.max_commands) if k not in self.slots]
-        if not free:
-            raise CommandRefused(f"already {self.max_commands} commands pending on this charger")
-        k = free[0]
+        self._period(command)  # what the charger could never carry is refused now, not when installed
+        async with self._slots_changing:
+            if len(self.slots) >= self.max_commands:
+                k, last = max(self.slots.items(), key=lambda item: item[1].command.start)
+                if command.start >= last.command.start:
+                    self._wait(command)
+                    return
+                # The new command starts sooner: it takes the slot of the one starting last.
+                await self._free(k)
+                self._wait(last.command)
+            await self._install(command)
+
+    def _wait(self, command: Command) -> None:
+        self.waiting.append(command)
+        self.waiting.sort(key=lambda c: c.start)
+
+    async def _install(self, command: Command) -> None:
+        """Put `command` into a free slot (the caller holds `_slots_changing`)."""
+        k = next(k for k in range(self.max_commands) if k not in self.slots)
         slot = ProfileSlot(self.profile_id + k, self.stack_level + k, command)
-        await self.send_profile(slot, command.start, command.end, period)
+        await self.send_profile(slot, command.start, command.end, self._period(command))
         slot.tidy_up = asyncio.ensure_future(run_at(self.clock.now, command.end, lambda: self._retire(k, slot)))
         self.slots[k] = slot
+        self._installed(slot)
+
+    def _installed(self, slot: ProfileSlot) -> None:
+        """A version's follow-up once a slot's profile is on the charger. Default: none."""
+
+    async def _free(self, k: int) -> None:
+        slot = self.slots.pop(k)
+        if slot.tidy_up is not None:
+            slot.tidy_up.cancel()
+        await self.server.call(self._clear_request(slot.profile_id), self.response_timeout_s)
 
     async def send_profile(self, slot: ProfileSlot, start: datetime, end: datetime, period: dict[str, Any]) -> None:
         result = await self.server.call(self._set_request(slot, start, end, period), self.response_timeout_s)
@@ -294,21 +322,42 @@ class OcppAdapterBase(Adapter):
         return {"startSchedule": iso(start), "duration": max(1, round((end - start).total_seconds()))}
 
     async def _retire(self, k: int, slot: ProfileSlot) -> None:
-        # The profile has expired on its own by now; clearing it just keeps the charger tidy.
-        if self.slots.get(k) is slot:
+        async with self._slots_changing:
+            if self.slots.get(k) is not slot:
+                return
+            # The profile has expired on its own by now; clearing it just keeps the charger tidy.
             del self.slots[k]
-        await self.server.call(self._clear_request(slot.profile_id), self.response_timeout_s)
+            await self.server.call(self._clear_request(slot.profile_id), self.response_timeout_s)
+            await self._install_waiting()
+
+    async def _install_waiting(self) -> None:
+        now = self.clock.now()
+        self.waiting = [c for c in self.waiting if c.end > now]
+        while self.waiting and len(self.slots) < self.max_commands:
+            command = self.waiting.pop(0)
+            try:
+                await self._install(command)
+            except AdapterError as exc:
+                # Nobody is waiting on this call to raise to: the agent sees the
+                # device not doing it in the readings.
+                log.warning("%s: a waiting command could not be installed: %r",
+                            self.server.charge_point_id, exc)
 
     async def clear(self) -> None:
+        async with self._slots_changing:
+            self._forget_commands()
+            # Every id we could have used, not just the ones in memory: a restarted VEN
+            # must still be able to take back what its previous run installed.
+            # "Unknown" answers just mean there was nothing there.
+            for k in range(self.max_commands):
+                await self.server.call(self._clear_request(self.profile_id + k), self.response_timeout_s)
+
+    def _forget_commands(self) -> None:
         for slot in self.slots.values():
             if slot.tidy_up is not None:
                 slot.tidy_up.cancel()
         self.slots.clear()
-        # Every id we could have used, not just the ones in memory: a restarted VEN
-        # must still be able to take back what its previous run installed.
-        # "Unknown" answers just mean there was nothing there.
-        for k in range(self.max_commands):
-            await self.server.call(self._clear_request(self.profile_id + k), self.response_timeout_s)
+        self.waiting.clear()
 
     # --- telemetry ----------------------------------------------------------------------
     async def read(self) -> Reading:

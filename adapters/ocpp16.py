@@ -16,7 +16,8 @@ Config:
     rate_unit         "W" (default) or "A"
     stack_level       default 5: above the charger's own defaults (command k uses 5 + k)
     profile_id        default 4701 (command k uses 4701 + k)
-    max_commands      pending commands at once, default 4
+    max_commands      profiles on the charger at once, default 4 (more commands wait
+                      and are installed as earlier ones end)
     max_limit         the charger's rating in rate_unit (default 22000 W / 32 A): a Charge
                       command (storm preparation, to full only) sets it for the window
     response_timeout_s  bound on each call (default 10)

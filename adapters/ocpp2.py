@@ -26,7 +26,7 @@ Energy.Active.Import/Export.Register, SoC) and the transaction's chargingState.
 
 Config: charge_point_id (required), version "2.1" (default) or "2.0.1", host,
 port, evse_id (1), purpose (TxDefaultProfile | TxProfile), stack_level (5),
-profile_id (4801), max_commands (4), max_limit_w (22000), response_timeout_s (10),
+profile_id (4801), max_commands (4 profiles at once; more wait for a slot), max_limit_w (22000), response_timeout_s (10),
 heartbeat_interval_s (60), time_scale (1: device seconds per wall second, for
 compressed-time simulators; it turns the device-time prediction of the floor into
 the wall time of the schedule).
@@ -200,11 +200,10 @@ class Ocpp2Adapter(OcppAdapterBase):
         return {"startPeriod": 0, "operationMode": "CentralSetpoint",
                 "setpoint": -watts, "dischargeLimit": -watts}
 
-    async def apply(self, command: Command) -> None:
-        await super().apply(command)
+    def _installed(self, slot: ProfileSlot) -> None:
+        command = slot.command
         if isinstance(command, Discharge) and self.clock.now() < command.start:
             # The SoC the discharge starts from is known only then: place the floor again.
-            slot = next(s for s in self.slots.values() if s.command is command)
             self._background(run_at(self.clock.now, command.start, lambda: self._replace_floor(slot)))
 
     async def _replace_floor(self, slot: ProfileSlot) -> None:

@@ -152,3 +152,34 @@ async def test_storm_charge_lifts_limits_for_the_window(rig):
     profile = charger.profiles[adapter.profile_id]
     assert float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"]) == 22000
     assert charger.limit_kw(adapter.clock.now()) == pytest.approx(22.0)
+
+
+def _windows(charger) -> list[tuple[str, str]]:
+    """The charger's profiles as (validFrom, validTo), in start order."""
+    return sorted((p["valid_from"], p["valid_to"]) for p in charger.profiles.values())
+
+
+@pytest.mark.parametrize("rig", [{"max_commands": 2}], indirect=True)
+async def test_commands_beyond_the_chargers_slots_wait_for_one(rig):
+    from adapters._ocpp_common import iso
+    adapter, charger = rig
+    now = adapter.clock.now()
+    first = ChargeDelay(now + timedelta(seconds=0.3), now + timedelta(seconds=1.2))
+    third = ChargeDelay(now + timedelta(seconds=3), now + timedelta(seconds=4))
+    second = ChargeDelay(now + timedelta(seconds=2), now + timedelta(seconds=2.5))
+    await adapter.apply(first)
+    await adapter.apply(third)
+    await adapter.apply(second)   # starts before `third`: takes its slot, `third` waits
+    window = lambda c: (iso(c.start), iso(c.end))
+    assert _windows(charger) == [window(first), window(second)]
+    assert adapter.waiting == [third]
+
+    async def installed():
+        while window(third) not in _windows(charger):
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(installed(), 5)     # once `first` has ended
+    assert _windows(charger) == [window(second), window(third)]
+    assert adapter.waiting == []
+
+    await adapter.clear()
+    assert charger.profiles == {} and adapter.waiting == []

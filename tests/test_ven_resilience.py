@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from adapters.base import DeviceDisconnected
+from adapters.base import CommandRefused, DeviceDisconnected
 from adapters.sim import SimAdapter
 from flexadr.clock import SystemClock, ceil_to
 from schedules import model
@@ -175,3 +175,38 @@ async def test_a_device_that_stops_answering_is_reported_offline_and_rejoins_the
     offline = [p for p in points if p.online is False]
     assert len(offline) >= 2 and all(p.kw is None for p in offline)
     assert any(p.online for p in points if p.interval_start >= event.start_utc)
+
+
+class RefusingSim(SimAdapter):
+    """A device that answers, but says no to commands while `refusing`."""
+    refusing = False
+    refused = 0
+
+    async def apply(self, command):
+        if self.refusing:
+            self.refused += 1
+            raise CommandRefused("charger has no free profile slot")
+        await super().apply(command)
+
+
+async def test_a_device_that_refuses_a_command_is_not_silent_and_is_offered_it_again(site):
+    config = site.agent_config("ven-a")
+    adapter = RefusingSim(config.adapter_config, SystemClock())
+    agent = await site.add_agent(config, adapter=adapter)
+    adapter.refusing = True
+    event = _publish(site, lead=HOUR, duration=2 * HOUR)
+    await _until(lambda: event.event_id in agent.decisions, timeout_s=10)
+    online = []
+    while SystemClock().now() < event.start_utc + HOUR:
+        online.append(agent.device_online)
+        await asyncio.sleep(0.05)
+    assert adapter.refused >= 1 and all(online)
+    adapter.refusing = False
+    await agent.set_conditions()             # any re-plan offers the refused command again
+    await _sleep_until(event.end_utc + HOUR)
+    await _until(lambda: agent.store.backlog() == 0, timeout_s=10)
+
+    assert -adapter.device.mean_kw(event.start_utc + HOUR, event.end_utc) > 1.0     # it took part
+    points = [p for p in site.store.telemetry("ven-a")
+              if event.start_utc <= p.interval_start < event.end_utc]
+    assert len(points) == 8 and all(p.online for p in points)    # readings went on throughout

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters import registry
-from adapters.base import Adapter, AdapterError, Charge, Command, Reading
+from adapters.base import Adapter, AdapterError, Charge, Command, CommandRefused, Reading
 from flexadr.clock import Clock, floor_to
 from ven import events
 from ven.events import CANCELLED, RESOURCE_ID, Event, Identity
@@ -373,13 +373,28 @@ class VenAgent:
             self._applied = None
             if not adding:
                 await self.adapter.clear()
+            applied = []
             for command, ahead in zip(commands, wanted):
-                if not (adding and ahead in held):
-                    await self.adapter.apply(command)
-            self._applied = commands
+                if adding and ahead in held:
+                    applied.append(command)
+                elif await self._hand(command):
+                    applied.append(command)
+            # A refused command is not held: the next re-apply offers it again (the
+            # device's answer may change, say once a car is plugged in).
+            self._applied = applied
         except AdapterError as err:
-            log.error("VEN %s: device refused commands: %s", self.config.ven_name, err)
+            log.error("VEN %s: device took no commands: %r", self.config.ven_name, err)
             self._device_failed(err)      # re-planned and re-applied once it answers
+
+    async def _hand(self, command: Command) -> bool:
+        """Whether the device took `command`. A device that says no has answered:
+        it is not silent, and its readings go on."""
+        try:
+            await self.adapter.apply(command)
+        except CommandRefused as err:
+            log.warning("VEN %s: device refused %s: %s", self.config.ven_name, command, err)
+            return False
+        return True
 
     async def _restore_events(self) -> None:
         for stored in self.store.events_not_ended(self.clock.now()):
