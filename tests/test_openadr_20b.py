@@ -13,6 +13,7 @@ from flexadr import xsd
 from flexadr.clock import SystemClock, ceil_to
 from flexadr.demo import _free_port
 from schedules import model
+from tests.harness import eventually
 from vtn import lifecycle
 from vtn.service import Vtn, VtnConfig
 from vtn.store import Ven
@@ -20,18 +21,6 @@ from vtn.store import Ven
 PATH = "/OpenADR2/Simple/2.0b"
 INVALID_ID = enums.STATUS_CODES.INVALID_ID   # 452
 REPORT_S = 2
-
-
-async def eventually(predicate, timeout_s=20.0, what="condition"):
-    """Wait (bounded) until predicate() is truthy; return its value."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 class Stock:

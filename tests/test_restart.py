@@ -20,6 +20,7 @@ from certs.pki import ensure_dev_pki
 from flexadr.clock import SystemClock, ceil_to
 from flexadr.demo import KINDS, _free_port, fleet_plan
 from schedules import model
+from tests.harness import eventually
 from ven.agent import AgentConfig
 from ven.fleet import Fleet
 from ven.policy import OwnerPrefs
@@ -41,16 +42,6 @@ async def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = 3
         except OSError:
             await asyncio.sleep(0.1)
     raise AssertionError(f"vtn serve did not listen on {port} within {timeout_s} s")
-
-
-async def eventually(predicate, timeout_s=30.0, what="condition"):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not (value := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
-    return value
 
 
 class Acks:
