@@ -1,4 +1,6 @@
 """Fleet mode: many agents in one process, each with its own adapter, certificate and client."""
+import gc
+
 import pytest
 
 from adapters.registry import UnknownAdapter
@@ -27,13 +29,16 @@ async def test_every_agent_gets_its_own_adapter_and_registers_with_its_own_certi
     assert len({id(adapter) for adapter in adapters}) == len(NAMES)       # not shared
     assert [a.device.soc_pct for a in adapters] == [50.0, 60.0, 70.0]    # each its own config
     assert all(isinstance(agent.link.client._create_message, MessageSigner) for agent in fleet.agents)
+    gc.unfreeze()
     try:
         await fleet.start()
         assert all(agent.registered for agent in fleet.agents)
         registered = {ven.ven_id: ven.registration_id for ven in site.store.vens()}
         assert all(registered[name] for name in NAMES)
         assert {agent.ven_id for agent in fleet.agents} == set(NAMES)
+        assert gc.get_freeze_count() > 0    # the agents are out of the collector's full scans
     finally:
+        gc.unfreeze()           # the rest of the test session collects as usual
         await fleet.stop()
 
 

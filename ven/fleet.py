@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import astuple
 from typing import Awaitable, Callable, Iterable
@@ -60,6 +61,10 @@ class Fleet:
         await asyncio.gather(*(self._gated(agent.start_running()) for agent in self.agents))
         registered = sum(agent.registered for agent in self.agents)
         log.info("fleet: %d of %d agents registered", registered, len(self.agents))
+        # Thousands of agents hold millions of long-lived objects, and every full collection
+        # walked them all (pauses up to 1.3 s at 5,000 agents, delaying the polls due in
+        # them). Frozen, they are left out of the collector's scans from here on.
+        gc.freeze()
         self._watch_tasks = [asyncio.create_task(watch.run(), name=f"storm-watch-{i}")
                              for i, watch in enumerate(self.storm_watches)]
 
