@@ -20,14 +20,15 @@ BATTERY = dict(kind="battery", capacity_kwh=13.5, soc_pct=90.0, max_charge_kw=5.
                max_discharge_kw=5.0, charge_target_pct=None)
 
 
-async def eventually(predicate, timeout_s: float = 30.0, what: str = "condition"):
+async def eventually(predicate, timeout_s: float = 30.0, what: str = "condition",
+                     step_s: float = 0.05):
     """Wait (bounded) until predicate() is truthy; return its value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not (value := predicate()):
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(step_s)
     return value
 
 

@@ -18,6 +18,7 @@ from flexadr.clock import ManualClock
 from flexadr.demo import _free_port
 from schedules import model
 from tests.harness import eventually, running_site
+from ven.openadr20b.link import REGISTER_RETRY
 from vtn import auth, lifecycle
 from vtn.programs import ensure_program
 
@@ -108,9 +109,9 @@ async def test_operator_runs_an_event_from_the_console(tmp_path):
         viewer_token = auth.issue_token(store, "viewer", "test", actor="test", clock=clock)
         for name in VENS:
             await site.add_agent(site.agent_config(name))
-        # A first registration that fails (a busy CI machine) is retried after 30 s.
-        await eventually(lambda: all(agent.registered for agent in site.agents), 45,
-                         "every VEN registered")
+        # A first registration that fails (a busy CI machine) is retried.
+        await eventually(lambda: all(agent.registered for agent in site.agents),
+                         REGISTER_RETRY.total_seconds() + 15, "every VEN registered")
 
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM,

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from flexadr.clock import SystemClock
+from tests.harness import eventually
 from tests.test_openadr31_api import allowed_start, api  # noqa: F401  (fixture)
-from tests.test_ven_openadr31 import agent_config, until
+from tests.test_ven_openadr31 import agent_config
 from ven.agent import VenAgent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,6 @@ async def test_elaadnl_openadr3_client_as_bl_and_as_ven(api, store, tmp_path):  
                                  webhook=False), SystemClock())
     await ours.start()
     try:
-        await until(lambda: event.event_id in ours.decisions, 20, "our 3.1 agent read the event")
+        await eventually(lambda: event.event_id in ours.decisions, 20, "our 3.1 agent read the event")
     finally:
         await ours.stop()

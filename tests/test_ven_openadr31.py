@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from flexadr.clock import SystemClock, ceil_to
 from schedules import model
-from tests.harness import BATTERY
+from tests.harness import BATTERY, eventually
 from tests.test_openadr31_api import SECRET, enrol, start_api
 from tests.test_openadr31_notify import clients, start_edge
 from tests.test_ven_resilience import _assert_contiguous
@@ -35,15 +35,6 @@ from vtn.store import Oadr3Subscription, Resource
 SCALE = 900.0
 REPORT = timedelta(minutes=15) / SCALE       # one wall-clock second
 HALF_HOUR = 2 * REPORT
-
-
-async def until(predicate, timeout_s: float, what: str, step_s: float = 0.05) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await asyncio.sleep(step_s)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def sleep_until(when) -> None:
@@ -128,7 +119,7 @@ async def agent(vtn31, tmp_path):
 
 async def test_a_31_agent_registers_and_executes_every_interval_and_reports(vtn31, agent, store):
     _, api = vtn31
-    await until(lambda: agent.registered, 10, "registered over 3.1")
+    await eventually(lambda: agent.registered, 10, "registered over 3.1")
     assert agent.ven_id == "ven-31"
     with store.session() as s:
         assert [r.resource_id for r in s.exec(select(Resource)).all()] == ["device"]
@@ -138,11 +129,11 @@ async def test_a_31_agent_registers_and_executes_every_interval_and_reports(vtn3
 
     start, body = profile_event([5.0, 2.0, 4.0])
     event = await post_event(api, store, body)
-    await until(lambda: event["id"] in agent.decisions, 10, "the event read (re-read)")
+    await eventually(lambda: event["id"] in agent.decisions, 10, "the event read (re-read)")
     assert agent.decisions[event["id"]].opt.value == "optIn"
     end = start + 3 * HALF_HOUR
     await sleep_until(end + 2 * REPORT)
-    await until(lambda: agent.store.backlog() == 0, 10, "the outbox sent")
+    await eventually(lambda: agent.store.backlog() == 0, 10, "the outbox sent")
 
     # Device truth: each interval's own setpoint (discharge, so negative power into it).
     device = agent.adapter.device
@@ -161,13 +152,13 @@ async def test_a_deleted_event_is_cancelled_at_the_next_read(vtn31, agent, store
     _, api = vtn31
     start, body = profile_event([4.0, 4.0], lead=2 * REPORT)
     event = await post_event(api, store, body)
-    await until(lambda: event["id"] in agent.decisions, 10, "the event read")
+    await eventually(lambda: event["id"] in agent.decisions, 10, "the event read")
     await sleep_until(start + REPORT)
     device = agent.adapter.device
     assert device.power_kw() < 0
     await api.call("DELETE", f"/events/{event['id']}", "/events/{eventID}", client="bl",
                    expect=200)
-    await until(lambda: agent.decisions[event["id"]].reason == "cancelled", 10, "cancelled")
+    await eventually(lambda: agent.decisions[event["id"]].reason == "cancelled", 10, "cancelled")
     assert device.power_kw() == 0
     assert agent.store.event(event["id"]).cancelled
 
@@ -183,15 +174,15 @@ async def test_a_webhook_notification_makes_the_agent_act_without_a_re_read(stor
                      database=LocalDatabase(f"sqlite:///{tmp_path / 'ven.sqlite'}"))
     await agent.start()
     try:
-        await until(lambda: agent.link.reads == 1, 10, "the first read")
+        await eventually(lambda: agent.link.reads == 1, 10, "the first read")
         assert agent.link.webhook_url.endswith(NOTIFY_PATH)
         _, body = profile_event([3.0])
         event = await post_event(api, store, body)
-        await until(lambda: event["id"] in agent.decisions, 10, "the event by webhook")
+        await eventually(lambda: event["id"] in agent.decisions, 10, "the event by webhook")
         assert agent.decisions[event["id"]].opt.value == "optIn" and agent.link.reads == 1
         await api.call("DELETE", f"/events/{event['id']}", "/events/{eventID}", client="bl",
                        expect=200)
-        await until(lambda: agent.decisions[event["id"]].reason == "cancelled", 10,
+        await eventually(lambda: agent.decisions[event["id"]].reason == "cancelled", 10,
                     "the cancellation by webhook")
 
         # The webhook answers only the VTN: no or a wrong bearer token is a 401, and a
@@ -221,12 +212,12 @@ async def test_a_refused_callback_leaves_the_re_read(store, tmp_path):
                      SystemClock(), database=LocalDatabase(f"sqlite:///{tmp_path / 'v.sqlite'}"))
     await agent.start()
     try:
-        await until(lambda: agent.registered and agent.link.reads >= 1, 10, "registered")
+        await eventually(lambda: agent.registered and agent.link.reads >= 1, 10, "registered")
         with store.session() as s:
             assert s.exec(select(Oadr3Subscription)).all() == []
         _, body = profile_event([3.0])
         event = await post_event(api, store, body)
-        await until(lambda: event["id"] in agent.decisions, 10, "the event by re-read")
+        await eventually(lambda: event["id"] in agent.decisions, 10, "the event by re-read")
     finally:
         await agent.stop()
         await api.session.close()
@@ -244,8 +235,8 @@ async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
     try:
         start, body = profile_event([2.0, 2.0], lead=2 * REPORT)
         event = await post_event(api, store, body)
-        await until(lambda: event["id"] in agent.decisions, 10, "the event read")
-        await until(lambda: store.telemetry("ven-31"), 10, "a first report")
+        await eventually(lambda: event["id"] in agent.decisions, 10, "the event read")
+        await eventually(lambda: store.telemetry("ven-31"), 10, "a first report")
         await server.stop()                               # the VTN goes away ...
         stopped_at = SystemClock().now()
         await asyncio.sleep(6 * REPORT.total_seconds())   # ... the agent keeps sampling
@@ -254,7 +245,7 @@ async def test_reports_survive_a_vtn_outage_and_arrive_once(store, tmp_path):
         await server.start()                              # ... and is back
         restarted_at = SystemClock().now()
         # Drained backlog alone can race the first sample taken after the restart.
-        await until(lambda: agent.store.backlog() == 0
+        await eventually(lambda: agent.store.backlog() == 0
                     and store.telemetry("ven-31")[-1].interval_end > restarted_at,
                     20, "the backlog and a report from after the restart sent")
         points = store.telemetry("ven-31")
@@ -277,7 +268,7 @@ async def test_a_restarted_agent_resumes_and_reads_what_changed_while_it_was_dow
     await first.start()
     start, body = profile_event([4.0, 4.0], lead=2 * REPORT)
     event = await post_event(api, store, body)
-    await until(lambda: event["id"] in first.decisions, 10, "the event read")
+    await eventually(lambda: event["id"] in first.decisions, 10, "the event read")
     await first.stop()                          # the agent goes down before the event ...
     adapter = first.adapter
     body["intervals"][1]["payloads"][0]["values"] = [1.0]      # ... and BL changes it
@@ -286,7 +277,7 @@ async def test_a_restarted_agent_resumes_and_reads_what_changed_while_it_was_dow
     await second.start()
     try:
         assert second.decisions[event["id"]].opt.value == "optIn"     # from its local store
-        await until(lambda: second.link.reads >= 1, 10, "the first read after the restart")
+        await eventually(lambda: second.link.reads >= 1, 10, "the first read after the restart")
         await sleep_until(start + 2 * HALF_HOUR)
         device = adapter.device
         assert -device.mean_kw(start, start + HALF_HOUR) == pytest.approx(4.0, rel=0.02)

@@ -12,11 +12,11 @@ import json
 import pytest
 
 from flexadr.clock import SystemClock
-from tests.harness import running_site
+from tests.harness import eventually, running_site
 from tests.test_openadr31_api import enrol, start_api
 from tests.test_openadr31_notify import clients, start_edge
 from tests.test_ven_openadr31 import (HALF_HOUR, REPORT, SCALE, agent_config, post_event,
-                                      profile_event, sleep_until, until)
+                                      profile_event, sleep_until)
 from ven import config as ven_config
 from ven.agent import VenAgent
 from ven.fleet import Fleet
@@ -52,15 +52,15 @@ async def test_one_31_event_reaches_a_20b_and_a_31_agent_and_settles_both(tmp_pa
             event = await post_event(api, site.store, body)
             event_id = event["id"]
             for agent in (legacy, modern):
-                await until(lambda a=agent: event_id in a.decisions, 10,
+                await eventually(lambda a=agent: event_id in a.decisions, 10,
                             f"{agent.config.ven_name} got the event")
                 assert agent.decisions[event_id].opt.value == "optIn"
-            await until(lambda: site.store.target(event_id, "ven-20b").opt_type == "optIn", 10,
+            await eventually(lambda: site.store.target(event_id, "ven-20b").opt_type == "optIn", 10,
                         "the 2.0b agent's optIn")
             end = start + len(PROFILE) * HALF_HOUR
             await sleep_until(end + 2 * REPORT)
             for agent in (legacy, modern):
-                await until(lambda a=agent: a.store.backlog() == 0, 15,
+                await eventually(lambda a=agent: a.store.backlog() == 0, 15,
                             f"{agent.config.ven_name}'s outbox sent")
 
             for agent in (legacy, modern):
@@ -125,7 +125,7 @@ oadr31 = {{ client_id = "ven-31-client" }}
         try:
             fleet = Fleet(configs, SystemClock())
             await fleet.start()
-            await until(lambda: all(a.registered for a in fleet.agents), 15, "both registered")
+            await eventually(lambda: all(a.registered for a in fleet.agents), 15, "both registered")
             assert {a.ven_id for a in fleet.agents} == {"ven-20b", "ven-31"}
             assert site.store.ven("ven-20b").registration_id is not None
         finally:
