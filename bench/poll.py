@@ -27,7 +27,12 @@ The servers:
   time, so the poll-rate limit admits every poll and last-seen is written as with
   real polling, at most once per interval per VEN);
 - **stock**: `openleadr.OpenADRServer` with a `ven_lookup` from a dict and an `on_poll`
-  handler that returns nothing: the least a stock VTN does per poll.
+  handler that returns nothing: the least a stock VTN does per poll;
+- **floor**: the primitives every signed poll needs on this stack (TLS, the DTD-free
+  parse, the XSD check, the signature check, a signed oadrResponse) on a bare asyncio
+  protocol, with no store, replay check, VEN lookup or HTTP framework. No VTN can do
+  less and stay in the profile, so stock / floor bounds what any Python VTN built on
+  lxml, cryptography and the ssl module can reach against stock on this machine.
 
 VTN CPU per poll is the server process's user + system time over the sending windows
 divided by the polls answered; vtn_cpu_share near 1.0 means the server was CPU-bound
@@ -65,6 +70,8 @@ PATH = "/OpenADR2/Simple/2.0b/OadrPoll"
 MODES = {"keep-alive": "keep-alive", "fresh": "fresh TLS per poll",
          "resumed": "new connection per poll, TLS session resumed"}
 VTN_ID = "BENCH_VTN"
+SERVERS = ("flexadr", "stock", "floor")
+LABELS = {"flexadr": "flexadr", "stock": "stock openleadr", "floor": "floor"}
 
 
 def _pin(cpu: int) -> None:
@@ -123,6 +130,61 @@ def serve_stock(root: Path, vens: list[str], port: int, ready, stop) -> None:
                            show_fingerprint=False)
     server.add_handler("on_poll", lambda ven_id: None)
     _run_until(server, ready, stop, start=lambda s: s.run())
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """The floor's connection: HTTP/1.1 requests with a Content-Length, as the generator
+    sends them, and nothing a real server must also handle (no chunks, limits, timeouts)."""
+
+    def __init__(self, answer):
+        self.answer, self.buffer, self.transport = answer, b"", None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.peer_der = ssl_object.getpeercert(binary_form=True)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            length = int(self.buffer.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            if len(self.buffer) < end + 4 + length:
+                return
+            body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
+            text = self.answer(body, self.peer_der).encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(text), text))
+
+
+def serve_floor(root: Path, vens: list[str], port: int, ready, stop) -> None:
+    """The primitives' floor of a signed poll on this stack: TLS, DTD-free parse, XSD check,
+    signature check (C14N, digests, one public-key verify) and a signed oadrResponse, on a
+    bare asyncio protocol; no store, no replay check, no VEN lookup, no HTTP framework."""
+    _pin(0)
+    _quiet()
+    from flexadr import xsd
+
+    signer = MessageSigner.from_files(root / "vtn.crt", root / "vtn.key")
+
+    def answer(body: bytes, peer_der: bytes) -> str:
+        tree = oadr_xml.parse(body)
+        xsd.check(tree)
+        verify_fast(tree, peer_der)
+        ven_id = tree.findtext(".//{http://docs.oasis-open.org/ns/energyinterop/201110}venID")
+        return signer("oadrResponse", ven_id=ven_id, response={
+            "response_code": 200, "response_description": "OK", "request_id": ""})
+
+    context = tls.server_context("default", [tls.CertKey(root / "vtn.crt", root / "vtn.key")],
+                                 root / "ca.crt")
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _FloorProtocol(answer), "127.0.0.1", port, ssl=context)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        server.close()
+    asyncio.run(main())
 
 
 def _run_until(server, ready, stop, start) -> None:
@@ -360,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["keep-alive", "fresh"],
                         help="connection modes to run: " + "; ".join(
                             f"{mode}: {meaning}" for mode, meaning in MODES.items()))
-    parser.add_argument("--only", choices=("flexadr", "stock"),
+    parser.add_argument("--only", choices=SERVERS,
                         help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
     if min(args.vens, args.concurrency, args.verify_every) < 1 or \
@@ -372,18 +434,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_pki(root, vens, args.key)
-        ours = run_server("flexadr", partial(serve_flexadr, poll_s=args.poll_s), root, vens, args) \
-            if args.only != "stock" else []
-        stock = run_server("stock openleadr", serve_stock, root, vens, args) \
-            if args.only != "flexadr" else []
+        targets = {"flexadr": partial(serve_flexadr, poll_s=args.poll_s),
+                   "stock": serve_stock, "floor": serve_floor}
+        rows = {name: run_server(LABELS[name], target, root, vens, args)
+                for name, target in targets.items() if args.only in (None, name)}
     summary = {"bench": "poll", "summary": True, "cores": os.cpu_count(),
                "python": platform.python_version(), "argv": sys.argv[1:]}
-    for our, theirs in zip(ours, stock):
-        key = our["connection"]
-        summary[f"{key}: polls/s ratio ours/stock"] = round(
-            our["polls_per_s"] / max(theirs["polls_per_s"], 1e-9), 2)
-        summary[f"{key}: cpu/poll ratio ours/stock"] = round(
-            our["vtn_cpu_ms_per_poll"] / max(theirs["vtn_cpu_ms_per_poll"], 1e-9), 2)
+    for name in ("flexadr", "floor"):
+        for row, stock in zip(rows.get(name, []), rows.get("stock", [])):
+            key, who = row["connection"], "ours" if name == "flexadr" else "floor"
+            summary[f"{key}: polls/s ratio {who}/stock"] = round(
+                row["polls_per_s"] / max(stock["polls_per_s"], 1e-9), 2)
+            summary[f"{key}: cpu/poll ratio {who}/stock"] = round(
+                row["vtn_cpu_ms_per_poll"] / max(stock["vtn_cpu_ms_per_poll"], 1e-9), 2)
     print(json.dumps(summary))
     return 0
 
