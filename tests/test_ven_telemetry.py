@@ -190,25 +190,46 @@ def test_late_readings_across_an_event_give_each_interval_the_energy_the_meter_c
     assert [round(c.kw, 9) for c in closed] == [4.0, 4.0, -5.0, -5.0, 0.0, 0.0]
 
 
-def test_a_device_that_switches_late_moves_only_its_lag_across_the_boundary():
+def test_a_device_that_switches_late_is_measured_where_it_switched():
     # The event starts at T0+30, but the device (an adapter that writes at the edge on a
-    # busy loop) switches 2 minutes late; the agent reads it 6 minutes late.
+    # busy loop) switches 2 minutes late; the agent reads it 6 minutes late. The meter's
+    # delta between the readings on either side of the boundary says when it switched.
     lag = 2 * M
 
     def kw_at(t):
         return 4.0 if t < T0 + 30 * M + lag else -5.0
     device = MeteredDevice(kw_at, [T0 + 30 * M + lag])
     closed = _sample_busily([1.0, 21 * 60.0, 1.0, 1.0, 1.0], device)
-    before, during = closed[1], closed[2]
-    lag_h = lag.total_seconds() / 3600
-    # 4 kW for the lag belongs to the event's first interval; wound back at -5 kW, the
-    # boundary sees (4 - -5) kW x lag less in the register than the meter did.
-    assert before.kwh == pytest.approx(1.0 + 9.0 * lag_h)
-    assert during.kwh == pytest.approx(device.net_kwh(T0 + 45 * M) - device.net_kwh(T0 + 30 * M)
-                                       - 9.0 * lag_h)
-    # What the meter counted over the two intervals together is reported exactly.
-    assert before.kwh + during.kwh == pytest.approx(device.net_kwh(T0 + 45 * M)
-                                                    - device.net_kwh(T0 + 15 * M))
+    assert len(closed) == 4
+    for c in closed:
+        assert c.kwh == pytest.approx(device.net_kwh(c.end) - device.net_kwh(c.start)), c.start
+    # 4 kW for the lag is in the event's first interval, where the device drew it.
+    assert closed[2].kwh == pytest.approx(4.0 * lag / (60 * M) - 5.0 * (15 * M - lag) / (60 * M))
+
+
+def test_a_battery_that_runs_down_just_after_a_boundary_is_measured_where_it_stopped():
+    # Discharging 5 kW, the battery reaches its floor at T0+32 and stops; the reading for
+    # T0+30 is 8 minutes late and sees 0 kW. Wound back at 0 kW from there, the 2 minutes
+    # of discharge after the boundary would land in the interval before it.
+    def kw_at(t):
+        return -5.0 if t < T0 + 32 * M else 0.0
+    device = MeteredDevice(kw_at, [T0 + 32 * M])
+    closed = _sample_busily([1.0, 23 * 60.0, 1.0, 1.0], device)
+    assert [c.start for c in closed] == [T0, T0 + 15 * M, T0 + 30 * M]
+    for c in closed:
+        assert c.kwh == pytest.approx(device.net_kwh(c.end) - device.net_kwh(c.start)), c.start
+    assert closed[2].kwh == pytest.approx(-5.0 * 2 / 60)
+
+
+def test_two_switches_between_the_readings_keep_the_meters_total():
+    # Up 4 kW, down 5 kW at T0+29, idle from T0+31: two switches around the boundary,
+    # read 8 minutes late. Which side the energy lands on is an estimate; the sum is not.
+    def kw_at(t):
+        return 4.0 if t < T0 + 29 * M else -5.0 if t < T0 + 31 * M else 0.0
+    device = MeteredDevice(kw_at, [T0 + 29 * M, T0 + 31 * M])
+    closed = _sample_busily([1.0, 23 * 60.0, 1.0, 1.0], device)
+    assert sum(c.kwh for c in closed) == pytest.approx(device.net_kwh(closed[-1].end)
+                                                       - device.net_kwh(closed[0].start))
 
 
 def test_an_agent_more_than_a_period_behind_goes_on_from_the_latest_tick():
