@@ -236,8 +236,8 @@ class VenAgent:
     async def sample(self, tick) -> None:
         was_online = self.device_online
         reading = await self._read()
-        # For its tick, however late it was read: the recorder winds the register back
-        # from the reading's own time, so a busy moment costs no interval.
+        # For its tick, however late it was read: the recorder places the register at the
+        # tick from this reading and the one before, so a busy moment costs no interval.
         closed = self.recorder.observe(tick, reading)
         if closed is not None:
             self.store.add_interval(OutboxInterval(

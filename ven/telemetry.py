@@ -60,7 +60,7 @@ class IntervalRecorder:
         self._boundary: datetime | None = None   # the last boundary a sample fell on
         self._opening_kwh: float | None = None   # the net register there (None: silent)
         self._online = True                      # every sample since then answered
-        self._previous: Reading | None = None    # the sample before the latest one
+        self._previous: Reading | None = None    # the latest reading: the next one's "before"
 
     def observe(self, tick: datetime, reading: Reading | None) -> IntervalReading | None:
         """Feed the sample taken for `tick` (None: the device did not answer), whenever
