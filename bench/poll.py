@@ -70,7 +70,6 @@ PATH = "/OpenADR2/Simple/2.0b/OadrPoll"
 MODES = {"keep-alive": "keep-alive", "fresh": "fresh TLS per poll",
          "resumed": "new connection per poll, TLS session resumed"}
 VTN_ID = "BENCH_VTN"
-SERVERS = ("flexadr", "stock", "floor")
 LABELS = {"flexadr": "flexadr", "stock": "stock openleadr", "floor": "floor"}
 
 
@@ -147,7 +146,8 @@ class _FloorProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            length = int(self.buffer.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            head = self.buffer[:end].lower()
+            length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
             if len(self.buffer) < end + 4 + length:
                 return
             body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
@@ -176,15 +176,21 @@ def serve_floor(root: Path, vens: list[str], port: int, ready, stop) -> None:
 
     context = tls.server_context("default", [tls.CertKey(root / "vtn.crt", root / "vtn.key")],
                                  root / "ca.crt")
+    _run_until(_FloorServer(answer, port, context), ready, stop, start=lambda s: s.start())
 
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(
-            lambda: _FloorProtocol(answer), "127.0.0.1", port, ssl=context)
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.05)
-        server.close()
-    asyncio.run(main())
+
+class _FloorServer:
+    """The floor's listener, started and stopped as `_run_until` does the others."""
+
+    def __init__(self, answer, port: int, context):
+        self.answer, self.port, self.context, self.server = answer, port, context, None
+
+    async def start(self) -> None:
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: _FloorProtocol(self.answer), "127.0.0.1", self.port, ssl=self.context)
+
+    async def stop(self) -> None:
+        self.server.close()
 
 
 def _run_until(server, ready, stop, start) -> None:
@@ -422,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=["keep-alive", "fresh"],
                         help="connection modes to run: " + "; ".join(
                             f"{mode}: {meaning}" for mode, meaning in MODES.items()))
-    parser.add_argument("--only", choices=SERVERS,
+    parser.add_argument("--only", choices=LABELS,
                         help="one server only (e.g. to profile it); no ratios then")
     args = parser.parse_args(argv)
     if min(args.vens, args.concurrency, args.verify_every) < 1 or \
